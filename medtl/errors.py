@@ -14,6 +14,7 @@ __all__ = [
     "TruncatedFileError",
     "MissingPixelDataError",
     "UnsupportedScanError",
+    "InvalidHeaderError",
     "NoImagesError",
     "SeriesNotFoundError",
     "GeometryError",
@@ -63,6 +64,10 @@ class MissingPixelDataError(ScanError):
 
 class UnsupportedScanError(ScanError):
     """A readable file whose content medtl cannot turn into an image (unknown encoding, photometric...)."""
+
+
+class InvalidHeaderError(ScanError):
+    """A DICOM header holds a value that breaks its own rules (an integer string "1A", a negative size...)."""
 
 
 class NoImagesError(MedtlError, FileNotFoundError):

@@ -51,11 +51,12 @@ class MeanCI:
         return asdict(self)
 
 
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> MeanCI:
+def mean_ci(values: Sequence[float], confidence: float = 0.95, bounds: tuple[float, float] | None = None) -> MeanCI:
     """Mean and t-interval of ``values`` (one value per seed); non-finite values are dropped.
 
     With a single value the interval is undefined and reported as ``nan``; with zero spread it
-    collapses onto the mean.
+    collapses onto the mean. ``bounds`` clips the interval to the metric's range (with 2-3 seeds a
+    t-interval of an AUROC easily runs past 1).
     """
     x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     n = int(x.size)
@@ -66,7 +67,10 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> MeanCI:
         return MeanCI(mean, math.nan, math.nan, 1, math.nan)
     sd = float(x.std(ddof=1))
     half = float(_sps.t.ppf(0.5 + confidence / 2, df=n - 1)) * sd / math.sqrt(n)
-    return MeanCI(mean, mean - half, mean + half, n, sd)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return MeanCI(mean, low, high, n, sd)
 
 
 # ----------------------------------------------------------------------------------- predictions
@@ -389,8 +393,8 @@ class PairedDifference:
 
 
 def paired_difference(
-    a: PatientPredictions,
-    b: PatientPredictions,
+    a: PatientPredictions | Sequence[PatientPredictions],
+    b: PatientPredictions | Sequence[PatientPredictions],
     metric: str = "auroc",
     *,
     n_resamples: int = 2000,
@@ -399,34 +403,56 @@ def paired_difference(
 ) -> PairedDifference:
     """Difference ``metric(a) - metric(b)`` on the patients both arms predicted, with a patient bootstrap.
 
-    Patients are resampled with replacement within each class (stratified cluster bootstrap). The
-    p-value is two-sided, from the bootstrap distribution shifted to the null of no difference:
-    ``p = (1 + #{|d* - d| >= |d|}) / (1 + B)``.
+    ``a`` and ``b`` may be lists (one entry per seed, paired by position): the difference is then the
+    mean over seeds of the per-seed differences, and every bootstrap resample draws one set of
+    patients used for all seeds, so the interval reflects which patients happened to be in the test
+    set. Patients are resampled with replacement within each class (stratified cluster bootstrap).
+    The p-value is two-sided, from the bootstrap distribution shifted to the null of no difference:
+    ``p = (1 + #{|d* - d| >= |d|}) / (1 + B)``. For binary AUROC, DeLong's test is run on the
+    seed-averaged scores of each arm.
     """
-    a, b = a.align(b)
-    if len(a) == 0:
-        nan = math.nan
-        return PairedDifference(metric, nan, nan, nan, nan, nan, nan, 0, 0, None)
+    list_a = [a] if isinstance(a, PatientPredictions) else list(a)
+    list_b = [b] if isinstance(b, PatientPredictions) else list(b)
+    if len(list_a) != len(list_b):
+        raise ValueError(f"{len(list_a)} prediction sets for a but {len(list_b)} for b; they must pair up")
     fn = METRICS[_look_metric(metric)]
-    labels = a.labels
-    va, vb = fn(labels, a.probs), fn(labels, b.probs)
+    nan = math.nan
+    if not list_a:
+        return PairedDifference(metric, nan, nan, nan, nan, nan, nan, 0, 0, None)
+    # restrict every set to the units all of them share, in one order
+    ref = list_a[0]
+    for p in list_a[1:] + list_b:
+        ref, _ = ref.align(p)
+    list_a = [ref.align(p)[1] for p in list_a]
+    list_b = [ref.align(p)[1] for p in list_b]
+    if len(ref) == 0:
+        return PairedDifference(metric, nan, nan, nan, nan, nan, nan, 0, 0, None)
+    labels = ref.labels
+
+    def value(preds: list[PatientPredictions], idx: np.ndarray) -> float:
+        return float(np.mean([fn(labels[idx], p.probs[idx]) for p in preds]))
+
+    every = np.arange(len(ref))
+    va, vb = value(list_a, every), value(list_b, every)
     d = va - vb
 
     def stat(idx: np.ndarray) -> float:
-        return fn(labels[idx], a.probs[idx]) - fn(labels[idx], b.probs[idx])
+        return value(list_a, idx) - value(list_b, idx)
 
-    boot = cluster_bootstrap(stat, a.patient_id, strata=labels, n_resamples=n_resamples, seed=seed)
+    boot = cluster_bootstrap(stat, ref.patient_id, strata=labels, n_resamples=n_resamples, seed=seed)
     if boot.size == 0 or not np.isfinite(d):
-        low = high = p = math.nan
+        low = high = p = nan
     else:
         alpha = 1 - confidence
         low, high = (float(v) for v in np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
-        p = float((1 + np.sum(np.abs(boot - d) >= abs(d) - 1e-12)) / (1 + boot.size))
+        p = min(1.0, float((1 + np.sum(np.abs(boot - d) >= abs(d) - 1e-12)) / (1 + boot.size)))
     dl = None
-    if metric == "auroc" and a.probs.shape[1] == 2:
-        dl = delong_test(labels, a.scores, b.scores, confidence=confidence)
-    n_patients = len(set(a.patient_id.tolist()))
-    return PairedDifference(metric, float(va), float(vb), float(d), low, high, min(p, 1.0), n_patients, boot.size, dl)
+    if metric == "auroc" and ref.probs.shape[1] == 2:
+        mean_a = np.mean([p.scores for p in list_a], axis=0)
+        mean_b = np.mean([p.scores for p in list_b], axis=0)
+        dl = delong_test(labels, mean_a, mean_b, confidence=confidence)
+    n_patients = len(set(ref.patient_id.tolist()))
+    return PairedDifference(metric, float(va), float(vb), float(d), low, high, p, n_patients, int(boot.size), dl)
 
 
 def _look_metric(name: str) -> str:

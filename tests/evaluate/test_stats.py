@@ -163,3 +163,32 @@ def test_convergence_hand_made():
     assert exact.epoch == 4
     loss = convergence(epochs, seconds, [0.9, 0.5, 0.4, 0.3], 0.45, higher_is_better=False)
     assert loss.epoch == 3
+
+
+def test_paired_difference_over_seeds_averages_per_seed_differences():
+    rng = np.random.default_rng(7)
+    n = 40
+    pids = [f"p{i}" for i in range(n)]
+    y = np.r_[np.zeros(20, int), np.ones(20, int)]
+    arms = {
+        k: [aggregate_by_patient(pids, y, np.clip(y * w + rng.normal(0.3, 0.3, n), 0, 1)) for _ in range(3)]
+        for k, w in (("a", 0.5), ("b", 0.1))
+    }
+    r = paired_difference(arms["a"], arms["b"], "auroc", n_resamples=300, seed=1)
+    y = arms["a"][0].labels  # units are sorted by patient ID
+    expected = np.mean(
+        [roc_auc_score(y, pa.scores) - roc_auc_score(y, pb.scores) for pa, pb in zip(arms["a"], arms["b"], strict=True)]
+    )
+    assert r.difference == pytest.approx(expected)
+    assert r.low <= r.difference <= r.high
+    mean_a = np.mean([p.scores for p in arms["a"]], 0)
+    mean_b = np.mean([p.scores for p in arms["b"]], 0)
+    assert r.delong.auc_a == pytest.approx(roc_auc_score(y, mean_a))
+    assert r.delong.auc_b == pytest.approx(roc_auc_score(y, mean_b))
+    with pytest.raises(ValueError, match="pair up"):
+        paired_difference(arms["a"], arms["b"][:2])
+
+
+def test_mean_ci_bounds_clip_to_metric_range():
+    r = mean_ci([0.95, 1.0], bounds=(0.0, 1.0))
+    assert r.high == 1.0 and r.low < 0.95 and r.mean == pytest.approx(0.975)

@@ -1,0 +1,519 @@
+"""The results of a comparison: one record per (arm, seed, label fraction) run, and their summary.
+
+These plain data structures are what the report, the plots, ``results.json`` and ``results.csv`` are
+made from. They can be built by hand (tests do) or read from finished run directories
+(:func:`record_from_run_dir`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medtl.evaluate.stats import (
+    METRICS,
+    MeanCI,
+    PairedDifference,
+    PatientPredictions,
+    aggregate_by_patient,
+    compute_metric,
+    convergence,
+    mean_ci,
+    paired_difference,
+)
+
+__all__ = [
+    "ArmSpec",
+    "RunRecord",
+    "CompareResults",
+    "ArmFractionSummary",
+    "Summary",
+    "summarize",
+    "record_from_run_dir",
+    "read_metrics_csv",
+    "read_predictions_csv",
+    "fraction_words",
+    "RESULTS_CSV_FIELDS",
+]
+
+
+@dataclass
+class ArmSpec:
+    """One arm of a comparison: a backbone, its starting weights and how it is trained.
+
+    Attributes:
+        name: short identifier used in folder names ("imagenet", "scratch").
+        arch: architecture name (see ``medtl backbones``).
+        weights: weight source name or a checkpoint path; "scratch" for random initialisation.
+        schedule: "fine_tune" (frozen body first, then discriminative rates) or "one_cycle".
+        mode: "2d", "3d" or "2.5d".
+        in_channels: input channels of the model (``None`` = the data's own).
+        label: name shown in the report ("MobileNetV2 ImageNet").
+        provenance: the weight source's record (licence, citation, sha256...) once known.
+        load_report: the summary of what was loaded, matched, adapted and left random.
+    """
+
+    name: str
+    arch: str
+    weights: str = "scratch"
+    schedule: str = "one_cycle"
+    mode: str | None = None
+    in_channels: int | None = None
+    label: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    load_report: str = ""
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    @property
+    def is_scratch(self) -> bool:
+        return self.weights == "scratch"
+
+
+@dataclass
+class RunRecord:
+    """One training run of one arm with one seed on one label fraction.
+
+    Attributes:
+        arm: the arm's name.
+        seed: the seed (training patients drawn and model initialised with it).
+        fraction: fraction of the training patients whose labels were used.
+        status: "ok", "failed" or "pending".
+        error: the error message of a failed run.
+        run_dir: the run's directory.
+        seconds: wall-clock seconds of the run.
+        best_epoch: the epoch whose checkpoint was evaluated on the test set.
+        n_train_patients: training patients the run used.
+        test_metrics: test metrics, computed by medtl from the per-patient predictions.
+        predictions: per-patient test predictions (probabilities averaged over each patient's scans).
+        curve: one dict per epoch: "epoch", "time_s" and the validation metrics ("val_auroc", ...).
+    """
+
+    arm: str
+    seed: int
+    fraction: float
+    status: str = "pending"
+    error: str | None = None
+    run_dir: str | None = None
+    seconds: float | None = None
+    best_epoch: int | None = None
+    n_train_patients: int | None = None
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    predictions: PatientPredictions | None = None
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def best_val(self, metric: str) -> float:
+        vals = [c.get(f"val_{metric}", math.nan) for c in self.curve]
+        vals = [v for v in vals if v is not None and np.isfinite(v)]
+        return float(max(vals)) if vals else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["predictions"] = self.predictions.to_dict() if self.predictions is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunRecord:
+        d = dict(d)
+        preds = d.pop("predictions", None)
+        rec = cls(**d)
+        rec.predictions = PatientPredictions.from_dict(preds) if preds else None
+        return rec
+
+
+def fraction_words(fraction: float) -> str:
+    """'with 10% of the labels' / 'with all the labels'."""
+    if fraction >= 1.0 - 1e-9:
+        return "with all the labels"
+    pct = fraction * 100
+    return f"with {pct:.0f}% of the labels" if abs(pct - round(pct)) < 1e-6 else f"with {pct:.1f}% of the labels"
+
+
+# ------------------------------------------------------------------------------------------ summary
+
+
+@dataclass
+class ArmFractionSummary:
+    """Statistics of one arm at one label fraction.
+
+    Attributes:
+        arm: arm name.
+        fraction: label fraction.
+        n_ok: runs that finished; ``n_failed`` runs that failed.
+        metrics: test metric name -> mean and 95% CI over seeds.
+        best_val: mean/CI over seeds of the best validation primary metric.
+        seconds: mean wall-clock seconds per run.
+        vs_reference: paired difference to the reference arm (None for the reference itself).
+        convergence: epochs/seconds to reach the reference's best validation score, per seed
+            (``None`` = never), plus how many seeds reached it.
+        sentence: the verdict in words.
+    """
+
+    arm: str
+    fraction: float
+    n_ok: int
+    n_failed: int
+    metrics: dict[str, MeanCI]
+    best_val: MeanCI
+    seconds: float | None
+    vs_reference: PairedDifference | None = None
+    convergence: dict[str, Any] = field(default_factory=dict)
+    sentence: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arm": self.arm,
+            "fraction": self.fraction,
+            "n_ok": self.n_ok,
+            "n_failed": self.n_failed,
+            "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
+            "best_val": self.best_val.to_dict(),
+            "seconds": self.seconds,
+            "vs_reference": self.vs_reference.to_dict() if self.vs_reference else None,
+            "convergence": self.convergence,
+            "sentence": self.sentence,
+        }
+
+
+@dataclass
+class Summary:
+    """All statistics of a comparison, one :class:`ArmFractionSummary` per arm and fraction."""
+
+    primary_metric: str
+    reference: str
+    rows: list[ArmFractionSummary]
+    confidence: float = 0.95
+    n_resamples: int = 2000
+
+    def row(self, arm: str, fraction: float) -> ArmFractionSummary | None:
+        for r in self.rows:
+            if r.arm == arm and abs(r.fraction - fraction) < 1e-9:
+                return r
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "primary_metric": self.primary_metric,
+            "reference": self.reference,
+            "confidence": self.confidence,
+            "n_resamples": self.n_resamples,
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+
+METRIC_WORDS = {"auroc": "AUROC", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "f1": "F1"}
+
+
+def _verdict(arm: str, ref: str, d: PairedDifference | None, fraction: float, confidence: float) -> str:
+    words = fraction_words(fraction)
+    m = METRIC_WORDS.get(d.metric if d else "", d.metric if d else "")
+    if d is None or not np.isfinite(d.difference):
+        return f"{arm} could not be compared with {ref} {words} (no paired test predictions)."
+    pct = f"{confidence * 100:.0f}%"
+    if not np.isfinite(d.low):
+        return (
+            f"{arm} differed from {ref} by {d.difference:+.3f} {m} {words}; "
+            f"no confidence interval could be computed ({d.n_patients} test patients)."
+        )
+    ci = f"({pct} CI {d.low:.3f} to {d.high:.3f})"
+    if d.low > 0:
+        return f"{arm} beat {ref} by {d.difference:.3f} {m} {ci} {words}."
+    if d.high < 0:
+        return f"{arm} did worse than {ref} by {-d.difference:.3f} {m} {ci} {words}."
+    return (
+        f"{arm} did not beat {ref} {words}: the difference was {d.difference:+.3f} {m} {ci}, no significant difference."
+    )
+
+
+def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> Summary:
+    """Per arm and fraction: mean/CI over seeds, the paired difference to the reference arm, convergence."""
+    metric = results.primary_metric
+    ref = results.reference
+    rows: list[ArmFractionSummary] = []
+    for arm in results.arms:
+        for fraction in results.fractions:
+            runs = [r for r in results.runs if r.arm == arm.name and abs(r.fraction - fraction) < 1e-9]
+            ok = sorted((r for r in runs if r.ok), key=lambda r: r.seed)
+            metric_names = sorted({k for r in ok for k in r.test_metrics}, key=lambda k: (k != metric, k))
+            metrics = {
+                k: mean_ci([r.test_metrics.get(k, math.nan) for r in ok], confidence, bounds=(0.0, 1.0))
+                for k in metric_names
+            }
+            secs = [r.seconds for r in ok if r.seconds is not None]
+            row = ArmFractionSummary(
+                arm=arm.name,
+                fraction=fraction,
+                n_ok=len(ok),
+                n_failed=sum(r.status == "failed" for r in runs),
+                metrics=metrics,
+                best_val=mean_ci([r.best_val(metric) for r in ok], confidence, bounds=(0.0, 1.0)),
+                seconds=float(np.mean(secs)) if secs else None,
+            )
+            ref_runs = {r.seed: r for r in results.runs if r.arm == ref and abs(r.fraction - fraction) < 1e-9 and r.ok}
+            if arm.name != ref and ref_runs:
+                pairs = [(r, ref_runs[r.seed]) for r in ok if r.seed in ref_runs]
+                pairs = [(a, b) for a, b in pairs if a.predictions is not None and b.predictions is not None]
+                if pairs:
+                    row.vs_reference = paired_difference(
+                        [a.predictions for a, _ in pairs],
+                        [b.predictions for _, b in pairs],
+                        metric,
+                        n_resamples=n_resamples,
+                        confidence=confidence,
+                        seed=seed,
+                    )
+                per_seed = {}
+                for r in ok:
+                    if r.seed not in ref_runs:
+                        continue
+                    target = ref_runs[r.seed].best_val(metric)
+                    c = convergence(
+                        [int(x["epoch"]) for x in r.curve],
+                        [float(x.get("time_s", math.nan)) for x in r.curve],
+                        [float(x.get(f"val_{metric}", math.nan)) for x in r.curve],
+                        target,
+                    )
+                    per_seed[str(r.seed)] = c.to_dict()
+                reached = [c for c in per_seed.values() if c["reached"]]
+                row.convergence = {
+                    "per_seed": per_seed,
+                    "n_reached": len(reached),
+                    "n": len(per_seed),
+                    "median_epoch": float(np.median([c["epoch"] for c in reached])) if reached else None,
+                    "median_seconds": float(np.median([c["seconds"] for c in reached])) if reached else None,
+                }
+                row.sentence = _verdict(
+                    results.arm(arm.name).display, results.arm(ref).display, row.vs_reference, fraction, confidence
+                )
+            elif arm.name == ref:
+                best = [
+                    (int(max(r.curve, key=lambda x: x.get(f"val_{metric}", -math.inf))["epoch"]),)
+                    for r in ok
+                    if r.curve
+                ]
+                row.convergence = {
+                    "reference_best_epochs": [b[0] for b in best],
+                    "median_epoch": float(np.median([b[0] for b in best])) if best else None,
+                }
+            rows.append(row)
+    return Summary(metric, ref, rows, confidence, n_resamples)
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+RESULTS_CSV_FIELDS = [
+    "arm",
+    "arch",
+    "weights",
+    "seed",
+    "fraction",
+    "status",
+    "error",
+    "n_train_patients",
+    "seconds",
+    "best_epoch",
+    "best_val",
+    *[f"test_{m}" for m in METRICS],
+    "run_dir",
+]
+
+
+@dataclass
+class CompareResults:
+    """Everything a comparison produced: its arms, its runs and (once computed) its summary."""
+
+    arms: list[ArmSpec]
+    runs: list[RunRecord]
+    classes: list[str]
+    seeds: list[int]
+    fractions: list[float]
+    primary_metric: str = "auroc"
+    reference: str = "scratch"
+    config: dict[str, Any] = field(default_factory=dict)
+    compare_dir: str | None = None
+    summary: Summary | None = None
+
+    def arm(self, name: str) -> ArmSpec:
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def run(self, arm: str, seed: int, fraction: float) -> RunRecord | None:
+        for r in self.runs:
+            if r.arm == arm and r.seed == seed and abs(r.fraction - fraction) < 1e-9:
+                return r
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "primary_metric": self.primary_metric,
+            "reference": self.reference,
+            "classes": self.classes,
+            "seeds": self.seeds,
+            "fractions": self.fractions,
+            "arms": [asdict(a) for a in self.arms],
+            "summary": self.summary.to_dict() if self.summary else None,
+            "runs": [r.to_dict() for r in self.runs],
+            "config": self.config,
+            "compare_dir": self.compare_dir,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CompareResults:
+        """Arms, runs and settings from :meth:`to_dict` output (the summary is recomputed, not read)."""
+        return cls(
+            arms=[ArmSpec(**a) for a in d["arms"]],
+            runs=[RunRecord.from_dict(r) for r in d["runs"]],
+            classes=list(d["classes"]),
+            seeds=[int(s) for s in d["seeds"]],
+            fractions=[float(f) for f in d["fractions"]],
+            primary_metric=d.get("primary_metric", "auroc"),
+            reference=d.get("reference", "scratch"),
+            config=d.get("config", {}),
+            compare_dir=d.get("compare_dir"),
+        )
+
+    def write_json(self, path: str | Path) -> Path:
+        from medtl.utils import atomic_write_bytes
+
+        text = json.dumps(_jsonable(self.to_dict()), indent=1, allow_nan=False)
+        atomic_write_bytes(path, text.encode())
+        return Path(path)
+
+    def write_csv(self, path: str | Path) -> Path:
+        import io
+
+        from medtl.utils import atomic_write_bytes
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=RESULTS_CSV_FIELDS, lineterminator="\n")
+        w.writeheader()
+        for r in sorted(self.runs, key=lambda r: (r.fraction, r.arm, r.seed)):
+            arm = self.arm(r.arm)
+            row = {
+                "arm": r.arm,
+                "arch": arm.arch,
+                "weights": arm.weights,
+                "seed": r.seed,
+                "fraction": r.fraction,
+                "status": r.status,
+                "error": r.error or "",
+                "n_train_patients": "" if r.n_train_patients is None else r.n_train_patients,
+                "seconds": "" if r.seconds is None else f"{r.seconds:.1f}",
+                "best_epoch": "" if r.best_epoch is None else r.best_epoch,
+                "best_val": _num(r.best_val(self.primary_metric)) if r.ok else "",
+                "run_dir": r.run_dir or "",
+            }
+            for m in METRICS:
+                row[f"test_{m}"] = _num(r.test_metrics.get(m, math.nan)) if r.ok else ""
+            w.writerow(row)
+        atomic_write_bytes(path, buf.getvalue().encode())
+        return Path(path)
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None or not np.isfinite(v) else f"{v:.6g}"
+
+
+def _jsonable(obj: Any) -> Any:
+    """Replace nan/inf by None and numpy scalars by Python ones, recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# -------------------------------------------------------------------------------------- run folders
+
+
+def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a run's ``metrics.csv`` as floats (empty cells become ``nan``); rows without an epoch dropped.
+
+    Lightning's CSV logger may write several rows per epoch (train and val parts); they are merged.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    by_epoch: dict[int, dict[str, float]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if not row.get("epoch"):
+                continue
+            epoch = int(float(row["epoch"]))
+            merged = by_epoch.setdefault(epoch, {"epoch": float(epoch)})
+            for k, v in row.items():
+                if k is None or v in (None, ""):
+                    continue
+                try:
+                    merged[k] = float(v)
+                except ValueError:
+                    continue
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def read_predictions_csv(path: str | Path, classes: list[str]) -> PatientPredictions:
+    """A run's ``predictions_test.csv`` (image, patient_id, label, prob_<class>...) aggregated per patient.
+
+    ``label`` may be the class name or its index.
+    """
+    pids, labels, probs = [], [], []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = [f"prob_{c}" for c in classes]
+        missing = [c for c in cols if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: columns {missing} missing (found {reader.fieldnames})")
+        for row in reader:
+            lab = row["label"]
+            labels.append(classes.index(lab) if lab in classes else int(float(lab)))
+            pids.append(row.get("patient_id") or row.get("image"))
+            probs.append([float(row[c]) for c in cols])
+    return aggregate_by_patient(pids, labels, np.asarray(probs, dtype=float).reshape(len(labels), len(classes)))
+
+
+def record_from_run_dir(run_dir: str | Path, *, arm: str, seed: int, fraction: float, classes: list[str]) -> RunRecord:
+    """A :class:`RunRecord` from a finished run directory (result.json, metrics.csv, predictions_test.csv).
+
+    Test metrics are recomputed here from the per-patient predictions, so every arm is scored the
+    same way and the paired statistics use exactly the numbers the table shows.
+    """
+    run_dir = Path(run_dir)
+    rec = RunRecord(arm=arm, seed=seed, fraction=fraction, run_dir=str(run_dir))
+    result_file = run_dir / "result.json"
+    result = json.loads(result_file.read_text()) if result_file.is_file() else {}
+    rec.status = str(result.get("status", "pending"))
+    rec.error = result.get("error")
+    rec.seconds = result.get("seconds")
+    rec.best_epoch = result.get("best_epoch")
+    rec.n_train_patients = result.get("n_train_patients")
+    if rec.n_train_patients is None and (run_dir / "splits.csv").is_file():
+        with open(run_dir / "splits.csv", newline="") as fh:
+            rec.n_train_patients = sum(1 for row in csv.DictReader(fh) if row.get("split") == "train") or None
+    rec.curve = read_metrics_csv(run_dir / "metrics.csv")
+    preds = run_dir / "predictions_test.csv"
+    if rec.status == "ok" and preds.is_file():
+        rec.predictions = read_predictions_csv(preds, classes)
+        rec.test_metrics = {m: compute_metric(m, rec.predictions.labels, rec.predictions.probs) for m in METRICS}
+    elif rec.status == "ok":
+        rec.status = "failed"
+        rec.error = f"{preds} is missing: the run did not write test predictions"
+    return rec

@@ -1,0 +1,159 @@
+"""The report and its statistics, on hand-made runs (no training)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from medtl.evaluate.report import print_summary, summary_table, write_report
+from medtl.evaluate.results import ArmSpec, CompareResults, RunRecord, record_from_run_dir, summarize
+from medtl.evaluate.stats import aggregate_by_patient
+
+
+def make_results(strength: dict[str, float], *, n_patients: int = 40, seeds=(0, 1), fractions=(0.5, 1.0)):
+    rng = np.random.default_rng(11)
+    pids = [f"{i:04x}" for i in range(n_patients)]
+    y = np.arange(n_patients) % 2
+    arms = [
+        ArmSpec(
+            "imagenet",
+            "mobilenet_v2",
+            "imagenet",
+            "fine_tune",
+            "2d",
+            label="MobileNetV2 ImageNet",
+            provenance={"license": "BSD-3-Clause", "citation": "torchvision", "sha256": "b0353104"},
+            load_report="matched 314 tensors, head left random",
+        ),
+        ArmSpec("scratch", "mobilenet_v2", "scratch", "one_cycle", "2d", label="scratch"),
+    ]
+    runs = []
+    for arm in arms:
+        for s in seeds:
+            for f in fractions:
+                w = strength[arm.name] * f
+                p = 1 / (1 + np.exp(-(w * (2 * y - 1) + rng.normal(0, 1, n_patients))))
+                preds = aggregate_by_patient(pids, y, p)
+                curve = [{"epoch": e, "time_s": 2.0 * e, "val_auroc": min(1.0, 0.5 + w * e / 8)} for e in (1, 2, 3)]
+                from medtl.evaluate.stats import METRICS, compute_metric
+
+                runs.append(
+                    RunRecord(
+                        arm.name,
+                        s,
+                        f,
+                        "ok",
+                        None,
+                        f"/runs/{arm.name}-{s}-{f}",
+                        6.0,
+                        3,
+                        20,
+                        {m: compute_metric(m, preds.labels, preds.probs) for m in METRICS},
+                        preds,
+                        curve,
+                    )
+                )
+    return CompareResults(arms, runs, ["negative", "positive"], list(seeds), list(fractions))
+
+
+def test_summary_matches_direct_computation():
+    res = make_results({"imagenet": 3.0, "scratch": 0.3})
+    s = summarize(res, n_resamples=300)
+    row = s.row("imagenet", 1.0)
+    aucs = [r.test_metrics["auroc"] for r in res.runs if r.arm == "imagenet" and r.fraction == 1.0]
+    assert row.metrics["auroc"].mean == pytest.approx(np.mean(aucs))
+    ref = [r for r in res.runs if r.arm == "scratch" and r.fraction == 1.0]
+    arm = [r for r in res.runs if r.arm == "imagenet" and r.fraction == 1.0]
+    direct = np.mean(
+        [
+            roc_auc_score(a.predictions.labels, a.predictions.scores)
+            - roc_auc_score(b.predictions.labels, b.predictions.scores)
+            for a, b in zip(arm, ref, strict=True)
+        ]
+    )
+    assert row.vs_reference.difference == pytest.approx(direct)
+    assert row.vs_reference.low > 0
+    assert row.sentence.startswith("MobileNetV2 ImageNet beat scratch by ")
+    assert "with all the labels" in row.sentence
+    # imagenet's curve reaches scratch's best (0.5 + 0.3*3/8) at epoch 1
+    assert row.convergence["n_reached"] == 2 and row.convergence["median_epoch"] == 1
+
+
+def test_no_difference_is_said_honestly():
+    res = make_results({"imagenet": 1.0, "scratch": 1.0}, seeds=(0,))
+    s = summarize(res, n_resamples=300)
+    for f in (0.5, 1.0):
+        row = s.row("imagenet", f)
+        if row.vs_reference.low <= 0 <= row.vs_reference.high:
+            assert "did not beat scratch" in row.sentence and "no significant difference" in row.sentence
+    assert any("did not beat" in s.row("imagenet", f).sentence for f in (0.5, 1.0))
+
+
+def test_report_files_and_numbers_agree(tmp_path):
+    res = make_results({"imagenet": 3.0, "scratch": 0.5})
+    res.runs.append(RunRecord("scratch", 2, 1.0, "failed", "TrainingError: out of memory", "/runs/x"))
+    files = write_report(res, tmp_path, n_resamples=200)
+    for p in (files.report_md, files.report_html, files.results_json, files.results_csv, *files.plots.values()):
+        assert p.is_file() and p.stat().st_size > 0
+    assert set(files.plots) == {"label_efficiency", "learning_curves", "roc"}
+    html = files.report_html.read_text()
+    assert html.count("data:image/png;base64,") == 3 and 'src="plots/' not in html
+    md = files.report_md.read_text()
+    data = json.loads(files.results_json.read_text())
+    for row in data["summary"]["rows"]:
+        assert row["sentence"] in md
+        auc = row["metrics"]["auroc"]
+        assert f"{auc['mean']:.3f}" in md
+        if row["vs_reference"]:
+            d = row["vs_reference"]
+            assert f"{d['difference']:+.3f}" in md and f"{d['low']:.3f} to {d['high']:.3f}" in md
+    assert "out of memory" in md and "BSD-3-Clause" in md and "head left random" in md
+    with open(files.results_csv) as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(res.runs)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert failed[0]["error"] == "TrainingError: out of memory"
+    # results.json round-trips and re-summarises to the same numbers
+    again = summarize(CompareResults.from_dict(data), n_resamples=200)
+    assert again.to_dict()["rows"][0]["metrics"] == data["summary"]["rows"][0]["metrics"]
+    # the table in report.md is the one summary_table produces
+    header, table = summary_table(res, res.summary)
+    for r in table:
+        assert ("| " + " | ".join(r) + " |") in md
+
+
+def test_terminal_table(capsys):
+    from rich.console import Console
+
+    res = make_results({"imagenet": 3.0, "scratch": 0.5}, seeds=(0,))
+    s = summarize(res, n_resamples=100)
+    console = Console(width=250, force_terminal=False)
+    print_summary(res, s, console)
+    out = capsys.readouterr().out
+    assert "MobileNetV2 ImageNet" in out and s.row("imagenet", 1.0).sentence[:40] in out
+
+
+def test_record_from_run_dir(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "result.json").write_text(json.dumps({"status": "ok", "seconds": 12.5, "best_epoch": 2}))
+    (run / "metrics.csv").write_text(
+        "epoch,time_s,train_loss,val_loss,val_auroc\n1,5.0,0.7,0.69,0.6\n2,10.1,0.6,0.6,0.8\n"
+    )
+    (run / "splits.csv").write_text("patient_id,split,label\na,train,0\nb,train,1\nc,test,0\nd,test,1\n")
+    (run / "predictions_test.csv").write_text(
+        "image,patient_id,label,prob_negative,prob_positive\n"
+        "x1,c,negative,0.8,0.2\nx2,c,negative,0.6,0.4\nx3,d,positive,0.3,0.7\n"
+    )
+    rec = record_from_run_dir(run, arm="scratch", seed=0, fraction=1.0, classes=["negative", "positive"])
+    assert rec.ok and rec.n_train_patients == 2 and rec.best_epoch == 2
+    assert rec.predictions.probs[:, 1].tolist() == pytest.approx([0.3, 0.7])
+    assert rec.test_metrics["auroc"] == 1.0 and rec.best_val("auroc") == 0.8
+    assert [c["time_s"] for c in rec.curve] == [5.0, 10.1]
+    (run / "predictions_test.csv").unlink()
+    bad = record_from_run_dir(run, arm="scratch", seed=0, fraction=1.0, classes=["negative", "positive"])
+    assert bad.status == "failed" and "predictions_test.csv" in bad.error

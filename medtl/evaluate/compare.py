@@ -1,0 +1,521 @@
+"""``medtl compare``: pretrained vs scratch, over arms, seeds and label fractions, on the same patients.
+
+A comparison is a normal experiment config plus a ``compare`` section::
+
+    data: {manifest: ../sample_data/xray/manifest.csv}
+    model: {arch: mobilenet_v2}
+    train: {epochs: 6}
+    compare:
+      arms:
+        - {name: imagenet, model: {weights: imagenet}}
+        - {name: scratch, model: {weights: scratch}}
+      seeds: 3
+      fractions: [0.1, 0.25, 0.5, 1.0]
+      primary_metric: auroc
+
+How it stays fair: the train/val/test split by patient is made once and written to
+``<compare dir>/splits.csv``; every run reuses it, so all arms are validated and tested on exactly the
+same patients. For each seed and label fraction every arm trains on the same (stratified, nested)
+subset of training patients, for the same number of epochs. Pretrained arms use the fine_tune schedule,
+scratch the one-cycle schedule from the start (unless an arm says otherwise).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medtl.errors import ConfigError
+from medtl.evaluate.report import ReportFiles, write_report
+from medtl.evaluate.results import ArmSpec, CompareResults, RunRecord, Summary, record_from_run_dir, summarize
+
+__all__ = [
+    "ArmModel",
+    "ArmConfig",
+    "CompareSection",
+    "CompareConfig",
+    "CompareResult",
+    "load_compare_config",
+    "default_arms",
+    "compare",
+    "run_dir_for",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ArmModel(_Section):
+    """The backbone of an arm; unset fields come from the experiment's ``model`` section."""
+
+    arch: str | None = Field(None, description="Architecture (default: the experiment's model.arch).")
+    weights: str = Field("scratch", description="scratch | imagenet | imagenet-inflated | medicalnet | ... | a path.")
+    in_channels: int | None = Field(None, ge=1, description="Model input channels (default: the weights').")
+
+
+class ArmConfig(_Section):
+    """One arm: a name, a backbone with its starting weights, a schedule and a data mode."""
+
+    name: str = Field(description="Short name, used for folders (letters, digits, _ . -).")
+    label: str | None = Field(None, description="Name shown in the report (default: name).")
+    model: ArmModel = ArmModel()
+    schedule: Literal["auto", "fine_tune", "one_cycle"] = Field(
+        "auto", description="auto: fine_tune for pretrained weights, one_cycle for scratch."
+    )
+    mode: Literal["2d", "3d", "2.5d"] | None = Field(None, description="Data mode (default: the experiment's).")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"arm name {v!r} may hold only letters, digits, '_', '.', '-'")
+        return v
+
+
+class CompareSection(_Section):
+    """What to compare and how."""
+
+    arms: list[ArmConfig] | None = Field(
+        None, description="Arms; default: every weight source that fits model.arch, plus scratch."
+    )
+    seeds: int = Field(3, ge=1, description="Seeds per arm and fraction (seeds 0..n-1).")
+    fractions: list[float] = Field([0.1, 0.25, 0.5, 1.0], description="Label fractions of the training patients.")
+    primary_metric: Literal["auroc", "accuracy", "balanced_accuracy", "f1"] = "auroc"
+    reference: str = Field("scratch", description="The arm every other arm is compared with.")
+    n_resamples: int = Field(2000, ge=100, description="Bootstrap resamples over test patients.")
+    dir: Path | None = Field(None, description="Comparison folder (default: <output.dir>/compare-<output.name>).")
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions_ok(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0.0 < f <= 1.0 for f in v):
+            raise ValueError(f"fractions must be in (0, 1] (got {v})")
+        return sorted(set(float(f) for f in v))
+
+
+class CompareConfig(_Section):
+    """An experiment config plus its ``compare`` section."""
+
+    experiment: Any  # medtl.config.ExperimentConfig (validated by load_config)
+    compare: CompareSection = CompareSection()
+
+
+def _resolve(raw: dict[str, Any], base: Path) -> None:
+    """Paths in a YAML file are relative to the file (the same rule as medtl.config)."""
+
+    def fix(section: dict[str, Any] | None, key: str, only_files: bool = False) -> None:
+        if not isinstance(section, dict) or not isinstance(section.get(key), str):
+            return
+        value = section[key]
+        if only_files and not value.endswith((".pt", ".pth", ".ckpt", ".safetensors", ".bin")):
+            return
+        p = Path(value).expanduser()
+        section[key] = str(p if p.is_absolute() else base / p)
+
+    fix(raw.get("data"), "manifest")
+    fix(raw.get("splits"), "file")
+    fix(raw.get("output"), "dir")
+    fix(raw.get("model"), "weights", only_files=True)
+    comp = raw.get("compare")
+    if isinstance(comp, dict):
+        fix(comp, "dir")
+        for arm in comp.get("arms") or []:
+            if isinstance(arm, dict):
+                fix(arm.get("model"), "weights", only_files=True)
+
+
+def load_compare_config(
+    path_or_dict: str | Path | dict[str, Any] | CompareConfig, overrides: dict[str, Any] | None = None
+) -> CompareConfig:
+    """Read a comparison config: the experiment sections plus an optional ``compare`` section.
+
+    Args:
+        path_or_dict: a YAML file, a dict, or a CompareConfig.
+        overrides: dotted keys for the experiment (``{"train.epochs": 2}``) or ``compare.*``
+            (``{"compare.seeds": 2}``).
+
+    Raises:
+        ConfigError: unknown or invalid fields, with their path and the allowed values.
+    """
+    from medtl.config import apply_overrides, load_config
+
+    if isinstance(path_or_dict, CompareConfig):
+        raw = {**path_or_dict.experiment.to_dict(), "compare": path_or_dict.compare.model_dump(mode="json")}
+        source = "(object)"
+    elif isinstance(path_or_dict, dict):
+        raw = copy.deepcopy(path_or_dict)
+        source = "(dict)"
+    else:
+        path = Path(path_or_dict).expanduser()
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; check the path")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config {path} must be a mapping of sections (data, model, train, compare...)")
+        _resolve(raw, path.parent.resolve())
+    raw = apply_overrides(raw, overrides)
+    comp_raw = raw.pop("compare", None) or {}
+    experiment = load_config(raw)
+    try:
+        section = CompareSection.model_validate(comp_raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = "compare." + ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{where}: unknown field")
+            else:
+                problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+        allowed = ", ".join(CompareSection.model_fields)
+        arm_fields = ", ".join(ArmConfig.model_fields)
+        raise ConfigError(
+            f"invalid config {source}: "
+            + "; ".join(problems)
+            + f". compare fields: {allowed}; arm fields: {arm_fields}"
+        ) from None
+    return CompareConfig(experiment=experiment, compare=section)
+
+
+# --------------------------------------------------------------------------------------------- arms
+
+
+def _dims_of(experiment: Any, weights: str | None = None) -> int:
+    mode = experiment.data.mode
+    if mode in ("2d", "2.5d"):
+        return 2
+    if mode == "3d":
+        return 3
+    from medtl.weights import get_weight_source
+
+    src = get_weight_source(weights or experiment.model.weights)
+    if src.dims is not None:
+        return int(src.dims)
+    try:
+        from medtl.backbones import get_architecture  # type: ignore[attr-defined]
+
+        return int(get_architecture(experiment.model.arch).dims)
+    except Exception:  # registry not available or different: fall back on the naming rule
+        return 3 if experiment.model.arch.endswith("_3d") else 2
+
+
+def default_arms(experiment: Any) -> list[ArmConfig]:
+    """Every registered weight source that fits the experiment's architecture and data dims, plus scratch."""
+    from medtl.weights import get_weight_source, list_weight_sources
+
+    arch = experiment.model.arch
+    dims = _dims_of(experiment)
+    arms = []
+    for name in list_weight_sources():
+        src = get_weight_source(name)
+        if not src.pretrained or src.dims is None or not src.archs or not src.fits(arch) or src.dims != dims:
+            continue
+        arms.append(ArmConfig(name=name, model=ArmModel(arch=arch, weights=name)))
+    arms.append(ArmConfig(name="scratch", model=ArmModel(arch=arch, weights="scratch")))
+    return arms
+
+
+def _arm_spec(arm: ArmConfig, experiment: Any) -> ArmSpec:
+    arch = arm.model.arch or experiment.model.arch
+    weights = arm.model.weights
+    schedule = arm.schedule if arm.schedule != "auto" else ("one_cycle" if weights == "scratch" else "fine_tune")
+    provenance: dict[str, Any] = {}
+    try:
+        from medtl.weights import get_weight_source
+
+        src = get_weight_source(weights)
+        sha = None
+        try:
+            sha = src.sha256.get(arch) if src.files else None
+            if sha is None and src.derived_from:
+                sha = get_weight_source(src.derived_from).sha256.get(arch)
+        except Exception:
+            sha = None
+        provenance = {
+            "source": src.name,
+            "description": src.description,
+            "license": src.license,
+            "citation": src.citation,
+            "sha256": sha or "",
+        }
+        if src.path:
+            provenance["path"] = src.path
+    except Exception as exc:  # an unknown source fails in its runs, with the error recorded there
+        provenance = {"source": weights, "error": str(exc)}
+    return ArmSpec(
+        name=arm.name,
+        arch=arch,
+        weights=weights,
+        schedule=schedule,
+        mode=arm.mode or experiment.data.mode,
+        in_channels=arm.model.in_channels if arm.model.in_channels is not None else experiment.model.in_channels,
+        label=arm.label or _default_label(arm.name, arch, weights),
+        provenance=provenance,
+    )
+
+
+def _default_label(name: str, arch: str, weights: str) -> str:
+    if weights == "scratch":
+        return "scratch" if name == "scratch" else name
+    return f"{arch} {name}" if name == weights else name
+
+
+# ------------------------------------------------------------------------------------------- splits
+
+
+def _write_shared_splits(experiment: Any, compare_dir: Path) -> Path:
+    """Make the train/val/test split by patient once, for every arm; reuse it when it already exists."""
+    from medtl.data import Manifest
+    from medtl.data.splits import make_splits, patient_labels, read_splits_csv, write_splits_csv
+
+    target = compare_dir / "splits.csv"
+    manifest = Manifest.from_csv(experiment.data.manifest, classes=experiment.data.classes)
+    if experiment.splits.file is not None:
+        src = Path(experiment.splits.file)
+        if src.resolve() != target.resolve():
+            read_splits_csv(src)  # validate before copying
+            shutil.copyfile(src, target)
+        return target
+    if target.is_file():
+        return target
+    s = experiment.splits
+    assignment = make_splits(
+        manifest, seed=s.seed, val_fraction=s.val_fraction, test_fraction=s.test_fraction, folds=s.folds, fold=s.fold
+    )
+    labels = {p: manifest.classes[i] for p, i in patient_labels(manifest).items()}
+    write_splits_csv(target, assignment, labels)
+    return target
+
+
+# --------------------------------------------------------------------------------------------- runs
+
+
+def run_dir_for(compare_dir: Path, arm: str, seed: int, fraction: float) -> Path:
+    """``<compare dir>/runs/<arm>/frac<fraction>-seed<seed>``."""
+    return Path(compare_dir) / "runs" / arm / f"frac{fraction:g}-seed{seed}"
+
+
+def _run_config(experiment: Any, arm: ArmSpec, seed: int, fraction: float, splits_file: Path, run_dir: Path) -> Any:
+    from medtl.config import load_config
+
+    overrides: dict[str, Any] = {
+        "model.arch": arm.arch,
+        "model.weights": arm.weights,
+        "model.in_channels": arm.in_channels,
+        "train.schedule": arm.schedule,
+        "train.seed": seed,
+        "splits.seed": seed,
+        "splits.label_fraction": fraction,
+        "splits.file": str(splits_file),
+        "output.dir": str(run_dir.parent),
+        "output.name": run_dir.name,
+    }
+    if arm.mode and arm.mode != "auto":
+        overrides["data.mode"] = arm.mode
+    return load_config(experiment.to_dict(), overrides)
+
+
+_KEY_FILE = "compare_key.txt"
+
+
+def _config_key(run_cfg: Any) -> str:
+    """Hash of a run's resolved config: a finished run is reused only if it was made with the same config."""
+    import hashlib
+
+    blob = json.dumps(run_cfg.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _is_finished(run_dir: Path, key: str) -> bool:
+    try:
+        ok = json.loads((run_dir / "result.json").read_text()).get("status") == "ok"
+        return ok and (run_dir / _KEY_FILE).read_text().strip() == key
+    except (OSError, ValueError):
+        return False
+
+
+def _load_report_summary(run_dir: Path) -> str:
+    path = run_dir / "load_report.json"
+    if not path.is_file():
+        return ""
+    try:
+        d = json.loads(path.read_text())
+    except ValueError:
+        return ""
+    if isinstance(d, dict):
+        for key in ("summary", "text"):
+            if isinstance(d.get(key), str):
+                return d[key]
+        return ", ".join(f"{k}: {len(v) if isinstance(v, list) else v}" for k, v in d.items())
+    return str(d)
+
+
+@dataclass
+class CompareResult:
+    """What :func:`compare` returns: the results, their summary and the files written."""
+
+    results: CompareResults
+    summary: Summary
+    compare_dir: Path
+    files: ReportFiles
+
+    @property
+    def report(self) -> Path:
+        return self.files.report_html
+
+    def sentences(self) -> list[str]:
+        return [r.sentence for r in self.summary.rows if r.sentence]
+
+
+def compare(
+    config: str | Path | dict[str, Any] | CompareConfig,
+    *,
+    out_dir: str | Path | None = None,
+    seeds: int | None = None,
+    fractions: list[float] | None = None,
+    arms: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    on_event: Callable[[str], None] | None = None,
+) -> CompareResult:
+    """Train every (arm, seed, label fraction) and write the comparison report.
+
+    Args:
+        config: a comparison config (YAML path, dict or :class:`CompareConfig`).
+        out_dir: comparison folder (default: ``compare.dir``, else ``<output.dir>/compare-<name>``).
+        seeds: number of seeds (overrides ``compare.seeds``).
+        fractions: label fractions (override ``compare.fractions``).
+        arms: names of the arms to run (default: all).
+        overrides: experiment overrides by dotted key (``{"train.epochs": 2}``).
+        on_event: called with a one-line message as runs start, finish, fail or are skipped.
+
+    Returns:
+        A :class:`CompareResult`; ``results.json``, ``results.csv``, ``report.md``, ``report.html`` and
+        the plots are in its ``compare_dir``. Finished runs are skipped when called again; a run that
+        fails is recorded with its error and the others go on; after Ctrl-C, the runs finished so far
+        are in ``results.json`` and the report.
+    """
+    from medtl.train import fine_tune
+
+    say = on_event or (lambda msg: None)
+    comp_over = {k: v for k, v in (overrides or {}).items() if k.startswith("compare.")}
+    exp_over = {k: v for k, v in (overrides or {}).items() if not k.startswith("compare.")}
+    if seeds is not None:
+        comp_over["compare.seeds"] = seeds
+    if fractions is not None:
+        comp_over["compare.fractions"] = list(fractions)
+    if isinstance(config, CompareConfig) and not (comp_over or exp_over):
+        cfg = config
+    else:
+        cfg = load_compare_config(config, {**exp_over, **comp_over})
+    experiment, section = cfg.experiment, cfg.compare
+    arm_cfgs = section.arms if section.arms is not None else default_arms(experiment)
+    names = [a.name for a in arm_cfgs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"arm names must be unique (got {names})")
+    if arms:
+        unknown = [a for a in arms if a not in names]
+        if unknown:
+            raise ConfigError(f"unknown arm(s) {unknown}; the config's arms are: {', '.join(names)}")
+        arm_cfgs = [a for a in arm_cfgs if a.name in arms]
+    if section.reference not in [a.name for a in arm_cfgs]:
+        raise ConfigError(
+            f"the reference arm {section.reference!r} is not among the arms ({', '.join(a.name for a in arm_cfgs)});"
+            " add a scratch arm or set compare.reference"
+        )
+    if out_dir is not None:
+        compare_dir = Path(out_dir)
+    elif section.dir is not None:
+        compare_dir = Path(section.dir)
+    else:
+        compare_dir = Path(experiment.output.dir) / f"compare-{experiment.output.name or experiment.model.arch}"
+    compare_dir.mkdir(parents=True, exist_ok=True)
+    (compare_dir / "compare_config.yaml").write_text(
+        yaml.safe_dump(
+            {**experiment.to_dict(), "compare": section.model_dump(mode="json")}, sort_keys=False, allow_unicode=True
+        )
+    )
+    splits_file = _write_shared_splits(experiment, compare_dir)
+    specs = [_arm_spec(a, experiment) for a in arm_cfgs]
+    from medtl.data import Manifest
+
+    classes = list(experiment.data.classes or Manifest.from_csv(experiment.data.manifest, check_files=False).classes)
+    seed_list = list(range(section.seeds))
+    results = CompareResults(
+        arms=specs,
+        runs=[],
+        classes=classes,
+        seeds=seed_list,
+        fractions=list(section.fractions),
+        primary_metric=section.primary_metric,
+        reference=section.reference,
+        config={**experiment.to_dict(), "compare": section.model_dump(mode="json")},
+        compare_dir=str(compare_dir),
+    )
+    # fractions outermost: an interrupted comparison has all arms at the first fractions
+    plan = [(arm, seed, f) for f in section.fractions for seed in seed_list for arm in specs]
+    interrupted = False
+    try:
+        for i, (arm, seed, fraction) in enumerate(plan, start=1):
+            run_dir = run_dir_for(compare_dir, arm.name, seed, fraction)
+            tag = f"[{i}/{len(plan)}] {arm.name} seed {seed} {fraction * 100:g}% labels"
+            t0 = time.perf_counter()
+            try:
+                run_cfg = _run_config(experiment, arm, seed, fraction, splits_file, run_dir)
+                key = _config_key(run_cfg)
+            except ConfigError as exc:
+                results.runs.append(RunRecord(arm.name, seed, fraction, "failed", f"ConfigError: {exc}", str(run_dir)))
+                say(f"{tag}: FAILED: {exc}")
+                continue
+            if _is_finished(run_dir, key):
+                say(f"{tag}: finished earlier, reusing {run_dir}")
+            else:
+                if run_dir.exists():
+                    shutil.rmtree(run_dir)  # an unfinished, failed or differently configured attempt: redo it
+                say(f"{tag}: training")
+                try:
+                    fine_tune(run_cfg, run_dir=run_dir)
+                    (run_dir / _KEY_FILE).write_text(key + "\n")
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # one failing run must not stop the comparison
+                    rec = RunRecord(arm.name, seed, fraction, "failed", f"{type(exc).__name__}: {exc}", str(run_dir))
+                    rec.seconds = time.perf_counter() - t0
+                    results.runs.append(rec)
+                    say(f"{tag}: FAILED: {rec.error}")
+                    results.write_json(compare_dir / "results.json")
+                    results.write_csv(compare_dir / "results.csv")
+                    continue
+            rec = record_from_run_dir(run_dir, arm=arm.name, seed=seed, fraction=fraction, classes=classes)
+            results.runs.append(rec)
+            if not arm.load_report:
+                arm.load_report = _load_report_summary(run_dir)
+            if rec.ok:
+                say(f"{tag}: done, test {section.primary_metric} {rec.test_metrics.get(section.primary_metric, 0):.3f}")
+            else:
+                say(f"{tag}: FAILED: {rec.error}")
+            results.write_json(compare_dir / "results.json")
+            results.write_csv(compare_dir / "results.csv")
+    except KeyboardInterrupt:
+        interrupted = True
+        say("interrupted: writing the report of the runs finished so far")
+    summary = summarize(results, n_resamples=section.n_resamples)
+    files = write_report(results, compare_dir, summary=summary)
+    if interrupted:
+        raise KeyboardInterrupt
+    return CompareResult(results, summary, compare_dir, files)

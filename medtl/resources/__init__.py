@@ -1,0 +1,1 @@
+"""Built-in files (the demo's config)."""

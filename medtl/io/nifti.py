@@ -1,0 +1,135 @@
+"""NIfTI reading and writing through nibabel (whose affines are already RAS, like medtl's)."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medtl.errors import NotDicomError, TruncatedFileError, UnsupportedScanError
+
+__all__ = ["NiftiImage", "is_nifti_path", "read_nifti", "nifti_header_info", "write_nifti"]
+
+logger = logging.getLogger("medtl.io")
+
+
+@dataclass
+class NiftiImage:
+    """A channel-first array (C, X, Y, Z) and its RAS affine."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    spacing: tuple[float, ...]
+    n_volumes: int
+
+
+def is_nifti_path(path: str | os.PathLike[str]) -> bool:
+    """Whether the file name ends in .nii or .nii.gz."""
+    name = Path(path).name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def _load(path: Path):  # noqa: ANN202 - nibabel image
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        return nib.load(str(path))
+    except ImageFileError as exc:
+        raise NotDicomError(
+            f"{path} is not a valid NIfTI file ({exc})", path=str(path), fix="pass a .nii/.nii.gz or DICOM file"
+        ) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise TruncatedFileError(
+            f"{path}: cannot read the NIfTI header ({exc})", path=str(path), fix="copy or export the file again"
+        ) from None
+
+
+def nifti_header_info(path: str | os.PathLike[str]) -> dict:
+    """Shape, spacing and affine of a NIfTI file from its header only."""
+    img = _load(Path(path))
+    shape = tuple(int(s) for s in img.shape)
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return {"shape": shape, "spacing": zooms[: min(3, len(shape))], "affine": np.asarray(img.affine, dtype=np.float64)}
+
+
+def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None) -> NiftiImage:
+    """Read a 3D or 4D NIfTI file.
+
+    Args:
+        path: .nii or .nii.gz file.
+        volume: for 4D files, the index of the volume to read; ``None`` reads all volumes as channels.
+
+    Returns:
+        (C, X, Y, Z) float32 array with C = 1 for 3D files (or one picked volume), else the number of volumes.
+    """
+    path = Path(path)
+    img = _load(path)
+    shape = img.shape
+    n_volumes = int(np.prod(shape[3:])) if len(shape) > 3 else 1
+    if volume is not None and not (len(shape) <= 3 and volume in (0, -1)):
+        if len(shape) <= 3 or not -n_volumes <= volume < n_volumes:
+            raise UnsupportedScanError(
+                f"{path} has {n_volumes} volume(s); volume={volume} is out of range",
+                path=str(path),
+                fix=f"pass volume between 0 and {n_volumes - 1}",
+            )
+    try:
+        if volume is not None and len(shape) == 4:
+            data = np.asarray(img.dataobj[..., volume])  # reads one volume only
+        else:
+            data = np.asarray(img.dataobj)  # applies scl_slope / scl_inter
+    except (EOFError, gzip.BadGzipFile, zlib.error, ValueError, OSError) as exc:
+        raise TruncatedFileError(
+            f"{path}: the NIfTI image data cannot be read ({exc})", path=str(path), fix="copy or export the file again"
+        ) from None
+    data = data.astype(np.float32, copy=False)
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim > 4:
+        data = data.reshape(data.shape[:3] + (-1,))
+        logger.info("%s: %dD NIfTI read as %d channels", path, len(shape), data.shape[-1])
+        if volume is not None:
+            data = data[..., volume]
+    arr = data[None] if data.ndim == 3 else np.moveaxis(data, -1, 0)
+    zooms = img.header.get_zooms()[:3]
+    return NiftiImage(
+        array=np.ascontiguousarray(arr),
+        affine=np.asarray(img.affine, dtype=np.float64),
+        spacing=tuple(float(z) for z in zooms),
+        n_volumes=n_volumes,
+    )
+
+
+def write_nifti(array: np.ndarray, affine_ras: np.ndarray, out: str | os.PathLike[str]) -> Path:
+    """Write a channel-first array (C, X, Y[, Z]) as NIfTI with its RAS affine.
+
+    One channel is written as a 3D image; several channels as 4D (X, Y, Z, C). Integral data that fits
+    int16 is stored as int16, the rest as float32.
+    """
+    import nibabel as nib
+
+    out = Path(out)
+    arr = np.asarray(array)
+    if arr.ndim == 3:  # (C, X, Y): a 2D image becomes one slice
+        arr = arr[..., None]
+    data = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
+    if np.issubdtype(data.dtype, np.floating) and data.size and np.all(np.isfinite(data)):
+        lo, hi = float(data.min()), float(data.max())
+        if lo >= -32768 and hi <= 32767 and np.array_equal(data, np.round(data)):
+            data = data.astype(np.int16)
+    if data.dtype not in (np.int16, np.uint8):
+        data = data.astype(np.float32)
+    img = nib.Nifti1Image(data, np.asarray(affine_ras, dtype=np.float64))
+    img.set_qform(np.asarray(affine_ras, dtype=np.float64), code=1)
+    img.set_sform(np.asarray(affine_ras, dtype=np.float64), code=1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}{''.join(out.suffixes)}")
+    nib.save(img, str(tmp))
+    os.replace(tmp, out)
+    return out

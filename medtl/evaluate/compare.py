@@ -366,6 +366,18 @@ def _load_report_summary(run_dir: Path) -> str:
     return str(d)
 
 
+def _merge_provenance(arm: ArmSpec, run_dir: Path) -> None:
+    """Fill the arm's provenance with what the run recorded about the weights it really loaded."""
+    try:
+        weights = json.loads((run_dir / "result.json").read_text()).get("weights") or {}
+    except (OSError, ValueError):
+        return
+    if isinstance(weights, dict):
+        for key in ("source", "license", "citation", "sha256", "url", "normalization"):
+            if weights.get(key) and not arm.provenance.get(key):
+                arm.provenance[key] = weights[key]
+
+
 @dataclass
 class CompareResult:
     """What :func:`compare` returns: the results, their summary and the files written."""
@@ -505,6 +517,7 @@ def compare(
             results.runs.append(rec)
             if not arm.load_report:
                 arm.load_report = _load_report_summary(run_dir)
+            _merge_provenance(arm, run_dir)
             if rec.ok:
                 say(f"{tag}: done, test {section.primary_metric} {rec.test_metrics.get(section.primary_metric, 0):.3f}")
             else:

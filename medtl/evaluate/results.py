@@ -504,10 +504,13 @@ def record_from_run_dir(run_dir: str | Path, *, arm: str, seed: int, fraction: f
     rec.error = result.get("error")
     rec.seconds = result.get("seconds")
     rec.best_epoch = result.get("best_epoch")
-    rec.n_train_patients = result.get("n_train_patients")
+    n_patients = result.get("n_patients")
+    rec.n_train_patients = n_patients.get("train") if isinstance(n_patients, dict) else None
     if rec.n_train_patients is None and (run_dir / "splits.csv").is_file():
         with open(run_dir / "splits.csv", newline="") as fh:
-            rec.n_train_patients = sum(1 for row in csv.DictReader(fh) if row.get("split") == "train") or None
+            rows = [row for row in csv.DictReader(fh) if row.get("split") == "train"]
+        # "used" marks the label-fraction subset when the engine writes it
+        rec.n_train_patients = sum(row.get("used", "1") in ("1", "") for row in rows) or None
     rec.curve = read_metrics_csv(run_dir / "metrics.csv")
     preds = run_dir / "predictions_test.csv"
     if rec.status == "ok" and preds.is_file():

@@ -1,0 +1,194 @@
+"""The compare driver with a stand-in training engine: fairness of splits, skipping, failures, Ctrl-C."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import medtl.train
+from medtl.errors import ConfigError
+from medtl.evaluate.compare import compare, default_arms, load_compare_config, run_dir_for
+
+CLASSES = ["negative", "positive"]
+
+
+def write_manifest(root: Path, n_patients: int = 30) -> Path:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n_patients):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(root / f"img{i}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = meta.MediaStorageSOPClassUID
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.PatientID = f"P{i:03d}"
+        ds.Modality = "DX"
+        ds.SeriesInstanceUID = generate_uid()
+        ds.StudyInstanceUID = generate_uid()
+        ds.Rows = ds.Columns = 8
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 0
+        ds.PixelData = np.full((8, 8), i, dtype=np.uint16).tobytes()
+        ds.save_as(root / f"img{i}.dcm", enforce_file_format=True)
+        rows.append({"image": f"img{i}.dcm", "label": CLASSES[i % 2], "patient_id": f"P{i:03d}"})
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["image", "label", "patient_id"])
+        w.writeheader()
+        w.writerows(rows)
+    return root / "manifest.csv"
+
+
+class FakeEngine:
+    """Stands in for medtl.train.fine_tune: writes a run folder as the real engine does.
+
+    Pretrained arms separate the classes well, scratch poorly; an arm named "broken" raises.
+    """
+
+    def __init__(self, interrupt_at: int | None = None):
+        self.calls: list[tuple[str, int, float]] = []
+        self.train_patients: dict[tuple[str, int, float], list[str]] = {}
+        self.interrupt_at = interrupt_at
+
+    def __call__(self, config, *, run_dir):
+        from medtl.data import Manifest
+        from medtl.data.splits import label_fraction_patients, patient_labels, read_splits_csv
+
+        run_dir = Path(run_dir)
+        w, s, f = config.model.weights, config.train.seed, config.splits.label_fraction
+        self.calls.append((w, s, f))
+        if self.interrupt_at is not None and len(self.calls) == self.interrupt_at:
+            raise KeyboardInterrupt
+        if w == "broken.pth":
+            raise RuntimeError("checkpoint broken.pth is corrupt")
+        run_dir.mkdir(parents=True)
+        assignment = read_splits_csv(config.splits.file)
+        manifest = Manifest.from_csv(config.data.manifest)
+        labels = patient_labels(manifest)
+        train = [p for p, sp in assignment.items() if sp == "train"]
+        used = label_fraction_patients(train, labels, f, seed=config.splits.seed)
+        self.train_patients[(w, s, f)] = used
+        rng = np.random.default_rng(hash((w, s, f)) % 2**32)
+        strength = 2.5 if w != "scratch" else 0.3
+        with open(run_dir / "metrics.csv", "w") as fh:
+            fh.write("epoch,time_s,train_loss,val_loss,val_auroc\n")
+            for e in range(1, config.train.epochs + 1):
+                fh.write(f"{e},{e * 1.5},0.5,0.5,{min(1, 0.5 + strength * e / 10):.4f}\n")
+        with open(run_dir / "predictions_test.csv", "w") as fh:
+            fh.write("image,patient_id,label,prob_negative,prob_positive\n")
+            for r in manifest.to_dicts():
+                if assignment[r["patient_id"]] != "test":
+                    continue
+                p = 1 / (1 + np.exp(-(strength * (2 * r["label"] - 1) + rng.normal())))
+                fh.write(f"{r['image']},{r['patient_id']},{r['label_name']},{1 - p},{p}\n")
+        (run_dir / "load_report.json").write_text(json.dumps({"summary": f"loaded {w}"}))
+        (run_dir / "result.json").write_text(json.dumps({"status": "ok", "seconds": 1.0, "best_epoch": 2}))
+        return None
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    manifest = write_manifest(tmp_path / "data")
+    cfg = tmp_path / "compare.yaml"
+    cfg.write_text(
+        "data: {manifest: data/manifest.csv, mode: 2d}\n"
+        "model: {arch: mobilenet_v2}\n"
+        "train: {epochs: 3}\n"
+        "compare:\n"
+        "  arms:\n"
+        "    - {name: imagenet, model: {weights: imagenet}}\n"
+        "    - {name: scratch, model: {weights: scratch}}\n"
+        "  seeds: 2\n"
+        "  fractions: [0.5, 1.0]\n"
+        "  n_resamples: 200\n"
+    )
+    engine = FakeEngine()
+    monkeypatch.setattr(medtl.train, "fine_tune", engine)
+    return cfg, manifest, engine
+
+
+def test_same_patients_per_seed_and_fraction_and_resume(setup, tmp_path):
+    cfg, _, engine = setup
+    out = tmp_path / "cmp"
+    res = compare(cfg, out_dir=out)
+    assert len(engine.calls) == 8
+    assert (out / "splits.csv").is_file()
+    for seed in (0, 1):
+        for f in (0.5, 1.0):
+            assert engine.train_patients[("imagenet", seed, f)] == engine.train_patients[("scratch", seed, f)]
+        assert set(engine.train_patients[("imagenet", seed, 0.5)]) < set(engine.train_patients[("imagenet", seed, 1.0)])
+    row = res.summary.row("imagenet", 1.0)
+    assert row.vs_reference is not None and row.vs_reference.n_patients > 0
+    assert res.results.arm("imagenet").load_report == "loaded imagenet"
+    for name in ("report.md", "report.html", "results.csv", "results.json"):
+        assert (out / name).is_file()
+    # run again: nothing is retrained
+    compare(cfg, out_dir=out)
+    assert len(engine.calls) == 8
+    # a different epoch budget is a different experiment: everything is redone
+    compare(cfg, out_dir=out, overrides={"train.epochs": 2}, fractions=[1.0], seeds=1)
+    assert len(engine.calls) == 10
+
+
+def test_failed_run_is_recorded_and_others_go_on(setup, tmp_path):
+    cfg, _, engine = setup
+    text = cfg.read_text().replace(
+        "    - {name: scratch", "    - {name: custom, model: {weights: broken.pth}}\n    - {name: scratch"
+    )
+    cfg.write_text(text)
+    res = compare(cfg, out_dir=tmp_path / "cmp", seeds=1, fractions=[1.0])
+    failed = [r for r in res.results.runs if r.status == "failed"]
+    assert len(failed) == 1 and "corrupt" in failed[0].error
+    assert sum(r.ok for r in res.results.runs) == 2
+    md = (tmp_path / "cmp" / "report.md").read_text()
+    assert "Failed runs" in md and "corrupt" in md
+
+
+def test_interrupt_keeps_finished_runs(setup, tmp_path, monkeypatch):
+    cfg, _, _ = setup
+    engine = FakeEngine(interrupt_at=3)
+    monkeypatch.setattr(medtl.train, "fine_tune", engine)
+    out = tmp_path / "cmp"
+    with pytest.raises(KeyboardInterrupt):
+        compare(cfg, out_dir=out)
+    data = json.loads((out / "results.json").read_text())
+    assert [r["status"] for r in data["runs"]] == ["ok", "ok"]
+    assert (out / "report.md").is_file()
+    engine2 = FakeEngine()
+    monkeypatch.setattr(medtl.train, "fine_tune", engine2)
+    compare(cfg, out_dir=out)
+    assert len(engine2.calls) == 6  # the two finished runs were reused
+
+
+def test_config_errors(setup, tmp_path):
+    cfg, _, _ = setup
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(cfg.read_text().replace("  seeds: 2", "  seed: 2"))
+    with pytest.raises(ConfigError, match="compare.seed: unknown field"):
+        load_compare_config(bad)
+    with pytest.raises(ConfigError, match="unknown arm"):
+        compare(cfg, out_dir=tmp_path / "x", arms=["imagenet", "medicalnet"])
+    with pytest.raises(ConfigError, match="reference arm"):
+        compare(cfg, out_dir=tmp_path / "x", arms=["imagenet"])
+
+
+def test_default_arms_fit_the_architecture(setup):
+    cfg, _, _ = setup
+    c = load_compare_config(cfg)
+    names = [a.name for a in default_arms(c.experiment)]
+    assert names == ["imagenet", "scratch"]
+    c3 = load_compare_config(cfg, {"model.arch": "resnet18_3d", "data.mode": "3d"})
+    names3 = [a.name for a in default_arms(c3.experiment)]
+    assert names3[-1] == "scratch" and "medicalnet" in names3 and "imagenet" not in names3
+    assert run_dir_for(Path("/c"), "imagenet", 1, 0.25) == Path("/c/runs/imagenet/frac0.25-seed1")

@@ -1,0 +1,348 @@
+"""The experiment config: one YAML file describes data, splits, preprocessing, backbone, training and output.
+
+Parsed into pydantic models with ``extra="forbid"``, so a typo fails with the path to the field and the allowed
+values instead of being silently ignored. Every field has a documented default where one makes sense; only
+``data.manifest`` and ``model.arch`` are required. Relative paths in a YAML file are relative to that file.
+
+Example::
+
+    data:
+      manifest: ../sample_data/xray/manifest.csv
+    model:
+      arch: mobilenet_v2
+      weights: imagenet
+    train:
+      epochs: 5
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medtl.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "SplitsConfig",
+    "PreprocessConfig",
+    "AugmentConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "OutputConfig",
+    "ExperimentConfig",
+    "load_config",
+    "config_to_yaml",
+    "apply_overrides",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """What to learn from."""
+
+    manifest: Path = Field(description="Manifest CSV (image, label, optional patient_id, split, series).")
+    label_column: str = Field("label", description="Column of the manifest holding the class label.")
+    classes: list[str] | None = Field(None, description="Class names in index order; default: sorted labels.")
+    modality: Literal["auto", "CT", "MR", "XR"] = Field(
+        "auto", description="Intensity handling. auto: from the first scan's DICOM Modality (CR/DX/DR/MG -> XR)."
+    )
+    mode: Literal["auto", "2d", "3d", "2.5d"] = Field(
+        "auto",
+        description="2d: images; 3d: volumes; 2.5d: slices of volumes as 2D samples, per-scan predictions "
+        "averaged over slices. auto: 2d for 2D images, 3d for volumes.",
+    )
+    slices_per_scan: int | None = Field(
+        None, ge=1, description="2.5d: number of evenly spaced slices taken per scan (default: all)."
+    )
+    slice_margin: float = Field(
+        0.0, ge=0.0, lt=0.5, description="2.5d: fraction of slices skipped at each end of the volume."
+    )
+    neighbor_slices: bool = Field(
+        True, description="2.5d: stack slices k-1, k, k+1 as three channels (else the single slice)."
+    )
+
+
+class SplitsConfig(_Section):
+    """Patient-level splits. A manifest ``split`` column, or ``file``, takes precedence over fractions."""
+
+    seed: int = Field(0, description="Seed of the split and of the label-fraction subset.")
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Fraction of patients for validation.")
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Fraction of patients held out for testing.")
+    folds: int | None = Field(None, ge=2, description="k-fold cross-validation over the non-test patients.")
+    fold: int = Field(0, ge=0, description="Which fold is the validation fold (0-based).")
+    label_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="Stratified, nested subset of training patients to train on."
+    )
+    file: Path | None = Field(None, description="An existing splits.csv (patient_id, split) to reuse.")
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitsConfig:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                f"val_fraction + test_fraction must be below 1 (got {self.val_fraction} + {self.test_fraction})"
+            )
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"fold must be in 0..{self.folds - 1} (got {self.fold})")
+        return self
+
+
+class PreprocessConfig(_Section):
+    """Deterministic preprocessing (cached)."""
+
+    orientation: str | None = Field("RAS", description="Reorient volumes to these axis codes (None: keep).")
+    spacing: list[float] | None = Field(None, description="Resample to this voxel spacing in mm (None: keep).")
+    size: list[int] | None = Field(
+        None, description="Model input size; one value per spatial dim (default 224x224 for 2D, 64^3 for 3D)."
+    )
+    resize: Literal["resize", "pad_crop"] = Field(
+        "resize", description="resize: scale the whole field of view; pad_crop: centre crop or pad."
+    )
+    ct_window: tuple[float, float] = Field((-1000.0, 1000.0), description="CT: HU window mapped to [0, 1].")
+    xr_percentiles: tuple[float, float] = Field(
+        (0.5, 99.5), description="Radiographs (and MR for ImageNet weights): percentiles mapped to [0, 1]."
+    )
+    normalization: Literal["auto", "imagenet", "zscore_nonzero", "none"] = Field(
+        "auto", description="auto: what the weight source expects (ImageNet mean/std, MedicalNet z-score)."
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(s < 1 for s in v)):
+            raise ValueError(f"size must hold positive integers (got {v})")
+        return v
+
+
+class AugmentConfig(_Section):
+    """Random augmentation, applied to training samples only."""
+
+    enabled: bool = Field(True, description="Turn all augmentation on or off.")
+    flip_prob: float = Field(0.5, ge=0.0, le=1.0, description="Probability of a flip along each flip axis.")
+    flip_axes: list[int] = Field([0], description="Spatial axes that may be flipped (0 = left-right).")
+    rotate_deg: float = Field(10.0, ge=0.0, description="Maximum in-plane rotation in degrees.")
+    zoom: float = Field(0.1, ge=0.0, lt=1.0, description="Maximum relative zoom in or out.")
+    affine_prob: float = Field(0.5, ge=0.0, le=1.0, description="Probability of the rotation/zoom.")
+    intensity_shift: float = Field(0.05, ge=0.0, description="Maximum additive intensity shift.")
+    noise_std: float = Field(0.0, ge=0.0, description="Standard deviation of Gaussian noise (0: none).")
+
+
+class ModelConfig(_Section):
+    """Which backbone and which pretrained weights."""
+
+    arch: str = Field(description="Architecture, e.g. resnet18, mobilenet_v2, resnet18_3d (see `medtl backbones`).")
+    weights: str = Field(
+        "scratch", description="scratch | imagenet | imagenet-inflated | medicalnet | medicalnet23 | a file path."
+    )
+    in_channels: int | None = Field(
+        None, ge=1, description="Model input channels (default: what the weights expect; 1 for scratch)."
+    )
+
+
+class TrainConfig(_Section):
+    """How to train."""
+
+    epochs: int = Field(10, ge=1, description="Total epochs, frozen phase included.")
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0.0, description="Peak learning rate of the head (one-cycle maximum).")
+    weight_decay: float = Field(1e-4, ge=0.0)
+    schedule: Literal["auto", "fine_tune", "one_cycle"] = Field(
+        "auto",
+        description="fine_tune: body frozen for freeze_epochs, then everything with discriminative rates; "
+        "one_cycle: everything trains from the start. auto: fine_tune for pretrained weights, one_cycle for scratch.",
+    )
+    freeze_epochs: int = Field(1, ge=0, description="fine_tune: epochs with the body frozen (batch-norm trains).")
+    lr_mult: float = Field(
+        10.0, ge=1.0, description="fine_tune: the stem's rate is lr / lr_mult, spread geometrically up to the head."
+    )
+    unfreeze_lr_factor: float = Field(
+        0.5, gt=0.0, le=1.0, description="fine_tune: after unfreezing the head's peak rate is lr * this factor."
+    )
+    pct_start: float = Field(0.25, gt=0.0, lt=1.0, description="One-cycle: fraction of steps warming up.")
+    precision: Literal["auto", "32", "16-mixed", "bf16-mixed", "32-true", "bf16-true"] = Field(
+        "auto", description="auto: bf16-mixed on a GPU, 32 on CPU."
+    )
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int = Field(1, ge=1, description="Devices per node; > 1 uses Lightning's DDP strategy.")
+    num_nodes: int = Field(1, ge=1)
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    seed: int = Field(0, description="Seed of weights initialisation, shuffling and augmentation.")
+    patience: int | None = Field(None, ge=1, description="Early stopping after this many epochs without progress.")
+    monitor: Literal["val_auroc", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_f1"] = "val_auroc"
+    cache: Literal["memory", "disk", "none"] = Field(
+        "memory", description="Cache preprocessed scans: memory (CacheDataset), disk (PersistentDataset), none."
+    )
+    class_balance: Literal["none", "weighted_loss", "sampler"] = Field(
+        "none", description="Class imbalance: inverse-frequency loss weights or a weighted sampler."
+    )
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    limit_train_batches: int | None = Field(None, ge=1, description="Cap on batches per epoch (quick checks).")
+    deterministic: bool = Field(False, description="Ask torch for deterministic algorithms.")
+
+
+class OutputConfig(_Section):
+    """Where runs go: ``<dir>/<name>`` (name defaults to a timestamp)."""
+
+    dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
+    name: str | None = Field(None, description="Run folder name; default: <arch>-<weights>-<timestamp>.")
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment."""
+
+    data: DataConfig
+    splits: SplitsConfig = SplitsConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig
+    train: TrainConfig = TrainConfig()
+    output: OutputConfig = OutputConfig()
+
+    def resolved_schedule(self) -> str:
+        """The schedule actually used (``auto`` resolved from the weights)."""
+        if self.train.schedule != "auto":
+            return self.train.schedule
+        return "one_cycle" if self.model.weights == "scratch" else "fine_tune"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-compatible dict (paths as strings)."""
+        return self.model_dump(mode="json")
+
+    def transform_key(self) -> str:
+        """Hash of everything that changes preprocessed samples (keys the disk cache)."""
+        blob = json.dumps(
+            {"data": self.data.model_dump(mode="json"), "pre": self.preprocess.model_dump(mode="json")},
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names allowed at ``loc`` (the parent of an unknown key), walking nested sections."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        current = ann if isinstance(ann, type) else None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return None
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_fields(ExperimentConfig, loc[:-1]) or []
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            lines.append(f"{where}: unknown field; allowed: {', '.join(allowed)}{hint}")
+        elif err["type"] == "literal_error":
+            expected = err.get("ctx", {}).get("expected", "")
+            lines.append(f"{where}: {err['input']!r} is not allowed; allowed: {expected}")
+        elif err["type"] == "missing":
+            lines.append(f"{where}: required field missing")
+        else:
+            lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+    return f"invalid config {source}: " + "; ".join(lines)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Return a copy of ``raw`` with dotted keys (``"train.epochs"``) or nested dicts merged in."""
+    out = copy.deepcopy(raw)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and "." not in key:
+            section = out.setdefault(key, {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"cannot override {key!r}: it is not a section")
+            out[key] = apply_overrides(section, value)
+            continue
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot override {key!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    def fix(section: str, key: str) -> None:
+        sec = raw.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get(key), str | Path):
+            p = Path(sec[key]).expanduser()
+            sec[key] = str(p if p.is_absolute() else (base / p))
+
+    fix("data", "manifest")
+    fix("splits", "file")
+    fix("output", "dir")
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("weights"), str):
+        w = model["weights"]
+        if w.endswith((".pt", ".pth", ".ckpt", ".safetensors", ".bin")) and not Path(w).is_absolute():
+            model["weights"] = str(base / w)
+
+
+def load_config(
+    path_or_dict: str | Path | dict[str, Any] | ExperimentConfig, overrides: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """Read and validate an experiment config.
+
+    Args:
+        path_or_dict: a YAML file, a dict with the same structure, or an ExperimentConfig (copied).
+        overrides: values that replace the file's, by dotted key (``{"train.epochs": 3}``) or nested dict.
+
+    Returns:
+        The validated config with defaults filled in. Relative paths in a file are made relative to it.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or a field is unknown or invalid (with its path and
+            the allowed values).
+    """
+    if isinstance(path_or_dict, ExperimentConfig):
+        raw = path_or_dict.to_dict()
+        source = "(object)"
+    elif isinstance(path_or_dict, dict):
+        raw = copy.deepcopy(path_or_dict)
+        source = "(dict)"
+    else:
+        path = Path(path_or_dict).expanduser()
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist", path=str(path), fix="check the path")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {path} is not valid YAML: {exc}", path=str(path)) from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config {path} must be a mapping of sections (data, model, train...)", path=str(path))
+        _resolve_paths(raw, path.parent.resolve())
+    raw = apply_overrides(raw, overrides)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source), path=None if source.startswith("(") else source) from None
+
+
+def config_to_yaml(config: ExperimentConfig) -> str:
+    """The resolved config as YAML (defaults filled in)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -271,7 +271,12 @@ def read_header(path: str | os.PathLike[str]) -> DicomHeader:
             ) from None
         offset = fp.tell()
         has_pixels = _peek_pixel_tag(fp, offset, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns on invalid values; medtl raises typed errors instead
+        return _header_from_dataset(ds, path, size, offset, has_pixels)
 
+
+def _header_from_dataset(ds: Any, path: Path, size: int, offset: int, has_pixels: bool) -> DicomHeader:
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     if not ts:

@@ -70,6 +70,12 @@ class SeriesInfo:
         return int(np.prod(self.shape)) * self.channels if self.shape else 0
 
     @property
+    def stackable(self) -> bool:
+        """False when the headers already show the series cannot be read as one image (mixed orientations...)."""
+        blockers = ("different orientations", "without slice positions", "multi-frame files")
+        return not any(b in p for p in self.problems for b in blockers)
+
+    @property
     def label(self) -> str:
         return f"{self.uid}" + (f" ({self.description!r})" if self.description else "")
 
@@ -215,7 +221,8 @@ def _available(series: Sequence[SeriesInfo], limit: int = 12) -> str:
 
 def _select(series: list[SeriesInfo], wanted: str | None, where: Path) -> SeriesInfo:
     if wanted is None or (isinstance(wanted, float) and math.isnan(wanted)) or str(wanted).strip() == "":
-        ranked = sorted(series, key=lambda s: (s.n_voxels, s.n_slices), reverse=True)
+        # the largest series, preferring those that can be read as one image (not a set of localizers)
+        ranked = sorted(series, key=lambda s: (s.stackable, s.n_voxels, s.n_slices), reverse=True)
         chosen = ranked[0]
         if len(ranked) > 1:
             logger.info(

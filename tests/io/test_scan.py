@@ -238,3 +238,28 @@ def test_convert_round_trip_keeps_values_and_world_positions(tmp_path):
     back = read_scan(out)
     np.testing.assert_allclose(np.asarray(back.affine), np.asarray(scan.affine), atol=1e-5)
     assert img.get_data_dtype() == np.int16  # integral HU stored compactly
+
+
+def test_default_series_skips_unstackable_localizers(tmp_path):
+    from dicom_factory import oblique_iop
+
+    folder = tmp_path / "mixed"
+    # a three-plane "localizer" series: more voxels, but not one volume
+    for i, iop in enumerate([(1, 0, 0, 0, 1, 0), (0, 1, 0, 0, 0, -1), oblique_iop(0, 90)]):
+        write_series(folder, random_raw((2, 16, 16), seed=i), series_uid="1.2.3.1", iop=iop, description="loc", seed=i)
+    write_series(folder, random_raw((4, 8, 8)), series_uid="1.2.3.2", description="axial", seed=9)
+    index = inspect_path(folder)
+    assert {s.uid: s.stackable for s in index.series} == {"1.2.3.1": False, "1.2.3.2": True}
+    assert read_scan(folder).meta["series_uid"] == "1.2.3.2"
+
+
+def test_folder_with_nifti_and_dicom(tmp_path):
+    write_series(tmp_path / "dcm", random_raw((3, 4, 4)), series_uid="1.2.3.7", description="d")
+    nib.save(nib.Nifti1Image(np.ones((5, 6, 7), np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "v.nii.gz")
+    index = inspect_path(tmp_path)
+    kinds = sorted(s.kind for s in index.series)
+    assert kinds == ["nifti", "volume"]
+    nifti = read_scan(tmp_path)  # the NIfTI is larger
+    assert nifti.shape == (1, 5, 6, 7) and nifti.meta["spacing"] == (2.0, 2.0, 2.0)
+    assert read_scan(tmp_path, "d").meta["series_uid"] == "1.2.3.7"
+    assert read_scan(tmp_path, "v.nii.gz").shape == (1, 5, 6, 7)

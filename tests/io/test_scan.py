@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+import torch
 from dicom_factory import random_raw, write_series
 from pydicom.data import get_testdata_file
 
@@ -263,3 +264,40 @@ def test_folder_with_nifti_and_dicom(tmp_path):
     assert nifti.shape == (1, 5, 6, 7) and nifti.meta["spacing"] == (2.0, 2.0, 2.0)
     assert read_scan(tmp_path, "d").meta["series_uid"] == "1.2.3.7"
     assert read_scan(tmp_path, "v.nii.gz").shape == (1, 5, 6, 7)
+
+
+CONTRACT_KEYS = {
+    "filename_or_obj",
+    "spacing",
+    "spatial_shape",
+    "original_affine",
+    "modality",
+    "units",
+    "series_uid",
+    "study_uid",
+    "series_description",
+    "patient_id",
+    "source_format",
+    "space",
+    "affine",
+}
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "rtdose.dcm", "SC_rgb.dcm"])
+def test_meta_keys_of_the_contract(name):
+    scan = read_scan(get_testdata_file(name))
+    assert CONTRACT_KEYS <= set(scan.meta)
+    assert scan.meta["affine"].dtype == torch.float64 and scan.meta["affine"].shape == (4, 4)
+    assert len(scan.meta["spacing"]) == scan.ndim - 1 == len(scan.meta["spatial_shape"])
+    if scan.ndim == 3:
+        assert scan.meta["photometric"] in ("MONOCHROME2", "RGB")
+
+
+@pytest.mark.parametrize(
+    "name", ["emri_small_RLE.dcm", "emri_small_jpeg_2k_lossless.dcm", "emri_small_jpeg_ls_lossless.dcm"]
+)
+def test_compressed_multiframe_matches_uncompressed(name):
+    reference = read_scan(get_testdata_file("emri_small.dcm"))
+    scan = read_scan(get_testdata_file(name))
+    assert scan.shape == reference.shape == (1, 64, 64, 10)
+    np.testing.assert_array_equal(scan.numpy(), reference.numpy())

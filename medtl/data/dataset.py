@@ -1,0 +1,156 @@
+"""Datasets of preprocessed samples: one per scan (2D, 3D) or one per slice (2.5D), with caching.
+
+The deterministic part of a :class:`~medtl.transforms.Pipeline` runs once per scan and is cached (MONAI
+``CacheDataset`` in memory or ``PersistentDataset`` on disk, keyed by the transform config), so epochs
+after the first do not decode DICOM again. The random part (augmentation) and the normalisation run each
+time a sample is drawn. Every sample carries ``scan``, the index of its scan, so predictions of the slices
+of one scan can be averaged into a per-scan prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, PersistentDataset
+from monai.data import Dataset as MonaiDataset
+from torch.utils.data import Dataset
+
+from medtl.errors import DataLoadError, TrainingError
+
+__all__ = ["SampleDataset", "slice_indices", "stamp"]
+
+log = logging.getLogger(__name__)
+
+
+def stamp(path: str | os.PathLike[str]) -> str:
+    """Size and modification time of a file or folder: part of the disk cache key, so edited scans are re-read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def slice_indices(depth: int, n: int | None, margin: float = 0.0) -> list[int]:
+    """Evenly spaced slice indices of a volume of ``depth`` slices, skipping ``margin`` at both ends."""
+    lo = int(np.floor(depth * margin))
+    hi = max(lo + 1, depth - lo)
+    if n is None or n >= hi - lo:
+        return list(range(lo, hi))
+    return [int(round(v)) for v in np.linspace(lo, hi - 1, n)]
+
+
+class SampleDataset(Dataset):
+    """Samples for training or evaluation: ``{"image": tensor, "label": int, "scan": int}``.
+
+    Args:
+        records: manifest record dicts (``image``, ``label``, optional ``series``, ``row``...).
+        pipeline: the experiment's :class:`~medtl.transforms.Pipeline`.
+        train: apply the training (augmenting) post-transforms.
+        cache: ``memory``, ``disk`` or ``none``. 2.5D always caches volumes (in memory when ``none``).
+        cache_dir: folder of the disk cache (already keyed by the transform config).
+        slices_per_scan, slice_margin, neighbor_slices: 2.5D options.
+        num_workers: threads used to fill the memory cache.
+        seed: seed of the random transforms.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[dict[str, Any]],
+        pipeline: Any,
+        *,
+        train: bool,
+        cache: str = "memory",
+        cache_dir: str | os.PathLike[str] | None = None,
+        slices_per_scan: int | None = None,
+        slice_margin: float = 0.0,
+        neighbor_slices: bool = True,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        self.records = [dict(r) for r in records]
+        self.pipeline = pipeline
+        self.train = train
+        self.mode = pipeline.mode
+        self.neighbor_slices = neighbor_slices
+        self.post = pipeline.post_train if train else pipeline.post_eval
+        if train:
+            self.post.set_random_state(seed=seed)
+        items = []
+        for i, r in enumerate(self.records):
+            item = {
+                "image": str(r["image"]),
+                "_path": str(r["image"]),
+                "row": r.get("row"),
+                "_stamp": stamp(r["image"]),
+            }
+            if r.get("series") not in (None, ""):
+                item["series"] = r["series"]
+            item["_index"] = i
+            items.append(item)
+        if self.mode == "2.5d" and cache == "none":
+            cache = "memory"
+        self.cache = cache
+        if cache == "memory":
+            self.base: Any = CacheDataset(
+                items, transform=pipeline.pre, progress=False, num_workers=max(1, num_workers), copy_cache=False
+            )
+        elif cache == "disk":
+            if cache_dir is None:
+                raise TrainingError("cache 'disk' needs a cache folder")
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            self.base = PersistentDataset(items, transform=pipeline.pre, cache_dir=cache_dir)
+        else:
+            self.base = MonaiDataset(items, transform=pipeline.pre)
+        # (scan index, slice index or None)
+        self.index: list[tuple[int, int | None]] = []
+        if self.mode == "2.5d":
+            for i in range(len(items)):
+                depth = int(self.base[i]["image"].shape[-1])
+                for k in slice_indices(depth, slices_per_scan, slice_margin):
+                    self.index.append((i, k))
+        else:
+            self.index = [(i, None) for i in range(len(items))]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def labels(self) -> list[int]:
+        """The label of each sample (each slice in 2.5D)."""
+        return [int(self.records[i]["label"]) for i, _ in self.index]
+
+    @property
+    def scan_labels(self) -> list[int]:
+        return [int(r["label"]) for r in self.records]
+
+    def _slice(self, vol: torch.Tensor, k: int) -> torch.Tensor:
+        depth = vol.shape[-1]
+        if self.neighbor_slices:
+            ks = [min(max(k + d, 0), depth - 1) for d in (-1, 0, 1)]
+            return torch.stack([vol[0, ..., j] for j in ks], dim=0)
+        return vol[..., k]
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        scan, k = self.index[idx]
+        d = self.base[scan]
+        img = d["image"]
+        if not isinstance(img, torch.Tensor):
+            img = torch.as_tensor(np.asarray(img))
+        img = self._slice(img, k) if k is not None else img.clone()
+        rec = self.records[scan]
+        out = self.post({"image": img, "_path": rec["image"], "row": rec.get("row")})
+        image = out["image"]
+        if not torch.isfinite(image).all():
+            raise DataLoadError(
+                f"scan {rec['image']} (manifest row {rec.get('row')}) gives non-finite values after preprocessing",
+                path=str(rec["image"]),
+                fix="check the file, or its intensity range",
+            )
+        return {"image": image.as_subclass(torch.Tensor), "label": int(rec["label"]), "scan": scan}

@@ -95,11 +95,23 @@ def print_summary(results: CompareResults, summary: Summary, console=None) -> No
 
     console = console or Console()
     header, rows = summary_table(results, summary)
-    table = Table(title="pretrained vs scratch", show_lines=False)
-    for h in header:
+    # the report's columns, with each value and its interval in one cell so the table fits a terminal
+    table = Table(title=f"pretrained vs {results.arm(summary.reference).display}", show_lines=False)
+    m = METRIC_WORDS.get(summary.primary_metric, summary.primary_metric)
+    ref = results.arm(summary.reference).display
+    for h in (
+        "arm",
+        "labels",
+        "runs",
+        f"test {m} [95% CI, seeds]",
+        f"vs {ref} [95% CI, patients]",
+        "p",
+        "p DeLong",
+        f"matched {ref}'s best val",
+    ):
         table.add_column(h, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
+    for r in rows:
+        table.add_row(r[0], r[1], r[2], f"{r[3]} [{r[4]}]", f"{r[5]} [{r[6]}]" if r[5] else "", r[7], r[8], r[9])
     console.print(table)
     for r in summary.rows:
         if r.sentence:

@@ -16,7 +16,8 @@ from medtl.evaluate.compare import compare, default_arms, load_compare_config, r
 CLASSES = ["negative", "positive"]
 
 
-def write_manifest(root: Path, n_patients: int = 30) -> Path:
+def write_manifest(root: Path, n_patients: int = 30, size: int = 8) -> Path:
+    """Secondary-capture DICOM images, one per patient; positives carry a bright square."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -34,13 +35,17 @@ def write_manifest(root: Path, n_patients: int = 30) -> Path:
         ds.Modality = "DX"
         ds.SeriesInstanceUID = generate_uid()
         ds.StudyInstanceUID = generate_uid()
-        ds.Rows = ds.Columns = 8
+        ds.Rows = ds.Columns = size
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.BitsAllocated = ds.BitsStored = 16
         ds.HighBit = 15
         ds.PixelRepresentation = 0
-        ds.PixelData = np.full((8, 8), i, dtype=np.uint16).tobytes()
+        rng = np.random.default_rng(i)
+        img = rng.integers(0, 200, (size, size)).astype(np.uint16)
+        if i % 2:
+            img[size // 4 : size // 2, size // 4 : size // 2] += 800
+        ds.PixelData = img.tobytes()
         ds.save_as(root / f"img{i}.dcm", enforce_file_format=True)
         rows.append({"image": f"img{i}.dcm", "label": CLASSES[i % 2], "patient_id": f"P{i:03d}"})
     with open(root / "manifest.csv", "w", newline="") as fh:
@@ -192,3 +197,69 @@ def test_default_arms_fit_the_architecture(setup):
     names3 = [a.name for a in default_arms(c3.experiment)]
     assert names3[-1] == "scratch" and "medicalnet" in names3 and "imagenet" not in names3
     assert run_dir_for(Path("/c"), "imagenet", 1, 0.25) == Path("/c/runs/imagenet/frac0.25-seed1")
+
+
+def test_end_to_end_with_the_real_engine(tmp_path, monkeypatch):
+    """2 arms x 2 seeds x 2 fractions x 1 epoch through medtl.train.fine_tune, then every output file."""
+    import torch
+    import torchvision
+
+    from medtl.evaluate.report import fmt
+
+    torch.manual_seed(0)
+    write_manifest(tmp_path / "data", n_patients=24, size=32)
+    ckpt = tmp_path / "mnv2_init.pth"
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), ckpt)  # a "pretrained" file, torchvision format
+    cfg = tmp_path / "compare.yaml"
+    cfg.write_text(
+        "data: {manifest: data/manifest.csv, mode: 2d}\n"
+        "splits: {val_fraction: 0.25, test_fraction: 0.35}\n"
+        "preprocess: {size: [32, 32]}\n"
+        "augment: {enabled: false}\n"
+        "model: {arch: mobilenet_v2}\n"
+        "train: {epochs: 1, batch_size: 8, accelerator: cpu, cache: none}\n"
+        "compare:\n"
+        "  arms:\n"
+        f"    - {{name: fromfile, label: MobileNetV2 from file, model: {{weights: {ckpt}}}}}\n"
+        "    - {name: scratch, model: {weights: scratch}}\n"
+        "  seeds: 2\n"
+        "  fractions: [0.5, 1.0]\n"
+        "  n_resamples: 200\n"
+    )
+    out = tmp_path / "cmp"
+    res = compare(cfg, out_dir=out)
+    assert [r.status for r in res.results.runs] == ["ok"] * 8, [r.error for r in res.results.runs]
+    for name in ("report.md", "report.html", "results.csv", "results.json", "splits.csv", "plots/roc.png"):
+        assert (out / name).is_file(), name
+    for r in res.results.runs:
+        run = Path(r.run_dir)
+        assert (run / "metrics.csv").is_file() and (run / "predictions_test.csv").is_file()
+    data = json.loads((out / "results.json").read_text())
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for row in data["summary"]["rows"]:
+        mean = row["metrics"]["auroc"]["mean"]
+        assert fmt(mean) in md and fmt(mean) in html
+        d = row["vs_reference"]
+        if d is not None:
+            assert f"{d['difference']:+.3f}" in md
+            assert row["sentence"] in md
+    # per-run test AUROC in results.csv equals the one in results.json
+    with open(out / "results.csv") as fh:
+        by_key = {(r["arm"], r["seed"], r["fraction"]): r for r in csv.DictReader(fh)}
+    for r in data["runs"]:
+        assert float(by_key[(r["arm"], str(r["seed"]), str(r["fraction"]))]["test_auroc"]) == pytest.approx(
+            r["test_metrics"]["auroc"], abs=1e-5
+        )
+    # every run trained on the patients its seed and fraction say, the same for both arms
+    used = {}
+    for r in res.results.runs:
+        with open(Path(r.run_dir) / "splits.csv") as fh:
+            rows = list(csv.DictReader(fh))
+        used[(r.arm, r.seed, r.fraction)] = sorted(
+            x["patient_id"] for x in rows if x["split"] == "train" and x.get("used", "1") == "1"
+        )
+        assert {x["split"] for x in rows} == {"train", "val", "test"}
+    for seed in (0, 1):
+        for f in (0.5, 1.0):
+            assert used[("fromfile", seed, f)] == used[("scratch", seed, f)]

@@ -29,7 +29,7 @@ from medtl.errors import (
     TruncatedFileError,
     UnsupportedScanError,
 )
-from medtl.io.geometry import affine_lps, check_spacing, resample_slices, slice_normal
+from medtl.io.geometry import SpacingReport, affine_lps, check_spacing, resample_slices, slice_normal
 from medtl.utils import hash_patient_id
 
 __all__ = [
@@ -551,19 +551,21 @@ def _series_name(h: DicomHeader) -> str:
     return f"series {h.series_uid}" + (f" ({h.description!r})" if h.description else "")
 
 
-def _geometry_error(
-    h: DicomHeader, where: str, problems: list[str], spacing: float, allow: bool = True
-) -> GeometryError:
-    fix = (
-        "add the missing slices or remove the duplicated files, or pass allow_irregular=True "
-        f"(CLI: --allow-irregular) to resample onto a regular {spacing:.3f} mm grid"
-        if allow
-        else "pass the files of one stack only"
-    )
+def _geometry_error(h: DicomHeader, where: str, report: SpacingReport, labels: Sequence[str]) -> GeometryError:
+    actions = []
+    if report.gaps:
+        actions.append("add the missing slices")
+    if report.duplicates:
+        actions.append("remove the duplicated files (or split acquisitions into their own folders)")
+    if report.spacing > 0:
+        actions.append(
+            "pass allow_irregular=True (CLI: --allow-irregular) to resample onto a regular "
+            f"{report.spacing:.3f} mm grid"
+        )
     return GeometryError(
-        f"{_series_name(h)} in {where}: slices do not form a regular grid: " + "; ".join(problems),
+        f"{_series_name(h)} in {where}: slices do not form a regular grid: " + "; ".join(report.describe(labels)),
         path=where,
-        fix=fix,
+        fix=", or ".join(actions) if actions else "pass the files of one stack only",
     )
 
 
@@ -607,7 +609,7 @@ def _assemble(
     if not report.regular:
         problems = report.describe(sorted_labels)
         if not allow_irregular or report.spacing <= 0:
-            raise _geometry_error(h0, where, problems, report.spacing, allow=report.spacing > 0)
+            raise _geometry_error(h0, where, report, sorted_labels)
         logger.warning(
             "%s in %s: resampling onto a regular %.3f mm grid because %s",
             _series_name(h0),

@@ -70,7 +70,8 @@ class SpacingReport:
         for a, b in self.duplicates:
             out.append(
                 f"slices {a} and {b} ({labels[a]}, {labels[b]}) are at the same position "
-                f"{self.distances[a]:.3f} mm along the normal"
+                f"{self.distances[a]:.3f} mm along the normal (a copied file, or several acquisitions or time "
+                "points in one series?)"
             )
         for a, b, d in self.gaps:
             missing = max(1, round(d / self.spacing) - 1) if self.spacing > 0 else 1
@@ -117,7 +118,8 @@ def check_spacing(ipps: np.ndarray, normal: np.ndarray) -> SpacingReport:
     if smallest > 0 and abs(spacing / smallest - round(spacing / smallest)) < 0.05 and spacing / smallest > 1.5:
         spacing = smallest
     report.spacing = spacing
-    tol = max(0.01, _UNEVEN_FRACTION * spacing)
+    # rounding of ImagePositionPatient in real files gives jitter of a few hundredths of a millimetre
+    tol = max(0.02, _UNEVEN_FRACTION * spacing)
     for a, step in enumerate(diffs):
         if step < _DUPLICATE_MM or abs(step - spacing) <= tol:
             continue

@@ -184,3 +184,30 @@ def test_single_file_of_a_series_is_2d(tmp_path):
     scan = read_scan(paths[0])
     assert scan.shape[0] == 1 and scan.ndim == 3 and scan.shape[1:] == (8, 6)
     assert scan.meta["spacing"] == (0.7, 0.8)
+
+
+def test_gantry_tilt_keeps_every_slice_at_its_position(tmp_path):
+    # slices shifted along y as they advance along z (a tilted gantry): the affine shears to follow them
+    raw = random_raw((5, 6, 6), seed=12)
+    folder = tmp_path / "tilt"
+    paths = write_series(folder, raw, slice_spacing=2.0)
+    import pydicom
+
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y + 0.5 * (z - 30.0), z]
+        ds.save_as(p)
+    scan = read_scan(folder)
+    affine = np.asarray(scan.affine)
+    for p in paths:
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        ipp = np.array([float(v) for v in ds.ImagePositionPatient]) * [-1, -1, 1]
+        k = round((float(ds.ImagePositionPatient[2]) - 30.0) / 2.0)
+        np.testing.assert_allclose(affine @ [0, 0, k, 1], [*ipp, 1], atol=1e-4)
+
+
+def test_position_rounding_jitter_is_tolerated(tmp_path):
+    raw = random_raw((6, 4, 4), seed=13)
+    write_series(tmp_path / "j", raw, positions=[0.0, 1.25, 2.49, 3.75, 5.01, 6.25])
+    assert read_scan(tmp_path / "j").meta["spacing"][2] == pytest.approx(1.25, abs=1e-3)

@@ -301,3 +301,11 @@ def test_compressed_multiframe_matches_uncompressed(name):
     scan = read_scan(get_testdata_file(name))
     assert scan.shape == reference.shape == (1, 64, 64, 10)
     np.testing.assert_array_equal(scan.numpy(), reference.numpy())
+
+
+def test_dicomdir_ct2_slice_far_from_the_others_is_a_gap():
+    from medtl.errors import GeometryError
+
+    with pytest.raises(GeometryError) as err:
+        read_scan(DICOMDIR_TESTS / "77654033" / "CT2")
+    assert "gap of 202.500 mm" in str(err.value) and "'Routine Brain'" in str(err.value)

@@ -544,6 +544,20 @@ def _to_physical(raw: np.ndarray, h: DicomHeader, photometric: str, slope: float
     return out
 
 
+def _physical_into(
+    out: np.ndarray, raw: np.ndarray, h: DicomHeader, photometric: str, slope: float, intercept: float
+) -> None:
+    """:func:`_to_physical` written into ``out`` without temporaries (the hot loop of series reading)."""
+    out[...] = raw
+    if photometric == "MONOCHROME1":
+        lo, hi = _stored_range(h)
+        np.subtract(np.float32(lo + hi), out, out=out)
+    if slope != 1.0:
+        out *= np.float32(slope)
+    if intercept != 0.0:
+        out += np.float32(intercept)
+
+
 # --------------------------------------------------------------------------------------------- assembly
 
 
@@ -686,7 +700,7 @@ def read_series(headers: Sequence[DicomHeader], *, where: str = "", allow_irregu
         def one(k: int) -> None:
             h = headers[order[k]]
             raw, photometric = decode_frames(h)
-            out[k] = _to_physical(raw[0], h, photometric, h.slope, h.intercept)
+            _physical_into(out[k], raw[0], h, photometric, h.slope, h.intercept)
 
         _map(one, len(order))
 
@@ -742,7 +756,7 @@ def read_dicom_file(h: DicomHeader, *, allow_irregular: bool = False) -> DicomIm
 
         def load(order: list[int], out: np.ndarray) -> None:
             for k, f in enumerate(order):
-                out[k] = _to_physical(raw[f], h, photometric, slopes[f], intercepts[f])
+                _physical_into(out[k], raw[f], h, photometric, slopes[f], intercepts[f])
 
         stack, affine, spacing = _assemble(h, where, labels, ipps, iop, ps, load, allow_irregular)
         return DicomImage(

@@ -47,3 +47,21 @@ def test_loadscan_series_argument(tmp_path):
     assert LoadScand(keys="img", series_key="s")({"img": tmp_path, "s": "1.2.3.2"})["img"].shape[-1] == 2
     assert LoadScand(keys="img", series_key=None)({"img": tmp_path, "s": "b"})["img"].shape[-1] == 5
     assert "img" not in LoadScand(keys="img", allow_missing_keys=True)({"other": 1})
+
+
+def test_monai_orientation_keeps_world_positions(tmp_path):
+    from monai.transforms import Orientationd
+
+    raw = np.zeros((6, 8, 10), np.int16)
+    raw[4, 2, 7] = 3000  # slice 4, row 2, column 7
+    write_series(tmp_path, raw, iop=(1, 0, 0, 0, 0, -1), slice_spacing=2.0)  # coronal
+    before = LoadScand(keys="img")({"img": tmp_path})["img"]
+    after = Orientationd(keys="img", axcodes="RAS")({"img": before})["img"]
+
+    def bright_world(img):
+        idx = np.argwhere(img[0].numpy() == img[0].numpy().max())[0]
+        return (np.asarray(img.affine) @ [*idx, 1])[:3]
+
+    assert tuple(np.argwhere(before[0].numpy() > 0)[0]) == (7, 2, 4)
+    np.testing.assert_allclose(bright_world(before), bright_world(after), atol=1e-6)
+    assert np.all(np.diag(np.asarray(after.affine))[:3] > 0)

@@ -56,7 +56,7 @@ def test_monai_orientation_keeps_world_positions(tmp_path):
     raw[4, 2, 7] = 3000  # slice 4, row 2, column 7
     write_series(tmp_path, raw, iop=(1, 0, 0, 0, 0, -1), slice_spacing=2.0)  # coronal
     before = LoadScand(keys="img")({"img": tmp_path})["img"]
-    after = Orientationd(keys="img", axcodes="RAS")({"img": before})["img"]
+    after = Orientationd(keys="img", axcodes="RAS", labels=None)({"img": before})["img"]
 
     def bright_world(img):
         idx = np.argwhere(img[0].numpy() == img[0].numpy().max())[0]

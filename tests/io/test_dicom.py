@@ -211,3 +211,14 @@ def test_position_rounding_jitter_is_tolerated(tmp_path):
     raw = random_raw((6, 4, 4), seed=13)
     write_series(tmp_path / "j", raw, positions=[0.0, 1.25, 2.49, 3.75, 5.01, 6.25])
     assert read_scan(tmp_path / "j").meta["spacing"][2] == pytest.approx(1.25, abs=1e-3)
+
+
+def test_truncated_slice_in_a_series_is_named(tmp_path):
+    from medtl.errors import TruncatedFileError
+
+    paths = write_series(tmp_path / "t", random_raw((4, 16, 16), seed=14))
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[:-100])
+    with pytest.raises(TruncatedFileError) as err:
+        read_scan(tmp_path / "t")
+    assert str(paths[1]) in str(err.value) and "truncated" in str(err.value)

@@ -1,9 +1,113 @@
-"""Placeholder: commands of this group are registered here."""
+"""``medtl backbones`` and ``medtl weights list|pull|import|verify``: architectures and the weight cache."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+__all__ = ["register"]
+
+weights_app = typer.Typer(
+    name="weights",
+    help="Pretrained weights: list sources and the cache, download, import files obtained offline, verify.",
+    no_args_is_help=True,
+)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 2**20:.1f} MB"
+
+
+def backbones_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List architectures, their dims, and the weight sources that fit each."""
+    from medtl.backbones import get_architecture, list_architectures
+
+    rows = [get_architecture(name).to_dict() for name in list_architectures()]
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("architecture", "dims", "in ch", "features", "weights")
+    for r in rows:
+        dims = "/".join(f"{d}D" for d in r["dims"])
+        table.add_row(r["name"], dims, str(r["default_in_channels"]), str(r["num_features"]), ", ".join(r["weights"]))
+    Console().print(table)
+
+
+@weights_app.command("list")
+def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Every weight source and file: cached or not, size, licence."""
+    from medtl.weights import cache_listing, get_weight_source, list_weight_sources
+
+    entries = cache_listing()
+    if json_out:
+        sources = [get_weight_source(n).to_dict() for n in list_weight_sources()]
+        typer.echo(json.dumps({"sources": sources, "files": [e.to_dict() for e in entries]}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "cached", "size", "licence", "path / url")
+    for e in entries:
+        where = str(e.path) if e.cached else e.url
+        table.add_row(f"{e.source}:{e.arch}", "yes" if e.cached else "no", _size(e.size), e.license, where)
+    console = Console()
+    console.print(table)
+    console.print(
+        "Also: 'scratch' (random init), 'imagenet-inflated' (uses the imagenet files), or a checkpoint path.",
+        highlight=False,
+    )
+
+
+@weights_app.command("pull")
+def pull_cmd(
+    name: str = typer.Argument(..., help="'<source>:<arch>', e.g. imagenet:resnet18 or medicalnet:resnet50_3d."),
+    force: bool = typer.Option(False, "--force", help="Download again even if cached."),
+) -> None:
+    """Download weights into the cache (torchvision URL or the Hugging Face hub)."""
+    from medtl.weights.cache import download, parse_weight_name
+
+    source, arch = parse_weight_name(name)
+    path = download(source, arch, force=force)
+    typer.echo(f"{source.name}:{arch} -> {path}")
+
+
+@weights_app.command("import")
+def import_cmd(
+    name: str = typer.Argument(..., help="'<source>:<arch>', e.g. imagenet:mobilenet_v2 or medicalnet:resnet18_3d."),
+    file: Path = typer.Argument(..., help="The weight file obtained elsewhere (torchvision .pth, MedicalNet .pth)."),
+) -> None:
+    """Copy a weight file into the cache after checking its SHA-256 (where known) and that it fits the network."""
+    from medtl.weights.cache import import_weights, sha256_file
+
+    path = import_weights(name, file)
+    typer.echo(f"imported {file} as {name} -> {path} (sha256 {sha256_file(path)})")
+
+
+@weights_app.command("verify")
+def verify_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of lines.")) -> None:
+    """Re-hash every cached weight file; exit 1 if any differs from its recorded hash."""
+    from medtl.weights.cache import verify_cache
+
+    results = verify_cache()
+    if json_out:
+        typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        if not results:
+            typer.echo("no cached weight files")
+        for r in results:
+            typer.echo(f"{r.status:10s} {r.source}:{r.arch}  {r.path}  {r.detail}")
+    if any(r.status == "mismatch" for r in results):
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
+    app.command("backbones")(backbones_cmd)
+    app.add_typer(weights_app, name="weights")

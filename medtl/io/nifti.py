@@ -34,15 +34,30 @@ def is_nifti_path(path: str | os.PathLike[str]) -> bool:
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
+def _inflater_module():  # noqa: ANN202 - a zlib-compatible module
+    try:  # ISA-L inflates about twice as fast as zlib
+        from isal import isal_zlib
+
+        return isal_zlib
+    except ImportError:
+        return zlib
+
+
 def _gunzip(data: bytes) -> bytes:
+    """Inflate a (possibly multi-member) gzip stream in one go."""
+    module = _inflater_module()
     parts = []
     while data:
-        inflater = zlib.decompressobj(wbits=31)
+        inflater = module.decompressobj(wbits=31)
         parts.append(inflater.decompress(data))
         if not inflater.eof:
             raise EOFError("compressed stream ends early")
         data = inflater.unused_data.lstrip(b"\x00")
     return b"".join(parts)
+
+
+def _inflate_error() -> type[Exception]:
+    return getattr(_inflater_module(), "error", zlib.error)
 
 
 def _load(path: Path, *, header_only: bool = False):  # noqa: ANN202 - nibabel image
@@ -60,7 +75,7 @@ def _load(path: Path, *, header_only: bool = False):  # noqa: ANN202 - nibabel i
         raise NotDicomError(
             f"{path} is not a valid NIfTI file ({exc})", path=str(path), fix="pass a .nii/.nii.gz or DICOM file"
         ) from None
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError, ValueError) as exc:
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError, ValueError, _inflate_error()) as exc:
         raise TruncatedFileError(
             f"{path}: cannot read the NIfTI header ({exc})", path=str(path), fix="copy or export the file again"
         ) from None

@@ -28,6 +28,7 @@ import re
 import sys
 import time
 import traceback
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -684,6 +685,8 @@ def fine_tune(
             logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
         except ImportError:
             pass
+        # the run directory holds config and splits before the first checkpoint, by design
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
             logging.getLogger(name).setLevel(logging.WARNING)
         trainer = pl.Trainer(

@@ -108,8 +108,7 @@ def volume_task(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_volume_task(tmp_path_factory.mktemp("vol"))
 
 
-@pytest.fixture(autouse=True)
-def _manifest_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
+def _install_manifest_stand_in() -> None:
     """Until medtl.data.Manifest exists, read the tests' simple manifests with a private stand-in."""
     try:
         from medtl.data import Manifest  # noqa: F401
@@ -143,4 +142,7 @@ def _manifest_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
         def to_dicts(self) -> list[dict[str, Any]]:
             return [dict(d) for d in self._dicts]
 
-    monkeypatch.setattr(run, "_load_manifest", lambda cfg: _Manifest(cfg.data.manifest, cfg.data.classes))
+    run._load_manifest = lambda cfg: _Manifest(cfg.data.manifest, cfg.data.classes)  # type: ignore[assignment]
+
+
+_install_manifest_stand_in()

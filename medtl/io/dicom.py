@@ -9,6 +9,7 @@ everything else goes through pydicom's pixel handlers (pylibjpeg plugins for RLE
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
@@ -157,22 +158,6 @@ def _float(value: Any, default: float) -> float:
     return out if np.isfinite(out) else default
 
 
-def _int_tag(ds: Any, keyword: str, default: int, path: Path) -> int:
-    if keyword not in ds:
-        return default
-    raw = ds.data_element(keyword).value
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(str(raw).strip())
-    except ValueError:
-        raise InvalidHeaderError(
-            f"{path}: {keyword} is {str(raw)!r}, which is not an integer",
-            path=str(path),
-            fix="the file is corrupt or was written by a broken tool; re-export it from the source system",
-        ) from None
-
-
 def _seq_item(ds: Any, keyword: str) -> Any:
     seq = ds.get(keyword)
     if seq is None or len(seq) == 0:
@@ -276,72 +261,168 @@ def read_header(path: str | os.PathLike[str]) -> DicomHeader:
         return _header_from_dataset(ds, path, size, offset, has_pixels)
 
 
+class _Fields:
+    """Reads header values from pydicom's raw elements, skipping its per-value conversion machinery.
+
+    Indexing a large tree spends most of its time converting values pydicom parsed lazily; the few
+    fields medtl needs are plain strings, decimal strings and unsigned shorts, decoded here directly.
+    """
+
+    def __init__(self, ds: Any, path: Path) -> None:
+        self.ds = ds
+        self.path = path
+
+    def _element(self, keyword: str) -> Any:
+        try:
+            return self.ds.get_item(_tag(keyword))
+        except KeyError:
+            return None
+
+    def text(self, keyword: str) -> str:
+        elem = self._element(keyword)
+        if elem is None:
+            return ""
+        value = elem.value
+        if isinstance(value, bytes | bytearray):
+            return value.decode("latin-1").strip(" \x00")
+        if value is None:
+            return ""
+        if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+            return "\\".join(str(v) for v in value)
+        return str(value).strip()
+
+    def floats(self, keyword: str, n: int) -> tuple[float, ...] | None:
+        text = self.text(keyword)
+        if not text:
+            return None
+        return _floats(text.split("\\"), n)
+
+    def number(self, keyword: str, default: float) -> float:
+        text = self.text(keyword)
+        return _float(text.split("\\")[0], default) if text else default
+
+    def integer(self, keyword: str, default: int) -> int:
+        """An IS value; a non-integer is an InvalidHeaderError."""
+        text = self.text(keyword)
+        if not text:
+            return default
+        try:
+            return int(text.split("\\")[0])
+        except ValueError:
+            try:
+                as_float = float(text)
+            except ValueError:
+                as_float = float("nan")
+            if as_float.is_integer():
+                return int(as_float)
+            raise InvalidHeaderError(
+                f"{self.path}: {keyword} is {text!r}, which is not an integer",
+                path=str(self.path),
+                fix="the file is corrupt or was written by a broken tool; re-export it from the source system",
+            ) from None
+
+    def ushort(self, keyword: str, default: int) -> int:
+        elem = self._element(keyword)
+        if elem is None:
+            return default
+        value = elem.value
+        if isinstance(value, bytes | bytearray):
+            if len(value) < 2:
+                return default
+            return int.from_bytes(value[:2], "little" if getattr(elem, "is_little_endian", True) else "big")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return default
+
+    def converted(self, keyword: str) -> str:
+        """Text whose character set matters (PatientID, descriptions): ASCII directly, the rest through pydicom."""
+        elem = self._element(keyword)
+        if elem is not None and isinstance(elem.value, bytes | bytearray) and elem.value.isascii():
+            return elem.value.decode("ascii").strip(" \x00")
+        return str(self.ds.get(keyword, "") or "").strip()
+
+
+@functools.lru_cache(maxsize=256)
+def _tag(keyword: str) -> int:
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    if tag is None:  # pragma: no cover - keywords are fixed in this module
+        raise KeyError(keyword)
+    return tag
+
+
+@functools.lru_cache(maxsize=256)
+def _uid_name(uid: str) -> str:
+    from pydicom.uid import UID
+
+    try:
+        return UID(uid).name if uid else ""
+    except Exception:  # noqa: BLE001
+        return uid
+
+
 def _header_from_dataset(ds: Any, path: Path, size: int, offset: int, has_pixels: bool) -> DicomHeader:
+    f = _Fields(ds, path)
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     if not ts:
         ts = _EXPLICIT_LE if not ds.is_implicit_VR else _IMPLICIT_LE
         if not ds.is_little_endian:
             ts = "1.2.840.10008.1.2.2"
-    sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    sop_class = f.text("SOPClassUID") or (str(meta.get("MediaStorageSOPClassUID", "")) if meta else "")
+    n_frames = f.integer("NumberOfFrames", 1)
     try:
-        from pydicom.uid import UID
-
-        sop_name = UID(sop_class).name if sop_class else ""
-    except Exception:  # noqa: BLE001
-        sop_name = sop_class
-    n_frames = _int_tag(ds, "NumberOfFrames", 1, path)
-    rows = _int_tag(ds, "Rows", 0, path)
-    cols = _int_tag(ds, "Columns", 0, path)
-    instance = None
-    try:
-        instance = int(ds.get("InstanceNumber")) if ds.get("InstanceNumber") not in (None, "") else None
-    except (TypeError, ValueError):
+        instance: int | None = f.integer("InstanceNumber", -1)
+    except InvalidHeaderError:
         instance = None
-    pixel_spacing = _positive_spacing(ds.get("PixelSpacing"))
+    pixel_spacing = _positive_spacing(f.floats("PixelSpacing", 2))
     if pixel_spacing is None:
-        pixel_spacing = _positive_spacing(ds.get("ImagerPixelSpacing"))
-    frames = _frame_geometry(ds) if n_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds else None
-    grid = _floats(ds.get("GridFrameOffsetVector"), 1) and [float(v) for v in ds.GridFrameOffsetVector]
-    slope = _float(ds.get("RescaleSlope"), 1.0)
-    intercept = _float(ds.get("RescaleIntercept"), 0.0)
+        pixel_spacing = _positive_spacing(f.floats("ImagerPixelSpacing", 2))
+    frames = _frame_geometry(ds) if "PerFrameFunctionalGroupsSequence" in ds else None
+    grid_text = f.text("GridFrameOffsetVector")
+    grid = _floats(grid_text.split("\\"), 1) and [float(v) for v in grid_text.split("\\")] if grid_text else None
+    slope = f.number("RescaleSlope", 1.0)
+    intercept = f.number("RescaleIntercept", 0.0)
     units = ""
     if sop_class == _RTDOSE_CLASS:
-        slope = _float(ds.get("DoseGridScaling"), 1.0)
+        slope = f.number("DoseGridScaling", 1.0)
         intercept = 0.0
-        units = str(ds.get("DoseUnits", "") or "")
-    modality = str(ds.get("Modality", "") or "")
+        units = f.text("DoseUnits")
+    modality = f.text("Modality")
     if modality == "CT":
         units = "HU"
+    bits_allocated = f.ushort("BitsAllocated", 16)
     return DicomHeader(
         path=path,
-        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
-        sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
+        series_uid=f.text("SeriesInstanceUID"),
+        study_uid=f.text("StudyInstanceUID"),
+        sop_uid=f.text("SOPInstanceUID"),
         sop_class=sop_class,
-        sop_class_name=sop_name,
+        sop_class_name=_uid_name(sop_class),
         modality=modality,
-        description=str(ds.get("SeriesDescription", "") or ""),
-        patient_id=hash_patient_id(str(ds.get("PatientID", "") or "")),
-        rows=rows,
-        cols=cols,
+        description=f.converted("SeriesDescription"),
+        patient_id=hash_patient_id(f.converted("PatientID")),
+        rows=f.ushort("Rows", 0),
+        cols=f.ushort("Columns", 0),
         n_frames=max(1, n_frames),
-        samples=_int_tag(ds, "SamplesPerPixel", 1, path),
-        photometric=str(ds.get("PhotometricInterpretation", "") or "MONOCHROME2").strip(),
-        bits_allocated=_int_tag(ds, "BitsAllocated", 16, path),
-        bits_stored=_int_tag(ds, "BitsStored", _int_tag(ds, "BitsAllocated", 16, path), path),
-        pixel_representation=_int_tag(ds, "PixelRepresentation", 0, path),
-        ipp=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
-        iop=_floats(ds.get("ImageOrientationPatient"), 6),
+        samples=f.ushort("SamplesPerPixel", 1),
+        photometric=f.text("PhotometricInterpretation") or "MONOCHROME2",
+        bits_allocated=bits_allocated,
+        bits_stored=f.ushort("BitsStored", bits_allocated),
+        pixel_representation=f.ushort("PixelRepresentation", 0),
+        ipp=f.floats("ImagePositionPatient", 3),  # type: ignore[arg-type]
+        iop=f.floats("ImageOrientationPatient", 6),
         pixel_spacing=pixel_spacing,
-        slice_thickness=_float(ds.get("SliceThickness"), 0.0) or None,
+        slice_thickness=f.number("SliceThickness", 0.0) or None,
         slope=slope,
         intercept=intercept,
         transfer_syntax=ts,
         has_pixels=has_pixels,
         pixel_offset=offset if has_pixels else None,
         file_size=size,
-        instance_number=instance,
+        instance_number=None if instance is None or instance < 0 else instance,
         units=units,
         frames=frames,
         grid_offsets=grid or None,

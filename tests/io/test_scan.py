@@ -24,6 +24,7 @@ from medtl.errors import (
     TruncatedFileError,
 )
 from medtl.io import convert, inspect_path, read_scan
+from medtl.utils import hash_patient_id
 
 DICOMDIR_TESTS = Path(get_testdata_file("CT_small.dcm")).parent / "dicomdirtests"
 NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
@@ -76,6 +77,8 @@ def test_ct_small_is_in_hounsfield_units():
     np.testing.assert_array_equal(scan[0].numpy(), ds.pixel_array.T.astype(np.float32) - 1024)
     assert scan.meta["units"] == "HU" and scan.dtype.is_floating_point
     assert scan.meta["modality"] == "CT" and scan.meta["patient_id"] not in ("", str(ds.PatientID))
+    assert scan.meta["patient_id"] == hash_patient_id(str(ds.PatientID))
+    assert scan.meta["series_uid"] == ds.SeriesInstanceUID and scan.meta["study_uid"] == ds.StudyInstanceUID
     # the affine puts voxel (0, 0) at ImagePositionPatient, in RAS
     lps = np.array([float(v) for v in ds.ImagePositionPatient])
     np.testing.assert_allclose(np.asarray(scan.affine)[:3, 3], lps * [-1, -1, 1])

@@ -116,6 +116,8 @@ def print_summary(results: CompareResults, summary: Summary, console=None) -> No
     for r in summary.rows:
         if r.sentence:
             console.print(f"- {r.sentence}", highlight=False)
+    for w in summary.warnings:
+        console.print(f"[bold yellow]warning:[/] {w}", highlight=False)
 
 
 # ------------------------------------------------------------------------------------------ blocks
@@ -150,6 +152,9 @@ def _blocks(results: CompareResults, summary: Summary, images: dict[str, Path]) 
     b.append(_Block("h2", "Verdict"))
     sentences = [r.sentence for r in summary.rows if r.sentence]
     b.append(_Block("ul", items=sentences or ["No paired comparison was possible (see failed runs below)."]))
+    if summary.warnings:
+        b.append(_Block("p", "Warnings:"))
+        b.append(_Block("ul", items=summary.warnings))
     if n_patients and n_patients < 30:
         b.append(
             _Block(

@@ -196,6 +196,7 @@ class Summary:
     rows: list[ArmFractionSummary]
     confidence: float = 0.95
     n_resamples: int = 2000
+    warnings: list[str] = field(default_factory=list)
 
     def row(self, arm: str, fraction: float) -> ArmFractionSummary | None:
         for r in self.rows:
@@ -209,6 +210,7 @@ class Summary:
             "reference": self.reference,
             "confidence": self.confidence,
             "n_resamples": self.n_resamples,
+            "warnings": self.warnings,
             "rows": [r.to_dict() for r in self.rows],
         }
 
@@ -308,7 +310,28 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
                     "median_epoch": float(np.median([b[0] for b in best])) if best else None,
                 }
             rows.append(row)
-    return Summary(metric, ref, rows, confidence, n_resamples)
+    return Summary(metric, ref, rows, confidence, n_resamples, _warnings(results))
+
+
+def _warnings(results: CompareResults) -> list[str]:
+    """Problems a reader must know before trusting a verdict."""
+    out = []
+    for arm in results.arms:
+        runs = [r for r in results.runs if r.arm == arm.name and r.ok and r.predictions is not None]
+        constant = [
+            r for r in runs if len(r.predictions) > 1 and float(np.ptp(r.predictions.probs, axis=0).max()) < 1e-4
+        ]
+        if constant:
+            out.append(
+                f"{arm.display}: in {len(constant)} of {len(runs)} runs the model gave every test patient the same "
+                "probability (it predicts nothing; typical of a network whose batch-norm statistics did not settle "
+                "in a short training). Differences against this arm measure that failure, not the value of "
+                "pretraining; train longer or with smaller batches."
+            )
+        failed = [r for r in results.runs if r.arm == arm.name and r.status == "failed"]
+        if failed:
+            out.append(f"{arm.display}: {len(failed)} run(s) failed; see 'Failed runs'.")
+    return out
 
 
 # ------------------------------------------------------------------------------------------ results

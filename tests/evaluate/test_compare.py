@@ -75,7 +75,7 @@ class FakeEngine:
         self.calls.append((w, s, f))
         if self.interrupt_at is not None and len(self.calls) == self.interrupt_at:
             raise KeyboardInterrupt
-        if w == "broken.pth":
+        if Path(w).name == "broken.pth":
             raise RuntimeError("checkpoint broken.pth is corrupt")
         run_dir.mkdir(parents=True)
         assignment = read_splits_csv(config.splits.file)

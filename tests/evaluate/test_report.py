@@ -157,3 +157,14 @@ def test_record_from_run_dir(tmp_path):
     (run / "predictions_test.csv").unlink()
     bad = record_from_run_dir(run, arm="scratch", seed=0, fraction=1.0, classes=["negative", "positive"])
     assert bad.status == "failed" and "predictions_test.csv" in bad.error
+
+
+def test_constant_predictions_are_flagged(tmp_path):
+    res = make_results({"imagenet": 3.0, "scratch": 0.5}, seeds=(0,))
+    for r in res.runs:
+        if r.arm == "scratch":
+            r.predictions.probs[:] = [0.49, 0.51]
+    files = write_report(res, tmp_path, n_resamples=100)
+    md = files.report_md.read_text()
+    assert "scratch: in 2 of 2 runs the model gave every test patient the same probability" in md
+    assert "MobileNetV2 ImageNet" not in " ".join(res.summary.warnings)

@@ -53,3 +53,20 @@ def test_bad_file_gives_one_line_error_and_nonzero_exit(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["convert", truncated, str(tmp_path / "x.png")]) == 2
+
+
+def test_convert_irregular_series_needs_allow_irregular(tmp_path, capsys):
+    write_series(tmp_path / "gap", random_raw((4, 5, 5)), positions=[0, 2, 6, 8], slice_spacing=2.0)
+    out = tmp_path / "gap.nii.gz"
+    assert main(["convert", str(tmp_path / "gap"), str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "gap of 4.000 mm" in err and "--allow-irregular" in err and "\n" not in err
+    assert main(["convert", str(tmp_path / "gap"), str(out), "--allow-irregular"]) == 0
+    assert nib.load(out).shape == (5, 5, 5)
+
+
+def test_top_level_exports():
+    import medtl
+
+    assert medtl.read_scan is __import__("medtl.io", fromlist=["read_scan"]).read_scan
+    assert callable(medtl.inspect_path) and callable(medtl.convert) and medtl.LoadScand is not None

@@ -1,0 +1,490 @@
+"""Generate medtl's sample data: three small, deterministic two-class tasks written as real files.
+
+Run from the repository root (``make sample-data`` does this)::
+
+    python sample_data/generate.py            # rewrites sample_data/ct, ct_nifti, xray
+    python sample_data/generate.py --out DIR  # writes DIR/ct, DIR/ct_nifti, DIR/xray
+
+Every value comes from one seeded ``numpy.random.Generator`` per task and from UIDs derived by hashing,
+so two runs write identical files (the test ``tests/test_sample_data.py`` checks the committed copy
+against a fresh run). ``README.md`` next to this file says what distinguishes the classes.
+
+The phantoms use only arithmetic and square roots on the random draws (no blurring or transcendental
+functions whose last bits differ between platforms), so the rounded pixel values do not depend on the
+machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import hashlib
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["generate", "ct_phantom", "xray_phantom", "TASKS", "main"]
+
+HERE = Path(__file__).resolve().parent
+TASKS = ("ct", "ct_nifti", "xray")
+SEED = 20261126
+CLASSES = ("negative", "positive")
+
+# File meta fixed here so the bytes do not depend on the installed pydicom version.
+IMPLEMENTATION_CLASS_UID = "2.25.264532618102648383474718617040853432101"
+IMPLEMENTATION_VERSION = "MEDTL_SAMPLE_1"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
+DX_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+
+
+def make_uid(*parts: object) -> str:
+    """A deterministic UID under the ``2.25`` (UUID-derived) root, from hashing ``parts``."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
+    return f"2.25.{int(digest[:30], 16)}"
+
+
+def random_name(rng: np.random.Generator, n: int = 8) -> str:
+    """A random-looking upper-case hex name, as scanners and PACS exports write them."""
+    return "".join(rng.choice(list("0123456789ABCDEF"), size=n))
+
+
+# --------------------------------------------------------------------------------------------------
+# Phantoms
+# --------------------------------------------------------------------------------------------------
+
+
+def _soft_ellipse(coords: Sequence[np.ndarray], center: Sequence[float], radii: Sequence[float], edge: float = 1.0):
+    """1 inside an ellipse/ellipsoid, 0 outside, a linear ramp about ``edge`` voxels wide at the border."""
+    r2 = sum(((c - c0) / r) ** 2 for c, c0, r in zip(coords, center, radii, strict=True))
+    r = np.sqrt(r2)
+    width = edge / float(min(radii))
+    return np.clip((1.0 - r) / width + 0.5, 0.0, 1.0)
+
+
+def _segment_distance(x: np.ndarray, y: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    """Distance (pixels) from every pixel to the segment p0-p1."""
+    d = p1 - p0
+    t = ((x - p0[0]) * d[0] + (y - p0[1]) * d[1]) / float(d @ d)
+    t = np.clip(t, 0.0, 1.0)
+    return np.sqrt((x - (p0[0] + t * d[0])) ** 2 + (y - (p0[1] + t * d[1])) ** 2)
+
+
+def ct_phantom(
+    rng: np.random.Generator, shape: tuple[int, int, int], spacing: tuple[float, float, float], positive: bool
+) -> np.ndarray:
+    """A chest-like CT volume in Hounsfield units, indexed ``[i, j, k]`` = (column x, row y, slice z).
+
+    Both classes: air, an elliptical body of soft tissue with a fat rim, two lungs, a spine, and 3-6
+    vessel-like tubes running through the lungs along z (about as dense as a nodule). ``positive`` adds
+    one compact, spherical nodule (radius 3.5-5.5 voxels in-plane, 3-5 slices, 30-150 HU) inside a lung.
+    Per-patient tissue, lung and noise levels vary more than the nodule changes any global statistic.
+    """
+    nx, ny, nz = shape
+    sx, sy, sz = spacing
+    x, y, z = np.meshgrid(
+        np.arange(nx, dtype=float), np.arange(ny, dtype=float), np.arange(nz, dtype=float), indexing="ij"
+    )
+    cx = nx / 2 + rng.uniform(-1.5, 1.5)
+    cy = ny / 2 + rng.uniform(-1.5, 1.5)
+
+    tissue = rng.uniform(25, 55)
+    lung_hu = rng.uniform(-880, -740)
+    noise = rng.uniform(10, 25)
+
+    vol = np.full(shape, -1000.0)
+    body_r = (nx * rng.uniform(0.43, 0.48), ny * rng.uniform(0.34, 0.40), 1e6)
+    body = _soft_ellipse((x, y, z), (cx, cy, nz / 2), body_r)
+    inner = _soft_ellipse((x, y, z), (cx, cy, nz / 2), (body_r[0] - 2.0, body_r[1] - 2.0, 1e6))
+    vol += body * (-90.0 + 1000.0)  # fat rim
+    vol += inner * (tissue + 90.0)
+
+    # lungs shrink towards the first and last slices, like apices and bases
+    lungs = np.zeros(shape)
+    lung_centers = []
+    for side in (-1, 1):
+        lcx = cx + side * nx * rng.uniform(0.20, 0.24)
+        lcy = cy - ny * rng.uniform(0.0, 0.04)
+        lrx = nx * rng.uniform(0.14, 0.17)
+        lry = ny * rng.uniform(0.22, 0.26)
+        lrz = nz * rng.uniform(0.62, 0.75)
+        lungs = np.maximum(lungs, _soft_ellipse((x, y, z), (lcx, lcy, nz / 2), (lrx, lry, lrz)))
+        lung_centers.append((lcx, lcy, lrx, lry, lrz))
+    vol += lungs * (lung_hu - tissue)
+
+    # spine: a dense disc behind the mediastinum
+    spine = _soft_ellipse((x, y, z), (cx, cy + ny * 0.27, nz / 2), (3.0, 3.0, 1e6))
+    vol += spine * (rng.uniform(350, 650) - tissue)
+
+    def lung_point(margin: float) -> tuple[float, float, float]:
+        lcx, lcy, lrx, lry, lrz = lung_centers[int(rng.integers(2))]
+        while True:
+            u, v = rng.uniform(-1, 1, size=2)
+            if u * u + v * v <= 1:
+                break
+        w = rng.uniform(-0.45, 0.45)
+        return lcx + u * max(lrx - margin, 1.0), lcy + v * max(lry - margin, 1.0), nz / 2 + w * lrz
+
+    # vessels: tubes along z that drift a little in-plane; present in both classes
+    for _ in range(int(rng.integers(3, 7))):
+        px, py, _pz = lung_point(2.0)
+        dx, dy = rng.uniform(-0.15, 0.15, size=2)
+        radius = rng.uniform(0.7, 1.3)
+        hu = rng.uniform(-40, 60)
+        d = np.sqrt((x - (px + dx * (z - nz / 2))) ** 2 + (y - (py + dy * (z - nz / 2))) ** 2)
+        tube = np.clip(radius + 0.5 - d, 0.0, 1.0) * lungs
+        vol += tube * (hu - vol)  # paint over, so crossing vessels do not add up
+
+    if positive:
+        # a sphere in mm (radius 3.5-5.5 voxels in-plane): it spans 3-5 slices, where vessels span them all
+        radius = rng.uniform(3.5, 5.5)
+        radii = (radius, radius * sx / sy, max(radius * sx / sz, 1.6))
+        px, py, pz = lung_point(radius)
+        pz = float(np.clip(pz, radii[2] + 1, nz - radii[2] - 2))
+        nodule = _soft_ellipse((x, y, z), (px, py, pz), radii, edge=1.0) * lungs
+        vol += nodule * (rng.uniform(30, 150) - vol)
+
+    vol += rng.normal(0.0, noise, size=shape)
+    return np.clip(np.rint(vol), -1024, 3071)
+
+
+def xray_phantom(rng: np.random.Generator, shape: tuple[int, int], positive: bool) -> np.ndarray:
+    """A chest-radiograph-like attenuation image (0 = air, larger = denser), indexed ``[row, column]``.
+
+    Both classes: body, two lung fields, mediastinum and heart, spine, curved ribs, clavicles, short
+    vessel markings, and 0-2 thin linear opacities (scar-like bands). ``positive`` adds one round nodule
+    (radius 5.5-8.5 px) in a lung field; negative adds an elongated opacity of the same area and contrast
+    (axes 2.5-3.5 times longer and shorter), so only the round shape tells the classes apart.
+    """
+    rows, cols = shape
+    y, x = np.meshgrid(np.arange(rows, dtype=float), np.arange(cols, dtype=float), indexing="ij")
+    cx = cols / 2 + rng.uniform(-2, 2)
+    cy = rows / 2 + rng.uniform(-2, 2)
+
+    img = np.zeros(shape)
+    body = _soft_ellipse(
+        (x, y), (cx, cy + rows * 0.05), (cols * rng.uniform(0.42, 0.47), rows * rng.uniform(0.55, 0.62))
+    )
+    img += body * rng.uniform(0.45, 0.55)
+
+    lungs = np.zeros(shape)
+    lung_fields = []
+    for side in (-1, 1):
+        lcx = cx + side * cols * rng.uniform(0.18, 0.21)
+        lcy = cy - rows * rng.uniform(0.0, 0.05)
+        lrx = cols * rng.uniform(0.13, 0.16)
+        lry = rows * rng.uniform(0.28, 0.33)
+        lungs = np.maximum(lungs, _soft_ellipse((x, y), (lcx, lcy), (lrx, lry), edge=1.5))
+        lung_fields.append((lcx, lcy, lrx, lry))
+    img -= lungs * rng.uniform(0.25, 0.32)
+
+    heart = _soft_ellipse((x, y), (cx + cols * 0.05, cy + rows * 0.12), (cols * 0.13, rows * 0.15), edge=2.0)
+    img += heart * 0.12 * lungs + heart * 0.05
+    spine = np.clip(cols * 0.045 - np.abs(x - cx), 0.0, 1.0) * body
+    img += spine * rng.uniform(0.15, 0.22)
+
+    rib = rng.uniform(0.10, 0.16)
+    for side in (-1, 1):
+        for k in range(6):
+            y0 = cy - rows * 0.28 + k * rows * 0.105 + rng.uniform(-1.5, 1.5)
+            curve = y0 + 0.012 * (x - cx) ** 2 / (cols / 100.0) - side * 0.15 * (x - cx)
+            band = np.clip(1.6 - np.abs(y - curve), 0.0, 1.0)
+            half = np.clip(side * (x - cx) - cols * 0.03, 0.0, 1.0)
+            img += band * half * body * rib
+    for side in (-1, 1):
+        p0 = np.array([cx + side * cols * 0.05, cy - rows * 0.33])
+        p1 = np.array([cx + side * cols * 0.38, cy - rows * 0.38])
+        img += np.clip(2.0 - _segment_distance(x, y, p0, p1), 0.0, 1.0) * body * rib
+
+    def lung_point(margin: float) -> np.ndarray:
+        lcx, lcy, lrx, lry = lung_fields[int(rng.integers(2))]
+        while True:
+            u, v = rng.uniform(-1, 1, size=2)
+            if u * u + v * v <= 1:
+                break
+        return np.array([lcx + u * max(lrx - margin, 1.0), lcy + v * max(lry - margin, 1.0)])
+
+    for _ in range(int(rng.integers(6, 11))):  # vessel markings
+        p0 = lung_point(2.0)
+        p1 = p0 + rng.uniform(-8, 8, size=2)
+        img += np.clip(1.0 - _segment_distance(x, y, p0, p1), 0.0, 1.0) * lungs * rng.uniform(0.03, 0.07)
+    for _ in range(int(rng.integers(0, 3))):  # linear scar-like opacities: same contrast as a nodule
+        p0 = lung_point(6.0)
+        angle = rng.uniform(0, 1)
+        direction = np.array([1.0 - angle, angle]) * rng.choice([-1.0, 1.0], size=2)
+        p1 = p0 + direction / np.sqrt(direction @ direction) * rng.uniform(12, 20)
+        img += np.clip(1.8 - _segment_distance(x, y, p0, p1), 0.0, 1.0) * lungs * rng.uniform(0.14, 0.26)
+
+    # the finding: a round nodule (positive) or, with the same area and contrast, an elongated opacity
+    # (negative), so that only the shape tells the classes apart, not how much bright matter there is
+    radius = rng.uniform(5.5, 8.5)
+    center = lung_point(radius)
+    contrast = rng.uniform(0.24, 0.34)
+    elongation = 1.0 if positive else rng.uniform(2.5, 3.5)
+    a, b = rng.uniform(-1.0, 1.0, size=2) + np.array([1e-3, 0.0])
+    norm = np.sqrt(a * a + b * b)
+    u = ((x - center[0]) * a + (y - center[1]) * b) / norm
+    v = (-(x - center[0]) * b + (y - center[1]) * a) / norm
+    finding = _soft_ellipse((u, v), (0.0, 0.0), (radius * elongation, radius / elongation), edge=1.5)
+    img += finding * lungs * contrast
+
+    img += rng.normal(0.0, rng.uniform(0.015, 0.03), size=shape)
+    return img
+
+
+# --------------------------------------------------------------------------------------------------
+# Writers
+# --------------------------------------------------------------------------------------------------
+
+
+def _new_dataset(sop_class: str, sop_instance: str):
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_instance
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    return ds
+
+
+def _save(ds, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _fmt(value: float) -> str:
+    """A DICOM decimal string that round-trips and fits 16 characters."""
+    return f"{value:.6g}"
+
+
+@dataclass(frozen=True)
+class CTStudy:
+    """One CT study to write: who, which label, and the volume's geometry."""
+
+    patient: str
+    study_index: int
+    label: str
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+
+
+def _plan_ct(rng: np.random.Generator, prefix: str, n_patients: int, n_second: int) -> list[CTStudy]:
+    labels = [CLASSES[i % 2] for i in range(n_patients)]
+    rng.shuffle(labels)
+    second = set(rng.choice(n_patients, size=n_second, replace=False).tolist())
+    studies = []
+    for p in range(n_patients):
+        for s in range(2 if p in second else 1):
+            n = int(rng.integers(20, 23)) * 2
+            shape = (n, n, int(rng.integers(20, 23)))
+            spacing = (float(rng.choice([0.7, 0.78, 0.8, 0.86])),) * 2 + (float(rng.choice([2.0, 2.5, 3.0])),)
+            studies.append(CTStudy(f"{prefix}-{p + 1:03d}", s, labels[p], shape, spacing))
+    return studies
+
+
+def write_ct_dicom(out: Path, seed: int = SEED) -> list[dict[str, str]]:
+    """Write the DICOM CT task into ``out`` (one folder per series) and its ``manifest.csv``."""
+    rng = np.random.default_rng([seed, 1])
+    rows = []
+    for n, st in enumerate(_plan_ct(rng, "SYN-CT", n_patients=44, n_second=10)):
+        hu = ct_phantom(rng, st.shape, st.spacing, st.label == "positive")
+        folder = random_name(rng)
+        signed = bool(rng.integers(2))
+        extension = ".dcm" if rng.integers(2) else ""
+        descending = bool(rng.integers(2))  # InstanceNumber 1 at the top (head) or at the bottom
+        study_uid = make_uid("ct", st.patient, st.study_index, "study")
+        series_uid = make_uid("ct", st.patient, st.study_index, "series")
+        frame_uid = make_uid("ct", st.patient, st.study_index, "frame")
+        origin = (-st.shape[0] / 2 * st.spacing[0], -st.shape[1] / 2 * st.spacing[1], rng.uniform(-200.0, -100.0))
+        stored = (hu + 1024).astype(np.int16 if signed else np.uint16)
+        nz = st.shape[2]
+        for k in range(nz):
+            sop_uid = make_uid("ct", st.patient, st.study_index, "slice", k)
+            ds = _new_dataset(CT_IMAGE_STORAGE, sop_uid)
+            ds.PatientName = f"Sample^{st.patient}"
+            ds.PatientID = st.patient
+            ds.PatientBirthDate = ""
+            ds.PatientSex = "O"
+            ds.StudyInstanceUID = study_uid
+            ds.SeriesInstanceUID = series_uid
+            ds.FrameOfReferenceUID = frame_uid
+            ds.StudyDate = f"2024{st.study_index * 6 + 1:02d}{n % 27 + 1:02d}"
+            ds.StudyTime = "120000"
+            ds.StudyID = str(st.study_index + 1)
+            ds.AccessionNumber = ""
+            ds.ReferringPhysicianName = ""
+            ds.Modality = "CT"
+            ds.Manufacturer = "medtl sample_data"
+            ds.SeriesNumber = 2
+            ds.SeriesDescription = f"CHEST {_fmt(st.spacing[2])}mm"
+            ds.BodyPartExamined = "CHEST"
+            ds.InstanceNumber = nz - k if descending else k + 1
+            ds.ImagePositionPatient = [_fmt(origin[0]), _fmt(origin[1]), _fmt(origin[2] + k * st.spacing[2])]
+            ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+            ds.SliceLocation = _fmt(origin[2] + k * st.spacing[2])
+            ds.PixelSpacing = [_fmt(st.spacing[1]), _fmt(st.spacing[0])]  # row spacing (y), column spacing (x)
+            ds.SliceThickness = _fmt(st.spacing[2])
+            ds.KVP = "120"
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.Rows = st.shape[1]
+            ds.Columns = st.shape[0]
+            ds.BitsAllocated = 16
+            ds.BitsStored = 16 if signed else 12
+            ds.HighBit = ds.BitsStored - 1
+            ds.PixelRepresentation = 1 if signed else 0
+            ds.RescaleIntercept = "-1024"
+            ds.RescaleSlope = "1"
+            ds.RescaleType = "HU"
+            ds.WindowCenter = "-600"
+            ds.WindowWidth = "1500"
+            ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
+            _save(ds, out / folder / f"{random_name(rng)}{extension}")
+        rows.append({"image": folder, "label": st.label})
+    rows.sort(key=lambda r: r["image"])
+    _write_csv(out / "manifest.csv", rows, ["image", "label"])
+    return rows
+
+
+def write_ct_nifti(out: Path, seed: int = SEED) -> list[dict[str, str]]:
+    """Write the NIfTI CT task (int16 HU, RAS affine) into ``out`` and its ``manifest.csv``."""
+    import nibabel as nib
+
+    rng = np.random.default_rng([seed, 2])
+    rows = []
+    for st in _plan_ct(rng, "NII", n_patients=44, n_second=4):
+        hu = ct_phantom(rng, st.shape, st.spacing, st.label == "positive").astype(np.int16)
+        # voxel (i, j, k) lies at LPS (x0 + i*sx, y0 + j*sy, z0 + k*sz); RAS flips the first two axes
+        lps_origin = np.array([-st.shape[0] / 2 * st.spacing[0], -st.shape[1] / 2 * st.spacing[1], -150.0])
+        affine = np.diag([-st.spacing[0], -st.spacing[1], st.spacing[2], 1.0])
+        affine[:3, 3] = lps_origin * np.array([-1.0, -1.0, 1.0])
+        img = nib.Nifti1Image(hu, affine)
+        img.header.set_xyzt_units("mm", "sec")
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+        name = f"{random_name(rng)}.nii.gz"
+        out.mkdir(parents=True, exist_ok=True)
+        # gzip by hand with mtime 0: nibabel's writer stamps the current time, which breaks determinism
+        (out / name).write_bytes(gzip.compress(img.to_bytes(), compresslevel=6, mtime=0))
+        rows.append({"image": name, "label": st.label, "patient_id": st.patient})
+    rows.sort(key=lambda r: r["image"])
+    _write_csv(out / "manifest.csv", rows, ["image", "label", "patient_id"])
+    return rows
+
+
+def write_xray(out: Path, seed: int = SEED) -> list[dict[str, str]]:
+    """Write the 2D radiograph task (CR/DX, some MONOCHROME1) into ``out`` and its ``manifest.csv``."""
+    rng = np.random.default_rng([seed, 3])
+    n_patients = 52
+    labels = [CLASSES[i % 2] for i in range(n_patients)]
+    rng.shuffle(labels)
+    rows = []
+    for p, label in enumerate(labels):
+        patient = f"SYN-XR-{p + 1:03d}"
+        shape = (int(rng.integers(48, 65)) * 2, int(rng.integers(48, 65)) * 2)
+        att = xray_phantom(rng, shape, label == "positive")
+        offset, gain = rng.uniform(150, 450), rng.uniform(1800, 2600)
+        values = np.clip(np.rint(offset + gain * att), 0, 4095).astype(np.uint16)
+        modality = "DX" if rng.integers(2) else "CR"
+        monochrome1 = rng.uniform() < 0.35
+        if monochrome1:  # stored inverted: air bright, bone dark; readers must invert it back
+            values = (4095 - values).astype(np.uint16)
+        sop_uid = make_uid("xr", patient, "image")
+        ds = _new_dataset(DX_IMAGE_STORAGE if modality == "DX" else CR_IMAGE_STORAGE, sop_uid)
+        ds.PatientName = f"Sample^{patient}"
+        ds.PatientID = patient
+        ds.PatientBirthDate = ""
+        ds.PatientSex = "O"
+        ds.StudyInstanceUID = make_uid("xr", patient, "study")
+        ds.SeriesInstanceUID = make_uid("xr", patient, "series")
+        ds.StudyDate = f"2024{p % 12 + 1:02d}{p % 27 + 1:02d}"
+        ds.StudyTime = "090000"
+        ds.StudyID = "1"
+        ds.AccessionNumber = ""
+        ds.ReferringPhysicianName = ""
+        ds.Modality = modality
+        ds.Manufacturer = "medtl sample_data"
+        ds.SeriesNumber = 1
+        ds.SeriesDescription = "CHEST PA"
+        ds.BodyPartExamined = "CHEST"
+        ds.ViewPosition = "PA"
+        ds.InstanceNumber = 1
+        ds.PatientOrientation = ["L", "F"]
+        ds.ImagerPixelSpacing = ["2.8", "2.8"]
+        ds.PixelSpacing = ["2.8", "2.8"]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+        ds.Rows, ds.Columns = shape
+        ds.BitsAllocated = 16
+        ds.BitsStored = 12
+        ds.HighBit = 11
+        ds.PixelRepresentation = 0
+        ds.RescaleIntercept = "0"
+        ds.RescaleSlope = "1"
+        ds.WindowCenter = "2048"
+        ds.WindowWidth = "4096"
+        ds.PixelData = values.tobytes()
+        name = f"{random_name(rng)}{'.dcm' if rng.integers(2) else ''}"
+        _save(ds, out / name)
+        rows.append({"image": name, "label": label})
+    rows.sort(key=lambda r: r["image"])
+    _write_csv(out / "manifest.csv", rows, ["image", "label"])
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]], columns: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+WRITERS = {"ct": write_ct_dicom, "ct_nifti": write_ct_nifti, "xray": write_xray}
+
+
+def generate(out: str | Path = HERE, tasks: Sequence[str] = TASKS, seed: int = SEED) -> dict[str, Path]:
+    """Write the sample tasks under ``out``, replacing any earlier copy of those task folders.
+
+    Returns:
+        The folder written for each task.
+    """
+    out = Path(out)
+    written = {}
+    for task in tasks:
+        if task not in WRITERS:
+            raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        folder = out / task
+        if folder.exists():
+            shutil.rmtree(folder)
+        WRITERS[task](folder, seed)
+        written[task] = folder
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE, help="folder to write the task folders into")
+    parser.add_argument("--task", action="append", choices=TASKS, help="write only this task (repeatable)")
+    args = parser.parse_args(argv)
+    for task, folder in generate(args.out, args.task or TASKS).items():
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        print(f"{task}: {folder} ({size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""Build a manifest from a tree of scans: one row per series, and a list of what could not be read.
+
+:func:`index_tree` walks a folder of DICOM and NIfTI files with :func:`medtl.io.inspect_path` (headers
+only), turns every series into a manifest row and keeps going past unreadable files, which it lists with
+the reason. ``medtl index ROOT --out manifest.csv [--labels-from-folders]`` is the command-line twin.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medtl.errors import NoImagesError
+from medtl.utils import atomic_write_bytes
+
+__all__ = ["IndexResult", "index_tree", "INDEX_COLUMNS"]
+
+# columns written after image, label (and series when needed); they are extra columns for Manifest
+INDEX_COLUMNS = ("modality", "kind", "description", "shape", "spacing", "problems")
+
+
+@dataclass
+class IndexResult:
+    """What :func:`index_tree` found.
+
+    Attributes:
+        root: the folder that was indexed.
+        rows: one dict per series (or per file of a series that cannot be read as one image), with
+            ``image`` as an absolute path, ``label`` (empty unless taken from folders), ``series``
+            (the SeriesInstanceUID when the image folder holds other series too, else empty) and the
+            columns of :data:`INDEX_COLUMNS`.
+        unreadable: files that could not be read, with the reason (``medtl.io.Unreadable``).
+        warnings: rows that need a look (e.g. no label folder), one sentence each.
+    """
+
+    root: Path
+    rows: list[dict[str, Any]]
+    unreadable: list[Any] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def columns(self) -> list[str]:
+        """The CSV columns: ``image, label[, series]`` and :data:`INDEX_COLUMNS`."""
+        cols = ["image", "label"]
+        if any(r.get("series") for r in self.rows):
+            cols.append("series")
+        return cols + list(INDEX_COLUMNS)
+
+    def table(self, relative_to: str | os.PathLike[str] | None = None) -> list[dict[str, str]]:
+        """The rows as CSV cells, ``image`` relative to ``relative_to`` (a folder) when given."""
+        out = []
+        for r in self.rows:
+            cells = {c: "" if r.get(c) is None else str(r.get(c)) for c in self.columns}
+            if relative_to is not None:
+                cells["image"] = Path(os.path.relpath(r["image"], relative_to)).as_posix()
+            out.append(cells)
+        return out
+
+    def write_csv(self, out: str | os.PathLike[str]) -> Path:
+        """Write the manifest CSV, with ``image`` relative to the CSV's folder.
+
+        Returns:
+            The path written.
+        """
+        out = Path(out).expanduser().resolve()
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.table(relative_to=out.parent))
+        atomic_write_bytes(out, buffer.getvalue().encode("utf-8"))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly summary."""
+        return {
+            "root": str(self.root),
+            "rows": [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()} for r in self.rows],
+            "unreadable": [{"path": str(u.path), "reason": u.reason} for u in self.unreadable],
+            "warnings": list(self.warnings),
+        }
+
+
+def _fmt_tuple(values: Sequence[float | int]) -> str:
+    return "x".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def _common_folder(files: Sequence[Path]) -> Path:
+    return Path(os.path.commonpath([str(f.parent) for f in files]))
+
+
+def index_tree(root: str | os.PathLike[str], *, labels_from_folders: bool = False) -> IndexResult:
+    """Index every DICOM series and NIfTI file under ``root`` into manifest rows.
+
+    A series whose files lie in one folder (with sub-folders) becomes a row whose ``image`` is that
+    folder; a single-file image (radiograph, multi-frame object, NIfTI) becomes a row whose ``image`` is
+    the file. When the image folder also holds other series, the row's ``series`` names its
+    SeriesInstanceUID, so :func:`medtl.read_scan` picks the right one. A multi-file series that cannot be
+    read as one image (files without slice positions, mixed orientations) gives one row per file.
+
+    Args:
+        root: the folder to index (a single file works too).
+        labels_from_folders: take each row's label from the first folder under ``root`` on the way to the
+            image (``ROOT/positive/...`` gives ``positive``).
+
+    Returns:
+        The rows, the unreadable files with reasons, and warnings.
+
+    Raises:
+        NoImagesError: ``root`` does not exist, or nothing under it could be read as an image.
+    """
+    from medtl.io import inspect_path
+
+    root = Path(root).expanduser().resolve()
+    if not root.exists():
+        raise NoImagesError(f"{root} does not exist", path=str(root), fix="pass the folder that holds the scans")
+    found = inspect_path(root)
+    base = root if root.is_dir() else root.parent
+
+    # every folder on the way from a series' files up to root -> the series found below it
+    below: dict[Path, set[int]] = {}
+    for n, s in enumerate(found.series):
+        for f in s.files:
+            d = Path(f).parent
+            while True:
+                below.setdefault(d, set()).add(n)
+                if d == base or d.parent == d:
+                    break
+                d = d.parent
+
+    rows: list[dict[str, Any]] = []
+    for n, s in enumerate(found.series):
+        files = [Path(f) for f in s.files]
+        info = {
+            "modality": s.modality,
+            "kind": s.kind,
+            "description": s.description,
+            "shape": _fmt_tuple(s.shape),
+            "spacing": _fmt_tuple(s.spacing),
+            "problems": "; ".join(s.problems),
+        }
+        stackable = getattr(s, "stackable", True)
+        if len(files) == 1 or not stackable:
+            for f in files:
+                row = {"image": f, "label": "", "series": ""} | info
+                if len(files) > 1:
+                    row |= {"kind": "image", "shape": "", "spacing": ""}
+                rows.append(row)
+            continue
+        folder = _common_folder(files)
+        shared = len(below.get(folder, {n})) > 1
+        rows.append({"image": folder, "label": "", "series": s.uid if shared else ""} | info)
+
+    warnings: list[str] = []
+    if labels_from_folders:
+        for row in rows:
+            rel = Path(row["image"]).relative_to(base).parts if Path(row["image"]).is_relative_to(base) else ()
+            is_dir = Path(row["image"]).is_dir()
+            if (is_dir and len(rel) >= 1) or (not is_dir and len(rel) >= 2):
+                row["label"] = rel[0]
+            else:
+                where = "is the indexed folder itself" if not rel else "lies directly in the indexed folder"
+                warnings.append(
+                    f"{row['image']}: no label folder (the image {where}); put it in ROOT/<label>/ or fill the "
+                    "label column by hand"
+                )
+
+    rows.sort(key=lambda r: (str(r["image"]), r.get("series") or ""))
+    if not rows:
+        reasons = "; ".join(f"{u.path}: {u.reason}" for u in found.unreadable[:5])
+        more = f" (and {len(found.unreadable) - 5} more)" if len(found.unreadable) > 5 else ""
+        raise NoImagesError(
+            f"no readable DICOM series or NIfTI file under {root}"
+            + (f"; {len(found.unreadable)} file(s) could not be read: {reasons}{more}" if found.unreadable else ""),
+            path=str(root),
+            fix="point medtl index at the folder that holds the scans",
+        )
+    return IndexResult(root=root, rows=rows, unreadable=list(found.unreadable), warnings=warnings)

@@ -59,8 +59,8 @@ def test_convert_irregular_series_needs_allow_irregular(tmp_path, capsys):
     write_series(tmp_path / "gap", random_raw((4, 5, 5)), positions=[0, 2, 6, 8], slice_spacing=2.0)
     out = tmp_path / "gap.nii.gz"
     assert main(["convert", str(tmp_path / "gap"), str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "gap of 4.000 mm" in err and "--allow-irregular" in err and "\n" not in err
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "gap of 4.000 mm" in errors[0] and "--allow-irregular" in errors[0]
     assert main(["convert", str(tmp_path / "gap"), str(out), "--allow-irregular"]) == 0
     assert nib.load(out).shape == (5, 5, 5)
 

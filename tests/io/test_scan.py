@@ -57,7 +57,17 @@ def test_every_mr_small_encoding_decodes_to_the_same_pixels(name):
     assert scan.meta["modality"] == "MR" and scan.meta["spacing"] == (0.3125, 0.3125)
 
 
-@pytest.mark.parametrize("name", ["JPEG2000.dcm", "SC_rgb_rle.dcm", "SC_rgb_jpeg_dcmtk.dcm", "JPGExtended.dcm"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "JPEG2000.dcm",
+        "SC_rgb_rle.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "JPGExtended.dcm",
+        "JPEG-LL.dcm",
+        "JPGLosslessP14SV1_1s_1f_8b.dcm",
+    ],
+)
 def test_compressed_files_match_pydicom(name):
     ds = pydicom.dcmread(get_testdata_file(name))
     scan = read_scan(get_testdata_file(name))

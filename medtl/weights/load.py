@@ -147,7 +147,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" not in str(exc).lower():
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        # a real pickle starts with the PROTO opcode, a torch.save archive with "PK"; anything else is garbage
+        if "weights only" not in str(exc).lower() or not (head.startswith(b"\x80") or head == b"PK"):
             raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({exc})", path=str(path)) from exc
         raise UnsafeCheckpointError(
             f"refusing to load {path}: {_describe_unpickling(exc)}. Unpickling runs code chosen by whoever made "

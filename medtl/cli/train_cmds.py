@@ -1,9 +1,195 @@
-"""Placeholder: commands of this group are registered here."""
+"""``medtl train``, ``predict``, ``evaluate``, ``lr-find`` and ``config validate|show``."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+__all__ = ["register", "train_cmd", "predict_cmd", "evaluate_cmd", "lr_find_cmd", "config_app"]
+
+ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).")]
+Epochs = Annotated[int | None, typer.Option("--epochs", help="Override train.epochs.")]
+Weights = Annotated[str | None, typer.Option("--weights", help="Override model.weights (scratch, imagenet, ...).")]
+Arch = Annotated[str | None, typer.Option("--arch", help="Override model.arch.")]
+Devices = Annotated[int | None, typer.Option("--devices", help="Override train.devices (> 1: DDP).")]
+Accelerator = Annotated[str | None, typer.Option("--accelerator", help="Override train.accelerator (cpu, gpu).")]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Override train.batch_size.")]
+Lr = Annotated[float | None, typer.Option("--lr", help="Override train.lr.")]
+Seed = Annotated[int | None, typer.Option("--seed", help="Override train.seed.")]
+Fraction = Annotated[float | None, typer.Option("--label-fraction", help="Override splits.label_fraction.")]
+Output = Annotated[Path | None, typer.Option("--output", help="Override output.dir.")]
+Name = Annotated[str | None, typer.Option("--name", help="Override output.name (the run folder).")]
+Workers = Annotated[int | None, typer.Option("--num-workers", help="Override train.num_workers.")]
+Set = Annotated[
+    list[str] | None, typer.Option("--set", help="Any field: --set train.patience=3 (YAML value); repeatable.")
+]
+
+
+def _overrides(**kw: Any) -> dict[str, Any]:
+    """CLI flags to dotted config keys; ``--set key=value`` pairs parsed as YAML values."""
+    import yaml
+
+    from medtl.errors import ConfigError
+
+    mapping = {
+        "epochs": "train.epochs",
+        "weights": "model.weights",
+        "arch": "model.arch",
+        "devices": "train.devices",
+        "accelerator": "train.accelerator",
+        "batch_size": "train.batch_size",
+        "lr": "train.lr",
+        "seed": "train.seed",
+        "label_fraction": "splits.label_fraction",
+        "output": "output.dir",
+        "name": "output.name",
+        "num_workers": "train.num_workers",
+    }
+    out: dict[str, Any] = {}
+    for key, value in kw.items():
+        if key == "sets":
+            for item in value or []:
+                if "=" not in item:
+                    raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.patience=3")
+                k, v = item.split("=", 1)
+                out[k.strip()] = yaml.safe_load(v)
+        elif value is not None:
+            out[mapping[key]] = str(value) if isinstance(value, Path) else value
+    return out
+
+
+def train_cmd(
+    config: ConfigArg,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue the interrupted run in this folder.")
+    ] = None,
+    epochs: Epochs = None,
+    weights: Weights = None,
+    arch: Arch = None,
+    devices: Devices = None,
+    accelerator: Accelerator = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    seed: Seed = None,
+    label_fraction: Fraction = None,
+    output: Output = None,
+    name: Name = None,
+    num_workers: Workers = None,
+    sets: Set = None,
+) -> None:
+    """Fine-tune a backbone as CONFIG says; writes a run folder (metrics, checkpoints, model card)."""
+    from medtl.train import fine_tune
+
+    ov = _overrides(
+        epochs=epochs,
+        weights=weights,
+        arch=arch,
+        devices=devices,
+        accelerator=accelerator,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        label_fraction=label_fraction,
+        output=output,
+        name=name,
+        num_workers=num_workers,
+        sets=sets,
+    )
+    result = fine_tune(config, run_dir=resume, resume=resume is not None, overrides=ov)
+    if result.status != "ok":  # a DDP worker process
+        return
+    typer.echo(f"run: {result.run_dir}")
+
+
+def _fmt_metrics(m: dict[str, Any]) -> str:
+    parts = []
+    for k in ("n", "accuracy", "balanced_accuracy", "auroc", "f1"):
+        v = m.get(k)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        parts.append(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}")
+    return "  ".join(parts)
+
+
+def predict_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Scan files, DICOM folders, NIfTI files or manifest CSVs.")],
+    out: Annotated[Path, typer.Option("--out", help="Output CSV (image, patient_id, prob_<class>..., pred).")] = Path(
+        "predictions.csv"
+    ),
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+) -> None:
+    """Per-scan class probabilities with the run's own preprocessing."""
+    from medtl.train import predict
+
+    rows = predict(run_dir, list(inputs), out=out, batch_size=batch_size)
+    typer.echo(f"{len(rows)} scan(s) -> {out}")
+
+
+def evaluate_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    manifest: Annotated[Path, typer.Argument(help="A labelled manifest CSV; every row is evaluated.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the predictions CSV here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Per-scan metrics of a run on a labelled manifest."""
+    from medtl.train import evaluate
+
+    m = evaluate(run_dir, manifest, out=out)
+    if as_json:
+        typer.echo(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}))
+    else:
+        typer.echo(_fmt_metrics(m))
+        typer.echo(f"confusion matrix (rows: true {m['classes']}): {m['confusion_matrix']}")
+
+
+def lr_find_cmd(
+    config: ConfigArg,
+    out: Annotated[Path, typer.Option("--out", help="PNG plot of loss against learning rate.")] = Path("lr_find.png"),
+    min_lr: Annotated[float, typer.Option("--min-lr")] = 1e-6,
+    max_lr: Annotated[float, typer.Option("--max-lr")] = 1.0,
+    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps of the range test.")] = 60,
+    weights: Weights = None,
+    arch: Arch = None,
+    batch_size: BatchSize = None,
+    sets: Set = None,
+) -> None:
+    """Learning-rate range test: prints a suggested train.lr and writes a plot."""
+    from medtl.train import lr_find
+
+    ov = _overrides(weights=weights, arch=arch, batch_size=batch_size, sets=sets)
+    res = lr_find(config, min_lr=min_lr, max_lr=max_lr, num_steps=steps, out=out, overrides=ov)
+    typer.echo(f"suggested lr: {res.suggestion:.3g}  (plot: {res.plot})")
+
+
+config_app = typer.Typer(help="Check or print an experiment config.", no_args_is_help=True)
+
+
+@config_app.command("validate")
+def config_validate(config: ConfigArg, sets: Set = None) -> None:
+    """Check CONFIG: unknown fields and bad values are reported with their path and the allowed values."""
+    from medtl.config import load_config
+
+    cfg = load_config(config, _overrides(sets=sets))
+    typer.echo(f"{config}: ok ({cfg.model.arch}, weights {cfg.model.weights}, {cfg.train.epochs} epochs)")
+
+
+@config_app.command("show")
+def config_show(config: ConfigArg, sets: Set = None) -> None:
+    """Print CONFIG with every default filled in."""
+    from medtl.config import config_to_yaml, load_config
+
+    typer.echo(config_to_yaml(load_config(config, _overrides(sets=sets))), nl=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
+    app.command("train")(train_cmd)
+    app.command("predict")(predict_cmd)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("lr-find")(lr_find_cmd)
+    app.add_typer(config_app, name="config")

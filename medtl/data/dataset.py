@@ -22,6 +22,7 @@ from monai.data import Dataset as MonaiDataset
 from torch.utils.data import Dataset
 
 from medtl.errors import DataLoadError, TrainingError
+from medtl.transforms.presets import unwrap_load_error
 
 __all__ = ["SampleDataset", "slice_indices", "stamp"]
 
@@ -98,9 +99,12 @@ class SampleDataset(Dataset):
             cache = "memory"
         self.cache = cache
         if cache == "memory":
-            self.base: Any = CacheDataset(
-                items, transform=pipeline.pre, progress=False, num_workers=max(1, num_workers), copy_cache=False
-            )
+            try:
+                self.base: Any = CacheDataset(
+                    items, transform=pipeline.pre, progress=False, num_workers=max(1, num_workers), copy_cache=False
+                )
+            except Exception as exc:  # noqa: BLE001
+                raise unwrap_load_error(exc) from None
         elif cache == "disk":
             if cache_dir is None:
                 raise TrainingError("cache 'disk' needs a cache folder")
@@ -112,7 +116,10 @@ class SampleDataset(Dataset):
         self.index: list[tuple[int, int | None]] = []
         if self.mode == "2.5d":
             for i in range(len(items)):
-                depth = int(self.base[i]["image"].shape[-1])
+                try:
+                    depth = int(self.base[i]["image"].shape[-1])
+                except Exception as exc:  # noqa: BLE001
+                    raise unwrap_load_error(exc) from None
                 for k in slice_indices(depth, slices_per_scan, slice_margin):
                     self.index.append((i, k))
         else:
@@ -138,6 +145,15 @@ class SampleDataset(Dataset):
         return vol[..., k]
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
+        try:
+            return self._get(idx)
+        except Exception as exc:  # noqa: BLE001
+            err = unwrap_load_error(exc)
+            if err is exc:
+                raise
+            raise err from None
+
+    def _get(self, idx: int) -> dict[str, Any]:
         scan, k = self.index[idx]
         d = self.base[scan]
         img = d["image"]

@@ -687,6 +687,8 @@ def fine_tune(
             pass
         # the run directory holds config and splits before the first checkpoint, by design
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        # validation metrics are computed from predictions gathered over all ranks: identical on every rank
+        warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist=True")
         for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
             logging.getLogger(name).setLevel(logging.WARNING)
         trainer = pl.Trainer(

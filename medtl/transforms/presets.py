@@ -56,6 +56,7 @@ __all__ = [
     "modality_from_meta",
     "default_size",
     "build_pipeline",
+    "unwrap_load_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,16 @@ class Guard(Transform):
                 path=None if path is None else str(path),
                 fix="fix or remove this row of the manifest",
             ) from exc
+
+
+def unwrap_load_error(exc: BaseException) -> BaseException:
+    """The :class:`DataLoadError` inside MONAI's ``RuntimeError("applying transform ...")`` wrappers, if any."""
+    cur: BaseException | None = exc
+    while cur is not None:
+        if isinstance(cur, DataLoadError):
+            return cur
+        cur = cur.__cause__
+    return exc
 
 
 class AdaptChannels(Transform):
@@ -363,9 +374,10 @@ def build_pipeline(
     desc["normalization"] = norm.to_dict()
     desc["in_channels"] = in_channels
     return Pipeline(
-        pre=Compose([Guard(Compose(pre), "preprocessing")]),
-        post_train=Compose([Guard(Compose(aug + final), "augmentation")]),
-        post_eval=Compose([Guard(Compose(final), "normalisation")]),
+        # log_stats=False: the Guard reports the failing scan; MONAI would also dump the whole sample dict
+        pre=Compose([Guard(Compose(pre, log_stats=False), "preprocessing")], log_stats=False),
+        post_train=Compose([Guard(Compose(aug + final, log_stats=False), "augmentation")], log_stats=False),
+        post_eval=Compose([Guard(Compose(final, log_stats=False), "normalisation")], log_stats=False),
         mode=mode,
         modality=modality,
         model_spatial_dims=model_dims,

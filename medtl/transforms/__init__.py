@@ -14,6 +14,7 @@ from medtl.transforms.presets import (
     default_size,
     modality_from_meta,
     normalization_for,
+    unwrap_load_error,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "default_size",
     "modality_from_meta",
     "normalization_for",
+    "unwrap_load_error",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import os
 import zlib
@@ -89,6 +90,31 @@ def nifti_header_info(path: str | os.PathLike[str]) -> dict:
     return {"shape": shape, "spacing": zooms[: min(3, len(shape))], "affine": np.asarray(img.affine, dtype=np.float64)}
 
 
+def _in_memory_data(img, volume: int | None) -> np.ndarray | None:  # noqa: ANN001 - nibabel image
+    """float32 voxels of an image inflated into memory, converted in one pass (None: let nibabel read them)."""
+    proxy = img.dataobj
+    fileobj = getattr(proxy, "file_like", None)
+    if not isinstance(fileobj, io.BytesIO) or not all(hasattr(proxy, a) for a in ("dtype", "offset", "order")):
+        return None
+    if np.dtype(proxy.dtype).kind not in "iuf":
+        return None
+    shape = tuple(int(s) for s in proxy.shape)
+    count = int(np.prod(shape))
+    buffer = fileobj.getbuffer()
+    if proxy.offset + count * np.dtype(proxy.dtype).itemsize > len(buffer):
+        raise EOFError(f"image data needs {count} voxels after byte {proxy.offset}; the file is shorter")
+    raw = np.frombuffer(buffer, dtype=proxy.dtype, count=count, offset=proxy.offset).reshape(shape, order=proxy.order)
+    if volume is not None:
+        raw = raw[..., volume]
+    out = raw.astype(np.float32)
+    slope, inter = getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)
+    if slope is not None and np.isfinite(slope) and slope not in (0.0, 1.0):
+        out *= np.float32(slope)
+    if inter is not None and np.isfinite(inter) and inter != 0.0:
+        out += np.float32(inter)
+    return out
+
+
 def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None) -> NiftiImage:
     """Read a 3D or 4D NIfTI file.
 
@@ -111,15 +137,15 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None) -> Ni
                 fix=f"pass volume between 0 and {n_volumes - 1}",
             )
     try:
-        if volume is not None and len(shape) == 4:
-            data = np.asarray(img.dataobj[..., volume])  # reads one volume only
-        else:
-            data = np.asarray(img.dataobj)  # applies scl_slope / scl_inter
+        data = _in_memory_data(img, volume if len(shape) == 4 else None)
+        if data is None and volume is not None and len(shape) == 4:
+            data = np.asarray(img.dataobj[..., volume]).astype(np.float32, copy=False)  # reads one volume only
+        elif data is None:
+            data = np.asarray(img.dataobj).astype(np.float32, copy=False)  # applies scl_slope / scl_inter
     except (EOFError, gzip.BadGzipFile, zlib.error, ValueError, OSError) as exc:
         raise TruncatedFileError(
             f"{path}: the NIfTI image data cannot be read ({exc})", path=str(path), fix="copy or export the file again"
         ) from None
-    data = data.astype(np.float32, copy=False)
     if data.ndim == 2:
         data = data[:, :, None]
     if data.ndim > 4:
@@ -130,7 +156,7 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None) -> Ni
     arr = data[None] if data.ndim == 3 else np.moveaxis(data, -1, 0)
     zooms = img.header.get_zooms()[:3]
     return NiftiImage(
-        array=np.ascontiguousarray(arr),
+        array=arr,
         affine=np.asarray(img.affine, dtype=np.float64),
         spacing=tuple(float(z) for z in zooms),
         n_volumes=n_volumes,

@@ -50,6 +50,7 @@ logger = logging.getLogger("medtl.io")
 
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_DEFLATED = "1.2.840.10008.1.2.1.99"
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 _RTDOSE_CLASS = "1.2.840.10008.5.1.4.1.1.481.2"
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
@@ -256,6 +257,11 @@ def read_header(path: str | os.PathLike[str]) -> DicomHeader:
             ) from None
         offset = fp.tell()
         has_pixels = _peek_pixel_tag(fp, offset, size)
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None and str(meta.get("TransferSyntaxUID", "")) == _DEFLATED:
+            # the dataset was inflated in memory: the file offset says nothing; decoding will tell
+            has_pixels = "Rows" in ds
+            offset = -1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns on invalid values; medtl raises typed errors instead
         return _header_from_dataset(ds, path, size, offset, has_pixels)
@@ -420,7 +426,7 @@ def _header_from_dataset(ds: Any, path: Path, size: int, offset: int, has_pixels
         intercept=intercept,
         transfer_syntax=ts,
         has_pixels=has_pixels,
-        pixel_offset=offset if has_pixels else None,
+        pixel_offset=offset if has_pixels and offset >= 0 else None,
         file_size=size,
         instance_number=None if instance is None or instance < 0 else instance,
         units=units,

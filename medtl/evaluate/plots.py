@@ -88,7 +88,9 @@ def plot_learning_curves(results: CompareResults, path: str | Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"validation {METRIC_WORDS.get(metric, metric)}")
-    axes[0][-1].legend(fontsize="small")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    if handles:
+        axes[0][-1].legend(handles, labels, fontsize="small")
     fig.suptitle("Validation learning curves (one line per seed)")
     fig.tight_layout()
     fig.savefig(path)

@@ -27,6 +27,7 @@ import json
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -501,7 +502,11 @@ def compare(
                     shutil.rmtree(run_dir)  # an unfinished, failed or differently configured attempt: redo it
                 say(f"{tag}: training")
                 try:
-                    fine_tune(run_cfg, run_dir=run_dir)
+                    with warnings.catch_warnings():
+                        # noise from Lightning that says nothing about this run
+                        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+                        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+                        fine_tune(run_cfg, run_dir=run_dir)
                     (run_dir / _KEY_FILE).write_text(key + "\n")
                 except KeyboardInterrupt:
                     raise

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import time
@@ -124,7 +125,7 @@ def _resolve(raw: dict[str, Any], base: Path) -> None:
         if only_files and not value.endswith((".pt", ".pth", ".ckpt", ".safetensors", ".bin")):
             return
         p = Path(value).expanduser()
-        section[key] = str(p if p.is_absolute() else base / p)
+        section[key] = os.path.normpath(p if p.is_absolute() else base / p)
 
     fix(raw.get("data"), "manifest")
     fix(raw.get("splits"), "file")

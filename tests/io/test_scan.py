@@ -184,6 +184,7 @@ def test_radiograph_monochrome1_inverted():
         ("badVR.dcm", InvalidHeaderError),
         ("rtplan_truncated.dcm", MissingPixelDataError),
         ("rtplan.dcm", MissingPixelDataError),
+        ("emri_small_jpeg_2k_lossless_too_short.dcm", TruncatedFileError),
     ],
 )
 def test_broken_files_give_typed_errors(name, error):
@@ -322,3 +323,10 @@ def test_dicomdir_ct2_slice_far_from_the_others_is_a_gap():
     with pytest.raises(GeometryError) as err:
         read_scan(DICOMDIR_TESTS / "77654033" / "CT2")
     assert "gap of 202.500 mm" in str(err.value) and "'Routine Brain'" in str(err.value)
+
+
+def test_file_meta_without_transfer_syntax_uses_the_detected_encoding():
+    ds = pydicom.dcmread(get_testdata_file("OT-PAL-8-face.dcm"))
+    assert "TransferSyntaxUID" not in ds.file_meta
+    scan = read_scan(get_testdata_file("OT-PAL-8-face.dcm"))
+    assert scan.shape == (3, ds.Columns, ds.Rows) and scan.meta["photometric"] == "RGB"

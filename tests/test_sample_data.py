@@ -6,6 +6,7 @@ import collections
 import gzip
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,36 @@ def test_xray_photometric_mix() -> None:
     photometric = collections.Counter(h.PhotometricInterpretation for h in headers)
     assert photometric["MONOCHROME1"] >= 10 and photometric["MONOCHROME2"] >= 10
     assert all(96 <= h.Rows <= 128 and 96 <= h.Columns <= 128 for h in headers)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_medtl_reads_the_first_scan_of_each_task(task: str) -> None:
+    from medtl import read_scan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        record = Manifest.from_csv(SAMPLE / task / "manifest.csv")[0]
+    img = read_scan(record.image)
+    if task == "xray":
+        assert img.ndim == 3 and img.shape[0] == 1
+    else:  # HU volumes: air is clipped at -1024
+        assert img.ndim == 4 and img.shape[0] == 1 and float(img.min()) == -1024.0
+        assert img.meta["spacing"][0] == pytest.approx(img.meta["spacing"][1]) and img.meta["spacing"][2] >= 2.0
+    if task != "ct_nifti":
+        assert img.meta["patient_id"] == record.patient_id
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+def test_radiographs_read_with_dense_structures_bright(photometric: str) -> None:
+    from medtl import read_scan
+
+    m = Manifest.from_csv(SAMPLE / "xray" / "manifest.csv")
+    record = next(
+        r for r in m if pydicom.dcmread(r.image, stop_before_pixels=True).PhotometricInterpretation == photometric
+    )
+    img = read_scan(record.image)  # (1, X, Y): X runs along columns
+    cols = img.shape[1]
+    spine = img[0, cols // 2 - 2 : cols // 2 + 2].float().mean()
+    lungs = img[0, int(cols * 0.28) : int(cols * 0.32)].float().mean()
+    air = img[0, :, :3].float().mean()  # the top rows are outside the body
+    assert air < lungs < spine

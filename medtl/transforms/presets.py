@@ -299,6 +299,9 @@ def build_pipeline(
     if mode == "2d" and scan_dims != 2:
         raise ConfigError("data.mode '2d' needs 2D images, but the scans are 3D; use mode 3d or 2.5d")
     size = list(config.preprocess.size or default_size(model_dims))
+    depth = -1  # 2.5D: keep the slices (or resample their count to a third size value)
+    if mode == "2.5d" and len(size) == 3:
+        size, depth = size[:2], size[2]
     if len(size) == 1:
         size = size * model_dims
     if len(size) != model_dims:
@@ -327,12 +330,14 @@ def build_pipeline(
     intensity, idesc = _intensity(modality, norm, config)
     pre += intensity
     desc["intensity"] = idesc
-    target = size + [-1] if mode == "2.5d" else size
+    target = size + [depth] if mode == "2.5d" else size
     if config.preprocess.resize == "resize":
         pre.append(Resized(KEY, spatial_size=target, mode="area"))
     else:
         pre.append(ResizeWithPadOrCropd(KEY, spatial_size=target))
     desc["size"] = size
+    if mode == "2.5d":
+        desc["slices"] = "all" if depth == -1 else f"volume resampled to {depth} slices"
     desc["resize"] = config.preprocess.resize
     pre.append(EnsureTyped(KEY, data_type="tensor", dtype=torch.float32, track_meta=False))
 

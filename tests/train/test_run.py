@@ -177,3 +177,38 @@ def test_resume_needs_a_checkpoint(tmp_path: Path, xray_run) -> None:
     _, _, cfg = xray_run
     with pytest.raises(TrainingError, match="no last.ckpt"):
         fine_tune(cfg, run_dir=tmp_path / "empty", resume=True, quiet=True)
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
+
+
+@pytest.mark.skipif(not (SAMPLE / "xray" / "manifest.csv").is_file(), reason="sample_data not generated")
+def test_sample_xray_2d_run(tmp_path: Path) -> None:
+    cfg = base_config(
+        SAMPLE / "xray" / "manifest.csv", tmp_path, preprocess={"size": [32, 32]}, train={"epochs": 1, "batch_size": 8}
+    )
+    result = fine_tune(cfg, quiet=True)
+    res = json.loads((result.run_dir / "result.json").read_text())
+    assert res["status"] == "ok" and res["modality"] == "XR" and res["mode"] == "2d"
+    assert sum(res["n_scans"].values()) == 52
+    assert len(_rows(result.run_dir / "predictions_test.csv")) == res["n_scans"]["test"]
+
+
+@pytest.mark.skipif(not (SAMPLE / "ct" / "manifest.csv").is_file(), reason="sample_data not generated")
+def test_sample_ct_dicom_3d_run_keeps_patients_together(tmp_path: Path) -> None:
+    cfg = base_config(
+        SAMPLE / "ct" / "manifest.csv",
+        tmp_path,
+        preprocess={"size": [16, 16, 8]},
+        model={"arch": "resnet10_3d"},
+        train={"epochs": 1, "batch_size": 8},
+    )
+    result = fine_tune(cfg, quiet=True)
+    res = json.loads((result.run_dir / "result.json").read_text())
+    assert res["modality"] == "CT" and res["mode"] == "3d" and sum(res["n_scans"].values()) == 54
+    assert sum(res["n_patients"].values()) == 44  # 10 patients have two studies: same split for both
+    splits = {r["patient_id"]: r["split"] for r in _rows(result.run_dir / "splits.csv")}
+    assert len(splits) == 44 and all(len(p) == 16 for p in splits)  # hashed IDs, never SYN-CT-...
+    for name in ("val", "test"):
+        for row in _rows(result.run_dir / f"predictions_{name}.csv"):
+            assert splits[row["patient_id"]] == name

@@ -326,7 +326,7 @@ def test_dicomdir_ct2_slice_far_from_the_others_is_a_gap():
 
 
 def test_file_meta_without_transfer_syntax_uses_the_detected_encoding():
-    ds = pydicom.dcmread(get_testdata_file("OT-PAL-8-face.dcm"))
+    ds = pydicom.dcmread(get_testdata_file("OT-PAL-8-face.dcm"), force=True)
     assert "TransferSyntaxUID" not in ds.file_meta
     scan = read_scan(get_testdata_file("OT-PAL-8-face.dcm"))
     assert scan.shape == (3, ds.Columns, ds.Rows) and scan.meta["photometric"] == "RGB"

@@ -29,19 +29,19 @@ class IndexResult:
     """What :func:`index_tree` found.
 
     Attributes:
-        root: the folder that was indexed.
         rows: one dict per series (or per file of a series that cannot be read as one image), with
             ``image`` as an absolute path, ``label`` (empty unless taken from folders), ``series``
             (the SeriesInstanceUID when the image folder holds other series too, else empty) and the
             columns of :data:`INDEX_COLUMNS`.
         unreadable: files that could not be read, with the reason (``medtl.io.Unreadable``).
         warnings: rows that need a look (e.g. no label folder), one sentence each.
+        root: the folder that was indexed.
     """
 
-    root: Path
     rows: list[dict[str, Any]]
     unreadable: list[Any] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    root: Path | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -78,7 +78,7 @@ class IndexResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly summary."""
         return {
-            "root": str(self.root),
+            "root": None if self.root is None else str(self.root),
             "rows": [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()} for r in self.rows],
             "unreadable": [{"path": str(u.path), "reason": u.reason} for u in self.unreadable],
             "warnings": list(self.warnings),
@@ -179,4 +179,4 @@ def index_tree(root: str | os.PathLike[str], *, labels_from_folders: bool = Fals
             path=str(root),
             fix="point medtl index at the folder that holds the scans",
         )
-    return IndexResult(root=root, rows=rows, unreadable=list(found.unreadable), warnings=warnings)
+    return IndexResult(rows=rows, unreadable=list(found.unreadable), warnings=warnings, root=root)

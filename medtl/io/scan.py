@@ -183,7 +183,11 @@ def _index(path: Path) -> ScanIndex:
     unreadable = [Unreadable(p, r) for p, r in bad]
     images: list[DicomHeader] = []
     for h in headers:
-        if h.is_dicomdir:
+        if h.is_dicomdir and path.is_file():
+            unreadable.append(
+                Unreadable(h.path, f"a DICOMDIR (an index of other files); pass its folder {h.path.parent}")
+            )
+        elif h.is_dicomdir:
             logger.debug("%s: DICOMDIR skipped (the files it lists are indexed directly)", h.path)
         elif not h.has_pixels:
             unreadable.append(Unreadable(h.path, f"no pixel data ({h.sop_class_name or h.modality or 'no SOP class'})"))

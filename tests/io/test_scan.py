@@ -330,3 +330,11 @@ def test_file_meta_without_transfer_syntax_uses_the_detected_encoding():
     assert "TransferSyntaxUID" not in ds.file_meta
     scan = read_scan(get_testdata_file("OT-PAL-8-face.dcm"))
     assert scan.shape == (3, ds.Columns, ds.Rows) and scan.meta["photometric"] == "RGB"
+
+
+def test_dicomdir_file_points_to_its_folder():
+    dicomdir = DICOMDIR_TESTS / "DICOMDIR"
+    with pytest.raises(MissingPixelDataError, match="pass its folder"):
+        read_scan(dicomdir)
+    index = inspect_path(dicomdir)
+    assert not index.series and "pass its folder" in index.unreadable[0].reason

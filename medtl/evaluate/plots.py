@@ -47,12 +47,16 @@ def plot_label_efficiency(results: CompareResults, summary: Summary, path: str |
             continue
         ax.plot(xs, mean, marker="o", color=color, label=arm.display)
         ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
+    from matplotlib.ticker import NullLocator
+
     ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticks([f * 100 for f in results.fractions])
     ax.set_xticklabels([f"{f * 100:g}%" for f in results.fractions])
     ax.set_xlabel("training labels used")
     ax.set_ylabel(f"test {METRIC_WORDS.get(metric, metric)}")
-    ax.set_title("Label efficiency (mean over seeds, 95% CI)")
+    n_seeds = len(results.seeds)
+    ax.set_title(f"Label efficiency (mean of {n_seeds} seeds, 95% CI over seeds)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -536,5 +536,6 @@ def compare(
     summary = summarize(results, n_resamples=section.n_resamples)
     files = write_report(results, compare_dir, summary=summary)
     if interrupted:
+        say(f"partial report of the finished runs: {files.report_html}; run the same command again to go on")
         raise KeyboardInterrupt
     return CompareResult(results, summary, compare_dir, files)

@@ -222,3 +222,14 @@ def test_truncated_slice_in_a_series_is_named(tmp_path):
     with pytest.raises(TruncatedFileError) as err:
         read_scan(tmp_path / "t")
     assert str(paths[1]) in str(err.value) and "truncated" in str(err.value)
+
+
+def test_real_ct5n_series_matches_sitk():
+    from pathlib import Path
+
+    from pydicom.data import get_testdata_file
+
+    folder = Path(get_testdata_file("CT_small.dcm")).parent / "dicomdirtests" / "98892001" / "CT5N"
+    scan = read_scan(folder)
+    img, ref = sitk_read(folder)
+    assert_same_as_sitk(scan, img, ref, indices=[(0, 0, 0), (15, 0, 0), (0, 15, 4), (7, 9, 2)])

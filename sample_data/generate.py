@@ -307,7 +307,8 @@ def write_ct_dicom(out: Path, seed: int = SEED) -> list[dict[str, str]]:
         study_uid = make_uid("ct", st.patient, st.study_index, "study")
         series_uid = make_uid("ct", st.patient, st.study_index, "series")
         frame_uid = make_uid("ct", st.patient, st.study_index, "frame")
-        origin = (-st.shape[0] / 2 * st.spacing[0], -st.shape[1] / 2 * st.spacing[1], rng.uniform(-200.0, -100.0))
+        # table position rounded to 0.1 mm, so the positions written as text step by exactly the spacing
+        origin = (-st.shape[0] / 2 * st.spacing[0], -st.shape[1] / 2 * st.spacing[1], round(rng.uniform(-200, -100), 1))
         stored = (hu + 1024).astype(np.int16 if signed else np.uint16)
         nz = st.shape[2]
         for k in range(nz):

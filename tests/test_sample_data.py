@@ -107,7 +107,13 @@ def test_ct_series_geometry_and_hounsfield_units() -> None:
     hu = np.stack([s.pixel_array.astype(float) * float(s.RescaleSlope) + float(s.RescaleIntercept) for s in slices])
     assert hu.min() >= -1024 and hu.max() < 1200
     assert (hu < -500).mean() > 0.2 and (np.abs(hu - 40) < 100).mean() > 0.2  # air/lung and soft tissue
-    pixel_reprs = {pydicom.dcmread(next(r.image.iterdir()), stop_before_pixels=True).PixelRepresentation for r in m}
+    pixel_reprs = set()
+    for r in m:  # every series: one series per folder, slices exactly one SliceThickness apart
+        headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in r.image.iterdir()]
+        assert len({h.SeriesInstanceUID for h in headers}) == 1
+        z = np.sort([float(h.ImagePositionPatient[2]) for h in headers])
+        np.testing.assert_allclose(np.diff(z), float(headers[0].SliceThickness), atol=1e-6)
+        pixel_reprs.add(headers[0].PixelRepresentation)
     assert pixel_reprs == {0, 1}  # both uint16 and int16 storage occur
     names = [f.name for r in m for f in r.image.iterdir()]
     assert any(n.endswith(".dcm") for n in names) and any("." not in n for n in names)

@@ -218,6 +218,8 @@ def create_model(
         if inflate:
             inflate_network(net)
         report = LoadReport(source="scratch", arch=spec.name, left_random=list(net.state_dict()))
+        if inflate:
+            report.notes.append("inflated to 3D (I3D layout, random kernels)")
     else:
         path = resolve_weight_file(source, spec.name)
         state, fmt = load_checkpoint(path)

@@ -34,6 +34,7 @@ def backbones_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSO
     from rich.table import Table
 
     table = Table("architecture", "dims", "in ch", "features", "weights")
+    table.columns[0].no_wrap = True
     for r in rows:
         dims = "/".join(f"{d}D" for d in r["dims"])
         table.add_row(r["name"], dims, str(r["default_in_channels"]), str(r["num_features"]), ", ".join(r["weights"]))
@@ -54,6 +55,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON ins
     from rich.table import Table
 
     table = Table("name", "cached", "size", "licence", "path / url")
+    table.columns[0].no_wrap = True
     for e in entries:
         where = str(e.path) if e.cached else e.url
         table.add_row(f"{e.source}:{e.arch}", "yes" if e.cached else "no", _size(e.size), e.license, where)

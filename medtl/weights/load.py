@@ -80,7 +80,8 @@ class LoadReport:
     def summary(self) -> str:
         """A few human-readable lines."""
         if not self.pretrained:
-            return f"{self.arch}: random initialisation ({self.source}); {len(self.left_random)} tensors random"
+            text = f"{self.arch}: random initialisation ({self.source}); {len(self.left_random)} tensors random"
+            return "\n".join([text, *(f"  {note}" for note in self.notes)])
         total = len(self.matched) + len(self.adapted) + len(self.left_random)
         lines = [
             f"{self.arch}: loaded {len(self.matched) + len(self.adapted)}/{total} tensors from {self.source}"

@@ -24,16 +24,16 @@ def test_one_channel_sums_and_more_channels_repeat_and_rescale(shape):
 
 def test_grey_image_one_channel_model_equals_rgb_model_on_repeated_image(torchvision_file):
     path, _ = torchvision_file("resnet18")
-    rgb = create_model("resnet18", weights=path).double().eval()
-    grey = create_model("resnet18", weights=path, in_channels=1).double().eval()
+    rgb = create_model("resnet18", weights=path).eval()
+    grey = create_model("resnet18", weights=path, in_channels=1).eval()
     report = grey.load_report
     assert report.adapted == {"conv1.weight": "summed 3 input channels into 1"}
     assert "adapted conv1.weight: summed 3 input channels into 1" in report.summary()
     # the head is random in each model: compare features, then logits with the same head
     grey.net.fc.load_state_dict(rgb.net.fc.state_dict())
-    image = torch.randn(2, 1, 32, 32, dtype=torch.float64)
+    image = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(grey(image), rgb(image.expand(-1, 3, -1, -1)), rtol=1e-5, atol=1e-6)
+        assert torch.allclose(grey(image), rgb(image.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-5)
 
 
 def test_one_channel_3d_weights_on_three_channels(tmp_path):
@@ -43,11 +43,11 @@ def test_one_channel_3d_weights_on_three_channels(tmp_path):
     state = randomize_(net.state_dict())
     path = tmp_path / "resnet_10.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
-    one = create_model("resnet10_3d", weights=path).double().eval()
-    three = create_model("resnet10_3d", weights=path, in_channels=3).double().eval()
+    one = create_model("resnet10_3d", weights=path).eval()
+    three = create_model("resnet10_3d", weights=path, in_channels=3).eval()
     assert three.load_report.adapted["conv1.weight"].startswith("repeated 1 input channel(s) over 3")
-    volume = torch.randn(1, 1, 16, 16, 16, dtype=torch.float64)
+    volume = torch.randn(1, 1, 16, 16, 16)
     with torch.no_grad():
         f1 = one.forward_features(volume)
         f3 = three.forward_features(volume.expand(-1, 3, -1, -1, -1))
-    assert torch.allclose(f1, f3, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(f1, f3, rtol=1e-4, atol=1e-5 * float(f1.abs().max()))

@@ -23,19 +23,22 @@ def test_identical_slices_give_the_2d_output(arch):
     torch.manual_seed(0)
     model2d = create_model(arch, num_classes=4)
     randomize_(model2d.net.state_dict())  # non-trivial norm statistics
-    model2d = model2d.double().eval()
+    model2d = model2d.eval()
     model3d = copy.deepcopy(model2d)
     inflate_network(model3d.net)
     model3d.spatial_dims = 3
     assert not any(isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d)) for m in model3d.modules())
 
-    image = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    image = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         logits2d, feats2d = model2d(image), model2d.forward_features(image)
+    # exact in exact arithmetic; float32 only rounds the kernel copies (w / depth) differently
+    tol = dict(rtol=1e-4, atol=1e-5 * float(feats2d.abs().max()))
+    with torch.no_grad():
         for depth in (1, 5):  # a single slice, and a volume thinner than the 7-deep stem kernel
             volume = _volume(image, depth)
-            assert torch.allclose(model3d(volume), logits2d, rtol=0, atol=1e-10)
-            assert torch.allclose(model3d.forward_features(volume), feats2d, rtol=0, atol=1e-10)
+            assert torch.allclose(model3d(volume), logits2d, **tol)
+            assert torch.allclose(model3d.forward_features(volume), feats2d, **tol)
     assert feats2d.abs().max() > 0.1  # the comparison is on real signal, not zeros
 
 
@@ -69,13 +72,13 @@ def test_inflated_network_shrinks_depth_like_the_image_plane():
 
 def test_create_model_inflates_a_2d_checkpoint(torchvision_file):
     path, state = torchvision_file("mobilenet_v2")
-    m2 = create_model("mobilenet_v2", weights=path, num_classes=1000).double().eval()
-    m3 = create_model("mobilenet_v2", weights=path, num_classes=1000, spatial_dims=3).double().eval()
+    m2 = create_model("mobilenet_v2", weights=path, num_classes=1000).eval()
+    m3 = create_model("mobilenet_v2", weights=path, num_classes=1000, spatial_dims=3).eval()
     assert m3.spatial_dims == 3 and any("inflated to 3D" in n for n in m3.load_report.notes)
     kernel3d = m3.net.features[0][0].weight.float()
     assert kernel3d.shape == (32, 3, 3, 3, 3)
     assert torch.allclose(kernel3d.sum(-1), state["features.0.0.weight"], atol=1e-6)
-    image = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    image = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        # float32 kernels divided by the depth: equal up to float32 rounding
-        assert torch.allclose(m3(_volume(image, 4)), m2(image), rtol=1e-5, atol=1e-6)
+        expected = m2(image)
+        assert torch.allclose(m3(_volume(image, 4)), expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))

@@ -233,3 +233,22 @@ def test_real_ct5n_series_matches_sitk():
     scan = read_scan(folder)
     img, ref = sitk_read(folder)
     assert_same_as_sitk(scan, img, ref, indices=[(0, 0, 0), (15, 0, 0), (0, 15, 4), (7, 9, 2)])
+
+
+def test_thread_count_does_not_change_the_result(tmp_path, monkeypatch):
+    write_series(tmp_path / "w", random_raw((24, 10, 12), seed=15), slope=[1.0 + k / 10 for k in range(24)])
+    monkeypatch.setenv("MEDTL_IO_WORKERS", "1")
+    one = read_scan(tmp_path / "w")
+    monkeypatch.setenv("MEDTL_IO_WORKERS", "4")
+    four = read_scan(tmp_path / "w")
+    np.testing.assert_array_equal(one.numpy(), four.numpy())
+    np.testing.assert_array_equal(np.asarray(one.affine), np.asarray(four.affine))
+
+
+@pytest.mark.slow
+def test_larger_oblique_series_matches_sitk(tmp_path):
+    raw = random_raw((64, 256, 256), seed=16, low=-1000, high=3000)
+    write_series(tmp_path / "big", raw, iop=oblique_iop(5, 35), slice_spacing=1.25, pixel_spacing=(0.6, 0.6))
+    scan = read_scan(tmp_path / "big")
+    img, ref = sitk_read(tmp_path / "big")
+    assert_same_as_sitk(scan, img, ref, indices=[(0, 0, 0), (255, 0, 0), (0, 255, 63), (128, 77, 31), (255, 255, 63)])

@@ -324,9 +324,9 @@ def _warnings(results: CompareResults) -> list[str]:
         if constant:
             out.append(
                 f"{arm.display}: in {len(constant)} of {len(runs)} runs the model gave every test patient the same "
-                "probability (it predicts nothing; typical of a network whose batch-norm statistics did not settle "
-                "in a short training). Differences against this arm measure that failure, not the value of "
-                "pretraining; train longer or with smaller batches."
+                "probability, to within 0.0001 (it predicts nothing; typical of a network whose batch-norm "
+                "statistics did not settle in a short training). Differences against this arm measure that "
+                "failure, not the value of pretraining; train longer or with smaller batches."
             )
         failed = [r for r in results.runs if r.arm == arm.name and r.status == "failed"]
         if failed:

@@ -166,5 +166,5 @@ def test_constant_predictions_are_flagged(tmp_path):
             r.predictions.probs[:] = [0.49, 0.51]
     files = write_report(res, tmp_path, n_resamples=100)
     md = files.report_md.read_text()
-    assert "scratch: in 2 of 2 runs the model gave every test patient the same probability" in md
+    assert "scratch: in 2 of 2 runs the model gave every test patient the same" in md
     assert "MobileNetV2 ImageNet" not in " ".join(res.summary.warnings)

@@ -205,7 +205,6 @@ def create_model(
     in_channels = in_channels or source.in_channels or spec.default_in_channels
     inflate = spec.dims == 2 and dims == 3
 
-    net = spec.build(in_channels=in_channels, num_classes=num_classes)
     load = dict(
         arch=spec.name,
         head_prefixes=spec.head_prefixes,
@@ -215,6 +214,7 @@ def create_model(
         source=source.name,
     )
     if source.name == "scratch":
+        net = spec.build(in_channels=in_channels, num_classes=num_classes)
         if inflate:
             inflate_network(net)
         report = LoadReport(source="scratch", arch=spec.name, left_random=list(net.state_dict()))
@@ -222,13 +222,16 @@ def create_model(
             report.notes.append("inflated to 3D (I3D layout, random kernels)")
     else:
         path = resolve_weight_file(source, spec.name)
-        state, fmt = load_checkpoint(path)
+        state, fmt = load_checkpoint(path)  # a bad file fails before any model is built
+        net = _build_for_loading(spec, in_channels, num_classes)
         checkpoint_is_3d = any(v.ndim == 5 for v in state.values())
         if inflate and checkpoint_is_3d:  # a 3D checkpoint of an inflated network: inflate first, then load
             inflate_network(net)
             report = load_into(net, state, file=str(path), fmt=fmt, **load)
+            _init_not_loaded(net, report)
         else:
             report = load_into(net, state, file=str(path), fmt=fmt, **load)
+            _init_not_loaded(net, report)
             if inflate:
                 inflate_network(net)
                 n = sum(isinstance(m, nn.Conv3d) for m in net.modules())
@@ -246,6 +249,39 @@ def create_model(
     )
     logger.info("%s", report.summary())
     return model
+
+
+def _build_for_loading(spec: ArchSpec, in_channels: int, num_classes: int) -> nn.Module:
+    """The network with uninitialised memory, when loading will overwrite every tensor but the head's.
+
+    Random initialisation of a deep 3D ResNet takes seconds and would be thrown away. Networks with buffers
+    outside their state dict are built normally, since loading would not fill those.
+    """
+    with torch.device("meta"):
+        net = spec.build(in_channels=in_channels, num_classes=num_classes)
+    in_state = set(net.state_dict())
+    if any(name not in in_state for name, _ in net.named_buffers()):
+        return spec.build(in_channels=in_channels, num_classes=num_classes)
+    return net.to_empty(device="cpu")
+
+
+def _init_not_loaded(net: nn.Module, report: LoadReport) -> None:
+    """Initialise what loading left untouched: the head (fresh random layer) and missing batch counters."""
+    loaded = set(report.matched) | set(report.adapted)
+    reset: set[str] = set()
+    with torch.no_grad():
+        for key, tensor in net.state_dict(keep_vars=True).items():
+            if key in loaded:
+                continue
+            if key in report.left_random:
+                module = key.rpartition(".")[0]
+                if module not in reset:
+                    net.get_submodule(module).reset_parameters()
+                    reset.add(module)
+            elif key.endswith("num_batches_tracked"):
+                tensor.zero_()
+            else:  # pragma: no cover - load_into raises before this can happen
+                raise RuntimeError(f"{key} was neither loaded nor initialised")
 
 
 def _sources_for(arch: str) -> list[str]:

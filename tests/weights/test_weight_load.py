@@ -170,3 +170,15 @@ def test_a_file_without_a_state_dict(tmp_path):
     torch.save({"epoch": 3, "note": "x"}, tmp_path / "meta.pth")
     with pytest.raises(WeightsError, match="no tensors"):
         load_checkpoint(tmp_path / "meta.pth")
+
+
+def test_what_the_file_lacks_is_initialised_not_left_as_garbage(tmp_path):
+    """Old files lack the batch-norm counters; the head is new: both get proper values."""
+    state = {k: v for k, v in torchvision_state("resnet18").items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "old.pth")
+    model = create_model("resnet18", weights=tmp_path / "old.pth", num_classes=2)
+    assert int(model.net.bn1.num_batches_tracked) == 0
+    head = model.net.fc.weight
+    assert torch.isfinite(head).all() and 0 < float(head.abs().max()) <= 1 / 512**0.5 + 1e-6
+    with torch.no_grad():
+        assert torch.isfinite(model.eval()(torch.randn(1, 3, 32, 32))).all()

@@ -1,0 +1,49 @@
+"""Class imbalance from the config: inverse-frequency loss weights, or a weighted sampler."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from medtl.config import load_config
+from medtl.train.metrics import aggregate_by_scan, classification_metrics
+from medtl.train.run import _class_balance
+
+
+def _cfg(balance: str):
+    return load_config(
+        {"data": {"manifest": "m.csv"}, "model": {"arch": "resnet18"}, "train": {"class_balance": balance}}
+    )
+
+
+def test_weighted_loss_and_sampler() -> None:
+    ds = type("DS", (), {"labels": [0] * 30 + [1] * 10, "__len__": lambda self: 40})()
+    weights, sampler = _class_balance(_cfg("weighted_loss"), ds, 2)
+    assert sampler is None and weights == pytest.approx([40 / 60, 40 / 20])
+    weights, sampler = _class_balance(_cfg("sampler"), ds, 2)
+    assert weights is None
+    drawn = Counter(ds.labels[i] for i in sampler)
+    assert abs(drawn[0] - drawn[1]) < 16  # balanced in expectation: 20/20 of 40 draws
+    assert _class_balance(_cfg("none"), ds, 2) == (None, None)
+
+
+def test_metrics_match_definitions_and_slices_average_per_scan() -> None:
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.4, 0.6]])
+    labels = torch.tensor([0, 1, 1, 1, 0])
+    m = classification_metrics(probs, labels, 2)
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # AUROC by pair counting: positives (0.8, 0.4, 0.7) vs negatives (0.1, 0.6): 5 of 6 pairs ordered
+    assert m["auroc"] == pytest.approx(5 / 6)
+    assert m["f1"] == pytest.approx(2 * (2 / 3) * (2 / 3) / (4 / 3))
+    assert m["confusion_matrix"] == [[1, 1], [1, 2]]
+    # slices 0,1 of scan 7 and slice 2 of scan 3; a duplicated slice (DDP padding) changes nothing
+    p, y, ids = aggregate_by_scan(
+        torch.tensor([[0.2, 0.8], [0.4, 0.6], [0.9, 0.1], [0.9, 0.1]]),
+        torch.tensor([1, 1, 0, 0]),
+        torch.tensor([7, 7, 3, 3]),
+    )
+    assert ids.tolist() == [3, 7] and y.tolist() == [0, 1]
+    assert torch.allclose(p, torch.tensor([[0.9, 0.1], [0.3, 0.7]]))

@@ -568,6 +568,16 @@ def fine_tune(
     rank0 = _is_rank_zero_env()
     if run_dir is None and not rank0 and os.environ.get(RUN_DIR_ENV):
         run_dir = os.environ[RUN_DIR_ENV]
+    if (
+        run_dir is None
+        and cfg.output.name is None
+        and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+        and not os.environ.get(RUN_DIR_ENV)
+    ):
+        # torchrun / SLURM start every process at once: a timestamped folder would differ between them
+        raise ConfigError(
+            "set output.name (or --name) when launching with torchrun or SLURM, so every process writes the same run"
+        )
     if resume and run_dir is None:
         raise TrainingError("resume needs the run directory to continue", fix="pass --resume RUN_DIR")
     run_dir = Path(run_dir) if run_dir is not None else _default_run_dir(cfg)

@@ -319,7 +319,9 @@ def build_pipeline(
     desc: dict[str, Any] = {"modality": modality, "mode": mode}
     if scan_dims == 3:
         if config.preprocess.orientation:
-            pre.append(Orientationd(KEY, axcodes=config.preprocess.orientation))
+            pre.append(
+                Orientationd(KEY, axcodes=config.preprocess.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S")))
+            )
             desc["orientation"] = config.preprocess.orientation
         if config.preprocess.spacing:
             pixdim = list(config.preprocess.spacing)

@@ -33,7 +33,7 @@ def _finish(result, started: float) -> None:
     print_summary(result.results, result.summary, console)
     minutes = (time.perf_counter() - started) / 60
     console.print(
-        f"\nreport: {result.files.report_html}  (also {result.files.report_md.name}, "
+        f"\nreport: {result.files.report_html.resolve()}  (also {result.files.report_md.name}, "
         f"results.csv, results.json in {result.compare_dir})  [{minutes:.1f} min]",
         highlight=False,
     )

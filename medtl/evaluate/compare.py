@@ -458,6 +458,8 @@ def compare(
         compare_dir = Path(section.dir)
     else:
         compare_dir = Path(experiment.output.dir) / f"compare-{experiment.output.name or experiment.model.arch}"
+    # absolute, so the splits.file written into each run's config.yaml still resolves from the run folder
+    compare_dir = compare_dir.expanduser().resolve()
     compare_dir.mkdir(parents=True, exist_ok=True)
     (compare_dir / "compare_config.yaml").write_text(
         yaml.safe_dump(

@@ -527,7 +527,8 @@ def compare(
                 arm.load_report = _load_report_summary(run_dir)
             _merge_provenance(arm, run_dir)
             if rec.ok:
-                say(f"{tag}: done, test {section.primary_metric} {rec.test_metrics.get(section.primary_metric, 0):.3f}")
+                value = rec.test_metrics.get(section.primary_metric, float("nan"))
+                say(f"{tag}: done, test {section.primary_metric} per patient {value:.3f}")
             else:
                 say(f"{tag}: FAILED: {rec.error}")
             results.write_json(compare_dir / "results.json")

@@ -214,10 +214,10 @@ def test_end_to_end_with_the_real_engine(tmp_path, monkeypatch):
     cfg.write_text(
         "data: {manifest: data/manifest.csv, mode: 2d}\n"
         "splits: {val_fraction: 0.25, test_fraction: 0.35}\n"
-        "preprocess: {size: [32, 32]}\n"
+        "preprocess: {size: [16, 16]}\n"
         "augment: {enabled: false}\n"
         "model: {arch: mobilenet_v2}\n"
-        "train: {epochs: 1, batch_size: 8, accelerator: cpu, cache: none}\n"
+        "train: {epochs: 1, batch_size: 8, accelerator: cpu, cache: disk}\n"
         "compare:\n"
         "  arms:\n"
         f"    - {{name: fromfile, label: MobileNetV2 from file, model: {{weights: {ckpt}}}}}\n"

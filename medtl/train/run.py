@@ -661,17 +661,21 @@ def fine_tune(
         )
         mode = "min" if cfg.train.monitor == "val_loss" else "max"
         metrics_cb = MetricsCSV(run_dir / "metrics.csv")
+        # best.ckpt: weights only (what predict needs); last.ckpt: full state (optimizer, schedule) for --resume
         ckpt_cb = ModelCheckpoint(
             dirpath=run_dir,
             filename="best",
             monitor=cfg.train.monitor,
             mode=mode,
             save_top_k=1,
-            save_last=True,
+            save_weights_only=True,
             auto_insert_metric_name=False,
             enable_version_counter=False,
         )
-        cbs: list[Any] = [metrics_cb, ckpt_cb]
+        last_cb = ModelCheckpoint(  # no monitor, top 1: the latest epoch, under a fixed name
+            dirpath=run_dir, filename="last", save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False
+        )
+        cbs: list[Any] = [metrics_cb, ckpt_cb, last_cb]
         if cfg.train.patience:
             cbs.append(EarlyStopping(monitor=cfg.train.monitor, mode=mode, patience=cfg.train.patience))
         tty = sys.stdout.isatty() and not quiet

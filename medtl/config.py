@@ -186,6 +186,14 @@ class TrainConfig(_Section):
         "none", description="Class imbalance: inverse-frequency loss weights or a weighted sampler."
     )
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    precise_bn_batches: int = Field(
+        20,
+        ge=0,
+        description="Before each validation, re-estimate batch-norm statistics over up to this many training "
+        "batches with the current weights (precise BN; 0 turns it off). Short runs and high learning rates "
+        "otherwise leave running statistics that lag the weights, and a network trained from scratch can give "
+        "the same output for every scan in eval mode.",
+    )
     limit_train_batches: int | None = Field(None, ge=1, description="Cap on batches per epoch (quick checks).")
     deterministic: bool = Field(False, description="Ask torch for deterministic algorithms.")
 

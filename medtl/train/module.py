@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -12,7 +14,7 @@ from torch import nn
 from medtl.train.metrics import aggregate_by_scan, classification_metrics
 from medtl.train.schedule import PlanScheduler, group_name, group_params, make_plan, set_frozen
 
-__all__ = ["ClassifierModule", "build_backbone"]
+__all__ = ["ClassifierModule", "build_backbone", "recalibrate_batchnorm"]
 
 
 def build_backbone(arch: str, weights: str, *, in_channels: int, num_classes: int, spatial_dims: int) -> nn.Module:
@@ -24,6 +26,46 @@ def build_backbone(arch: str, weights: str, *, in_channels: int, num_classes: in
     )
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, batches: Iterable[torch.Tensor], *, max_batches: int, forward_context: Any = None
+) -> int:
+    """Re-estimate batch-norm running statistics with the model's current weights (precise BN).
+
+    The running mean and variance are reset, then accumulated as a plain average over up to ``max_batches``
+    training batches, as ``torch.optim.swa_utils.update_bn`` does. Weights are untouched.
+
+    Returns:
+        The number of batches used (0 when the model has no batch-norm layer).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or max_batches <= 0:
+        return 0
+    momenta = {m: m.momentum for m in norms}
+    saved = {m: (m.running_mean.clone(), m.running_var.clone()) for m in norms}
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    was_training = model.training
+    model.train()
+    used = 0
+    try:
+        for x in batches:
+            if used >= max_batches:
+                break
+            with forward_context if forward_context is not None else contextlib.nullcontext():
+                model(x)
+            used += 1
+    finally:
+        for m in norms:
+            m.momentum = momenta[m]
+            if used == 0:
+                m.running_mean.copy_(saved[m][0])
+                m.running_var.copy_(saved[m][1])
+        model.train(was_training)
+    return used
+
+
 class ClassifierModule(pl.LightningModule):
     """Classification of scans (or slices) with a backbone from :func:`medtl.backbones.create_model`.
 
@@ -33,6 +75,7 @@ class ClassifierModule(pl.LightningModule):
         epochs, lr, weight_decay, freeze_epochs, lr_mult, unfreeze_lr_factor, pct_start: the schedule.
         class_weights: per-class loss weights (None: unweighted).
         label_smoothing: of the cross-entropy.
+        precise_bn_batches: training batches used to re-estimate batch-norm statistics before each validation.
         model: an already built backbone (used instead of building one).
     """
 
@@ -54,6 +97,7 @@ class ClassifierModule(pl.LightningModule):
         pct_start: float = 0.25,
         class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
+        precise_bn_batches: int = 0,
         model: nn.Module | None = None,
     ) -> None:
         super().__init__()
@@ -123,6 +167,27 @@ class ClassifierModule(pl.LightningModule):
         self._train_loss_n += n
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
         return loss
+
+    def on_validation_start(self) -> None:
+        trainer = self.trainer
+        # only validations inside fit(): the train loader exists and the weights have just moved
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not self.hparams.precise_bn_batches:
+            return
+        loader = trainer.train_dataloader
+        if loader is None:
+            return
+        batches = (batch["image"].to(self.device) for batch in loader)
+        recalibrate_batchnorm(
+            self.model,
+            batches,
+            max_batches=self.hparams.precise_bn_batches,
+            forward_context=trainer.precision_plugin.forward_context(),
+        )
+        if trainer.world_size > 1:  # every rank saw its own shard: average the estimates
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                    m.running_mean.copy_(trainer.strategy.reduce(m.running_mean, reduce_op="mean"))
+                    m.running_var.copy_(trainer.strategy.reduce(m.running_var, reduce_op="mean"))
 
     def on_validation_epoch_start(self) -> None:
         self._val_outputs = []

@@ -642,6 +642,7 @@ def fine_tune(
             pct_start=cfg.train.pct_start,
             class_weights=class_weights,
             label_smoothing=cfg.train.label_smoothing,
+            precise_bn_batches=cfg.train.precise_bn_batches,
         )
         load_report = _load_report(module.model)
         provenance = _weights_provenance(cfg, module.model)

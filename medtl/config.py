@@ -149,6 +149,10 @@ class ModelConfig(_Section):
     )
 
 
+# Bump when the code of the preprocessing changes what a cached sample holds, so stale disk caches are not reused.
+PIPELINE_VERSION = 2
+
+
 class TrainConfig(_Section):
     """How to train."""
 
@@ -229,7 +233,11 @@ class ExperimentConfig(_Section):
     def transform_key(self) -> str:
         """Hash of everything that changes preprocessed samples (keys the disk cache)."""
         blob = json.dumps(
-            {"data": self.data.model_dump(mode="json"), "pre": self.preprocess.model_dump(mode="json")},
+            {
+                "data": self.data.model_dump(mode="json"),
+                "pre": self.preprocess.model_dump(mode="json"),
+                "pipeline_version": PIPELINE_VERSION,
+            },
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

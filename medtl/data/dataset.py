@@ -80,6 +80,7 @@ class SampleDataset(Dataset):
         self.train = train
         self.mode = pipeline.mode
         self.neighbor_slices = neighbor_slices
+        self.display_layout = pipeline.description.get("orientation") == "RAS"
         self.post = pipeline.post_train if train else pipeline.post_eval
         if train:
             self.post.set_random_state(seed=seed)
@@ -141,8 +142,12 @@ class SampleDataset(Dataset):
         depth = vol.shape[-1]
         if self.neighbor_slices:
             ks = [min(max(k + d, 0), depth - 1) for d in (-1, 0, 1)]
-            return torch.stack([vol[0, ..., j] for j in ks], dim=0)
-        return vol[..., k]
+            img = torch.stack([vol[0, ..., j] for j in ks], dim=0)
+        else:
+            img = vol[..., k]
+        # (C, x, y) -> (C, row, column): 2D networks, and ImageNet's weights, expect rows first. In a volume
+        # reoriented to RAS this also puts anterior at the top and the patient's right on the left, as displayed.
+        return torch.flip(img.transpose(-1, -2), dims=(-2, -1)) if self.display_layout else img.transpose(-1, -2)
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         try:

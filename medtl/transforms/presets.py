@@ -39,6 +39,7 @@ from monai.transforms import (
     ScaleIntensityRangePercentilesd,
     Spacingd,
     Transform,
+    Transposed,
 )
 
 from medtl.config import ExperimentConfig
@@ -329,6 +330,11 @@ def build_pipeline(
                 pixdim = pixdim * 3
             pre.append(Spacingd(KEY, pixdim=pixdim, mode="bilinear"))
             desc["spacing_mm"] = pixdim
+    if scan_dims == 2:
+        # read_scan's 2D layout is (C, columns, rows); 2D networks (and ImageNet's weights) expect the image as
+        # displayed, (C, rows, columns)
+        pre.append(Transposed(KEY, indices=(0, 2, 1)))
+        desc["layout"] = "(channel, row, column) as displayed"
     intensity, idesc = _intensity(modality, norm, config)
     pre += intensity
     desc["intensity"] = idesc

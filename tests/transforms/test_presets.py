@@ -121,3 +121,20 @@ def test_augmentation_only_in_training_and_failures_name_the_file(tmp_path: Path
         p.pre({"image": str(missing), "row": 7})
     inner = unwrap_load_error(err.value)
     assert isinstance(inner, DataLoadError) and inner.path == str(missing) and "manifest row 7" in str(inner)
+
+
+def test_2d_samples_are_rows_first_as_displayed(tmp_path: Path) -> None:
+    # a radiograph 12 rows x 20 columns, bright in its top 3 rows: the network must see it the same way up
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
+    from train_tasks import write_dx
+
+    pixels = np.full((12, 20), 100, dtype=np.uint16)
+    pixels[:3, :] = 3000
+    write_dx(tmp_path / "cr.dcm", pixels, "P1")
+    cfg = _cfg(preprocess={"size": [12, 20]})
+    p = build_pipeline(cfg, modality="XR", mode="2d", scan_dims=2, normalization=NormalizationSpec("none"))
+    img = p.post_eval(p.pre({"image": str(tmp_path / "cr.dcm")}))["image"]
+    assert tuple(img.shape) == (1, 12, 20)
+    assert bool((img[0, :3] > 0.9).all()) and bool((img[0, 3:] < 0.1).all())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -29,7 +30,8 @@ def _finish(result, started: float) -> None:
 
     from medtl.evaluate.report import print_summary
 
-    console = Console()
+    # a log file or a pipe gets a table wide enough to read, not rich's 80-column default
+    console = Console() if sys.stdout.isatty() else Console(width=140)
     print_summary(result.results, result.summary, console)
     minutes = (time.perf_counter() - started) / 60
     console.print(

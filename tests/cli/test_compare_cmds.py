@@ -92,8 +92,12 @@ def test_demo_command(tmp_path, engine, capsys, monkeypatch):
     assert main(["demo", "--out", str(out)]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "report: " + str(out / "report.html") in text
+    from medtl.evaluate.demo import demo_config
+
+    built_in = demo_config(data)["compare"]
     weights = {c[0] for c in engine.calls}
-    assert weights == {"imagenet", "scratch"} and len(engine.calls) == 8
+    assert weights == {"imagenet", "scratch"}
+    assert len(engine.calls) == 2 * built_in["seeds"] * len(built_in["fractions"])
     assert (out / "report.md").is_file()
 
 

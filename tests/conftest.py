@@ -1,4 +1,4 @@
-"""Test-wide settings: offline hubs, and caches the test run owns."""
+"""Test-wide settings (offline hubs, caches the test run owns) and fixtures shared by the model tests."""
 
 from __future__ import annotations
 
@@ -11,6 +11,33 @@ os.environ.setdefault("MEDTL_HOME", tempfile.mkdtemp(prefix="medtl-home-"))
 os.environ.setdefault("TORCH_HOME", tempfile.mkdtemp(prefix="medtl-torch-"))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 import torch  # noqa: E402
+from model_states import torchvision_state  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """MEDTL_HOME and TORCH_HOME in tmp_path, downloads off."""
+    homes = {"medtl": tmp_path / "medtl-home", "torch": tmp_path / "torch-home"}
+    monkeypatch.setenv("MEDTL_HOME", str(homes["medtl"]))
+    monkeypatch.setenv("TORCH_HOME", str(homes["torch"]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return homes
+
+
+@pytest.fixture
+def torchvision_file(tmp_path: Path):
+    """``torchvision_file(arch)`` writes a plain torchvision state dict and returns (path, state)."""
+
+    def write(arch: str, seed: int = 0, name: str | None = None) -> tuple[Path, dict[str, torch.Tensor]]:
+        state = torchvision_state(arch, seed)
+        path = tmp_path / (name or f"{arch}-tv.pth")
+        torch.save(state, path)
+        return path, state
+
+    return write

@@ -1,21 +1,8 @@
-"""Fixtures for weight tests: a private cache, and checkpoints written in the real formats."""
+"""Model states for weight tests: random but non-trivial tensors under torchvision's own keys."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 import torch
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """MEDTL_HOME and TORCH_HOME in tmp_path, downloads off."""
-    homes = {"medtl": tmp_path / "medtl-home", "torch": tmp_path / "torch-home"}
-    monkeypatch.setenv("MEDTL_HOME", str(homes["medtl"]))
-    monkeypatch.setenv("TORCH_HOME", str(homes["torch"]))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return homes
 
 
 def randomize_(state: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
@@ -38,16 +25,3 @@ def torchvision_state(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
     import torchvision
 
     return randomize_(torchvision.models.get_model(arch, weights=None).state_dict(), seed)
-
-
-@pytest.fixture
-def torchvision_file(tmp_path: Path):
-    """``torchvision_file(arch)`` writes a plain torchvision state dict and returns (path, state)."""
-
-    def write(arch: str, seed: int = 0, name: str | None = None) -> tuple[Path, dict[str, torch.Tensor]]:
-        state = torchvision_state(arch, seed)
-        path = tmp_path / (name or f"{arch}-tv.pth")
-        torch.save(state, path)
-        return path, state
-
-    return write

@@ -212,3 +212,19 @@ def test_sample_ct_dicom_3d_run_keeps_patients_together(tmp_path: Path) -> None:
     for name in ("val", "test"):
         for row in _rows(result.run_dir / f"predictions_{name}.csv"):
             assert splits[row["patient_id"]] == name
+
+
+def test_early_stopping_ends_a_run_that_stops_improving(xray_task: Path, tmp_path: Path) -> None:
+    # a learning rate of 1e-9 leaves the weights where they are: validation accuracy cannot keep rising,
+    # so with patience 1 the run ends well before its 6 epochs
+    cfg = base_config(
+        xray_task,
+        tmp_path,
+        preprocess={"size": [32, 32]},
+        train={"epochs": 6, "lr": 1e-9, "patience": 1, "monitor": "val_accuracy"},
+        output={"name": "early"},
+    )
+    result = fine_tune(cfg, quiet=True)
+    res = json.loads((result.run_dir / "result.json").read_text())
+    assert res["stopped_early"] is True and res["epochs_run"] < 6
+    assert len(_rows(result.run_dir / "metrics.csv")) == res["epochs_run"]

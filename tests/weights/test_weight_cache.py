@@ -6,7 +6,7 @@ import urllib.error
 
 import pytest
 import torch
-from conftest import torchvision_state
+from model_states import torchvision_state
 
 from medtl import create_model
 from medtl.errors import HashMismatchError, WeightsNotAvailableError

@@ -39,6 +39,7 @@ __all__ = [
     "OutputConfig",
     "ExperimentConfig",
     "load_config",
+    "read_config_file",
     "config_to_yaml",
     "apply_overrides",
 ]
@@ -318,6 +319,19 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
             model["weights"] = str(base / w)
 
 
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The YAML mapping in ``path``, or a ConfigError saying why there is none."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", path=str(path), fix="check the path")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}", path=str(path)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections (data, model, train...)", path=str(path))
+    return raw
+
+
 def load_config(
     path_or_dict: str | Path | dict[str, Any] | ExperimentConfig, overrides: dict[str, Any] | None = None
 ) -> ExperimentConfig:
@@ -343,14 +357,7 @@ def load_config(
     else:
         path = Path(path_or_dict).expanduser()
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist", path=str(path), fix="check the path")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {path} is not valid YAML: {exc}", path=str(path)) from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config {path} must be a mapping of sections (data, model, train...)", path=str(path))
+        raw = read_config_file(path)
         _resolve_paths(raw, path.parent.resolve())
     raw = apply_overrides(raw, overrides)
     try:

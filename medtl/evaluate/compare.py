@@ -152,7 +152,7 @@ def load_compare_config(
     Raises:
         ConfigError: unknown or invalid fields, with their path and the allowed values.
     """
-    from medtl.config import apply_overrides, load_config
+    from medtl.config import apply_overrides, load_config, read_config_file
 
     if isinstance(path_or_dict, CompareConfig):
         raw = {**path_or_dict.experiment.to_dict(), "compare": path_or_dict.compare.model_dump(mode="json")}
@@ -163,14 +163,7 @@ def load_compare_config(
     else:
         path = Path(path_or_dict).expanduser()
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; check the path")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config {path} must be a mapping of sections (data, model, train, compare...)")
+        raw = read_config_file(path)
         _resolve(raw, path.parent.resolve())
     raw = apply_overrides(raw, overrides)
     comp_raw = raw.pop("compare", None) or {}

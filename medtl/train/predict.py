@@ -93,6 +93,22 @@ def _records_from_inputs(inputs: list[str | Path], classes: list[str]) -> tuple[
     return records, labelled
 
 
+def _eval_dataset(run: Any, records: list[dict[str, Any]]) -> Any:
+    """The run's own preprocessing (no augmentation, no cache) over ``records``."""
+    from medtl.data.dataset import SampleDataset
+
+    cfg = run.config
+    return SampleDataset(
+        records,
+        run.pipeline,
+        train=False,
+        cache="none",
+        slices_per_scan=cfg.data.slices_per_scan,
+        slice_margin=cfg.data.slice_margin,
+        neighbor_slices=cfg.data.neighbor_slices,
+    )
+
+
 def predict(
     run_dir: str | Path,
     inputs: list[str | Path] | str | Path,
@@ -113,7 +129,6 @@ def predict(
     Returns:
         One dict per scan with the same columns as the CSV.
     """
-    from medtl.data.dataset import SampleDataset
     from medtl.train.run import predict_dataset, write_predictions
 
     run = load_run(run_dir)
@@ -121,15 +136,7 @@ def predict(
         inputs = [inputs]
     records, labelled = _records_from_inputs(list(inputs), run.classes)
     cfg = run.config
-    ds = SampleDataset(
-        records,
-        run.pipeline,
-        train=False,
-        cache="none",
-        slices_per_scan=cfg.data.slices_per_scan,
-        slice_margin=cfg.data.slice_margin,
-        neighbor_slices=cfg.data.neighbor_slices,
-    )
+    ds = _eval_dataset(run, records)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     probs, labels, ids = predict_dataset(run.model, ds, batch_size=batch_size or cfg.train.batch_size, device=dev)
     rows = []
@@ -153,7 +160,6 @@ def evaluate(run_dir: str | Path, manifest: str | Path, *, out: str | Path | Non
         ``{"n", "accuracy", "balanced_accuracy", "auroc", "f1", "confusion_matrix"}``; with ``out``, the
         predictions are written there as CSV too.
     """
-    from medtl.data.dataset import SampleDataset
     from medtl.train.metrics import classification_metrics
     from medtl.train.run import predict_dataset, write_predictions
 
@@ -162,15 +168,7 @@ def evaluate(run_dir: str | Path, manifest: str | Path, *, out: str | Path | Non
     if not records:
         raise TrainingError(f"manifest {manifest} has no rows to evaluate on", path=str(manifest))
     cfg = run.config
-    ds = SampleDataset(
-        records,
-        run.pipeline,
-        train=False,
-        cache="none",
-        slices_per_scan=cfg.data.slices_per_scan,
-        slice_margin=cfg.data.slice_margin,
-        neighbor_slices=cfg.data.neighbor_slices,
-    )
+    ds = _eval_dataset(run, records)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     probs, labels, ids = predict_dataset(run.model, ds, batch_size=cfg.train.batch_size, device=dev)
     if out is not None:

@@ -32,6 +32,7 @@ from monai.transforms import (
     RandAffined,
     RandFlipd,
     RandGaussianNoised,
+    Randomizable,
     RandShiftIntensityd,
     Resized,
     ResizeWithPadOrCropd,
@@ -159,6 +160,18 @@ class Guard(Transform):
                 path=None if path is None else str(path),
                 fix="fix or remove this row of the manifest",
             ) from exc
+
+
+class RandGuard(Guard, Randomizable):
+    """A :class:`Guard` around random transforms.
+
+    It is ``Randomizable`` so that MONAI's seeding (``Compose.set_random_state``, ``DataLoader``) reaches the
+    transforms inside: a plain ``Transform`` is skipped, which would leave augmentation unseeded and runs
+    irreproducible. (Deterministic stages keep the plain Guard, so ``PersistentDataset`` still caches them.)
+    """
+
+    def randomize(self, data: Any = None) -> None:
+        """The wrapped transforms draw their own parameters."""
 
 
 def unwrap_load_error(exc: BaseException) -> BaseException:
@@ -389,7 +402,7 @@ def build_pipeline(
     return Pipeline(
         # log_stats=False: the Guard reports the failing scan; MONAI would also dump the whole sample dict
         pre=Compose([Guard(Compose(pre, log_stats=False), "preprocessing")], log_stats=False),
-        post_train=Compose([Guard(Compose(aug + final, log_stats=False), "augmentation")], log_stats=False),
+        post_train=Compose([RandGuard(Compose(aug + final, log_stats=False), "augmentation")], log_stats=False),
         post_eval=Compose([Guard(Compose(final, log_stats=False), "normalisation")], log_stats=False),
         mode=mode,
         modality=modality,

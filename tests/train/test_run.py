@@ -228,3 +228,20 @@ def test_early_stopping_ends_a_run_that_stops_improving(xray_task: Path, tmp_pat
     res = json.loads((result.run_dir / "result.json").read_text())
     assert res["stopped_early"] is True and res["epochs_run"] < 6
     assert len(_rows(result.run_dir / "metrics.csv")) == res["epochs_run"]
+
+
+def test_same_config_same_seed_same_run(xray_task: Path, tmp_path: Path) -> None:
+    # augmentation on: every random draw (init, shuffling, augmentation, precise BN) follows train.seed
+    def run(name: str) -> list[dict[str, str]]:
+        cfg = base_config(
+            xray_task,
+            tmp_path,
+            preprocess={"size": [32, 32]},
+            augment={"enabled": True, "affine_prob": 0.5, "noise_std": 0.05},
+            train={"epochs": 2},
+            output={"name": name},
+        )
+        rows = _rows(fine_tune(cfg, quiet=True).run_dir / "metrics.csv")
+        return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+
+    assert run("a") == run("b")

@@ -138,3 +138,18 @@ def test_2d_samples_are_rows_first_as_displayed(tmp_path: Path) -> None:
     img = p.post_eval(p.pre({"image": str(tmp_path / "cr.dcm")}))["image"]
     assert tuple(img.shape) == (1, 12, 20)
     assert bool((img[0, :3] > 0.9).all()) and bool((img[0, 3:] < 0.1).all())
+
+
+def test_seeding_reaches_the_augmentation() -> None:
+    # MONAI seeds only Randomizable transforms: the guard around augmentation must pass the seed on
+    cfg = _cfg(augment={"enabled": True, "affine_prob": 1.0, "rotate_deg": 20.0, "noise_std": 0.1})
+    p = build_pipeline(cfg, modality="XR", mode="2d", scan_dims=2, normalization=NormalizationSpec("none"))
+    img = torch.rand(1, 16, 16)
+
+    def draws(seed: int) -> list[torch.Tensor]:
+        p.post_train.set_random_state(seed=seed)
+        return [p.post_train({"image": img.clone()})["image"] for _ in range(3)]
+
+    first, again, other = draws(7), draws(7), draws(8)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[0], other[0])

@@ -21,6 +21,7 @@ import copy
 import difflib
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +41,8 @@ __all__ = [
     "ExperimentConfig",
     "load_config",
     "read_config_file",
+    "resolve_config_paths",
+    "resolve_relative_path",
     "config_to_yaml",
     "apply_overrides",
 ]
@@ -302,21 +305,33 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> di
     return out
 
 
-def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    def fix(section: str, key: str) -> None:
-        sec = raw.get(section)
-        if isinstance(sec, dict) and isinstance(sec.get(key), str | Path):
-            p = Path(sec[key]).expanduser()
-            sec[key] = str(p if p.is_absolute() else (base / p))
+WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
 
-    fix("data", "manifest")
-    fix("splits", "file")
-    fix("output", "dir")
-    model = raw.get("model")
-    if isinstance(model, dict) and isinstance(model.get("weights"), str):
-        w = model["weights"]
-        if w.endswith((".pt", ".pth", ".ckpt", ".safetensors", ".bin")) and not Path(w).is_absolute():
-            model["weights"] = str(base / w)
+
+def resolve_relative_path(section: Any, key: str, base: Path, *, only_files: bool = False) -> None:
+    """Make ``section[key]`` absolute against ``base``, the folder of the config file that holds it.
+
+    Args:
+        section: a config section (anything else is left alone).
+        key: the field holding a path.
+        base: the config file's folder.
+        only_files: resolve only values that name a weight file (``weights`` may also be a source name).
+    """
+    if not isinstance(section, dict) or not isinstance(section.get(key), str | Path):
+        return
+    value = str(section[key])
+    if only_files and not value.endswith(WEIGHT_FILE_SUFFIXES):
+        return
+    p = Path(value).expanduser()
+    section[key] = os.path.normpath(p if p.is_absolute() else base / p)
+
+
+def resolve_config_paths(raw: dict[str, Any], base: Path) -> None:
+    """Paths in an experiment config file are relative to the file."""
+    resolve_relative_path(raw.get("data"), "manifest", base)
+    resolve_relative_path(raw.get("splits"), "file", base)
+    resolve_relative_path(raw.get("output"), "dir", base)
+    resolve_relative_path(raw.get("model"), "weights", base, only_files=True)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -358,7 +373,7 @@ def load_config(
         path = Path(path_or_dict).expanduser()
         source = str(path)
         raw = read_config_file(path)
-        _resolve_paths(raw, path.parent.resolve())
+        resolve_config_paths(raw, path.parent.resolve())
     raw = apply_overrides(raw, overrides)
     try:
         return ExperimentConfig.model_validate(raw)

@@ -14,6 +14,8 @@ kernel copies sum to the 2D kernel).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,16 +48,28 @@ def _replicate_depth(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
     return torch.cat(parts, dim=-1)
 
 
-class InflatedConv3d(nn.Conv3d):
-    """A ``Conv3d`` whose depth padding replicates the edge slices (in-plane padding stays zeros)."""
+def _depth_of(value: int | tuple[int, ...]) -> int:
+    return value[2] if isinstance(value, tuple) else value
 
-    def __init__(self, *args, depth_padding: int = 0, **kwargs) -> None:
+
+class _ReplicateDepthPadding:
+    """Mixin for a 3D conv or pool: pad depth by repeating the edge slices (in-plane padding stays the op's own).
+
+    Zero padding along depth would break the defining property of inflation: a volume of identical slices must
+    give the 2D network's output, also in the first and last slices.
+    """
+
+    def __init__(self, *args: Any, depth_padding: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.depth_padding = depth_padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         before, after = _depth_pads(
-            x.shape[-1], self.kernel_size[2], self.stride[2], self.depth_padding, self.dilation[2]
+            x.shape[-1],
+            _depth_of(self.kernel_size),
+            _depth_of(self.stride),
+            self.depth_padding,
+            _depth_of(getattr(self, "dilation", 1)),
         )
         return super().forward(_replicate_depth(x, before, after))
 
@@ -63,28 +77,16 @@ class InflatedConv3d(nn.Conv3d):
         return super().extra_repr() + f", depth_padding={self.depth_padding} (replicate)"
 
 
-class InflatedMaxPool3d(nn.MaxPool3d):
+class InflatedConv3d(_ReplicateDepthPadding, nn.Conv3d):
+    """A ``Conv3d`` whose depth padding replicates the edge slices (in-plane padding stays zeros)."""
+
+
+class InflatedMaxPool3d(_ReplicateDepthPadding, nn.MaxPool3d):
     """A ``MaxPool3d`` whose depth padding replicates the edge slices."""
 
-    def __init__(self, *args, depth_padding: int = 0, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.depth_padding = depth_padding
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        before, after = _depth_pads(x.shape[-1], self.kernel_size[2], self.stride[2], self.depth_padding)
-        return super().forward(_replicate_depth(x, before, after))
-
-
-class InflatedAvgPool3d(nn.AvgPool3d):
+class InflatedAvgPool3d(_ReplicateDepthPadding, nn.AvgPool3d):
     """An ``AvgPool3d`` whose depth padding replicates the edge slices."""
-
-    def __init__(self, *args, depth_padding: int = 0, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.depth_padding = depth_padding
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        before, after = _depth_pads(x.shape[-1], self.kernel_size[2], self.stride[2], self.depth_padding)
-        return super().forward(_replicate_depth(x, before, after))
 
 
 class ChannelsFirstLayerNorm(nn.LayerNorm):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import shutil
 import time
@@ -116,27 +115,16 @@ class CompareConfig(_Section):
 
 
 def _resolve(raw: dict[str, Any], base: Path) -> None:
-    """Paths in a YAML file are relative to the file (the same rule as medtl.config)."""
+    """Paths in a YAML file are relative to the file: the experiment's as medtl.config does, then the compare's."""
+    from medtl.config import resolve_config_paths, resolve_relative_path
 
-    def fix(section: dict[str, Any] | None, key: str, only_files: bool = False) -> None:
-        if not isinstance(section, dict) or not isinstance(section.get(key), str):
-            return
-        value = section[key]
-        if only_files and not value.endswith((".pt", ".pth", ".ckpt", ".safetensors", ".bin")):
-            return
-        p = Path(value).expanduser()
-        section[key] = os.path.normpath(p if p.is_absolute() else base / p)
-
-    fix(raw.get("data"), "manifest")
-    fix(raw.get("splits"), "file")
-    fix(raw.get("output"), "dir")
-    fix(raw.get("model"), "weights", only_files=True)
+    resolve_config_paths(raw, base)
     comp = raw.get("compare")
     if isinstance(comp, dict):
-        fix(comp, "dir")
+        resolve_relative_path(comp, "dir", base)
         for arm in comp.get("arms") or []:
             if isinstance(arm, dict):
-                fix(arm.get("model"), "weights", only_files=True)
+                resolve_relative_path(arm.get("model"), "weights", base, only_files=True)
 
 
 def load_compare_config(

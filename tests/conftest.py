@@ -15,7 +15,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from model_states import torchvision_state  # noqa: E402
+from helpers.model_states import torchvision_state  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -21,6 +21,7 @@ TASKS = ("ct", "ct_nifti", "xray")
 
 
 def _load_generator():
+    # sample_data/ is a data folder with its generating script, not an importable package: load the script by path
     spec = importlib.util.spec_from_file_location("medtl_sample_generate", SAMPLE / "generate.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file runs

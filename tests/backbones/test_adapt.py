@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_states import randomize_
+from helpers.model_states import randomize_
 
 from medtl import create_model
 from medtl.backbones import adapt_input_conv

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from model_states import randomize_
+from helpers.model_states import randomize_
 
 from medtl import create_model
 from medtl.backbones import inflate_network

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
+import helpers.compare as helpers
 import pytest
 
 import medtl.train
 from medtl.cli import main
-
-_spec = importlib.util.spec_from_file_location(
-    "_compare_helpers", Path(__file__).resolve().parents[1] / "evaluate" / "test_compare.py"
-)
-helpers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(helpers)
 
 
 @pytest.fixture

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-from test_index import write_radiograph, write_series  # noqa: E402
+from helpers.dicom import write_cr, write_ct_stack
 
-from medtl.cli import main  # noqa: E402
+from medtl.cli import main
 
 
 def test_index_writes_a_manifest_and_lists_unreadable_files(tmp_path: Path, capsys) -> None:
     root = tmp_path / "data"
-    write_series(root / "negative" / "p1", "P1", 3)
-    write_radiograph(root / "positive" / "p2.dcm", "P2")
+    write_ct_stack(root / "negative" / "p1", "P1", 3)
+    write_cr(root / "positive" / "p2.dcm", "P2")
     (root / "positive" / "broken.dcm").write_bytes(b"DICM but not really" * 10)
     out = tmp_path / "lists" / "manifest.csv"
 
@@ -33,7 +31,7 @@ def test_index_writes_a_manifest_and_lists_unreadable_files(tmp_path: Path, caps
 
 
 def test_index_json_and_empty_labels_hint(tmp_path: Path, capsys) -> None:
-    write_series(tmp_path / "s", "P1", 2)
+    write_ct_stack(tmp_path / "s", "P1", 2)
     out = tmp_path / "m.csv"
     assert main(["index", str(tmp_path), "--out", str(out), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from helpers.dicom import random_raw, write_series
 from pydicom.data import get_testdata_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
-from dicom_factory import random_raw, write_series  # noqa: E402
-
-from medtl.cli import main  # noqa: E402
+from medtl.cli import main
 
 
 def test_inspect_text_and_json(tmp_path, capsys):

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.tasks import base_config, make_xray_task
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from train_tasks import base_config, make_xray_task  # noqa: E402
-
-from medtl.cli import main  # noqa: E402
+from medtl.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -9,68 +9,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from helpers.dicom import write_cr, write_ct_stack, write_image
 
 from medtl.data import IndexResult, Manifest, index_tree
 from medtl.errors import NoImagesError
 from medtl.utils import hash_patient_id
-
-
-def _dataset(patient: str, series_uid: str, sop_class: str = "1.2.840.10008.5.1.4.1.1.2") -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.PatientID = patient
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = series_uid
-    return ds
-
-
-def write_series(
-    folder: Path, patient: str, n_slices: int = 3, *, description: str = "axial", names: list[str] | None = None
-) -> str:
-    """An axial CT series of 6x5 slices, 2.5 mm apart; returns its SeriesInstanceUID."""
-    uid = generate_uid()
-    for k in range(n_slices):
-        ds = _dataset(patient, uid)
-        ds.Modality = "CT"
-        ds.SeriesDescription = description
-        ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [0, 0, 2.5 * k]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [0.8, 0.7]
-        ds.SliceThickness = 2.5
-        ds.Rows, ds.Columns = 5, 6
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.PixelData = np.full((5, 6), 1000 + k, np.int16).tobytes()
-        name = names[k] if names else f"{description}-{k:03d}"
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        ds.save_as(folder / name, enforce_file_format=True)
-    return uid
-
-
-def write_radiograph(path: Path, patient: str) -> str:
-    uid = generate_uid()
-    ds = _dataset(patient, uid, "1.2.840.10008.5.1.4.1.1.1")
-    ds.Modality = "CR"
-    ds.SeriesDescription = "PA"
-    ds.Rows, ds.Columns = 8, 7
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME1"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = np.arange(56, dtype=np.uint16).reshape(8, 7).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return uid
 
 
 def write_nifti(path: Path) -> None:
@@ -85,9 +28,9 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def test_one_row_per_series_with_labels_from_folders_and_paths_relative_to_the_csv(tmp_path: Path) -> None:
     root = tmp_path / "scans"
-    write_series(root / "positive" / "pat1" / "ct", "P1", 4)
-    write_series(root / "negative" / "pat2", "P2", 3)
-    write_radiograph(root / "positive" / "xr" / "IMG0001", "P3")
+    write_ct_stack(root / "positive" / "pat1" / "ct", "P1", 4)
+    write_ct_stack(root / "negative" / "pat2", "P2", 3)
+    write_cr(root / "positive" / "xr" / "IMG0001", "P3")
     write_nifti(root / "negative" / "vol.nii.gz")
     (root / "negative" / "notes.csv").write_text("not an image, and skipped as such\n")
 
@@ -123,9 +66,9 @@ def test_one_row_per_series_with_labels_from_folders_and_paths_relative_to_the_c
 def test_a_folder_with_two_series_gives_two_rows_with_a_series_column(tmp_path: Path) -> None:
     root = tmp_path / "root"
     # interleaved file names, as exports write them
-    uid_a = write_series(root / "mixed", "PA", 3, description="axial", names=["IM1", "IM3", "IM5"])
-    uid_b = write_series(root / "mixed", "PB", 2, description="scout", names=["IM2", "IM4"])
-    write_series(root / "alone", "PC", 2)
+    uid_a = write_ct_stack(root / "mixed", "PA", 3, description="axial", names=["IM1", "IM3", "IM5"])
+    uid_b = write_ct_stack(root / "mixed", "PB", 2, description="scout", names=["IM2", "IM4"])
+    write_ct_stack(root / "alone", "PC", 2)
 
     result = index_tree(root)
     out = result.write_csv(root / "manifest.csv")
@@ -149,21 +92,22 @@ def test_a_folder_with_two_series_gives_two_rows_with_a_series_column(tmp_path: 
 
 def test_a_series_spread_over_sub_folders_is_their_common_folder(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    write_series(root / "study", "P", 3, names=["s1/a", "s2/b", "s3/c"])
+    write_ct_stack(root / "study", "P", 3, names=["s1/a", "s2/b", "s3/c"])
     rows = index_tree(root).table(relative_to=root)
     assert [(r["image"], r["shape"]) for r in rows] == [("study", "6x5x3")]
 
 
 def test_unreadable_files_are_listed_with_reasons_and_do_not_stop_the_index(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    write_series(root / "good", "P", 3)
+    write_ct_stack(root / "good", "P", 3)
     (root / "junk").mkdir()
     (root / "junk" / "random.bin").write_bytes(bytes(range(256)) * 4)
     good = next((root / "good").iterdir()).read_bytes()
     (root / "junk" / "truncated.dcm").write_bytes(good[: len(good) // 2 - 7])
-    no_pixels = _dataset("P", generate_uid(), "1.2.840.10008.5.1.4.1.1.88.11")  # a structured report
-    no_pixels.Modality = "SR"
-    no_pixels.save_as(root / "junk" / "report.dcm", enforce_file_format=True)
+    # a structured report
+    write_image(
+        root / "junk" / "report.dcm", None, sop_class="1.2.840.10008.5.1.4.1.1.88.11", modality="SR", patient_id="P"
+    )
 
     result = index_tree(root)
     assert [Path(r["image"]).name for r in result.rows] == ["good"]
@@ -176,8 +120,8 @@ def test_unreadable_files_are_listed_with_reasons_and_do_not_stop_the_index(tmp_
 
 def test_labels_from_folders_warns_for_images_outside_label_folders(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    write_radiograph(root / "loose.dcm", "P1")
-    write_radiograph(root / "positive" / "a.dcm", "P2")
+    write_cr(root / "loose.dcm", "P1")
+    write_cr(root / "positive" / "a.dcm", "P2")
     result = index_tree(root, labels_from_folders=True)
     assert {Path(r["image"]).name: r["label"] for r in result.rows} == {"loose.dcm": "", "a.dcm": "positive"}
     assert len(result.warnings) == 1 and "loose.dcm" in result.warnings[0] and "no label folder" in result.warnings[0]

@@ -8,8 +8,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from helpers.dicom import NEW, write_image
+from pydicom.uid import generate_uid
 
 from medtl.data import Manifest, Record
 from medtl.errors import ManifestError
@@ -17,28 +17,15 @@ from medtl.utils import hash_patient_id
 
 
 def write_dicom(path: Path, patient_id: str | None, *, series_uid: str | None = None, description: str = "") -> Path:
-    """A small, valid CT slice with the given PatientID (None: no PatientID element)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    if patient_id is not None:
-        ds.PatientID = patient_id
-    ds.Modality = "CT"
-    ds.SeriesInstanceUID = series_uid or generate_uid()
-    ds.SeriesDescription = description
-    ds.Rows, ds.Columns = 4, 4
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = np.zeros((4, 4), np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    """A small, valid CT slice with the given PatientID (None: no PatientID element) and no StudyInstanceUID."""
+    return write_image(
+        path,
+        np.zeros((4, 4), np.uint16),
+        patient_id=patient_id,
+        study_uid=None,
+        series_uid=series_uid or NEW,
+        description=description,
+    )
 
 
 def write_nifti(path: Path) -> Path:

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from dicom_factory import (
+from helpers.dicom import (
     oblique_iop,
     random_raw,
     sitk_read,

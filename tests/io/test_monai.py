@@ -6,7 +6,7 @@ import pickle
 
 import numpy as np
 import torch
-from dicom_factory import random_raw, write_series
+from helpers.dicom import random_raw, write_series
 from monai.data import DataLoader, Dataset
 from monai.transforms import Compose, ScaleIntensityRanged
 

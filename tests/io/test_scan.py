@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from dicom_factory import random_raw, write_series
+from helpers.dicom import random_raw, write_series
 from pydicom.data import get_testdata_file
 
 from medtl.errors import (
@@ -241,7 +241,7 @@ def test_truncated_nifti(tmp_path):
 
 
 def test_convert_round_trip_keeps_values_and_world_positions(tmp_path):
-    from dicom_factory import oblique_iop
+    from helpers.dicom import oblique_iop
 
     raw = random_raw((6, 7, 9), seed=11)
     write_series(tmp_path / "dcm", raw, iop=oblique_iop(10, 30), slice_spacing=1.7)
@@ -256,7 +256,7 @@ def test_convert_round_trip_keeps_values_and_world_positions(tmp_path):
 
 
 def test_default_series_skips_unstackable_localizers(tmp_path):
-    from dicom_factory import oblique_iop
+    from helpers.dicom import oblique_iop
 
     folder = tmp_path / "mixed"
     # a three-plane "localizer" series: more voxels, but not one volume

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from train_tasks import make_volume_task, make_xray_task
+from helpers.tasks import make_volume_task, make_xray_task
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from train_tasks import base_config
+from helpers.tasks import base_config
 
 from medtl.errors import ConfigError, DataLoadError, ManifestError, TrainingError
 from medtl.train import fine_tune

@@ -6,8 +6,8 @@ import csv
 from pathlib import Path
 
 import torch
+from helpers.tasks import base_config
 from torch import nn
-from train_tasks import base_config
 
 from medtl.train import fine_tune
 from medtl.train.module import recalibrate_batchnorm

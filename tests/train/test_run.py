@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import yaml
-from train_tasks import base_config
+from helpers.tasks import base_config
 
 from medtl.errors import TrainingError
 from medtl.train import evaluate, fine_tune, predict

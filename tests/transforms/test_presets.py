@@ -125,10 +125,7 @@ def test_augmentation_only_in_training_and_failures_name_the_file(tmp_path: Path
 
 def test_2d_samples_are_rows_first_as_displayed(tmp_path: Path) -> None:
     # a radiograph 12 rows x 20 columns, bright in its top 3 rows: the network must see it the same way up
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
-    from train_tasks import write_dx
+    from helpers.tasks import write_dx
 
     pixels = np.full((12, 20), 100, dtype=np.uint16)
     pixels[:3, :] = 3000

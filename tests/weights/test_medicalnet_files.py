@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_states import randomize_
+from helpers.model_states import randomize_
 from monai.networks.nets import resnet as monai_resnet
 
 from medtl import create_model

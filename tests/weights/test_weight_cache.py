@@ -6,7 +6,7 @@ import urllib.error
 
 import pytest
 import torch
-from model_states import torchvision_state
+from helpers.model_states import torchvision_state
 
 from medtl import create_model
 from medtl.errors import HashMismatchError, WeightsNotAvailableError

@@ -1,6 +1,6 @@
 """Small learnable tasks written as real files (2D DICOM radiographs, 3D NIfTI volumes) with a manifest.
 
-Shared by tests/train and tests/cli (imported by file location, the test folders are not packages)."""
+Shared by tests/train, tests/cli and tests/transforms."""
 
 from __future__ import annotations
 
@@ -10,35 +10,13 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+
+from helpers.dicom import write_radiograph
 
 
 def write_dx(path: Path, pixels: np.ndarray, patient_id: str) -> None:
-    """One 2D DX radiograph (MONOCHROME2, uint16)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.PatientID = patient_id
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelSpacing = [0.5, 0.5]
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    """One 2D DX radiograph (MONOCHROME2, uint16, 0.5 mm pixels)."""
+    write_radiograph(path, pixels.astype(np.uint16), patient_id)
 
 
 def _write_manifest(root: Path, rows: list[dict[str, Any]]) -> Path:

@@ -53,7 +53,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20)
     args = ap.parse_args()
 
-    from medtl.backbones import create_model
+    from medtl.models import create_model
 
     dev = torch.device(args.device)
     if dev.type == "cuda":

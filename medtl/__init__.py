@@ -23,7 +23,7 @@ _EXPORTS: dict[str, str] = {
     "Manifest": "medtl.data",
     "index_tree": "medtl.data",
     # backbones and weights
-    "create_model": "medtl.backbones",
+    "create_model": "medtl.models",
     "list_architectures": "medtl.backbones",
     "get_weight_source": "medtl.weights",
     "list_weight_sources": "medtl.weights",

@@ -1,21 +1,26 @@
-"""Architectures: a registry of 2D torchvision CNNs and 3D MONAI/MedicalNet ResNets, I3D inflation, and
-:func:`create_model`, which builds one with weights from any source (see :mod:`medtl.weights`)."""
+"""Architectures: a registry of 2D torchvision CNNs and 3D MONAI/MedicalNet ResNets, their feature scales and
+layer groups, I3D inflation, and first-convolution adaptation. Weights are joined to them in :mod:`medtl.models`."""
 
 from __future__ import annotations
 
 from medtl.backbones.adapt import adapt_input_conv
 from medtl.backbones.inflate import inflate_network
-from medtl.backbones.model import MedtlModel, ParamGroup, create_model
-from medtl.backbones.registry import ArchSpec, get_architecture, list_architectures, register_architecture
+from medtl.backbones.registry import (
+    ArchSpec,
+    Stage,
+    get_architecture,
+    list_architectures,
+    register_architecture,
+    run_stages,
+)
 
 __all__ = [
-    "create_model",
-    "MedtlModel",
-    "ParamGroup",
     "ArchSpec",
+    "Stage",
     "get_architecture",
     "list_architectures",
     "register_architecture",
+    "run_stages",
     "inflate_network",
     "adapt_input_conv",
 ]

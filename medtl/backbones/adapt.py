@@ -11,15 +11,12 @@ One helper, :func:`adapt_input_conv`, adapts pretrained first-convolution kernel
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
 from torch import nn
 
-__all__ = ["adapt_input_conv", "get_submodule", "set_submodule", "replace_conv_in_channels"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["adapt_input_conv", "set_submodule", "replace_conv_in_channels"]
 
 
 def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> tuple[torch.Tensor, str]:
@@ -42,10 +39,6 @@ def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> tuple[torch.Tens
         new = work.repeat(1, reps, *([1] * (work.ndim - 2)))[:, :in_channels] * (old / in_channels)
         how = f"repeated {old} input channel(s) over {in_channels} and scaled by {old}/{in_channels}"
     return new.to(weight.dtype), how
-
-
-def get_submodule(net: nn.Module, path: str) -> nn.Module:
-    return net.get_submodule(path)
 
 
 def set_submodule(net: nn.Module, path: str, module: nn.Module) -> None:

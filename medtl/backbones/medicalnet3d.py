@@ -6,7 +6,8 @@ MONAI records this in :func:`monai.networks.nets.resnet.get_medicalnet_pretraine
 its default ``bias_downsample=True`` is what gives the missing ``downsample.0.bias`` keys users hit (MONAI issues
 2836, 7923). The first convolution is 7x7x7 with stride 2, as in MedicalNet and MONAI's ``ResNetFeatures``.
 
-``i3resnet152_3d`` is the network of the optional CT-pretrained source ``ct-i3resnet152``.
+``i3resnet152_3d`` is the network of the optional CT-pretrained source ``ct-i3resnet152``
+(:data:`I3RESNET152_KWARGS`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,29 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from medtl.backbones.registry import ArchSpec, register_architecture
+from medtl.backbones.registry import ArchSpec, Stage, register_architecture
 
-__all__ = ["MedicalNetDepth", "MEDICALNET_RESNETS", "depth_for_layers", "resnet_kwargs", "dhw_to_xyz"]
+__all__ = [
+    "MedicalNetDepth",
+    "MEDICALNET_RESNETS",
+    "I3RESNET152_KWARGS",
+    "depth_for_layers",
+    "resnet_kwargs",
+    "dhw_to_xyz",
+]
+
+# MONAI ``ResNet`` arguments under which the CT I3ResNet-152 checkpoint (weight source ``ct-i3resnet152``) loads
+# strictly, in the checkpoint's own (D, H, W) axis order.
+I3RESNET152_KWARGS: dict = {
+    "block": "bottleneck",
+    "layers": [3, 8, 36, 3],
+    "block_inplanes": [64, 128, 256, 512],
+    "n_input_channels": 3,
+    "conv1_t_size": (3, 7, 7),
+    "conv1_t_stride": (1, 2, 2),
+    "shortcut_type": "B",
+    "bias_downsample": False,
+}
 
 
 @dataclass(frozen=True)
@@ -90,9 +111,7 @@ def _builder(kwargs: dict):
 
 
 def _features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    x = net.act(net.bn1(net.conv1(x)))
-    if not net.no_max_pool:
-        x = net.maxpool(x)
+    x = net.maxpool(net.act(net.bn1(net.conv1(x))))
     x = net.layer4(net.layer3(net.layer2(net.layer1(x))))
     return x.mean(dim=tuple(range(2, x.ndim)))
 
@@ -100,6 +119,15 @@ def _features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _head(net: nn.Module, f: torch.Tensor) -> torch.Tensor:
     return net.fc(f)
 
+
+# The builders keep MONAI's max pool (no_max_pool=False), so the first stage always runs it.
+_STAGES = (
+    Stage("stem", ("conv1", "bn1", "act")),
+    Stage("layer1", ("maxpool", "layer1")),
+    Stage("layer2", ("layer2",)),
+    Stage("layer3", ("layer3",)),
+    Stage("layer4", ("layer4",)),
+)
 
 _GROUPS = (
     ("stem", ("conv1", "bn1")),
@@ -123,6 +151,7 @@ def _spec(name: str, kwargs: dict, in_channels: int, description: str, **extra) 
         build=_builder(kwargs),
         features=_features,
         head=_head,
+        stages=_STAGES,
         classifier="fc",
         first_conv="conv1",
         groups=_GROUPS,
@@ -150,10 +179,8 @@ def dhw_to_xyz(key: str, tensor: torch.Tensor) -> torch.Tensor:
     return tensor.permute(0, 1, 4, 3, 2) if tensor.ndim == 5 else tensor
 
 
-def _astra_spec() -> ArchSpec:
-    from medtl.weights.astra import ASTRA_RESNET_KWARGS
-
-    kwargs = {k: v for k, v in ASTRA_RESNET_KWARGS.items() if k != "n_input_channels"}
+def _i3resnet152_spec() -> ArchSpec:
+    kwargs = {k: v for k, v in I3RESNET152_KWARGS.items() if k != "n_input_channels"}
     # the checkpoint's (D, H, W) stem (3x7x7, stride 1x2x2) in medtl's (X, Y, Z) order
     kwargs |= {"spatial_dims": 3, "conv1_t_size": (7, 7, 3), "conv1_t_stride": (2, 2, 1)}
     return _spec(
@@ -165,4 +192,4 @@ def _astra_spec() -> ArchSpec:
     )
 
 
-register_architecture(_astra_spec())
+register_architecture(_i3resnet152_spec())

@@ -1,15 +1,17 @@
-"""The architecture registry: each architecture is a record with a builder and its layer groups.
+"""The architecture registry: each architecture is a record with a builder, its scales and its layer groups.
 
-A record (:class:`ArchSpec`) says how to build the network, how to get pooled features and logits from it,
-where its first convolution and classifier are (for channel adaptation and the head), and how its layers group
-from stem to head (for freezing and per-group learning rates). Families register their records on import:
-:mod:`medtl.backbones.torchvision2d` (2D ImageNet CNNs) and :mod:`medtl.backbones.medicalnet3d` (3D ResNets).
+A record (:class:`ArchSpec`) says how to build the network, how to get pooled features and logits from it, which
+modules lead to each scale of its feature pyramid (for encoders), where its first convolution and classifier are
+(for channel adaptation and the head), and how its layers group from stem to head (for freezing and per-group
+learning rates). Families register their records on import: :mod:`medtl.backbones.torchvision2d` (2D ImageNet
+CNNs) and :mod:`medtl.backbones.medicalnet3d` (3D ResNets). Weights are not known here: :mod:`medtl.models` joins
+an architecture and a weight source.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -17,9 +19,30 @@ from torch import nn
 
 from medtl.utils import look_up_option
 
-__all__ = ["ArchSpec", "register_architecture", "get_architecture", "list_architectures"]
+__all__ = ["ArchSpec", "Stage", "run_stages", "register_architecture", "get_architecture", "list_architectures"]
 
 _FAMILIES = ("medtl.backbones.torchvision2d", "medtl.backbones.medicalnet3d")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One scale of an encoder's feature pyramid.
+
+    Attributes:
+        name: the scale's name (``"stem"``, ``"layer1"``...).
+        modules: dotted paths of the modules that lead from the previous scale's output to this one, run in order.
+    """
+
+    name: str
+    modules: tuple[str, ...]
+
+
+def run_stages(net: nn.Module, stages: tuple[Stage, ...], x: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Feature maps of ``net`` at each scale in turn; stop iterating to skip the deeper layers."""
+    for stage in stages:
+        for path in stage.modules:
+            x = net.get_submodule(path)(x)
+        yield x
 
 
 @dataclass(frozen=True)
@@ -36,6 +59,7 @@ class ArchSpec:
         build: ``build(in_channels=..., num_classes=...)`` returns the network (random weights).
         features: ``features(net, x)`` returns pooled features ``(B, num_features)``, for 2D or inflated 3D nets.
         head: ``head(net, features)`` returns logits (dropout included where the network has it).
+        stages: the scales of the feature pyramid, from the stem down (see :func:`run_stages`).
         classifier: dotted path of the final ``nn.Linear``.
         first_conv: dotted path of the first convolution.
         groups: ``(group name, module path prefixes)`` from stem to head; every parameter is in exactly one.
@@ -54,6 +78,7 @@ class ArchSpec:
     build: Callable[..., nn.Module]
     features: Callable[[nn.Module, torch.Tensor], torch.Tensor]
     head: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    stages: tuple[Stage, ...]
     classifier: str
     first_conv: str
     groups: tuple[tuple[str, tuple[str, ...]], ...]
@@ -74,20 +99,13 @@ class ArchSpec:
         return (2, 3) if self.inflatable else (self.dims,)
 
     def to_dict(self) -> dict:
-        from medtl.weights.sources import get_weight_source, list_weight_sources
-
-        sources = []
-        for name in list_weight_sources():
-            src = get_weight_source(name)
-            if src.archs and src.fits(self.name):
-                sources.append(name)
         return {
             "name": self.name,
             "family": self.family,
             "dims": list(self.supported_dims),
             "default_in_channels": self.default_in_channels,
             "num_features": self.num_features,
-            "weights": ["scratch", *sources, "<file>"],
+            "stages": [s.name for s in self.stages],
             "description": self.description,
         }
 

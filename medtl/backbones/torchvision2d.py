@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medtl.backbones.adapt import replace_conv_in_channels
-from medtl.backbones.registry import ArchSpec, register_architecture
+from medtl.backbones.registry import ArchSpec, Stage, register_architecture
 
 __all__ = ["TORCHVISION_ARCHS"]
 
@@ -83,6 +83,38 @@ def _seq(prefix: str, indices: range | list[int]) -> tuple[str, ...]:
     return tuple(f"{prefix}.{i}" for i in indices)
 
 
+def _stages(*stages: tuple[str, tuple[str, ...]]) -> tuple[Stage, ...]:
+    return tuple(Stage(name, modules) for name, modules in stages)
+
+
+def _sequential_stages(prefix: str, ends: list[int]) -> tuple[Stage, ...]:
+    """Scales of a ``features`` Sequential, each ending after child ``ends[i]`` (strides 2, 4, 8, 16, 32 for
+    MobileNet/EfficientNet, 4 to 32 for ConvNeXt: the taps timm uses)."""
+    stages, start = [], 0
+    for end in ends:
+        stages.append(Stage(f"{prefix}.{end}", _seq(prefix, range(start, end + 1))))
+        start = end + 1
+    return tuple(stages)
+
+
+_RESNET_STAGES = _stages(
+    ("stem", ("conv1", "bn1", "relu")),
+    ("layer1", ("maxpool", "layer1")),
+    ("layer2", ("layer2",)),
+    ("layer3", ("layer3",)),
+    ("layer4", ("layer4",)),
+)
+
+# DenseNet: the last scale is norm5's output, before the ReLU that the pooled features apply.
+_DENSENET_STAGES = _stages(
+    ("stem", ("features.conv0", "features.norm0", "features.relu0")),
+    ("denseblock1", ("features.pool0", "features.denseblock1")),
+    ("denseblock2", ("features.transition1", "features.denseblock2")),
+    ("denseblock3", ("features.transition2", "features.denseblock3")),
+    ("denseblock4", ("features.transition3", "features.denseblock4", "features.norm5")),
+)
+
+
 def _resnet_groups() -> tuple[tuple[str, tuple[str, ...]], ...]:
     return (
         ("stem", ("conv1", "bn1")),
@@ -116,6 +148,7 @@ TORCHVISION_ARCHS: tuple[ArchSpec, ...] = (
             nf,
             features=_resnet_features,
             head=_fc_head,
+            stages=_RESNET_STAGES,
             classifier="fc",
             first_conv="conv1",
             groups=_resnet_groups(),
@@ -128,6 +161,7 @@ TORCHVISION_ARCHS: tuple[ArchSpec, ...] = (
         1024,
         features=_densenet_features,
         head=_classifier_head,
+        stages=_DENSENET_STAGES,
         classifier="classifier",
         first_conv="features.conv0",
         groups=(
@@ -146,6 +180,7 @@ TORCHVISION_ARCHS: tuple[ArchSpec, ...] = (
         1280,
         features=_sequential_features,
         head=_classifier_head,
+        stages=_sequential_stages("features", [1, 2, 3, 5, 7]),
         classifier="classifier.1",
         first_conv="features.0.0",
         groups=(
@@ -163,6 +198,7 @@ TORCHVISION_ARCHS: tuple[ArchSpec, ...] = (
         1280,
         features=_sequential_features,
         head=_classifier_head,
+        stages=_sequential_stages("features", [1, 3, 6, 13, 17]),
         classifier="classifier.1",
         first_conv="features.0.0",
         groups=(
@@ -180,6 +216,7 @@ TORCHVISION_ARCHS: tuple[ArchSpec, ...] = (
         768,
         features=_convnext_features,
         head=_convnext_head,
+        stages=_sequential_stages("features", [1, 3, 5, 7]),
         classifier="classifier.2",
         first_conv="features.0.0",
         groups=(

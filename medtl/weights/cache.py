@@ -11,14 +11,22 @@ Hugging Face hub) unless ``MEDTL_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` is set; whe
 names the URL and the ``medtl weights import`` command that puts a file obtained elsewhere into the cache.
 Every file that enters the cache is hashed; the hash is checked against the recorded SHA-256 where one is known
 and kept in a ``.sha256`` file next to it so ``medtl weights verify`` can detect later corruption.
+
+Every file is hashed again when it is loaded (:func:`check_weight_file`): a file that differs from its source's
+pinned hash, or from the hash recorded when it was cached, is refused. Hashes are remembered per path, size,
+mtime and ctime (``sha256-cache.json`` in the weight cache), so a file is read in full only once after it changes.
+A source that publishes no hash (MedicalNet on Hugging Face, a user's file) gives "unverified" files.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +41,14 @@ __all__ = [
     "is_cached",
     "resolve_weight_file",
     "download",
-    "import_weights",
+    "add_to_cache",
     "verify_cache",
     "cache_listing",
     "sha256_file",
+    "check_weight_file",
     "parse_weight_name",
     "import_command",
+    "FileCheck",
     "CacheEntry",
     "VerifyResult",
 ]
@@ -75,13 +85,65 @@ def is_cached(source: WeightSource | str, arch: str) -> bool:
     return cache_path(source, arch).is_file()
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks."""
+# A hash is trusted from the memo only if the file was last changed this long before it was hashed: a change within
+# the same timestamp tick would keep size and times equal (git's "racy" entries), so those files are hashed again.
+_RACY_NS = 2_000_000_000
+
+
+def _hash_memo_path() -> Path:
+    return weights_dir() / "sha256-cache.json"
+
+
+def _read_memo() -> dict[str, dict]:
+    try:
+        memo = json.loads(_hash_memo_path().read_text())
+    except (OSError, ValueError):  # no memo yet, or a torn one: hashes are recomputed
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def _write_memo(memo: dict[str, dict]) -> None:
+    path = _hash_memo_path()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(memo, indent=0, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only cache only costs a re-hash next time
+        tmp.unlink(missing_ok=True)
+        logger.debug("could not store file hashes in %s: %s", path, exc)
+
+
+def sha256_file(path: str | os.PathLike[str], *, use_memo: bool = True) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks.
+
+    Args:
+        path: the file.
+        use_memo: reuse the hash remembered for this path while its size, mtime and ctime are unchanged (and the
+            file was not changed within 2 s of being hashed); ``False`` always reads the file (``weights verify``).
+    """
+    path = Path(path).expanduser().resolve()
+    st = path.stat()
+    key = str(path)
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+    memo = _read_memo()
+    entry = memo.get(key)
+    if (
+        use_memo
+        and isinstance(entry, dict)
+        and all(entry.get(k) == v for k, v in stamp.items())
+        and entry.get("hashed_ns", 0) - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS
+    ):
+        return str(entry["sha256"])
+    hashed_ns = time.time_ns()
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    memo[key] = stamp | {"sha256": digest, "hashed_ns": hashed_ns}
+    _write_memo(memo)
+    return digest
 
 
 def _offline() -> bool:
@@ -232,36 +294,35 @@ def parse_weight_name(name: str) -> tuple[WeightSource, str]:
     return source, arch
 
 
-def _check_structure(path: Path, source: WeightSource, arch: str) -> None:
-    """Refuse to cache a file that does not fit ``arch`` (wrong network, wrong depth), before copying it."""
-    from medtl.weights.load import check_checkpoint_fits
+def add_to_cache(
+    source: WeightSource, arch: str, file: str | os.PathLike[str], *, check: Callable[[Path], object] | None = None
+) -> Path:
+    """Copy a weight file obtained elsewhere into the cache, after checking its SHA-256.
 
-    check_checkpoint_fits(path, arch, source=source)
-
-
-def import_weights(name: str, file: str | os.PathLike[str]) -> Path:
-    """Copy a weight file obtained elsewhere into the cache, after checking its SHA-256 and contents.
+    Use :func:`medtl.models.import_weights`, which also checks that the file fits the architecture (``check``).
 
     Args:
-        name: ``"<source>:<arch>"``, e.g. ``"imagenet:mobilenet_v2"`` or ``"medicalnet:resnet50_3d"``.
+        source: a registered source with a file for ``arch``.
+        arch: the architecture.
         file: the file (torchvision's ``.pth``, or MedicalNet's ``resnet_50.pth`` / ``resnet_50_23dataset.pth``).
+        check: called with the file's path before it is copied; raises to refuse the file.
 
     Returns:
         The path of the cached copy.
 
     Raises:
+        WeightsNotAvailableError: ``file`` does not exist.
         HashMismatchError: the file's SHA-256 differs from the recorded one.
-        CheckpointMismatchError: the file does not fit the architecture.
-        UnsafeCheckpointError: the file needs arbitrary unpickling.
     """
-    source, arch = parse_weight_name(name)
+    source = _base_source(source)
     f = source.file_for(arch)
     src = Path(file).expanduser()
     if not src.is_file():
         raise WeightsNotAvailableError(f"cannot import {src}: no such file; pass the path of {f.filename}")
     digest = sha256_file(src)
     _check_hash(src, f, digest)
-    _check_structure(src, source, arch)
+    if check is not None:
+        check(src)
     dest = cache_path(source, arch)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
@@ -272,9 +333,83 @@ def import_weights(name: str, file: str | os.PathLike[str]) -> Path:
     return dest
 
 
+def _recorded_hash(path: Path) -> str | None:
+    """The SHA-256 stored next to a cached file when it entered the cache."""
+    sidecar = path.with_name(path.name + ".sha256")
+    if not sidecar.is_file():
+        return None
+    words = sidecar.read_text().split()
+    return words[0] if words else None
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """The SHA-256 of a weight file as it is loaded, and what it was verified against.
+
+    Attributes:
+        path: the file.
+        sha256: its SHA-256, computed from the file itself.
+        verified: whether it matches a hash published for the source (the full SHA-256, or torchvision's prefix).
+        verification: one line saying against what it was checked, or why it is "unverified".
+    """
+
+    path: Path
+    sha256: str
+    verified: bool
+    verification: str
+
+
+def _refetch_hint(source: WeightSource, arch: str) -> str:
+    return f"get it again: `medtl weights pull {source.name}:{arch} --force`, or `{import_command(source, arch)}`"
+
+
+def check_weight_file(source: WeightSource | str, arch: str, path: str | os.PathLike[str]) -> FileCheck:
+    """Hash the weight file about to be loaded and check it against its source.
+
+    Raises:
+        HashMismatchError: the file differs from its source's pinned hash, or from the hash recorded when it
+            entered the cache; the message gives the command that fetches it again.
+    """
+    source = get_weight_source(source)
+    path = Path(path)
+    digest = sha256_file(path)
+    if source.path is not None:
+        return FileCheck(path, digest, False, "unverified: a checkpoint file, no published hash to compare")
+    base = _base_source(source)
+    f = base.file_for(arch)
+    if f.pin is not None:
+        try:
+            _check_hash(path, f, digest)
+        except HashMismatchError as exc:
+            raise HashMismatchError(
+                f"refusing {path}: it has SHA-256 {digest}, but {base.name}:{arch} is pinned to "
+                f"{f.sha256 or f.sha256_prefix + '...'}; the cached file was changed or corrupted after it was "
+                f"downloaded or imported; {_refetch_hint(base, arch)}",
+                path=str(path),
+            ) from exc
+        if f.pin == "sha256":
+            return FileCheck(path, digest, True, f"SHA-256 pinned by the {base.name} source")
+        return FileCheck(path, digest, True, f"SHA-256 prefix {f.sha256_prefix} from torchvision's file name")
+    recorded = _recorded_hash(path)
+    if recorded is not None and recorded != digest:
+        raise HashMismatchError(
+            f"refusing {path}: it has SHA-256 {digest}, but it had {recorded} when it entered the cache; the file "
+            f"was changed or corrupted since; {_refetch_hint(base, arch)}",
+            path=str(path),
+        )
+    if recorded is None:
+        return FileCheck(path, digest, False, f"unverified: {base.name} publishes no hash, none recorded at caching")
+    return FileCheck(path, digest, False, f"unverified: {base.name} publishes no hash; unchanged since it was cached")
+
+
 @dataclass(frozen=True)
 class CacheEntry:
-    """One weight file and its state in the cache."""
+    """One weight file and its state in the cache.
+
+    Attributes:
+        verification: what the file can be verified against: ``"sha256"``, ``"sha256-prefix"`` (torchvision), or
+            ``"unverified"`` (the source publishes no hash).
+    """
 
     source: str
     arch: str
@@ -283,6 +418,7 @@ class CacheEntry:
     size: int | None
     license: str
     url: str
+    verification: str
 
     def to_dict(self) -> dict:
         return {
@@ -293,6 +429,7 @@ class CacheEntry:
             "size": self.size,
             "license": self.license,
             "url": self.url,
+            "verification": self.verification,
         }
 
 
@@ -313,6 +450,7 @@ def cache_listing() -> list[CacheEntry]:
                     size=path.stat().st_size if cached else None,
                     license=source.license,
                     url=f.url,
+                    verification=f.pin or "unverified",
                 )
             )
     return entries
@@ -320,40 +458,48 @@ def cache_listing() -> list[CacheEntry]:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """Outcome of re-hashing one cached file: ``ok``, ``mismatch`` or ``unverified`` (no hash to compare)."""
+    """Outcome of re-hashing one cached file.
+
+    Attributes:
+        status: ``ok`` (equal to the pinned hash, or to the one recorded when cached), ``mismatch``, or
+            ``unrecorded`` (nothing to compare with).
+        verified: whether the hash compared with is one the source publishes; ``False`` means "unverified".
+        detail: the hashes.
+    """
 
     source: str
     arch: str
     path: Path
     status: str
+    verified: bool
     detail: str
 
     def to_dict(self) -> dict:
         return {"source": self.source, "arch": self.arch, "path": str(self.path), "status": self.status,
-                "detail": self.detail}  # fmt: skip
+                "verified": self.verified, "detail": self.detail}  # fmt: skip
 
 
 def verify_cache() -> list[VerifyResult]:
-    """Re-hash every cached file against its recorded SHA-256 (or the hash stored when it was cached)."""
+    """Re-read and re-hash every cached file (no remembered hashes) against its pinned or recorded SHA-256."""
     results = []
     for entry in cache_listing():
         if not entry.cached:
             continue
         f = get_weight_source(entry.source).file_for(entry.arch)
-        digest = sha256_file(entry.path)
-        sidecar = entry.path.with_name(entry.path.name + ".sha256")
-        recorded = sidecar.read_text().split()[0] if sidecar.is_file() else None
-        expected = f.sha256 or recorded
-        if expected is not None:
-            ok = digest == expected
-            detail = f"sha256 {digest}" if ok else f"sha256 {digest}, expected {expected}"
-        elif f.sha256_prefix:
-            ok = digest.startswith(f.sha256_prefix)
-            detail = f"sha256 {digest} (prefix {f.sha256_prefix})"
+        digest = sha256_file(entry.path, use_memo=False)
+        if f.pin is not None:
+            try:
+                _check_hash(entry.path, f, digest)
+                status, detail = "ok", f"sha256 {digest} ({f.pin} pinned by the source)"
+            except HashMismatchError:
+                status, detail = "mismatch", f"sha256 {digest}, expected {f.sha256 or f.sha256_prefix + '...'}"
         else:
-            results.append(VerifyResult(entry.source, entry.arch, entry.path, "unverified", f"sha256 {digest}"))
-            continue
-        if ok and f.sha256_prefix and not digest.startswith(f.sha256_prefix):
-            ok, detail = False, f"sha256 {digest} does not start with {f.sha256_prefix}"
-        results.append(VerifyResult(entry.source, entry.arch, entry.path, "ok" if ok else "mismatch", detail))
+            recorded = _recorded_hash(entry.path)
+            if recorded is None:
+                status, detail = "unrecorded", f"sha256 {digest}; unverified: no published or recorded hash"
+            elif recorded == digest:
+                status, detail = "ok", f"sha256 {digest}; unverified: no published hash, unchanged since cached"
+            else:
+                status, detail = "mismatch", f"sha256 {digest}, expected {recorded} (recorded when cached)"
+        results.append(VerifyResult(entry.source, entry.arch, entry.path, status, f.pin is not None, detail))
     return results

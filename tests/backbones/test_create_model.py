@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from medtl import create_model, list_architectures
-from medtl.backbones import MedtlModel
 from medtl.errors import UnknownOptionError
+from medtl.models import MedtlModel
 
 
 def _input(model: MedtlModel, batch: int = 2) -> torch.Tensor:

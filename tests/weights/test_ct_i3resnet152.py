@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from medtl import create_model
+from medtl.backbones.medicalnet3d import I3RESNET152_KWARGS
 from medtl.weights import astra, load_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -29,7 +30,7 @@ def test_every_tensor_loads_and_matches_monai_in_its_own_axis_order(model):
     assert sorted(report.left_random) == ["fc.bias", "fc.weight"] and not report.unexpected and not report.adapted
     assert len(report.matched) == 930
     state, _ = load_checkpoint(report.file)
-    kwargs = dict(astra.ASTRA_RESNET_KWARGS)
+    kwargs = dict(I3RESNET152_KWARGS)
     theirs = ResNet(**kwargs, spatial_dims=3, feed_forward=False)
     theirs.load_state_dict(state, strict=True)  # the layout OFFLINE.md records
     theirs.eval()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import urllib.error
 
 import pytest
@@ -10,7 +12,8 @@ from helpers.model_states import torchvision_state
 
 from medtl import create_model
 from medtl.errors import HashMismatchError, WeightsNotAvailableError
-from medtl.weights import cache_path, import_weights, verify_cache
+from medtl.models import import_weights
+from medtl.weights import cache_path, verify_cache
 from medtl.weights.cache import download, parse_weight_name, sha256_file
 
 
@@ -32,6 +35,17 @@ def _no_network(monkeypatch):
     return calls
 
 
+def _pin(monkeypatch, source_name: str, arch: str, digest: str) -> None:
+    """Make the registry pin ``digest``'s torchvision-style prefix for one file, as if it were the published one."""
+    from medtl.weights import sources
+
+    source = sources._SOURCES[source_name]
+    files = tuple(
+        dataclasses.replace(f, sha256=None, sha256_prefix=digest[:8]) if f.arch == arch else f for f in source.files
+    )
+    monkeypatch.setitem(sources._SOURCES, source_name, dataclasses.replace(source, files=files))
+
+
 def test_cached_torchvision_file_is_used_without_network(cache, monkeypatch):
     state = torchvision_state("resnet18")
     path = cache["torch"] / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
@@ -39,9 +53,16 @@ def test_cached_torchvision_file_is_used_without_network(cache, monkeypatch):
     torch.save(state, path)
     assert cache_path("imagenet", "resnet18") == path
     calls = _no_network(monkeypatch)
+    with pytest.raises(HashMismatchError, match="is pinned to f37072fd") as err:  # not torchvision's file
+        create_model("resnet18", weights="imagenet")
+    assert "medtl weights import imagenet:resnet18 /path/to/resnet18-f37072fd.pth" in str(err.value)
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    _pin(monkeypatch, "imagenet", "resnet18", digest)
     model = create_model("resnet18", weights="imagenet")
     assert not calls
     assert model.load_report.file == str(path)
+    assert model.load_report.sha256 == digest and model.load_report.verified
     assert torch.equal(model.net.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
     assert model.weight_source.normalization.mean == (0.485, 0.456, 0.406)
 

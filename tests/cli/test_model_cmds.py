@@ -50,11 +50,18 @@ def test_weights_list_import_verify(homes, tmp_path, capsys):
     files = {f"{f['source']}:{f['arch']}": f for f in json.loads(capsys.readouterr().out)["files"]}
     assert files["medicalnet:resnet10_3d"]["cached"] is True
     assert files["medicalnet:resnet10_3d"]["size"] == src.stat().st_size
+    assert files["medicalnet:resnet10_3d"]["verification"] == "unverified"  # MedicalNet publishes no hash
+    assert files["imagenet:mobilenet_v2"]["verification"] == "sha256"
+    assert files["imagenet:resnet18"]["verification"] == "sha256-prefix"
     assert main(["weights", "list"]) == 0
-    capsys.readouterr()
+    assert "unverified" in capsys.readouterr().out
 
     assert main(["weights", "verify"]) == 0
-    assert capsys.readouterr().out.startswith("ok")
+    out = capsys.readouterr().out
+    assert out.startswith("ok") and "unverified medicalnet:resnet10_3d" in out
+    assert main(["weights", "verify", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["status"] == "ok" and result["verified"] is False
     cached = homes / "medtl" / "weights" / "medicalnet" / "resnet_10.pth"
     cached.write_bytes(cached.read_bytes()[:-10])
     assert main(["weights", "verify"]) == 1

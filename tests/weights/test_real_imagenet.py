@@ -62,6 +62,7 @@ def test_import_gives_the_torchvision_model(imported):
     model = imported["model"]
     report = model.load_report
     assert len(report.matched) == 314 and not report.left_random and not report.adapted
+    assert report.sha256 == "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889" and report.verified
     for key, value in imported["reference"].items():
         assert torch.equal(model.net.state_dict()[key], value), key
 

@@ -160,7 +160,12 @@ PIPELINE_VERSION = 2
 class TrainConfig(_Section):
     """How to train."""
 
-    epochs: int = Field(10, ge=1, description="Total epochs, frozen phase included.")
+    epochs: int = Field(
+        10,
+        ge=1,
+        description="Total epochs, INCLUDING the freeze_epochs of fine_tune (fastai's fine_tune(epochs, "
+        "freeze_epochs) adds them on top; here epochs: 10 with freeze_epochs: 1 is 1 frozen + 9 unfrozen).",
+    )
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0.0, description="Peak learning rate of the head (one-cycle maximum).")
     weight_decay: float = Field(1e-4, ge=0.0)
@@ -204,6 +209,38 @@ class TrainConfig(_Section):
     )
     limit_train_batches: int | None = Field(None, ge=1, description="Cap on batches per epoch (quick checks).")
     deterministic: bool = Field(False, description="Ask torch for deterministic algorithms.")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd with Nesterov momentum.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd: momentum.")
+    accumulate_grad_batches: int = Field(1, ge=1, description="Batches whose gradients are summed per step.")
+    gradient_clip_val: float | None = Field(None, gt=0.0, description="Clip the gradient norm to this value.")
+    channels_last: bool = Field(
+        False, description="Channels-last memory format (2D and 3D): faster convolutions on GPUs with bf16/fp16."
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model; falls back to eager mode with a warning if compiling fails."
+    )
+    sync_batchnorm: bool = Field(False, description="Under DDP, batch-norm statistics over all devices.")
+    ema_decay: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Keep an exponential moving average of the weights (e.g. 0.999) and "
+        "validate, checkpoint and test with it.",
+    )
+    max_nonfinite_steps: int = Field(
+        0, ge=0, description="Training steps with a NaN/inf loss skipped before the run stops (0: stop at once)."
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads of torch in this process (default: the cores this process may use, "
+        "divided among parallel compare runs).",
+    )
+    loggers: list[Literal["csv", "tensorboard", "mlflow", "wandb"]] = Field(
+        ["csv", "tensorboard"],
+        description="csv: metrics.csv (always written); tensorboard: per-step loss and learning rate under "
+        "tensorboard/; mlflow, wandb: need their packages (pip install 'medtl[mlflow]' / 'medtl[wandb]').",
+    )
 
 
 class OutputConfig(_Section):

@@ -28,6 +28,7 @@ __all__ = [
     "UnknownOptionError",
     "DataLoadError",
     "TrainingError",
+    "RunDirError",
 ]
 
 
@@ -120,3 +121,7 @@ class DataLoadError(MedtlError, RuntimeError):
 
 class TrainingError(MedtlError, RuntimeError):
     """Training cannot start or continue (no training patients for a class, bad resume folder...)."""
+
+
+class RunDirError(TrainingError):
+    """A run folder is missing a file, holds a corrupt one, or is in use by another process."""

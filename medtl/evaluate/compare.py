@@ -36,9 +36,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from medtl.errors import ConfigError
+from medtl.errors import ConfigError, MedtlError
 from medtl.evaluate.report import ReportFiles, write_report
 from medtl.evaluate.results import ArmSpec, CompareResults, RunRecord, Summary, record_from_run_dir, summarize
+from medtl.train.rundir import RunDir
 
 __all__ = [
     "ArmModel",
@@ -179,23 +180,16 @@ def load_compare_config(
 # --------------------------------------------------------------------------------------------- arms
 
 
-def _dims_of(experiment: Any, weights: str | None = None) -> int:
-    mode = experiment.data.mode
-    if mode in ("2d", "2.5d"):
-        return 2
-    if mode == "3d":
-        return 3
+def _dims_of(experiment: Any) -> int:
+    """Spatial dims of the experiment's models: from data.mode, else the weights, else the architecture."""
+    from medtl.backbones import get_architecture
     from medtl.weights import get_weight_source
 
-    src = get_weight_source(weights or experiment.model.weights)
-    if src.dims is not None:
-        return int(src.dims)
-    try:
-        from medtl.backbones import get_architecture  # type: ignore[attr-defined]
-
-        return int(get_architecture(experiment.model.arch).dims)
-    except Exception:  # registry not available or different: fall back on the naming rule
-        return 3 if experiment.model.arch.endswith("_3d") else 2
+    mode = experiment.data.mode
+    if mode != "auto":
+        return 3 if mode == "3d" else 2
+    src = get_weight_source(experiment.model.weights)
+    return int(src.dims) if src.dims is not None else int(get_architecture(experiment.model.arch).dims)
 
 
 def default_arms(experiment: Any) -> list[ArmConfig]:
@@ -215,31 +209,20 @@ def default_arms(experiment: Any) -> list[ArmConfig]:
 
 
 def _arm_spec(arm: ArmConfig, experiment: Any) -> ArmSpec:
+    from medtl.weights import get_weight_source
+
     arch = arm.model.arch or experiment.model.arch
     weights = arm.model.weights
     schedule = arm.schedule if arm.schedule != "auto" else ("one_cycle" if weights == "scratch" else "fine_tune")
-    provenance: dict[str, Any] = {}
-    try:
-        from medtl.weights import get_weight_source
-
+    try:  # what the source says; each run adds the file it really loaded and its hash (_merge_provenance)
         src = get_weight_source(weights)
-        sha = None
-        try:
-            sha = src.sha256.get(arch) if src.files else None
-            if sha is None and src.derived_from:
-                sha = get_weight_source(src.derived_from).sha256.get(arch)
-        except Exception:
-            sha = None
-        provenance = {
+        provenance: dict[str, Any] = {
             "source": src.name,
             "description": src.description,
             "license": src.license,
             "citation": src.citation,
-            "sha256": sha or "",
         }
-        if src.path:
-            provenance["path"] = src.path
-    except Exception as exc:  # an unknown source fails in its runs, with the error recorded there
+    except MedtlError as exc:  # an unknown source fails in its runs, with the error recorded there
         provenance = {"source": weights, "error": str(exc)}
     return ArmSpec(
         name=arm.name,
@@ -325,40 +308,21 @@ def _config_key(run_cfg: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _is_finished(run_dir: Path, key: str) -> bool:
+def _is_finished(run: RunDir, key: str) -> bool:
     try:
-        ok = json.loads((run_dir / "result.json").read_text()).get("status") == "ok"
-        return ok and (run_dir / _KEY_FILE).read_text().strip() == key
-    except (OSError, ValueError):
+        return run.status == "ok" and (run.read_text(_KEY_FILE) or "").strip() == key
+    except MedtlError:  # a corrupt result.json: not finished
         return False
 
 
-def _load_report_summary(run_dir: Path) -> str:
-    path = run_dir / "load_report.json"
-    if not path.is_file():
-        return ""
-    try:
-        d = json.loads(path.read_text())
-    except ValueError:
-        return ""
-    if isinstance(d, dict):
-        for key in ("summary", "text"):
-            if isinstance(d.get(key), str):
-                return d[key]
-        return ", ".join(f"{k}: {len(v) if isinstance(v, list) else v}" for k, v in d.items())
-    return str(d)
-
-
-def _merge_provenance(arm: ArmSpec, run_dir: Path) -> None:
-    """Fill the arm's provenance with what the run recorded about the weights it really loaded."""
-    try:
-        weights = json.loads((run_dir / "result.json").read_text()).get("weights") or {}
-    except (OSError, ValueError):
-        return
-    if isinstance(weights, dict):
-        for key in ("source", "license", "citation", "sha256", "url", "normalization"):
-            if weights.get(key) and not arm.provenance.get(key):
-                arm.provenance[key] = weights[key]
+def _merge_provenance(arm: ArmSpec, run: RunDir) -> None:
+    """Fill the arm's provenance and load report with what the run recorded about the weights it really loaded."""
+    weights = run.read_result().get("weights") or {}
+    for key in ("source", "license", "citation", "file", "sha256", "verified", "url", "normalization"):
+        if weights.get(key) is not None and not arm.provenance.get(key):
+            arm.provenance[key] = weights[key]
+    if not arm.load_report:
+        arm.load_report = str(run.read_load_report().get("summary", ""))
 
 
 @dataclass
@@ -479,7 +443,7 @@ def compare(
                 results.runs.append(RunRecord(arm.name, seed, fraction, "failed", f"ConfigError: {exc}", str(run_dir)))
                 say(f"{tag}: FAILED: {exc}")
                 continue
-            if _is_finished(run_dir, key):
+            if _is_finished(RunDir(run_dir), key):
                 say(f"{tag}: finished earlier, reusing {run_dir}")
             else:
                 if run_dir.exists():
@@ -491,7 +455,7 @@ def compare(
                         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
                         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
                         fine_tune(run_cfg, run_dir=run_dir)
-                    (run_dir / _KEY_FILE).write_text(key + "\n")
+                    RunDir(run_dir).write_text(_KEY_FILE, key + "\n")
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:  # one failing run must not stop the comparison
@@ -504,9 +468,7 @@ def compare(
                     continue
             rec = record_from_run_dir(run_dir, arm=arm.name, seed=seed, fraction=fraction, classes=classes)
             results.runs.append(rec)
-            if not arm.load_report:
-                arm.load_report = _load_report_summary(run_dir)
-            _merge_provenance(arm, run_dir)
+            _merge_provenance(arm, RunDir(run_dir))
             if rec.ok:
                 value = rec.test_metrics.get(section.primary_metric, float("nan"))
                 say(f"{tag}: done, test {section.primary_metric} per patient {value:.3f}")

@@ -1,15 +1,27 @@
-"""The fine-tuning engine on Lightning: ``fine_tune(config)``, ``predict``, ``evaluate``, ``lr_find``."""
+"""The fine-tuning engine on Lightning: ``fine_tune(config)``, ``predict``, ``evaluate``, ``lr_find``.
+
+Layers, from the config down: :mod:`~medtl.train.experiment` resolves a config once (weights, splits,
+pipeline, task); :mod:`~medtl.train.run` wires the Lightning Trainer; :mod:`~medtl.train.module` trains the
+task; :mod:`~medtl.train.inference` scores datasets; :mod:`~medtl.train.rundir` owns the run folder's files.
+"""
 
 from __future__ import annotations
 
+from medtl.train.experiment import Experiment, prepare_experiment
 from medtl.train.lr_find import LRFindResult, lr_find
-from medtl.train.predict import evaluate, load_run, predict
-from medtl.train.run import Experiment, RunResult, fine_tune, prepare_experiment
+from medtl.train.predict import LoadedRun, evaluate, load_run, predict
+from medtl.train.run import RunResult, fine_tune
+from medtl.train.rundir import RunDir
+from medtl.train.task import ClassificationTask, Task
 
 __all__ = [
+    "ClassificationTask",
     "Experiment",
     "LRFindResult",
+    "LoadedRun",
+    "RunDir",
     "RunResult",
+    "Task",
     "evaluate",
     "fine_tune",
     "load_run",

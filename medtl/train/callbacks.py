@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import csv
+import ast
 import io
 import math
+import random
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from medtl.train.rundir import RunDir
 from medtl.utils import atomic_write_bytes
 
-__all__ = ["METRICS_COLUMNS", "MetricsCSV", "PlainProgress", "AtomicCheckpointIO"]
-
-METRICS_COLUMNS = [
-    "epoch",
-    "time_s",
-    "train_loss",
-    "val_loss",
-    "val_accuracy",
-    "val_balanced_accuracy",
-    "val_auroc",
-    "val_f1",
-    "lr",
-]
+__all__ = ["MetricsCSV", "RngState", "PlainProgress", "AtomicCheckpointIO"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -40,22 +30,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write_bytes(path, buf.getvalue())
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.6g}"
-    return str(v)
-
-
 class MetricsCSV(pl.Callback):
-    """One row per epoch in ``metrics.csv`` (rank 0), written after validation and before checkpoints.
+    """One row per epoch in ``metrics.csv`` (rank 0), written once the epoch's checkpoints are on disk.
 
     ``time_s`` is wall-clock seconds since the run started, summed over resumed sessions. The rows live in
-    the checkpoint too, so a resumed run rewrites the file from its checkpoint: rows of epochs that were
-    not checkpointed (the epoch that was killed) are dropped and then redone.
+    the checkpoint too, so a resumed run rewrites the file from its checkpoint: a kill between checkpoint and
+    CSV never leaves a logged epoch that resume cannot continue, and the epoch that was killed is redone.
+
+    Args:
+        run: the run folder.
+        columns: the CSV's columns (``epoch``, ``time_s``, ``train_loss``, ``val_<metric>``..., ``lr``).
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, run: RunDir, columns: list[str]) -> None:
+        self.run = run
+        self.columns = columns
         self.rows: list[dict[str, Any]] = []
         self.elapsed_before = 0.0
         self._t0 = time.perf_counter()
@@ -78,35 +67,88 @@ class MetricsCSV(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t0 = time.perf_counter()
         if trainer.is_global_zero:
-            self._write()
-
-    def _write(self) -> None:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=METRICS_COLUMNS, lineterminator="\n", extrasaction="ignore")
-        w.writeheader()
-        for r in self.rows:
-            w.writerow({k: _fmt(r.get(k, "")) for k in METRICS_COLUMNS})
-        atomic_write_bytes(self.path, buf.getvalue().encode())
+            self.run.write_metrics(self.rows, self.columns)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         m = getattr(pl_module, "val_metrics", {}) or {}
         lrs = [g["lr"] for g in trainer.optimizers[0].param_groups] if trainer.optimizers else [math.nan]
-        row = {
+        row: dict[str, Any] = {
             "epoch": trainer.current_epoch + 1,
             "time_s": round(self.elapsed(), 3),
             "train_loss": float(getattr(pl_module, "train_loss_epoch", math.nan)),
-            "val_loss": float(m.get("loss", math.nan)),
-            "val_accuracy": float(m.get("accuracy", math.nan)),
-            "val_balanced_accuracy": float(m.get("balanced_accuracy", math.nan)),
-            "val_auroc": float(m.get("auroc", math.nan)),
-            "val_f1": float(m.get("f1", math.nan)),
             "lr": float(max(lrs)),
         }
+        for col in self.columns:
+            if col.startswith("val_"):
+                row[col] = float(m.get(col[4:], math.nan))
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after ModelCheckpoint.on_validation_end has written this epoch's checkpoints
         if trainer.is_global_zero:
-            self._write()
+            self.run.write_metrics(self.rows, self.columns)
+
+
+class RngState(pl.Callback):
+    """Random state in last.ckpt, so a resumed run draws the same batches and augmentations as an uninterrupted one.
+
+    Saved: torch's, numpy's and Python's global generators (shuffling, worker seeds), the training
+    augmentation's own generators, and the class-balance sampler's. Restored at the start of the first
+    resumed epoch, before its data loader draws anything.
+    """
+
+    def __init__(self, train_dataset: Any) -> None:
+        self.dataset = train_dataset
+        self._pending: dict[str, Any] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "RngState"
+
+    def _randomizables(self) -> list[Any]:
+        from monai.transforms import Compose, Randomizable
+
+        found: list[Any] = []
+
+        def walk(t: Any) -> None:
+            if isinstance(t, Randomizable) and hasattr(t, "R"):
+                found.append(t)
+            for child in getattr(t, "transforms", ()) if isinstance(t, Compose) else ():
+                walk(child)
+            inner = getattr(t, "transform", None)
+            if inner is not None:
+                walk(inner)
+
+        walk(self.dataset.post)
+        return found
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "python": repr(random.getstate()),
+            "transforms": [
+                torch.from_numpy(t.R.get_state()[1].astype(np.int64)).tolist() + [int(t.R.get_state()[2])]
+                for t in self._randomizables()
+            ],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        st, self._pending = self._pending, None
+        if not st:
+            return
+        torch.set_rng_state(st["torch"])
+        name, keys, pos, has_gauss, cached = st["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+        random.setstate(ast.literal_eval(st["python"]))
+        for t, saved in zip(self._randomizables(), st["transforms"], strict=False):
+            t.R.set_state(("MT19937", np.asarray(saved[:-1], dtype=np.uint32), int(saved[-1])))
 
 
 class PlainProgress(pl.Callback):

@@ -75,24 +75,15 @@ def lr_find(
     """
     import lightning.pytorch as pl
 
-    from medtl.train.module import ClassifierModule
-    from medtl.train.run import make_loader, prepare_experiment
+    from medtl.train.experiment import prepare_experiment
+    from medtl.train.inference import make_loader
+    from medtl.train.module import TaskModule
 
     cfg = load_config(config, overrides)
     pl.seed_everything(cfg.train.seed, verbose=False)
     exp = prepare_experiment(cfg)
     ds = exp.datasets["train"]
-    module = ClassifierModule(
-        arch=cfg.model.arch,
-        weights=cfg.model.weights,
-        in_channels=exp.pipeline.in_channels,
-        num_classes=len(exp.classes),
-        spatial_dims=exp.pipeline.model_spatial_dims,
-        schedule=cfg.resolved_schedule(),
-        epochs=cfg.train.epochs,
-        lr=cfg.train.lr,
-        freeze_epochs=cfg.train.freeze_epochs,
-    )
+    module = TaskModule(exp.build_model(), exp.task, cfg.train, cfg.resolved_schedule())
     module.apply_phase(0)
     model = module.model
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.train.accelerator != "cpu" else "cpu")
@@ -110,9 +101,9 @@ def lr_find(
             lr = min_lr * factor**step
             for g in opt.param_groups:
                 g["lr"] = lr
-            x, y = batch["image"].to(device), batch["label"].to(device)
+            x, y = batch["image"].to(device), exp.task.target(batch).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+                loss = module.loss_fn.to(device)(model(x).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

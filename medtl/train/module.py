@@ -1,129 +1,103 @@
-"""The LightningModule around a medtl backbone: loss, per-scan validation metrics, fine-tune schedule."""
+"""The LightningModule around a medtl backbone: the task's loss and metrics, the fine-tune schedule, precise BN."""
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import math
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
-from medtl.train.metrics import aggregate_by_scan, classification_metrics
+from medtl.config import TrainConfig
+from medtl.errors import TrainingError
 from medtl.train.schedule import PlanScheduler, group_name, group_params, make_plan, set_frozen
 
-__all__ = ["ClassifierModule", "build_backbone", "recalibrate_batchnorm"]
+__all__ = ["TaskModule", "recalibrate_batchnorm"]
 
 
-def build_backbone(arch: str, weights: str, *, in_channels: int, num_classes: int, spatial_dims: int) -> nn.Module:
-    """``medtl.backbones.create_model`` with the experiment's arguments."""
-    from medtl.backbones import create_model
+def _memory_format(model: nn.Module) -> torch.memory_format:
+    """channels_last for a 2D network, channels_last_3d for a 3D one (from its first convolution)."""
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Conv3d)), None)
+    return torch.channels_last_3d if isinstance(conv, nn.Conv3d) else torch.channels_last
 
-    return create_model(
-        arch, weights=weights, in_channels=in_channels, num_classes=num_classes, spatial_dims=spatial_dims
-    )
+
+def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(
-    model: nn.Module, batches: Iterable[torch.Tensor], *, max_batches: int, forward_context: Any = None
-) -> int:
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], *, max_batches: int) -> int:
     """Re-estimate batch-norm running statistics with the model's current weights (precise BN).
 
-    The running mean and variance are reset, then accumulated as a plain average over up to ``max_batches``
-    training batches, as ``torch.optim.swa_utils.update_bn`` does. Weights are untouched.
+    ``torch.optim.swa_utils.update_bn`` over up to ``max_batches`` batches: statistics reset, then a plain
+    average. Weights are untouched. Run it inside the precision plugin's forward context (one autocast for
+    the whole pass) so the statistics are those of the forward passes training and validation make.
 
     Returns:
-        The number of batches used (0 when the model has no batch-norm layer).
+        The number of batches used (0 when the model has no batch-norm layer; the statistics are then kept).
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = _batchnorms(model)
     if not norms or max_batches <= 0:
         return 0
-    momenta = {m: m.momentum for m in norms}
-    saved = {m: (m.running_mean.clone(), m.running_var.clone()) for m in norms}
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-    was_training = model.training
-    model.train()
+    saved = {m: (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms}
     used = 0
-    try:
-        for x in batches:
-            if used >= max_batches:
-                break
-            with forward_context if forward_context is not None else contextlib.nullcontext():
-                model(x)
+
+    def take() -> Iterable[torch.Tensor]:
+        nonlocal used
+        for x in itertools.islice(batches, max_batches):
             used += 1
-    finally:
-        for m in norms:
-            m.momentum = momenta[m]
-            if used == 0:
-                m.running_mean.copy_(saved[m][0])
-                m.running_var.copy_(saved[m][1])
-        model.train(was_training)
+            yield x
+
+    update_bn(take(), model)
+    if not used:  # no batch at all: update_bn has reset the statistics; restore them
+        for m, (mean, var, n) in saved.items():
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(n)
     return used
 
 
-class ClassifierModule(pl.LightningModule):
-    """Classification of scans (or slices) with a backbone from :func:`medtl.backbones.create_model`.
+class TaskModule(pl.LightningModule):
+    """Trains ``model`` on ``task`` with the schedule of ``train``.
 
     Args:
-        arch, weights, in_channels, num_classes, spatial_dims: passed to ``create_model``.
-        schedule: ``fine_tune`` or ``one_cycle``.
-        epochs, lr, weight_decay, freeze_epochs, lr_mult, unfreeze_lr_factor, pct_start: the schedule.
-        class_weights: per-class loss weights (None: unweighted).
-        label_smoothing: of the cross-entropy.
-        precise_bn_batches: training batches used to re-estimate batch-norm statistics before each validation.
-        model: an already built backbone (used instead of building one).
+        model: a backbone from :func:`medtl.create_model` (it offers ``param_groups()``).
+        task: a :class:`~medtl.train.task.Task` (loss, metrics, per-scan aggregation).
+        train: the config's ``train`` section.
+        schedule: ``fine_tune`` or ``one_cycle`` (resolved from ``auto``).
     """
 
-    def __init__(
-        self,
-        *,
-        arch: str,
-        weights: str,
-        in_channels: int,
-        num_classes: int,
-        spatial_dims: int,
-        schedule: str = "one_cycle",
-        epochs: int = 10,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        freeze_epochs: int = 1,
-        lr_mult: float = 10.0,
-        unfreeze_lr_factor: float = 0.5,
-        pct_start: float = 0.25,
-        class_weights: list[float] | None = None,
-        label_smoothing: float = 0.0,
-        precise_bn_batches: int = 0,
-        model: nn.Module | None = None,
-    ) -> None:
+    def __init__(self, model: nn.Module, task: Any, train: TrainConfig, schedule: str) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
-        self.model = model or build_backbone(
-            arch, weights, in_channels=in_channels, num_classes=num_classes, spatial_dims=spatial_dims
-        )
-        self.num_classes = num_classes
-        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
-        groups = self.model.param_groups()
+        self.model = model
+        self.task = task
+        self.cfg = train
+        self.schedule = schedule
+        self.loss_fn = task.make_loss()
         self.plan = make_plan(
             schedule,
-            epochs=epochs,
-            n_groups=len(groups),
-            lr=lr,
-            freeze_epochs=freeze_epochs,
-            lr_mult=lr_mult,
-            unfreeze_lr_factor=unfreeze_lr_factor,
+            epochs=train.epochs,
+            n_groups=len(model.param_groups()),
+            lr=train.lr,
+            freeze_epochs=train.freeze_epochs,
+            lr_mult=train.lr_mult,
+            unfreeze_lr_factor=train.unfreeze_lr_factor,
         )
-        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self._train_loss_sum = 0.0
-        self._train_loss_n = 0
+        self._val_outputs: list[tuple[torch.Tensor, ...]] = []
+        self._train_loss = torch.zeros(2, dtype=torch.float64)  # sum, count
+        self._nonfinite_steps = 0
         self.val_metrics: dict[str, Any] = {}
         self.train_loss_epoch = math.nan
-        self.apply_phase(0)
+        self.memory_format = _memory_format(model) if train.channels_last else None
+        self._compiled: Any = None
+        self._compile_ok = False
+        # No freezing here: DDP registers for gradient reduction only the parameters that require gradients
+        # when it wraps the model. The phase is applied at each epoch start, after wrapping.
 
     # -- schedule -----------------------------------------------------------------------------------
     def phase_for_epoch(self, epoch: int) -> int:
@@ -138,95 +112,125 @@ class ClassifierModule(pl.LightningModule):
         set_frozen(self.model, self.model.param_groups(), ph.frozen_groups)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        groups = self.model.param_groups()
-        hp = self.hparams
+        cfg = self.cfg
         param_groups = [
             {"params": group_params(g), "lr": self.plan[0].max_lrs[i], "name": group_name(g, i)}
-            for i, g in enumerate(groups)
+            for i, g in enumerate(self.model.param_groups())
         ]
-        opt = torch.optim.AdamW(param_groups, lr=hp.lr, weight_decay=hp.weight_decay)
-        total = self.trainer.estimated_stepping_batches if self._trainer is not None else hp.epochs
-        steps_per_epoch = max(float(total) / max(self.trainer.max_epochs or hp.epochs, 1), 1.0)
-        sched = PlanScheduler(opt, self.plan, steps_per_epoch, pct_start=hp.pct_start)
+        if cfg.optimizer == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(
+                param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay
+            )
+        else:
+            opt = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else cfg.epochs
+        steps_per_epoch = max(float(total) / max(self.trainer.max_epochs or cfg.epochs, 1), 1.0)
+        sched = PlanScheduler(opt, self.plan, steps_per_epoch, pct_start=cfg.pct_start)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     # -- steps --------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.memory_format is not None:
+            self.model.to(memory_format=self.memory_format)
+        if self.cfg.compile and self._compiled is None:
+            self._compiled = torch.compile(self.model)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
+        if self._compiled is None:
+            return self.model(x)
+        if self._compile_ok:
+            return self._compiled(x)
+        try:  # the first call compiles: a missing compiler or backend falls back on eager mode
+            out = self._compiled(x)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure; eager mode then shows real errors
+            warnings.warn(
+                f"train.compile: torch.compile failed ({type(exc).__name__}: {exc}); training in eager mode",
+                stacklevel=2,
+            )
+            self._compiled = None
+            return self.model(x)
+        self._compile_ok = True
+        return out
 
     def on_train_epoch_start(self) -> None:
         self.apply_phase(self.current_epoch)
-        self._train_loss_sum = 0.0
-        self._train_loss_n = 0
+        self._train_loss = torch.zeros(2, dtype=torch.float64)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        logits = self(batch["image"])
-        loss = self.loss_fn(logits.float(), batch["label"])
-        n = int(batch["label"].shape[0])
-        self._train_loss_sum += float(loss.detach()) * n
-        self._train_loss_n += n
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        target = self.task.target(batch)
+        loss = self.loss_fn(self(batch["image"]).float(), target)
+        if not torch.isfinite(loss):
+            self._nonfinite_steps += 1
+            if self._nonfinite_steps > self.cfg.max_nonfinite_steps:
+                raise TrainingError(
+                    f"the training loss is {float(loss)} at epoch {self.current_epoch + 1}, batch {batch_idx} "
+                    f"({self._nonfinite_steps} non-finite step(s); train.max_nonfinite_steps is "
+                    f"{self.cfg.max_nonfinite_steps})",
+                    fix="lower train.lr, check the inputs and weights, or raise train.max_nonfinite_steps",
+                )
+            return None  # Lightning skips the backward pass and the optimizer step
+        n = int(target.shape[0])
+        self._train_loss += torch.tensor([float(loss.detach()) * n, n], dtype=torch.float64)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
         return loss
 
     def on_validation_start(self) -> None:
         trainer = self.trainer
         # only validations inside fit(): the train loader exists and the weights have just moved
-        if trainer.sanity_checking or trainer.state.fn != "fit" or not self.hparams.precise_bn_batches:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not self.cfg.precise_bn_batches:
             return
         loader = trainer.train_dataloader
         if loader is None:
             return
-        batches = (batch["image"].to(self.device) for batch in loader)
-        recalibrate_batchnorm(
-            self.model,
-            batches,
-            max_batches=self.hparams.precise_bn_batches,
-            forward_context=trainer.precision_plugin.forward_context(),
-        )
+        with trainer.precision_plugin.forward_context():
+            recalibrate_batchnorm(
+                self.model,
+                (batch["image"].to(self.device) for batch in loader),
+                max_batches=self.cfg.precise_bn_batches,
+            )
         if trainer.world_size > 1:  # every rank saw its own shard: average the estimates
-            for m in self.model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-                    m.running_mean.copy_(trainer.strategy.reduce(m.running_mean, reduce_op="mean"))
-                    m.running_var.copy_(trainer.strategy.reduce(m.running_var, reduce_op="mean"))
+            for m in _batchnorms(self.model):
+                m.running_mean.copy_(trainer.strategy.reduce(m.running_mean, reduce_op="mean"))
+                m.running_var.copy_(trainer.strategy.reduce(m.running_var, reduce_op="mean"))
 
     def on_validation_epoch_start(self) -> None:
         self._val_outputs = []
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self(batch["image"]).float()
-        losses = nn.functional.cross_entropy(logits, batch["label"], reduction="none")
+        outputs = self(batch["image"]).float()
+        target = self.task.target(batch)
         self._val_outputs.append(
-            (logits.softmax(-1).detach(), batch["label"].detach(), batch["scan"].detach(), losses.detach())
+            (
+                self.task.outputs_to_scores(outputs).detach(),
+                target.detach(),
+                batch["scan"].detach(),
+                self.task.sample_losses(outputs, target).detach(),
+            )
         )
 
     def _gather(self, t: torch.Tensor) -> torch.Tensor:
         if self.trainer.world_size > 1:
-            g = self.all_gather(t)
-            return g.reshape(-1, *t.shape[1:])
+            return self.all_gather(t).reshape(-1, *t.shape[1:])
         return t
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:
             return
-        probs = self._gather(torch.cat([o[0] for o in self._val_outputs]))
-        labels = self._gather(torch.cat([o[1] for o in self._val_outputs]))
-        scans = self._gather(torch.cat([o[2] for o in self._val_outputs]))
-        losses = self._gather(torch.cat([o[3] for o in self._val_outputs]))
+        scores, targets, scans, losses = (
+            self._gather(torch.cat(parts)) for parts in zip(*self._val_outputs, strict=True)
+        )
         self._val_outputs = []
-        p, y, _ = aggregate_by_scan(probs.cpu(), labels.cpu(), scans.cpu())
-        m = classification_metrics(p, y, self.num_classes)
+        s, y, _ = self.task.per_scan(scores.cpu(), targets.cpu(), scans.cpu())
+        m = self.task.metrics(s, y)
         m["loss"] = float(losses.float().mean())
         self.val_metrics = m
-        if self._train_loss_n:
-            total = torch.tensor([self._train_loss_sum, float(self._train_loss_n)], device=self.device)
-            if self.trainer.world_size > 1:
-                total = self.trainer.strategy.reduce(total, reduce_op="sum")
+        total = self._train_loss.to(self.device)
+        if self.trainer.world_size > 1:
+            total = self.trainer.strategy.reduce(total, reduce_op="sum")
+        if float(total[1]) > 0:
             self.train_loss_epoch = float(total[0] / total[1])
-        for key in ("loss", "accuracy", "balanced_accuracy", "auroc", "f1"):
-            value = m[key]
-            if key == "auroc" and math.isnan(value):
-                value = m["balanced_accuracy"]  # a single-class validation set: keep monitoring something
-            self.log(f"val_{key}", float(value), prog_bar=key in ("loss", "auroc"), sync_dist=False)
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self(batch["image"]).float().softmax(-1)
+        for key in self.task.metric_names:
+            value = self.task.monitor_value(m, key)
+            self.log(f"val_{key}", value, prog_bar=key in ("loss", "auroc"), sync_dist=False)

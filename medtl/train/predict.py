@@ -2,111 +2,97 @@
 
 from __future__ import annotations
 
-import json
+import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from medtl.config import load_config
-from medtl.errors import TrainingError
-from medtl.transforms.presets import NormalizationSpec, build_pipeline
+from medtl.errors import MedtlError, RunDirError, TrainingError
+from medtl.train.inference import eval_dataset, inference_device, predict_dataset, records_from_inputs
+from medtl.train.rundir import RunDir, write_prediction_csv
+from medtl.train.task import ClassificationTask
+from medtl.transforms.presets import build_pipeline
+from medtl.weights.sources import Normalization
 
 __all__ = ["LoadedRun", "load_run", "predict", "evaluate"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class LoadedRun:
-    """A trained run ready to predict: its config, classes, pipeline and model (best weights, eval mode)."""
+    """A trained run ready to predict: its folder, config, task, pipeline and model (eval mode)."""
 
-    run_dir: Path
+    run: RunDir
     config: Any
-    classes: list[str]
+    task: ClassificationTask
     pipeline: Any
     model: torch.nn.Module
     preprocessing: dict[str, Any]
+    checkpoint: Path
+
+    @property
+    def classes(self) -> list[str]:
+        return self.task.classes
 
 
-def load_run(run_dir: str | Path, *, checkpoint: str = "best") -> LoadedRun:
-    """Rebuild a run's model and transforms from its directory (no pretrained download needed).
+def load_run(run_dir: str | Path, *, quiet: bool = False) -> LoadedRun:
+    """Rebuild a run's model and transforms from its folder (no pretrained weights needed).
 
     Raises:
-        TrainingError: the folder is not a finished medtl run.
+        RunDirError: the folder is not a finished run, or a file of it is corrupt or unsafe.
     """
-    from medtl.train.module import ClassifierModule
+    from medtl import create_model
+    from medtl.train.module import TaskModule
+    from medtl.weights.load import read_checkpoint
 
-    run_dir = Path(run_dir)
-    ckpt = run_dir / f"{checkpoint}.ckpt"
-    if not ckpt.is_file():
-        ckpt = run_dir / "last.ckpt"
-    needed = [run_dir / "config.yaml", run_dir / "preprocessing.json"]
-    missing = [p.name for p in needed if not p.is_file()] + ([] if ckpt.is_file() else ["best.ckpt"])
-    if missing:
-        raise TrainingError(
-            f"{run_dir} is not a finished medtl run (missing {', '.join(missing)})",
-            path=str(run_dir),
-            fix="pass the folder `medtl train` wrote",
-        )
-    cfg = load_config(run_dir / "config.yaml")
-    pre = json.loads((run_dir / "preprocessing.json").read_text())
-    norm = NormalizationSpec(
-        pre["normalization"]["kind"],
-        tuple(pre["normalization"].get("mean") or ()),
-        tuple(pre["normalization"].get("std") or ()),
-    )
+    run = RunDir(run_dir)
+    ckpt, note = run.checkpoint_for_inference()
+    if note:
+        log.warning(note)
+        if not quiet:
+            print(note, flush=True)
+    cfg = run.read_config()
+    pre = run.read_preprocessing()
+    norm = pre["normalization"]
     pipeline = build_pipeline(
         cfg,
         modality=pre["modality"],
         mode=pre["mode"],
         scan_dims=pre["scan_dims"],
-        scan_channels=pre["scan_channels"],
+        scan_channels=pre.get("scan_channels", 1),
+        flat_volumes=pre.get("flat_volumes", False),
         in_channels=pre["in_channels"],
-        normalization=norm,
+        normalization=Normalization(norm["kind"], tuple(norm.get("mean") or ()), tuple(norm.get("std") or ())),
     )
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    hp = dict(state.get("hyper_parameters", {}))
-    hp["weights"] = "scratch"  # the checkpoint holds the trained weights; no need for the pretrained file
-    module = ClassifierModule(**hp)
-    module.load_state_dict(state["state_dict"])
-    return LoadedRun(run_dir, cfg, list(pre["classes"]), pipeline, module.model.eval(), pre)
-
-
-def _records_from_inputs(inputs: list[str | Path], classes: list[str]) -> tuple[list[dict[str, Any]], bool]:
-    """Records for files/folders (one scan each) or a manifest CSV (labels kept)."""
-    records: list[dict[str, Any]] = []
-    labelled = True
-    for inp in inputs:
-        p = Path(inp)
-        if p.suffix.lower() == ".csv":
-            from medtl.data import Manifest
-
-            m = Manifest.from_csv(p, classes=classes)
-            records += m.to_dicts()
-        else:
-            if not p.exists():
-                from medtl.errors import NoImagesError
-
-                raise NoImagesError(f"input {p} does not exist", path=str(p), fix="check the path")
-            labelled = False
-            records.append({"image": str(p.resolve()), "label": 0, "patient_id": "", "row": None})
-    return records, labelled
-
-
-def _eval_dataset(run: Any, records: list[dict[str, Any]]) -> Any:
-    """The run's own preprocessing (no augmentation, no cache) over ``records``."""
-    from medtl.data.dataset import SampleDataset
-
-    cfg = run.config
-    return SampleDataset(
-        records,
-        run.pipeline,
-        train=False,
-        cache="none",
-        slices_per_scan=cfg.data.slices_per_scan,
-        slice_margin=cfg.data.slice_margin,
-        neighbor_slices=cfg.data.neighbor_slices,
+    task = ClassificationTask(list(pre["classes"]))
+    model = create_model(
+        cfg.model.arch,
+        weights="scratch",
+        in_channels=pre["in_channels"],
+        num_classes=task.num_outputs,
+        spatial_dims=pre["model_spatial_dims"],
     )
+    try:
+        state = read_checkpoint(ckpt)
+        weights = state["state_dict"]  # type: ignore[index]
+    except MedtlError as exc:
+        raise RunDirError(f"{ckpt}: {exc}", path=str(ckpt), fix="train the run again") from None
+    except (KeyError, TypeError):
+        raise RunDirError(f"{ckpt} is not a medtl checkpoint (no state_dict)", path=str(ckpt)) from None
+    bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise RunDirError(f"{ckpt} holds non-finite weights ({bad})", path=str(ckpt), fix="train the run again")
+    module = TaskModule(model, task, cfg.train, cfg.resolved_schedule())
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise RunDirError(f"{ckpt} does not fit the run's network: {first}", path=str(ckpt)) from None
+    return LoadedRun(run, cfg, task, pipeline, module.model.eval(), pre, ckpt)
 
 
 def predict(
@@ -120,7 +106,7 @@ def predict(
     """Per-scan class probabilities for files, folders or manifests, with the run's preprocessing.
 
     Args:
-        run_dir: a finished run directory.
+        run_dir: a finished run folder.
         inputs: scan files, DICOM folders, NIfTI files, or manifest CSVs.
         out: write a CSV (image, patient_id, [label,] prob_<class>..., pred) here.
         batch_size: default the run's.
@@ -128,49 +114,74 @@ def predict(
 
     Returns:
         One dict per scan with the same columns as the CSV.
-    """
-    from medtl.train.run import predict_dataset, write_predictions
 
-    run = load_run(run_dir)
+    Raises:
+        DataLoadError: an input is not the kind of scan the run was trained on (dimensions, channels, modality).
+    """
+    loaded = load_run(run_dir)
     if isinstance(inputs, str | Path):
         inputs = [inputs]
-    records, labelled = _records_from_inputs(list(inputs), run.classes)
-    cfg = run.config
-    ds = _eval_dataset(run, records)
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    probs, labels, ids = predict_dataset(run.model, ds, batch_size=batch_size or cfg.train.batch_size, device=dev)
-    rows = []
-    for pr, sid in zip(probs.tolist(), ids.tolist(), strict=True):
-        r = records[sid]
-        row: dict[str, Any] = {"image": r["image"], "patient_id": r.get("patient_id", "")}
-        if labelled:
-            row["label"] = r.get("label_name", run.classes[int(r["label"])])
-        row.update({f"prob_{c}": p for c, p in zip(run.classes, pr, strict=True)})
-        row["pred"] = run.classes[max(range(len(pr)), key=pr.__getitem__)]
-        rows.append(row)
+    records, labelled = records_from_inputs(list(inputs), loaded.classes)
+    scores, _, ids = predict_dataset(
+        loaded.model,
+        eval_dataset(loaded.config, loaded.pipeline, records),
+        loaded.task,
+        batch_size=batch_size or loaded.config.train.batch_size,
+        device=inference_device(device),
+    )
+    rows = loaded.task.prediction_rows(records, scores, ids, with_labels=labelled)
     if out is not None:
-        write_predictions(Path(out), records, probs, ids, run.classes, with_labels=labelled)
+        write_prediction_csv(Path(out), loaded.task.prediction_columns(with_labels=labelled), rows)
     return rows
 
 
-def evaluate(run_dir: str | Path, manifest: str | Path, *, out: str | Path | None = None) -> dict[str, Any]:
-    """Per-scan metrics of a run on a labelled manifest (all of its rows).
+def evaluate(
+    run_dir: str | Path, manifest: str | Path, *, out: str | Path | None = None, allow_seen: bool = False
+) -> dict[str, Any]:
+    """Per-scan metrics of a run on a labelled manifest.
+
+    Rows of patients the run trained or validated on would inflate the metrics: they are refused, or with
+    ``allow_seen`` scored apart (``result["seen"]``) while the headline metrics cover unseen patients only.
 
     Returns:
-        ``{"n", "accuracy", "balanced_accuracy", "auroc", "f1", "confusion_matrix"}``; with ``out``, the
-        predictions are written there as CSV too.
-    """
-    from medtl.train.metrics import classification_metrics
-    from medtl.train.run import predict_dataset, write_predictions
+        ``{"n", "accuracy", "balanced_accuracy", "auroc", "f1", "confusion_matrix", "classes", "seen"}``; with
+        ``out``, every row's prediction is written there as CSV, with a ``split`` column (train, val, test or new).
 
-    run = load_run(run_dir)
-    records, _ = _records_from_inputs([manifest], run.classes)
+    Raises:
+        TrainingError: the manifest has no rows, or holds rows of the run's training/validation patients.
+    """
+    loaded = load_run(run_dir)
+    records, _ = records_from_inputs([manifest], loaded.classes)
     if not records:
         raise TrainingError(f"manifest {manifest} has no rows to evaluate on", path=str(manifest))
-    cfg = run.config
-    ds = _eval_dataset(run, records)
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    probs, labels, ids = predict_dataset(run.model, ds, batch_size=cfg.train.batch_size, device=dev)
+    assignment = loaded.run.read_splits() if loaded.run.file(RunDir.SPLITS).is_file() else {}
+    where = [assignment.get(str(r.get("patient_id")), "new") for r in records]
+    seen = Counter(w for w in where if w in ("train", "val"))
+    if seen and not allow_seen:
+        rows = [str(r.get("row")) for r, w in zip(records, where, strict=True) if w in ("train", "val")][:8]
+        raise TrainingError(
+            f"manifest {manifest} holds {sum(seen.values())} row(s) of patients the run "
+            f"{'/'.join(sorted(seen))} on (rows {', '.join(rows)}...): their metrics would be inflated",
+            path=str(manifest),
+            fix="evaluate on other patients, or pass --allow-seen to score them separately",
+        )
+    scores, targets, ids = predict_dataset(
+        loaded.model,
+        eval_dataset(loaded.config, loaded.pipeline, records),
+        loaded.task,
+        batch_size=loaded.config.train.batch_size,
+        device=inference_device(),
+    )
     if out is not None:
-        write_predictions(Path(out), records, probs, ids, run.classes)
-    return classification_metrics(probs, labels, len(run.classes)) | {"classes": run.classes}
+        rows = loaded.task.prediction_rows(records, scores, ids, with_labels=True)
+        for row, sid in zip(rows, ids.tolist(), strict=True):
+            row["split"] = where[sid]
+        write_prediction_csv(Path(out), loaded.task.prediction_columns(with_labels=True) + ["split"], rows)
+    group = [where[i] for i in ids.tolist()]
+    unseen = torch.tensor([g not in ("train", "val") for g in group])
+    result = loaded.task.metrics(scores[unseen], targets[unseen]) | {"classes": loaded.classes, "seen": {}}
+    for split in ("train", "val"):
+        sel = torch.tensor([g == split for g in group])
+        if bool(sel.any()):
+            result["seen"][split] = loaded.task.metrics(scores[sel], targets[sel])
+    return result

@@ -1,71 +1,36 @@
-"""``fine_tune(config)``: one training run from a config to a run directory.
-
-Run directory layout::
-
-    config.yaml            resolved config (defaults filled in, absolute paths)
-    splits.csv             patient_id, split, label, used (1: in the training subset of label_fraction)
-    preprocessing.json     what the transforms were built from (modality, mode, size, normalisation...)
-    metrics.csv            one row per epoch: epoch, time_s, train_loss, val_loss, val_accuracy,
-                           val_balanced_accuracy, val_auroc, val_f1, lr
-    best.ckpt, last.ckpt   Lightning checkpoints (atomic writes); best by ``train.monitor``
-    predictions_val.csv    per scan: image, patient_id, label, prob_<class>..., pred
-    predictions_test.csv   the same for the test split (absent without test patients)
-    load_report.json       what the weights loader matched, adapted and left random
-    model_card.md          data, weights provenance, preprocessing, training, metrics
-    result.json            status, metrics {val, test}, seconds, best_epoch, weights provenance...
-"""
+"""``fine_tune(config)``: one training run from a config to a run folder (see :mod:`medtl.train.rundir`)."""
 
 from __future__ import annotations
 
-import csv
-import inspect
-import io
-import json
 import logging
-import math
 import os
 import re
 import sys
 import time
 import traceback
 import warnings
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from medtl.config import ExperimentConfig, config_to_yaml, load_config
-from medtl.data.dataset import SampleDataset
-from medtl.data.splits import (
-    check_no_leakage,
-    label_fraction_patients,
-    make_splits,
-    patient_labels,
-    read_splits_csv,
-    write_splits_csv,
-)
-from medtl.errors import ConfigError, ManifestError, MedtlError, TrainingError
-from medtl.transforms.presets import Pipeline, build_pipeline, modality_from_meta
-from medtl.utils import atomic_write_bytes, medtl_home
+from medtl.config import ExperimentConfig, load_config
+from medtl.data.splits import patient_labels
+from medtl.errors import ConfigError, MedtlError, TrainingError
+from medtl.train.experiment import Experiment, class_balance, prepare_experiment
+from medtl.train.inference import make_loader, predict_dataset
+from medtl.train.rundir import RunDir
 
-__all__ = [
-    "RunResult",
-    "Experiment",
-    "prepare_experiment",
-    "fine_tune",
-    "resolve_precision",
-    "make_loader",
-    "predict_dataset",
-    "write_predictions",
-]
+__all__ = ["RunResult", "fine_tune", "resolve_precision", "default_threads", "weights_provenance"]
 
 log = logging.getLogger(__name__)
 
 RUN_DIR_ENV = "MEDTL_RUN_DIR"
+PARALLEL_ENV = "MEDTL_PARALLEL_RUNS"
+# fields a resumed run may change: where it is written, and a longer run (recorded in result.json)
+_RESUMABLE = ("train.epochs", "output.dir", "output.name")
 
 
 @dataclass
@@ -73,13 +38,13 @@ class RunResult:
     """What a run produced.
 
     Attributes:
-        run_dir: the run directory.
+        run_dir: the run folder.
         metrics: ``{"val": {...}, "test": {...}}`` per-scan metrics of the best checkpoint.
         best_checkpoint: path of best.ckpt.
         model: the trained backbone (best weights), on the CPU, in eval mode (None on non-zero DDP ranks).
         seconds: wall-clock seconds of training and evaluation.
         best_epoch: 1-based epoch of the best checkpoint.
-        status: ``ok``.
+        status: ``ok``, or ``worker`` on a non-zero DDP rank.
     """
 
     run_dir: Path
@@ -89,37 +54,6 @@ class RunResult:
     seconds: float
     best_epoch: int | None = None
     status: str = "ok"
-
-
-@dataclass
-class Experiment:
-    """Everything a run needs before training: data, splits, transforms, datasets."""
-
-    config: ExperimentConfig
-    classes: list[str]
-    records: list[dict[str, Any]]
-    assignment: dict[str, str]
-    train_patients: list[str]
-    splits: dict[str, list[dict[str, Any]]]
-    pipeline: Pipeline
-    modality: str
-    mode: str
-    scan_dims: int
-    scan_channels: int
-    datasets: dict[str, SampleDataset] = field(default_factory=dict)
-
-    def preprocessing(self) -> dict[str, Any]:
-        return {
-            "modality": self.modality,
-            "mode": self.mode,
-            "scan_dims": self.scan_dims,
-            "scan_channels": self.scan_channels,
-            "in_channels": self.pipeline.in_channels,
-            "model_spatial_dims": self.pipeline.model_spatial_dims,
-            "normalization": self.pipeline.normalization.to_dict(),
-            "classes": self.classes,
-            "description": self.pipeline.description,
-        }
 
 
 def _is_rank_zero_env() -> bool:
@@ -134,186 +68,35 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "32-true" if precision == "32" else precision
 
 
-def _load_manifest(cfg: ExperimentConfig) -> Any:
-    from medtl.data import Manifest
-
-    kwargs: dict[str, Any] = {"classes": cfg.data.classes}
-    params = inspect.signature(Manifest.from_csv).parameters
-    if cfg.data.label_column != "label":
-        if "label_column" not in params:
-            raise ConfigError(
-                f"data.label_column {cfg.data.label_column!r}: this version reads labels from the 'label' column only; "
-                "rename the column in the manifest"
-            )
-        kwargs["label_column"] = cfg.data.label_column
-    manifest = Manifest.from_csv(cfg.data.manifest, **kwargs)
-    if len(manifest) == 0:
-        raise ManifestError(
-            f"manifest {cfg.data.manifest} has no rows", path=str(cfg.data.manifest), fix="add one row per scan"
-        )
-    return manifest
+def default_threads() -> int:
+    """Torch threads of one run: the cores this process may use, shared among parallel compare runs."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(os.environ.get(PARALLEL_ENV, "1") or 1)))
 
 
-def _first_scan_info(record: dict[str, Any]) -> tuple[int, int, dict[str, Any]]:
-    from medtl.io import read_scan
-
-    try:
-        img = read_scan(record["image"], record.get("series") or None)
-    except MedtlError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise TrainingError(f"cannot read {record['image']} (manifest row {record.get('row')}): {exc}") from exc
-    meta = dict(getattr(img, "meta", {}) or {})
-    return img.ndim - 1, int(img.shape[0]), meta
-
-
-def prepare_experiment(
-    config: ExperimentConfig | dict[str, Any] | str | Path,
-    *,
-    splits_file: str | Path | None = None,
-    build_datasets: bool = True,
-) -> Experiment:
-    """Read the manifest, split by patient, build transforms and datasets.
-
-    Args:
-        config: the experiment config (or anything :func:`~medtl.config.load_config` takes).
-        splits_file: reuse this splits.csv (a resumed run reuses its own); default ``config.splits.file``.
-        build_datasets: also build (and cache) the train/val/test datasets.
-
-    Raises:
-        ManifestError: empty or invalid manifest. TrainingError: a class has no training patients, no
-            validation patients, patients crossing splits.
-    """
-    cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
-    manifest = _load_manifest(cfg)
-    classes = list(manifest.classes)
-    if len(classes) < 2:
-        raise TrainingError(
-            f"manifest {cfg.data.manifest} has a single class {classes}; classification needs two or more"
-        )
-    records = manifest.to_dicts()
-    sf = splits_file or cfg.splits.file
-    if sf is not None:
-        assignment = read_splits_csv(sf)
-    else:
-        s = cfg.splits
-        assignment = make_splits(
-            records,
-            seed=s.seed,
-            val_fraction=s.val_fraction,
-            test_fraction=s.test_fraction,
-            folds=s.folds,
-            fold=s.fold,
-        )
-    check_no_leakage(records, assignment)
-    plabels = patient_labels(records)
-    all_train = sorted(p for p, s in assignment.items() if s == "train" and p in plabels)
-    # classes that have no training patient at all: stop before training
-    train_counts = Counter(plabels[p] for p in all_train)
-    scan_counts = Counter(int(r["label"]) for r in records if assignment.get(str(r["patient_id"])) == "train")
-    missing = [classes[i] for i in range(len(classes)) if scan_counts.get(i, 0) == 0]
-    if missing:
-        raise TrainingError(
-            f"class(es) {missing} have no training patients in {cfg.data.manifest} "
-            f"(training scans per class: { {classes[k]: v for k, v in sorted(scan_counts.items())} }); "
-            "add scans of these classes, or lower splits.val_fraction/test_fraction"
-        )
-    del train_counts
-    train_patients = (
-        label_fraction_patients(all_train, plabels, cfg.splits.label_fraction, cfg.splits.seed)
-        if cfg.splits.label_fraction < 1.0
-        else all_train
-    )
-    chosen = set(train_patients)
-    splits = {
-        "train": [r for r in records if str(r["patient_id"]) in chosen],
-        "val": [r for r in records if assignment.get(str(r["patient_id"])) == "val"],
-        "test": [r for r in records if assignment.get(str(r["patient_id"])) == "test"],
+def weights_provenance(exp: Experiment, load_report: dict[str, Any]) -> dict[str, Any]:
+    """Where the weights came from: the source record plus the file actually loaded and its hash."""
+    src = exp.source
+    arch = exp.config.model.arch
+    urls = src.urls
+    return {
+        "weights": exp.config.model.weights,
+        "arch": arch,
+        "source": src.name,
+        "description": src.description,
+        "license": src.license,
+        "citation": src.citation,
+        "url": urls.get(arch),
+        "normalization": src.normalization.kind,
+        "file": load_report.get("file"),
+        "sha256": load_report.get("sha256"),
+        "verified": load_report.get("verified"),
     }
-    if not splits["val"]:
-        raise TrainingError(
-            f"no validation patients ({len(set(plabels))} patients in {cfg.data.manifest}); "
-            "raise splits.val_fraction or add val rows to the split column"
-        )
-
-    scan_dims, scan_channels, meta = _first_scan_info(records[0])
-    modality = cfg.data.modality if cfg.data.modality != "auto" else modality_from_meta(meta, scan_dims)
-    mode = cfg.data.mode if cfg.data.mode != "auto" else ("2d" if scan_dims == 2 else "3d")
-    pipeline = build_pipeline(cfg, modality=modality, mode=mode, scan_dims=scan_dims, scan_channels=scan_channels)
-    exp = Experiment(
-        config=cfg,
-        classes=classes,
-        records=records,
-        assignment=assignment,
-        train_patients=train_patients,
-        splits=splits,
-        pipeline=pipeline,
-        modality=modality,
-        mode=mode,
-        scan_dims=scan_dims,
-        scan_channels=scan_channels,
-    )
-    if build_datasets:
-        for name, recs in splits.items():
-            if recs:
-                exp.datasets[name] = make_dataset(exp, recs, train=name == "train")
-    return exp
 
 
-def make_dataset(
-    exp: Experiment, records: list[dict[str, Any]], *, train: bool, cache: str | None = None
-) -> SampleDataset:
-    cfg = exp.config
-    cache = cache or cfg.train.cache
-    return SampleDataset(
-        records,
-        exp.pipeline,
-        train=train,
-        cache=cache,
-        cache_dir=medtl_home() / "cache" / cfg.transform_key(),
-        slices_per_scan=cfg.data.slices_per_scan,
-        slice_margin=cfg.data.slice_margin,
-        neighbor_slices=cfg.data.neighbor_slices,
-        num_workers=cfg.train.num_workers,
-        seed=cfg.train.seed,
-    )
-
-
-def make_loader(
-    dataset: SampleDataset,
-    *,
-    batch_size: int,
-    train: bool,
-    num_workers: int = 0,
-    sampler: Any = None,
-    pin_memory: bool = False,
-) -> torch.utils.data.DataLoader:
-    """A MONAI DataLoader (seeds each worker's random transforms)."""
-    from monai.data import DataLoader
-
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=train and sampler is None,
-        sampler=sampler,
-        num_workers=num_workers,
-        drop_last=train and len(dataset) > batch_size,
-        persistent_workers=num_workers > 0,
-        pin_memory=pin_memory,
-    )
-
-
-def _class_balance(cfg: ExperimentConfig, ds: SampleDataset, n_classes: int) -> tuple[list[float] | None, Any]:
-    counts = Counter(ds.labels)
-    n = len(ds)
-    weights = [n / (n_classes * max(counts.get(c, 0), 1)) for c in range(n_classes)]
-    if cfg.train.class_balance == "weighted_loss":
-        return weights, None
-    if cfg.train.class_balance == "sampler":
-        per_sample = torch.tensor([1.0 / counts[y] for y in ds.labels], dtype=torch.double)
-        gen = torch.Generator().manual_seed(cfg.train.seed)
-        return None, torch.utils.data.WeightedRandomSampler(per_sample, num_samples=n, replacement=True, generator=gen)
-    return None, None
+def _load_report(model: Any) -> dict[str, Any]:
+    rep = model.load_report
+    return rep.to_dict() | {"summary": rep.summary()}
 
 
 def _default_run_dir(cfg: ExperimentConfig) -> Path:
@@ -321,8 +104,7 @@ def _default_run_dir(cfg: ExperimentConfig) -> Path:
         return Path(cfg.output.dir) / cfg.output.name
     w = Path(cfg.model.weights).stem if ("/" in cfg.model.weights or "." in cfg.model.weights) else cfg.model.weights
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{cfg.model.arch}-{w}-{stamp}")
-    base = Path(cfg.output.dir) / name
+    base = Path(cfg.output.dir) / re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{cfg.model.arch}-{w}-{stamp}")
     out, i = base, 1
     while out.exists():
         out = base.with_name(f"{base.name}-{i}")
@@ -330,225 +112,193 @@ def _default_run_dir(cfg: ExperimentConfig) -> Path:
     return out
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n").encode())
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, np.generic | torch.Tensor):
-        return o.tolist()
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    return str(o)
-
-
-def _clean(obj: Any) -> Any:
-    """NaN -> None, so result.json is strict JSON."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-def _weights_provenance(cfg: ExperimentConfig, model: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"weights": cfg.model.weights, "arch": cfg.model.arch}
-    src = getattr(model, "weight_source", None)
-    if src is None:
-        try:
-            from medtl.weights import get_weight_source
-
-            src = get_weight_source(cfg.model.weights)
-        except Exception:  # noqa: BLE001
-            src = None
-    if src is not None:
-        out["source"] = getattr(src, "name", cfg.model.weights)
-        out["license"] = getattr(src, "license", None)
-        out["citation"] = getattr(src, "citation", None)
-        try:
-            out["sha256"] = (getattr(src, "sha256", {}) or {}).get(cfg.model.arch)
-            out["url"] = (getattr(src, "urls", {}) or {}).get(cfg.model.arch)
-        except Exception:  # noqa: BLE001
-            pass
-        out["normalization"] = getattr(getattr(src, "normalization", None), "kind", None)
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= _flatten(v, key + ".")
+        else:
+            out[key] = v
     return out
 
 
-def _load_report(model: Any) -> dict[str, Any]:
-    rep = getattr(model, "load_report", None)
-    if rep is None:
-        return {}
-    d = rep.to_dict() if hasattr(rep, "to_dict") else dict(rep)
-    if hasattr(rep, "summary"):
-        try:
-            d.setdefault("summary", rep.summary())
-        except Exception:  # noqa: BLE001
-            pass
-    return d
-
-
-@torch.no_grad()
-def predict_dataset(
-    model: torch.nn.Module,
-    dataset: SampleDataset,
-    *,
-    batch_size: int,
-    device: str | torch.device = "cpu",
-    precision: str = "32-true",
-    num_workers: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-scan class probabilities (slice probabilities averaged in 2.5D).
+def _resume_config(run: RunDir, asked: ExperimentConfig | None) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """The saved config of a run to resume; the asked config may differ only in train.epochs (an extension).
 
     Returns:
-        ``(probs (n_scans, C), labels (n_scans,), scan_ids (n_scans,))``.
+        ``(config, changes)``: the config to continue with and the allowed changes made (for result.json).
+
+    Raises:
+        TrainingError: the asked config differs in other fields (they are listed).
     """
-    from medtl.train.metrics import aggregate_by_scan
-
-    device = torch.device(device)
-    model = model.to(device).eval()
-    loader = make_loader(dataset, batch_size=batch_size, train=False, num_workers=num_workers)
-    probs, labels, scans = [], [], []
-    use_bf16 = device.type == "cuda" and precision.startswith("bf16")
-    for batch in loader:
-        x = batch["image"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(x)
-        probs.append(logits.float().softmax(-1).cpu())
-        labels.append(torch.as_tensor(batch["label"]))
-        scans.append(torch.as_tensor(batch["scan"]))
-    if not probs:
-        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
-    return aggregate_by_scan(torch.cat(probs), torch.cat(labels), torch.cat(scans))
-
-
-def write_predictions(
-    path: Path,
-    records: list[dict[str, Any]],
-    probs: torch.Tensor,
-    scan_ids: torch.Tensor,
-    classes: list[str],
-    *,
-    with_labels: bool = True,
-) -> None:
-    """CSV, one row per scan: image, patient_id, [label,] prob_<class>..., pred."""
-    buf = io.StringIO()
-    cols = ["image", "patient_id"] + (["label"] if with_labels else []) + [f"prob_{c}" for c in classes] + ["pred"]
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    for row_probs, sid in zip(probs.tolist(), scan_ids.tolist(), strict=True):
-        r = records[sid]
-        line = [r["image"], r.get("patient_id", "")]
-        if with_labels:
-            line.append(r.get("label_name", classes[int(r["label"])] if r.get("label") is not None else ""))
-        line += [f"{p:.6f}" for p in row_probs]
-        line.append(classes[int(np.argmax(row_probs))])
-        w.writerow(line)
-    atomic_write_bytes(path, buf.getvalue().encode())
-
-
-def _model_card(
-    exp: Experiment,
-    run_dir: Path,
-    metrics: dict[str, dict[str, Any]],
-    provenance: dict[str, Any],
-    load_report: dict[str, Any],
-    best_epoch: int | None,
-    seconds: float,
-    epochs_run: int,
-) -> str:
-    cfg = exp.config
-    plabels = patient_labels(exp.records)
-
-    def split_line(name: str) -> str:
-        recs = exp.splits[name]
-        pats = {str(r["patient_id"]) for r in recs}
-        per_class = Counter(exp.classes[int(r["label"])] for r in recs)
-        return (
-            f"| {name} | {len(pats)} | {len(recs)} | "
-            + ", ".join(f"{k}: {v}" for k, v in sorted(per_class.items()))
-            + " |"
+    saved = run.read_config()
+    if asked is None:
+        return saved, {}
+    a, s = _flatten(asked.to_dict()), _flatten(saved.to_dict())
+    differ = sorted(k for k in set(a) | set(s) if a.get(k) != s.get(k) and not k.startswith(_RESUMABLE))
+    if differ:
+        shown = "; ".join(f"{k}: run {s.get(k)!r}, asked {a.get(k)!r}" for k in differ[:8])
+        raise TrainingError(
+            f"cannot resume {run.path} with another config ({len(differ)} field(s) differ: {shown})",
+            path=str(run.path),
+            fix="resume with the run's own config.yaml (only --epochs may extend it), or start a new run",
         )
+    changes = {}
+    if asked.train.epochs != saved.train.epochs:
+        if asked.train.epochs < saved.train.epochs:
+            raise TrainingError(
+                f"cannot resume {run.path} with fewer epochs ({asked.train.epochs} < {saved.train.epochs})",
+                path=str(run.path),
+            )
+        changes["train.epochs"] = [saved.train.epochs, asked.train.epochs]
+        saved = load_config(saved.to_dict(), {"train.epochs": asked.train.epochs})
+    return saved, changes
 
-    lines = [
-        f"# Model card: {cfg.model.arch} ({cfg.model.weights}) on {Path(cfg.data.manifest).name}",
-        "",
-        f"Run `{run_dir.name}`, trained {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, "
-        f"{epochs_run} epoch(s), {seconds:.0f} s. Research use only: not a medical device.",
-        "",
-        "## Data",
-        f"- Manifest: `{cfg.data.manifest}` ({len(exp.records)} scans, {len(plabels)} patients; classes {exp.classes})",
-        f"- Modality {exp.modality}, mode {exp.mode}. Splits by patient (seed {cfg.splits.seed}); "
-        f"label fraction {cfg.splits.label_fraction:g} of the training patients.",
-        "",
-        "| split | patients | scans | scans per class |",
-        "|---|---|---|---|",
-        split_line("train"),
-        split_line("val"),
-        split_line("test"),
-        "",
-        "## Weights",
-        f"- Architecture `{cfg.model.arch}`, weights `{cfg.model.weights}`"
-        + (f" (source `{provenance.get('source')}`)" if provenance.get("source") else ""),
-        f"- Licence: {provenance.get('license') or 'n/a'}",
-        f"- Citation: {provenance.get('citation') or 'n/a'}",
-        f"- SHA-256: {provenance.get('sha256') or 'n/a'}",
-        f"- Load report: {load_report.get('summary', 'n/a')}",
-        "",
-        "## Preprocessing",
-    ]
-    for k, v in exp.pipeline.description.items():
-        lines.append(f"- {k}: {v}")
-    t = cfg.train
-    lines += [
-        "",
-        "## Training",
-        f"- Schedule {cfg.resolved_schedule()} (freeze_epochs {t.freeze_epochs}, lr {t.lr:g}, lr_mult {t.lr_mult:g}), "
-        f"{t.epochs} epochs planned, batch {t.batch_size}, precision {resolve_precision(t.precision, t.accelerator)}, "
-        f"devices {t.devices}, seed {t.seed}, class balance {t.class_balance}.",
-        f"- Best epoch (by {t.monitor}): {best_epoch}",
-        "",
-        "## Metrics (per scan, best checkpoint)",
-        "",
-        "| split | n | accuracy | balanced accuracy | AUROC | F1 |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name in ("val", "test"):
-        m = metrics.get(name) or {}
-        if not m:
-            lines.append(f"| {name} | 0 | - | - | - | - |")
+
+def _loggers(cfg: ExperimentConfig, run: RunDir) -> list[Any]:
+    """Lightning loggers asked for by ``train.loggers`` (metrics.csv is written by medtl itself)."""
+    loggers: list[Any] = []
+    for name in cfg.train.loggers:
+        if name == "csv":
             continue
+        try:
+            if name == "tensorboard":
+                import tensorboard  # noqa: F401
+                from lightning.pytorch.loggers import TensorBoardLogger
 
-        def f(k: str, m: dict[str, Any] = m) -> str:
-            v = m.get(k)
-            return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+                loggers.append(TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version=""))
+            elif name == "mlflow":
+                import mlflow  # noqa: F401
+                from lightning.pytorch.loggers import MLFlowLogger
 
-        lines.append(
-            f"| {name} | {m.get('n', 0)} | {f('accuracy')} | {f('balanced_accuracy')} | {f('auroc')} | {f('f1')} |"
-        )
-    return "\n".join(lines) + "\n"
+                loggers.append(MLFlowLogger(experiment_name="medtl", run_name=run.path.name))
+            elif name == "wandb":
+                import wandb  # noqa: F401
+                from lightning.pytorch.loggers import WandbLogger
+
+                loggers.append(WandbLogger(name=run.path.name, save_dir=str(run.path)))
+        except ImportError:
+            raise ConfigError(
+                f"train.loggers asks for {name!r}, which is not installed",
+                fix=f"pip install 'medtl[{name}]', or remove {name!r} from train.loggers",
+            ) from None
+    return loggers
+
+
+def _trainer(
+    cfg: ExperimentConfig,
+    exp: Experiment,
+    run: RunDir,
+    *,
+    callbacks: list[Any],
+    trainer_kwargs: dict[str, Any] | None,
+    quiet: bool,
+) -> tuple[Any, Any, Any]:
+    """The Lightning Trainer of a run, with medtl's callbacks; returns ``(trainer, metrics_cb, best_cb)``."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import (
+        EarlyStopping,
+        EMAWeightAveraging,
+        LearningRateMonitor,
+        ModelCheckpoint,
+        RichProgressBar,
+    )
+
+    from medtl.train.callbacks import AtomicCheckpointIO, MetricsCSV, PlainProgress, RngState
+
+    t = cfg.train
+    accelerator = {"cuda": "gpu"}.get(t.accelerator, t.accelerator)
+    mode = "min" if t.monitor == "val_loss" else "max"
+    metrics_cb = MetricsCSV(run, ["epoch", "time_s", "train_loss", *(f"val_{k}" for k in exp.task.metric_names), "lr"])
+    # best.ckpt: weights only (what predict needs); last.ckpt: full state (optimizer, schedule, RNG) for --resume
+    best_cb = ModelCheckpoint(
+        dirpath=run.path,
+        filename="best",
+        monitor=t.monitor,
+        mode=mode,
+        save_top_k=1,
+        save_weights_only=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    last_cb = ModelCheckpoint(  # no monitor, top 1: the latest epoch, under a fixed name
+        dirpath=run.path, filename="last", save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False
+    )
+    cbs: list[Any] = [RngState(exp.datasets["train"]), metrics_cb, best_cb, last_cb]
+    if t.patience:
+        cbs.append(EarlyStopping(monitor=t.monitor, mode=mode, patience=t.patience))
+    if t.ema_decay:
+        cbs.append(EMAWeightAveraging(decay=t.ema_decay))
+    tty = sys.stdout.isatty() and not quiet
+    if tty:
+        cbs.append(RichProgressBar())
+    elif not quiet:
+        cbs.append(PlainProgress(metrics_cb))
+    loggers = _loggers(cfg, run)
+    if loggers:
+        cbs.append(LearningRateMonitor(logging_interval="step"))
+    cbs += callbacks
+    strategy: Any = "auto"
+    if t.devices * t.num_nodes > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        # frozen groups have no gradients in the first phase: DDP must not wait for them
+        strategy = DDPStrategy(find_unused_parameters=cfg.resolved_schedule() == "fine_tune")
+    kwargs: dict[str, Any] = {
+        "accelerator": accelerator,
+        "devices": t.devices,
+        "num_nodes": t.num_nodes,
+        "strategy": strategy,
+        "precision": resolve_precision(t.precision, accelerator),
+        "max_epochs": t.epochs,
+        "callbacks": cbs,
+        "plugins": [AtomicCheckpointIO()],
+        "logger": loggers or False,
+        "default_root_dir": str(run.path),
+        "enable_progress_bar": tty,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 1,
+        "limit_train_batches": t.limit_train_batches,
+        "deterministic": t.deterministic,
+        "accumulate_grad_batches": t.accumulate_grad_batches,
+        "gradient_clip_val": t.gradient_clip_val,
+        "sync_batchnorm": t.sync_batchnorm and t.devices * t.num_nodes > 1,
+    }
+    kwargs |= trainer_kwargs or {}
+    return pl.Trainer(**kwargs), metrics_cb, best_cb
+
+
+def _quiet_lightning() -> None:
+    # the run folder holds config and splits before the first checkpoint, by design
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # validation metrics are computed from predictions gathered over all ranks: identical on every rank
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist=True")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def fine_tune(
-    config: ExperimentConfig | dict[str, Any] | str | Path,
+    config: ExperimentConfig | dict[str, Any] | str | Path | None,
     *,
     run_dir: str | Path | None = None,
     resume: bool = False,
     overrides: dict[str, Any] | None = None,
     callbacks: list[Any] | None = None,
+    trainer_kwargs: dict[str, Any] | None = None,
     quiet: bool = False,
 ) -> RunResult:
-    """Train one model as the config says and write a run directory.
+    """Train one model as the config says and write a run folder.
 
     Args:
-        config: a config file, dict or :class:`~medtl.config.ExperimentConfig`.
+        config: a config file, dict or :class:`~medtl.config.ExperimentConfig`; with ``resume`` it may be None
+            (the run's own config.yaml is used) and otherwise must equal it except for a longer ``train.epochs``.
         run_dir: where to write (default ``output.dir/output.name`` or a timestamped folder).
-        resume: continue the run in ``run_dir`` from its last.ckpt (its splits.csv is reused).
+        resume: continue the run in ``run_dir`` from its last.ckpt, with its config and splits.
         overrides: dotted-key overrides (``{"train.epochs": 3}``).
         callbacks: extra Lightning callbacks.
+        trainer_kwargs: anything else ``lightning.pytorch.Trainer`` accepts; it wins over medtl's choices.
         quiet: no progress output.
 
     Returns:
@@ -557,227 +307,163 @@ def fine_tune(
     Raises:
         ConfigError, ManifestError, TrainingError, DataLoadError, WeightsError: see their messages.
     """
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
-
-    from medtl.train.callbacks import AtomicCheckpointIO, MetricsCSV, PlainProgress
-    from medtl.train.module import ClassifierModule
 
     t_start = time.perf_counter()
-    cfg = load_config(config, overrides)
     rank0 = _is_rank_zero_env()
     if run_dir is None and not rank0 and os.environ.get(RUN_DIR_ENV):
         run_dir = os.environ[RUN_DIR_ENV]
-    if (
-        run_dir is None
-        and cfg.output.name is None
-        and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
-        and not os.environ.get(RUN_DIR_ENV)
-    ):
-        # torchrun / SLURM start every process at once: a timestamped folder would differ between them
-        raise ConfigError(
-            "set output.name (or --name) when launching with torchrun or SLURM, so every process writes the same run"
-        )
-    if resume and run_dir is None:
-        raise TrainingError("resume needs the run directory to continue", fix="pass --resume RUN_DIR")
-    run_dir = Path(run_dir) if run_dir is not None else _default_run_dir(cfg)
-    last_ckpt = run_dir / "last.ckpt"
-    splits_file = None
     if resume:
-        if not last_ckpt.is_file():
+        if run_dir is None:
+            raise TrainingError("resume needs the run folder to continue", fix="pass --resume RUN_DIR")
+        run = RunDir(run_dir)
+        if not run.last_checkpoint.is_file():
             raise TrainingError(
-                f"cannot resume {run_dir}: it has no last.ckpt (the run stopped before its first epoch ended)",
-                path=str(run_dir),
+                f"cannot resume {run.path}: it has no last.ckpt (the run stopped before its first epoch ended)",
+                path=str(run.path),
                 fix="start a new run instead",
             )
-        splits_file = run_dir / "splits.csv"
-    elif rank0 and (last_ckpt.exists() or (run_dir / "result.json").exists()):
-        raise TrainingError(
-            f"run directory {run_dir} already holds a run",
-            path=str(run_dir),
-            fix="pass --resume to continue it, or choose another output.name",
-        )
-    if not rank0 and splits_file is None and (run_dir / "splits.csv").is_file():
-        splits_file = run_dir / "splits.csv"  # DDP workers use exactly the splits rank 0 wrote
-    run_dir.mkdir(parents=True, exist_ok=True)
-    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
+        asked = None if config is None else load_config(config, overrides)
+        cfg, changes = _resume_config(run, asked)
+    else:
+        if config is None:
+            raise ConfigError("fine_tune needs a config (or resume=True with a run folder)")
+        cfg, changes = load_config(config, overrides), {}
+        if (
+            run_dir is None
+            and cfg.output.name is None
+            and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+            and not os.environ.get(RUN_DIR_ENV)
+        ):
+            # torchrun / SLURM start every process at once: a timestamped folder would differ between them
+            raise ConfigError(
+                "set output.name (or --name) when launching with torchrun or SLURM, so every process writes one run"
+            )
+        run = RunDir(run_dir if run_dir is not None else _default_run_dir(cfg))
+        if rank0 and run.holds_run():
+            raise TrainingError(
+                f"run folder {run.path} already holds a run (status {run.status})",
+                path=str(run.path),
+                fix="pass --resume to continue it, or choose another output.name",
+            )
+    os.environ[RUN_DIR_ENV] = str(run.path.resolve())
+    torch.set_num_threads(cfg.train.threads or default_threads())
+    if rank0:
+        with run.lock():
+            return _fine_tune(cfg, run, resume, changes, callbacks, trainer_kwargs, quiet, t_start, rank0)
+    return _fine_tune(cfg, run, resume, changes, callbacks, trainer_kwargs, quiet, t_start, rank0)
+
+
+def _fine_tune(
+    cfg: ExperimentConfig,
+    run: RunDir,
+    resume: bool,
+    changes: dict[str, Any],
+    callbacks: list[Any] | None,
+    trainer_kwargs: dict[str, Any] | None,
+    quiet: bool,
+    t_start: float,
+    rank0: bool,
+) -> RunResult:
+    import lightning.pytorch as pl
+
+    from medtl.train.card import model_card
+    from medtl.train.module import TaskModule
 
     if not quiet and rank0:
-        print(f"run directory: {run_dir}", flush=True)
+        print(f"run folder: {run.path}", flush=True)
     if rank0:
-        _write_json(run_dir / "result.json", {"status": "running", "run_dir": str(run_dir)})
+        run.write_result({"status": "running"})
     try:
         pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+        # a resumed run and DDP workers use exactly the splits written by the first rank 0
+        splits_file = run.file(RunDir.SPLITS) if (resume or not rank0) and run.file(RunDir.SPLITS).is_file() else None
         exp = prepare_experiment(cfg, splits_file=splits_file)
-        plabels = patient_labels(exp.records)
         if rank0:
-            atomic_write_bytes(run_dir / "config.yaml", config_to_yaml(cfg).encode())
-            write_splits_csv(
-                run_dir / "splits.csv",
+            run.write_config(cfg)
+            run.write_splits(
                 exp.assignment,
-                {p: exp.classes[lab] for p, lab in plabels.items()},
+                {p: exp.classes[lab] for p, lab in patient_labels(exp.records).items()},
                 used=exp.train_patients,
             )
-            _write_json(run_dir / "preprocessing.json", exp.preprocessing())
-
-        train_ds, val_ds = exp.datasets["train"], exp.datasets["val"]
-        class_weights, sampler = _class_balance(cfg, train_ds, len(exp.classes))
-        accelerator = {"cuda": "gpu"}.get(cfg.train.accelerator, cfg.train.accelerator)
-        precision = resolve_precision(cfg.train.precision, accelerator)
-        on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
-        schedule = cfg.resolved_schedule()
-        module = ClassifierModule(
-            arch=cfg.model.arch,
-            weights=cfg.model.weights,
-            in_channels=exp.pipeline.in_channels,
-            num_classes=len(exp.classes),
-            spatial_dims=exp.pipeline.model_spatial_dims,
-            schedule=schedule,
-            epochs=cfg.train.epochs,
-            lr=cfg.train.lr,
-            weight_decay=cfg.train.weight_decay,
-            freeze_epochs=cfg.train.freeze_epochs,
-            lr_mult=cfg.train.lr_mult,
-            unfreeze_lr_factor=cfg.train.unfreeze_lr_factor,
-            pct_start=cfg.train.pct_start,
-            class_weights=class_weights,
-            label_smoothing=cfg.train.label_smoothing,
-            precise_bn_batches=cfg.train.precise_bn_batches,
-        )
-        load_report = _load_report(module.model)
-        provenance = _weights_provenance(cfg, module.model)
+            run.write_preprocessing(exp.preprocessing())
+        model = exp.build_model()
+        load_report = _load_report(model)
+        provenance = weights_provenance(exp, load_report)
         if rank0:
-            _write_json(run_dir / "load_report.json", load_report)
-
-        train_loader = make_loader(
-            train_ds,
-            batch_size=cfg.train.batch_size,
-            train=True,
-            num_workers=cfg.train.num_workers,
-            sampler=sampler,
-            pin_memory=on_gpu,
+            run.write_load_report(load_report)
+        module = TaskModule(model, exp.task, cfg.train, cfg.resolved_schedule())
+        _quiet_lightning()
+        trainer, metrics_cb, best_cb = _trainer(
+            cfg, exp, run, callbacks=list(callbacks or []), trainer_kwargs=trainer_kwargs, quiet=quiet
         )
-        val_loader = make_loader(
-            val_ds, batch_size=cfg.train.batch_size, train=False, num_workers=cfg.train.num_workers, pin_memory=on_gpu
-        )
-        mode = "min" if cfg.train.monitor == "val_loss" else "max"
-        metrics_cb = MetricsCSV(run_dir / "metrics.csv")
-        # best.ckpt: weights only (what predict needs); last.ckpt: full state (optimizer, schedule) for --resume
-        ckpt_cb = ModelCheckpoint(
-            dirpath=run_dir,
-            filename="best",
-            monitor=cfg.train.monitor,
-            mode=mode,
-            save_top_k=1,
-            save_weights_only=True,
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
-        )
-        last_cb = ModelCheckpoint(  # no monitor, top 1: the latest epoch, under a fixed name
-            dirpath=run_dir, filename="last", save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False
-        )
-        cbs: list[Any] = [metrics_cb, ckpt_cb, last_cb]
-        if cfg.train.patience:
-            cbs.append(EarlyStopping(monitor=cfg.train.monitor, mode=mode, patience=cfg.train.patience))
-        tty = sys.stdout.isatty() and not quiet
-        if tty:
-            cbs.append(RichProgressBar())
-        elif not quiet:
-            cbs.append(PlainProgress(metrics_cb))
-        cbs += list(callbacks or [])
-        n_dev = cfg.train.devices * cfg.train.num_nodes
-        strategy: Any = "auto"
-        if n_dev > 1:
-            from lightning.pytorch.strategies import DDPStrategy
-
-            # frozen groups have no gradients in the first phase: DDP must not wait for them
-            strategy = DDPStrategy(find_unused_parameters=schedule == "fine_tune")
-        logger: Any = False
-        try:
-            import tensorboard  # noqa: F401
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
-        except ImportError:
-            pass
-        # the run directory holds config and splits before the first checkpoint, by design
-        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-        # validation metrics are computed from predictions gathered over all ranks: identical on every rank
-        warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist=True")
-        for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        trainer = pl.Trainer(
-            accelerator=accelerator,
-            devices=cfg.train.devices,
-            num_nodes=cfg.train.num_nodes,
-            strategy=strategy,
-            precision=precision,
-            max_epochs=cfg.train.epochs,
-            callbacks=cbs,
-            plugins=[AtomicCheckpointIO()],
-            logger=logger,
-            default_root_dir=str(run_dir),
-            enable_progress_bar=tty,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            log_every_n_steps=1,
-            limit_train_batches=cfg.train.limit_train_batches,
-            deterministic=cfg.train.deterministic,
-        )
-        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last_ckpt) if resume else None)
+        on_gpu = trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+        loaders = [
+            make_loader(
+                exp.datasets[split],
+                batch_size=cfg.train.batch_size,
+                train=split == "train",
+                num_workers=cfg.train.num_workers,
+                sampler=class_balance(exp) if split == "train" else None,
+                pin_memory=on_gpu,
+            )
+            for split in ("train", "val")
+        ]
+        trainer.fit(module, *loaders, ckpt_path=str(run.last_checkpoint) if resume else None)
+        if trainer.interrupted:  # Lightning turned Ctrl-C into a graceful stop
+            raise KeyboardInterrupt
         if not trainer.is_global_zero:
-            return RunResult(run_dir, {}, run_dir / "best.ckpt", None, time.perf_counter() - t_start, status="worker")
+            return RunResult(run.path, {}, run.best_checkpoint, None, time.perf_counter() - t_start, status="worker")
 
-        best_path = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else run_dir / "best.ckpt"
+        best_path = Path(best_cb.best_model_path) if best_cb.best_model_path else run.best_checkpoint
         if not best_path.is_file():
-            best_path = last_ckpt
+            best_path = run.last_checkpoint
         state = torch.load(best_path, map_location="cpu", weights_only=True)
         module.load_state_dict(state["state_dict"])
         model = module.model.cpu().eval()
         rows = metrics_cb.rows
-        best_epoch = None
-        key = cfg.train.monitor
-        scored = [r for r in rows if isinstance(r.get(key), float) and not math.isnan(r[key])]
-        if scored:
-            best = (min if mode == "min" else max)(scored, key=lambda r: r[key])
-            best_epoch = int(best["epoch"])
-        device = "cuda" if on_gpu and torch.cuda.is_available() else "cpu"
+        best_epoch = state.get("epoch")
+        best_epoch = None if best_epoch is None else int(best_epoch) + 1
+        device = "cuda" if on_gpu else "cpu"
         metrics: dict[str, dict[str, Any]] = {}
-        from medtl.train.metrics import classification_metrics
-
+        precision = resolve_precision(cfg.train.precision, cfg.train.accelerator)
         for split in ("val", "test"):
             recs = exp.splits[split]
             if not recs:
                 metrics[split] = {}
                 continue
-            ds = exp.datasets[split]
-            probs, labels, ids = predict_dataset(
-                model, ds, batch_size=cfg.train.batch_size, device=device, precision=precision
+            scores, targets, ids = predict_dataset(
+                model,
+                exp.datasets[split],
+                exp.task,
+                batch_size=cfg.train.batch_size,
+                device=device,
+                precision=precision,
             )
-            metrics[split] = classification_metrics(probs, labels, len(exp.classes))
-            write_predictions(run_dir / f"predictions_{split}.csv", recs, probs, ids, exp.classes)
+            metrics[split] = exp.task.metrics(scores, targets)
+            columns = exp.task.prediction_columns(with_labels=True)
+            run.write_predictions(split, columns, exp.task.prediction_rows(recs, scores, ids, with_labels=True))
         model = model.cpu()
         seconds = time.perf_counter() - t_start
-        epochs_run = len(rows)
         result = {
             "status": "ok",
-            "run_dir": str(run_dir),
+            "task": exp.task.name,
             "metrics": metrics,
             "seconds": seconds,
             "train_seconds": rows[-1]["time_s"] if rows else None,
             "best_epoch": best_epoch,
-            "epochs_run": epochs_run,
+            "epochs_run": len(rows),
             "epochs_planned": cfg.train.epochs,
-            "stopped_early": epochs_run < cfg.train.epochs,
+            "stopped_early": len(rows) < cfg.train.epochs,
+            "resumed_with": changes or None,
             "monitor": cfg.train.monitor,
             "classes": exp.classes,
             "arch": cfg.model.arch,
             "weights": provenance,
-            "schedule": schedule,
+            "schedule": cfg.resolved_schedule(),
             "seed": cfg.train.seed,
             "split_seed": cfg.splits.seed,
             "label_fraction": cfg.splits.label_fraction,
-            "n_patients": {s: len({str(r["patient_id"]) for r in exp.splits[s]}) for s in ("train", "val", "test")},
+            "n_patients": exp.patient_counts(),
             "n_scans": {s: len(exp.splits[s]) for s in ("train", "val", "test")},
             "precision": precision,
             "devices": cfg.train.devices,
@@ -785,32 +471,28 @@ def fine_tune(
             "mode": exp.mode,
             "best_checkpoint": str(best_path),
         }
-        atomic_write_bytes(
-            run_dir / "model_card.md",
-            _model_card(exp, run_dir, metrics, provenance, load_report, best_epoch, seconds, epochs_run).encode(),
-        )
-        _write_json(run_dir / "result.json", _clean(result))
+        run.write_card(model_card(exp, {**result, "run_dir": str(run.path)}, load_report))
+        run.write_result(result)
         if not quiet:
             v, te = metrics.get("val", {}), metrics.get("test", {})
             print(
                 f"done in {seconds:.1f}s: val AUROC {v.get('auroc', float('nan')):.3f}"
                 + (f", test AUROC {te.get('auroc', float('nan')):.3f}" if te else "")
-                + f"; results in {run_dir}",
+                + f"; results in {run.path}",
                 flush=True,
             )
-        return RunResult(run_dir, metrics, best_path, model, seconds, best_epoch)
+        return RunResult(run.path, metrics, best_path, model, seconds, best_epoch)
     except BaseException as exc:
         if rank0:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt | SystemExit) else "failed"
-            _write_json(
-                run_dir / "result.json",
+            interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+            run.write_result(
                 {
-                    "status": status,
-                    "run_dir": str(run_dir),
-                    "error": f"{type(exc).__name__}: {exc}",
+                    "status": "interrupted" if interrupted else "failed",
+                    "error": "interrupted" if interrupted else f"{type(exc).__name__}: {exc}",
                     "error_type": type(exc).__name__,
-                    "traceback": traceback.format_exc(limit=20) if not isinstance(exc, MedtlError) else None,
+                    "traceback": None if isinstance(exc, MedtlError | KeyboardInterrupt) else traceback.format_exc(20),
                     "seconds": time.perf_counter() - t_start,
-                },
+                    "resume": f"medtl train --resume {run.path}" if run.last_checkpoint.is_file() else None,
+                }
             )
         raise

@@ -17,7 +17,7 @@ For 2.5D, ``pre`` keeps the volume (resized in-plane only) and ``post`` works on
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,17 +44,18 @@ from monai.transforms import (
 )
 
 from medtl.config import ExperimentConfig
-from medtl.errors import ConfigError, DataLoadError, MedtlError
+from medtl.errors import ConfigError, DataLoadError
+from medtl.weights.sources import Normalization
 
 __all__ = [
-    "NormalizationSpec",
     "Pipeline",
     "AdaptChannels",
     "AdaptChannelsd",
-    "ChannelNormalize",
-    "ChannelNormalized",
+    "ExpectScan",
+    "ExpectScand",
     "Guard",
-    "normalization_for",
+    "channel_stats",
+    "modality_class",
     "modality_from_meta",
     "default_size",
     "build_pipeline",
@@ -67,58 +68,17 @@ KEY = "image"
 XR_MODALITIES = {"CR", "DX", "DR", "MG", "XA", "RF", "RG", "PX", "IO", "XR", "OT", "SC"}
 
 
-@dataclass(frozen=True)
-class NormalizationSpec:
-    """What the weights expect: ``kind`` in imagenet | zscore_nonzero | none, with per-channel mean/std."""
-
-    kind: str = "none"
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "mean": list(self.mean), "std": list(self.std)}
-
-
-def normalization_for(weights: str, override: str = "auto") -> NormalizationSpec:
-    """The normalisation of a weight source (``override`` from the config wins unless ``auto``).
-
-    Weight sources are looked up in :mod:`medtl.weights`; a file path or ``scratch`` gives ``none``
-    unless the registry knows better.
-    """
-    imagenet = NormalizationSpec("imagenet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    if override == "none":
-        return NormalizationSpec("none")
-    if override == "zscore_nonzero":
-        return NormalizationSpec("zscore_nonzero")
-    spec = NormalizationSpec("none")
-    try:
-        from medtl.weights import get_weight_source
-
-        src = get_weight_source(weights)
-        norm = getattr(src, "normalization", None)
-        if norm is not None:
-            spec = NormalizationSpec(
-                str(norm.kind),
-                tuple(float(v) for v in (norm.mean or ())),
-                tuple(float(v) for v in (norm.std or ())),
-            )
-    except (ImportError, MedtlError, ValueError, KeyError, LookupError) as exc:
-        log.debug("no weight source record for %r (%s): no normalisation from the weights", weights, exc)
-    if override == "imagenet":
-        return spec if spec.kind == "imagenet" and spec.mean else imagenet
-    if spec.kind == "imagenet" and not spec.mean:
-        return imagenet
-    return spec
-
-
 def modality_from_meta(meta: Mapping[str, Any], spatial_dims: int) -> str:
-    """Map a scan's DICOM Modality to CT, MR or XR; None when it cannot tell."""
+    """Map a scan's DICOM Modality to CT, MR or XR (a 2D image without one: XR).
+
+    Raises:
+        ConfigError: the metadata does not tell.
+    """
+    found = modality_class(meta)
+    if found is not None:
+        return found
     m = str(meta.get("modality") or "").upper()
-    if m == "CT" or meta.get("units") == "HU":
-        return "CT"
-    if m in ("MR", "MRI"):
-        return "MR"
-    if m in XR_MODALITIES or (not m and spatial_dims == 2):
+    if not m and spatial_dims == 2:
         return "XR"
     raise ConfigError(
         f"cannot tell the modality of {meta.get('filename_or_obj', 'the first scan')} (DICOM Modality {m!r}); "
@@ -217,29 +177,72 @@ class AdaptChannelsd(MapTransform):
         return d
 
 
-class ChannelNormalize(Transform):
-    """``(x - mean[c]) / std[c]`` per channel; one value of mean/std is used for every channel."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = torch.as_tensor(list(mean), dtype=torch.float32)
-        self.std = torch.as_tensor(list(std), dtype=torch.float32)
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        c = img.shape[0]
-        mean, std = self.mean, self.std
-        if len(mean) != c:
-            # a model adapted to another channel count: the average statistics, as timm does
-            mean, std = mean.mean().repeat(c), std.mean().repeat(c)
-        shape = (c,) + (1,) * (img.ndim - 1)
-        return (img - mean.view(shape).to(img.dtype)) / std.view(shape).to(img.dtype)
+def modality_class(meta: Mapping[str, Any]) -> str | None:
+    """CT, MR or XR from a scan's metadata; None when it does not say."""
+    m = str(meta.get("modality") or "").upper()
+    if m == "CT" or meta.get("units") == "HU":
+        return "CT"
+    if m in ("MR", "MRI"):
+        return "MR"
+    if m in XR_MODALITIES:
+        return "XR"
+    return None
 
 
-class ChannelNormalized(MapTransform):
-    """Dict twin of :class:`ChannelNormalize`."""
+class ExpectScan(Transform):
+    """Check that a scan is the kind of input the pipeline was built for; squeeze a one-slice volume to 2D.
 
-    def __init__(self, keys: Any, mean: Sequence[float], std: Sequence[float]) -> None:
+    A model must not silently predict on another kind of input (a 3D CT model on a radiograph, a 4D NIfTI
+    averaged into one channel, a one-slice volume stretched into 3D).
+
+    Args:
+        dims: spatial dims expected (2 also accepts a volume of one slice when ``flat``).
+        channels: channels expected as read (RGB and grey 2D images are interchangeable).
+        flat: the images are one-slice volumes used as 2D images.
+        modality: CT, MR or XR; a scan whose metadata names another modality is refused.
+    """
+
+    def __init__(self, *, dims: int, channels: int, flat: bool = False, modality: str | None = None) -> None:
+        self.dims = dims
+        self.channels = channels
+        self.flat = flat
+        self.modality = modality
+
+    def __call__(self, img: Any) -> Any:
+        meta = getattr(img, "meta", {}) or {}
+        path = meta.get("filename_or_obj", "the scan")
+        if img.ndim == 4 and int(img.shape[-1]) == 1 and self.dims == 2:
+            img = img[..., 0]
+        if img.ndim - 1 != self.dims:
+            what = "a volume" if img.ndim == 4 else "a 2D image"
+            raise DataLoadError(
+                f"{path} is {what} (shape {tuple(img.shape[1:])}) but this model takes {self.dims}D input",
+                path=str(path),
+                fix="give it scans of the kind it was trained on",
+            )
+        c = int(img.shape[0])
+        if c != self.channels and not (self.dims == 2 and {c, self.channels} <= {1, 3}):
+            raise DataLoadError(
+                f"{path} has {c} channels but this model was built for {self.channels}",
+                path=str(path),
+                fix="give it scans of the kind it was trained on (a 4D NIfTI: extract the volume to use)",
+            )
+        found = modality_class(meta)
+        if self.modality and found and found != self.modality:
+            raise DataLoadError(
+                f"{path} is {found} but this model was trained on {self.modality}",
+                path=str(path),
+                fix="give it scans of the modality it was trained on, or set data.modality",
+            )
+        return img
+
+
+class ExpectScand(MapTransform):
+    """Dict twin of :class:`ExpectScan`."""
+
+    def __init__(self, keys: Any, **kwargs: Any) -> None:
         super().__init__(keys)
-        self.op = ChannelNormalize(mean, std)
+        self.op = ExpectScan(**kwargs)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -261,11 +264,11 @@ class Pipeline:
     data_channels: int
     in_channels: int
     size: list[int]
-    normalization: NormalizationSpec
+    normalization: Normalization
     description: dict[str, Any] = field(default_factory=dict)
 
 
-def _intensity(modality: str, norm: NormalizationSpec, config: ExperimentConfig) -> tuple[list[Any], str]:
+def _intensity(modality: str, norm: Normalization, config: ExperimentConfig) -> tuple[list[Any], str]:
     pre = config.preprocess
     if modality == "CT":
         lo, hi = pre.ct_window
@@ -280,15 +283,57 @@ def _intensity(modality: str, norm: NormalizationSpec, config: ExperimentConfig)
     )
 
 
+def channel_stats(norm: Normalization, channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of ``norm`` for a model with ``channels`` inputs.
+
+    A model adapted to another channel count than the weights' gets the average statistics, as timm does.
+    """
+    mean, std = list(norm.mean or ()), list(norm.std or ())
+    if len(mean) != channels:
+        mean, std = [float(np.mean(mean))] * channels, [float(np.mean(std))] * channels
+    return mean, std
+
+
+def _augmentation(config: ExperimentConfig, model_dims: int) -> list[Any]:
+    aug: list[Any] = []
+    a = config.augment
+    if not a.enabled:
+        return aug
+    for axis in a.flip_axes:
+        if axis >= model_dims:
+            raise ConfigError(f"augment.flip_axes has axis {axis}; {model_dims}D samples have axes 0..{model_dims - 1}")
+        if a.flip_prob > 0:
+            aug.append(RandFlipd(KEY, prob=a.flip_prob, spatial_axis=axis))
+    if a.affine_prob > 0 and (a.rotate_deg > 0 or a.zoom > 0):
+        theta = float(np.deg2rad(a.rotate_deg))
+        rotate = (theta,) if model_dims == 2 else (0.0, 0.0, theta)
+        aug.append(
+            RandAffined(
+                KEY,
+                prob=a.affine_prob,
+                rotate_range=rotate,
+                scale_range=(a.zoom,) * model_dims,
+                padding_mode="border",
+                mode="bilinear",
+            )
+        )
+    if a.intensity_shift > 0:
+        aug.append(RandShiftIntensityd(KEY, offsets=a.intensity_shift, prob=0.5))
+    if a.noise_std > 0:
+        aug.append(RandGaussianNoised(KEY, std=a.noise_std, prob=0.5))
+    return aug
+
+
 def build_pipeline(
     config: ExperimentConfig,
     *,
     modality: str,
     mode: str,
     scan_dims: int,
+    in_channels: int,
+    normalization: Normalization,
     scan_channels: int = 1,
-    in_channels: int | None = None,
-    normalization: NormalizationSpec | None = None,
+    flat_volumes: bool = False,
 ) -> Pipeline:
     """Build the transforms of an experiment.
 
@@ -296,22 +341,34 @@ def build_pipeline(
         config: the experiment config.
         modality: CT, MR or XR (already resolved from ``auto``).
         mode: 2d, 3d or 2.5d (resolved).
-        scan_dims: spatial dims of the scans on disk (2 or 3).
-        scan_channels: channels of the scans as read (1 for grey, 3 for RGB captures).
-        in_channels: channels of the model input (default: config, else what the weights expect).
-        normalization: the weights' normalisation (default: looked up from ``config.model.weights``).
+        scan_dims: spatial dims of the images (2 for radiographs and one-slice volumes, 3 for volumes).
+        in_channels: channels of the model input (decided with the weight source, see
+            :func:`medtl.train.experiment.resolve_input`).
+        normalization: the intensity normalisation the weights expect.
+        scan_channels: channels of the scans as read (1 for grey, 3 for RGB captures, N for a 4D NIfTI).
+        flat_volumes: the images are volumes of one slice, used as 2D images.
 
     Returns:
         A :class:`Pipeline`.
+
+    Raises:
+        ConfigError: a mode that does not fit the scans, a size of the wrong length, a flip axis out of range.
     """
     from medtl.io import LoadScand
 
-    norm = normalization or normalization_for(config.model.weights, config.preprocess.normalization)
+    norm = normalization
     model_dims = 3 if mode == "3d" else 2
     if mode in ("3d", "2.5d") and scan_dims != 3:
-        raise ConfigError(f"data.mode {mode!r} needs 3D scans, but the scans are {scan_dims}D; use mode 2d")
+        what = "volumes of one slice" if flat_volumes else f"{scan_dims}D"
+        raise ConfigError(f"data.mode {mode!r} needs 3D scans, but the scans are {what}; use data.mode 2d")
     if mode == "2d" and scan_dims != 2:
-        raise ConfigError("data.mode '2d' needs 2D images, but the scans are 3D; use mode 3d or 2.5d")
+        raise ConfigError("data.mode '2d' needs 2D images, but the scans are 3D; use data.mode 3d or 2.5d")
+    if scan_dims == 3 and scan_channels > 1 and in_channels != scan_channels:
+        raise ConfigError(
+            f"the volumes have {scan_channels} channels (a 4D NIfTI holds one volume per channel) and the model "
+            f"takes {in_channels}; set model.in_channels: {scan_channels} to use every volume as a channel, "
+            "or extract one volume per file"
+        )
     size = list(config.preprocess.size or default_size(model_dims))
     depth = -1  # 2.5D: keep the slices (or resample their count to a third size value)
     if mode == "2.5d" and len(size) == 3:
@@ -321,15 +378,11 @@ def build_pipeline(
     if len(size) != model_dims:
         raise ConfigError(f"preprocess.size {size} must have {model_dims} values for mode {mode!r}")
     data_channels = 3 if (mode == "2.5d" and config.data.neighbor_slices) else scan_channels
-    if in_channels is None:
-        in_channels = config.model.in_channels
-    if in_channels is None:
-        if norm.kind == "imagenet" or mode == "2.5d" and config.data.neighbor_slices:
-            in_channels = 3
-        else:
-            in_channels = 1 if data_channels == 1 else data_channels
 
-    pre: list[Any] = [LoadScand(keys=[KEY], series_key="series")]
+    pre: list[Any] = [
+        LoadScand(keys=[KEY], series_key="series"),
+        ExpectScand(KEY, dims=scan_dims, channels=scan_channels, flat=flat_volumes, modality=modality),
+    ]
     desc: dict[str, Any] = {"modality": modality, "mode": mode}
     if scan_dims == 3:
         if config.preprocess.orientation:
@@ -362,38 +415,12 @@ def build_pipeline(
     desc["resize"] = config.preprocess.resize
     pre.append(EnsureTyped(KEY, data_type="tensor", dtype=torch.float32, track_meta=False))
 
-    aug: list[Any] = []
-    a = config.augment
-    if a.enabled:
-        for axis in a.flip_axes:
-            if axis >= model_dims:
-                raise ConfigError(
-                    f"augment.flip_axes has axis {axis}; {model_dims}D samples have axes 0..{model_dims - 1}"
-                )
-            if a.flip_prob > 0:
-                aug.append(RandFlipd(KEY, prob=a.flip_prob, spatial_axis=axis))
-        if a.affine_prob > 0 and (a.rotate_deg > 0 or a.zoom > 0):
-            theta = float(np.deg2rad(a.rotate_deg))
-            rotate = (theta,) if model_dims == 2 else (0.0, 0.0, theta)
-            aug.append(
-                RandAffined(
-                    KEY,
-                    prob=a.affine_prob,
-                    rotate_range=rotate,
-                    scale_range=(a.zoom,) * model_dims,
-                    padding_mode="border",
-                    mode="bilinear",
-                )
-            )
-        if a.intensity_shift > 0:
-            aug.append(RandShiftIntensityd(KEY, offsets=a.intensity_shift, prob=0.5))
-        if a.noise_std > 0:
-            aug.append(RandGaussianNoised(KEY, std=a.noise_std, prob=0.5))
+    aug = _augmentation(config, model_dims)
     desc["augment"] = [type(t).__name__ for t in aug]
-
     final: list[Any] = [AdaptChannelsd(KEY, in_channels)]
     if norm.kind == "imagenet":
-        final.append(ChannelNormalized(KEY, norm.mean, norm.std))
+        mean, std = channel_stats(norm, in_channels)
+        final.append(NormalizeIntensityd(KEY, subtrahend=mean, divisor=std, channel_wise=True))
     elif norm.kind == "zscore_nonzero":
         final.append(NormalizeIntensityd(KEY, nonzero=True, channel_wise=True))
     final.append(EnsureTyped(KEY, data_type="tensor", dtype=torch.float32, track_meta=False))

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from medtl.config import load_config
+from medtl.train.experiment import class_balance, class_weights
 from medtl.train.metrics import aggregate_by_scan, classification_metrics
-from medtl.train.run import _class_balance
 
 
 def _cfg(balance: str):
@@ -19,14 +19,15 @@ def _cfg(balance: str):
 
 
 def test_weighted_loss_and_sampler() -> None:
-    ds = type("DS", (), {"labels": [0] * 30 + [1] * 10, "__len__": lambda self: 40})()
-    weights, sampler = _class_balance(_cfg("weighted_loss"), ds, 2)
-    assert sampler is None and weights == pytest.approx([40 / 60, 40 / 20])
-    weights, sampler = _class_balance(_cfg("sampler"), ds, 2)
-    assert weights is None
-    drawn = Counter(ds.labels[i] for i in sampler)
+    labels = [0] * 30 + [1] * 10
+    assert class_weights(labels, 2) == pytest.approx([40 / 60, 40 / 20])
+    ds = type("DS", (), {"labels": labels, "__len__": lambda self: 40})()
+    exp = type("Exp", (), {"config": _cfg("sampler"), "datasets": {"train": ds}})()
+    sampler = class_balance(exp)
+    drawn = Counter(labels[i] for i in sampler)
     assert abs(drawn[0] - drawn[1]) < 16  # balanced in expectation: 20/20 of 40 draws
-    assert _class_balance(_cfg("none"), ds, 2) == (None, None)
+    exp.config = _cfg("weighted_loss")
+    assert class_balance(exp) is None  # weighted_loss: the task's loss weights, not a sampler
 
 
 def test_metrics_match_definitions_and_slices_average_per_scan() -> None:

@@ -13,7 +13,6 @@ from helpers.tasks import base_config
 
 from medtl.errors import TrainingError
 from medtl.train import evaluate, fine_tune, predict
-from medtl.train.callbacks import METRICS_COLUMNS
 
 RUN_FILES = {
     "config.yaml",
@@ -55,7 +54,17 @@ def test_2d_run_learns_and_writes_the_run_directory(xray_run) -> None:
     assert RUN_FILES <= {p.name for p in run_dir.iterdir()}
     metrics = _rows(run_dir / "metrics.csv")
     assert [int(r["epoch"]) for r in metrics] == [1, 2, 3, 4]
-    assert list(metrics[0]) == METRICS_COLUMNS
+    assert list(metrics[0]) == [
+        "epoch",
+        "time_s",
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+        "val_balanced_accuracy",
+        "val_auroc",
+        "val_f1",
+        "lr",
+    ]
     times = [float(r["time_s"]) for r in metrics]
     assert times == sorted(times) and times[0] > 0
     # learnable: a bright disc vs none. Threshold: validation AUROC >= 0.9 and accuracy >= 0.8 (6 scans)
@@ -90,8 +99,15 @@ def test_predict_and_evaluate_reuse_the_runs_preprocessing(xray_run, tmp_path: P
     for got, want in zip(rows, val_rows, strict=True):
         assert got["prob_positive"] == pytest.approx(float(want["prob_positive"]), abs=1e-4)
     assert "label" not in _rows(tmp_path / "p.csv")[0]
-    m = evaluate(result.run_dir, manifest)
-    assert m["n"] == 24 and 0.0 <= m["auroc"] <= 1.0 and len(m["confusion_matrix"]) == 2
+    # the manifest holds the run's own training and validation patients: refused, or scored apart
+    with pytest.raises(TrainingError, match="--allow-seen"):
+        evaluate(result.run_dir, manifest)
+    m = evaluate(result.run_dir, manifest, allow_seen=True, out=tmp_path / "e.csv")
+    res = json.loads((result.run_dir / "result.json").read_text())
+    assert m["n"] == res["n_scans"]["test"] and 0.0 <= m["auroc"] <= 1.0 and len(m["confusion_matrix"]) == 2
+    assert m["seen"]["train"]["n"] == res["n_scans"]["train"] and m["seen"]["val"]["n"] == res["n_scans"]["val"]
+    assert m["auroc"] == pytest.approx(res["metrics"]["test"]["auroc"], abs=1e-4)
+    assert {r["split"] for r in _rows(tmp_path / "e.csv")} == {"train", "val", "test"}
 
 
 def test_3d_run_end_to_end(volume_task: Path, tmp_path: Path) -> None:

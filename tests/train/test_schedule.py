@@ -8,8 +8,11 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from medtl.train.module import ClassifierModule
+from medtl import create_model
+from medtl.config import TrainConfig
+from medtl.train.module import TaskModule
 from medtl.train.schedule import PlanScheduler, discriminative_lrs, make_plan, norm_param_ids, one_cycle_factor
+from medtl.train.task import ClassificationTask
 
 
 class _Tensors(torch.utils.data.Dataset):
@@ -60,18 +63,11 @@ class _Record(pl.Callback):
 def test_fine_tune_freezes_body_then_trains_it_with_per_group_rates() -> None:
     pl.seed_everything(0, verbose=False)
     lr, lr_mult = 1e-2, 100.0
-    module = ClassifierModule(
-        arch="resnet18",
-        weights="scratch",
-        in_channels=1,
-        num_classes=2,
-        spatial_dims=2,
-        schedule="fine_tune",
-        epochs=2,
-        lr=lr,
-        freeze_epochs=1,
-        lr_mult=lr_mult,
-        unfreeze_lr_factor=0.5,
+    module = TaskModule(
+        create_model("resnet18", weights="scratch", in_channels=1, num_classes=2, spatial_dims=2),
+        ClassificationTask(["a", "b"]),
+        TrainConfig(epochs=2, lr=lr, freeze_epochs=1, lr_mult=lr_mult, unfreeze_lr_factor=0.5, precise_bn_batches=0),
+        "fine_tune",
     )
     model = module.model
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -117,15 +113,11 @@ def test_fine_tune_freezes_body_then_trains_it_with_per_group_rates() -> None:
 
 def test_one_cycle_trains_everything_from_the_start() -> None:
     pl.seed_everything(0, verbose=False)
-    module = ClassifierModule(
-        arch="resnet18",
-        weights="scratch",
-        in_channels=1,
-        num_classes=2,
-        spatial_dims=2,
-        schedule="one_cycle",
-        epochs=1,
-        lr=1e-2,
+    module = TaskModule(
+        create_model("resnet18", weights="scratch", in_channels=1, num_classes=2, spatial_dims=2),
+        ClassificationTask(["a", "b"]),
+        TrainConfig(epochs=1, lr=1e-2, precise_bn_batches=0),
+        "one_cycle",
     )
     before = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
     trainer = pl.Trainer(

@@ -11,14 +11,9 @@ import torch
 
 from medtl.config import load_config
 from medtl.errors import ConfigError, DataLoadError
-from medtl.transforms import (
-    ChannelNormalize,
-    NormalizationSpec,
-    build_pipeline,
-    modality_from_meta,
-    normalization_for,
-    unwrap_load_error,
-)
+from medtl.train.experiment import resolve_input, resolve_weight_source
+from medtl.transforms import build_pipeline, channel_stats, modality_from_meta, unwrap_load_error
+from medtl.weights.sources import Normalization
 
 
 def _cfg(**sections):
@@ -26,6 +21,15 @@ def _cfg(**sections):
     for k, v in sections.items():
         raw.setdefault(k, {}).update(v)
     return load_config(raw)
+
+
+def _pipe(cfg, *, modality: str, mode: str, scan_dims: int, **kwargs):  # noqa: ANN001, ANN003
+    """The pipeline as an experiment builds it: channels and normalisation from the resolved weight source."""
+    data_channels = 3 if mode == "2.5d" and cfg.data.neighbor_slices else 1
+    in_channels, norm = resolve_input(cfg, resolve_weight_source(cfg, mode), data_channels=data_channels)
+    return build_pipeline(
+        cfg, modality=modality, mode=mode, scan_dims=scan_dims, in_channels=in_channels, normalization=norm, **kwargs
+    )
 
 
 @pytest.fixture
@@ -38,18 +42,43 @@ def ct_volume(tmp_path: Path) -> Path:
     return path
 
 
-def test_weight_sources_give_their_normalisation() -> None:
-    imagenet = normalization_for("imagenet")
-    assert imagenet.kind == "imagenet" and imagenet.mean == pytest.approx((0.485, 0.456, 0.406))
-    assert normalization_for("medicalnet").kind == "zscore_nonzero"
-    assert normalization_for("scratch").kind == "none"
-    assert normalization_for("scratch", "imagenet").kind == "imagenet"  # the config may force one
-    assert normalization_for("imagenet", "none").kind == "none"
+def _input(weights: str, mode: str = "2d", **model):  # noqa: ANN003
+    cfg = _cfg(model={"weights": weights, **model})
+    return resolve_input(cfg, resolve_weight_source(cfg, mode), data_channels=1)
+
+
+def test_weight_sources_give_their_channels_and_normalisation() -> None:
+    channels, imagenet = _input("imagenet")
+    assert channels == 3 and imagenet.kind == "imagenet" and imagenet.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert _input("medicalnet", "3d", arch="resnet18_3d") == (1, Normalization("zscore_nonzero"))
+    assert _input("scratch") == (1, Normalization("none"))
+    forced = resolve_input(
+        _cfg(preprocess={"normalization": "imagenet"}), resolve_weight_source(_cfg(), "2d"), data_channels=1
+    )
+    assert forced[0] == 3 and forced[1].kind == "imagenet"  # the config may force one
+    none = resolve_input(
+        _cfg(model={"weights": "imagenet"}, preprocess={"normalization": "none"}),
+        resolve_weight_source(_cfg(model={"weights": "imagenet"}), "2d"),
+        data_channels=1,
+    )
+    assert none[1].kind == "none"
+    assert _input("imagenet", "3d")[0] == 3  # a 3D model with ImageNet weights: the inflated source
+
+
+def test_ct_i3resnet152_gets_three_channels_and_no_normalisation() -> None:
+    # the weights were trained on 3-channel CT without ImageNet statistics: the pipeline must repeat the grey
+    # channel 3 times (not sum the stem to one channel) and leave the [0, 1] window as it is
+    channels, norm = _input("ct-i3resnet152", "3d", arch="i3resnet152_3d")
+    assert channels == 3 and norm.kind == "none"
+    cfg = _cfg(model={"arch": "i3resnet152_3d", "weights": "ct-i3resnet152"}, preprocess={"size": [4, 4, 4]})
+    p = _pipe(cfg, modality="CT", mode="3d", scan_dims=3)
+    x = p.post_eval({"image": torch.rand(1, 4, 4, 4)})["image"]
+    assert tuple(x.shape) == (3, 4, 4, 4) and torch.equal(x[0], x[2])
 
 
 def test_ct_window_then_imagenet_normalisation_on_three_channels(ct_volume: Path) -> None:
     cfg = _cfg(preprocess={"size": [4, 5, 6], "ct_window": [-1000, 1000]}, model={"weights": "imagenet-inflated"})
-    p = build_pipeline(cfg, modality="CT", mode="3d", scan_dims=3)
+    p = _pipe(cfg, modality="CT", mode="3d", scan_dims=3)
     assert p.in_channels == 3 and p.normalization.kind == "imagenet"
     pre = p.pre({"image": str(ct_volume)})["image"]
     assert tuple(pre.shape) == (1, 4, 5, 6)
@@ -65,7 +94,7 @@ def test_medicalnet_zscore_over_non_zero_voxels(ct_volume: Path) -> None:
     cfg = _cfg(
         preprocess={"size": [8, 10, 12], "orientation": None}, model={"arch": "resnet18_3d", "weights": "medicalnet"}
     )
-    p = build_pipeline(cfg, modality="CT", mode="3d", scan_dims=3)
+    p = _pipe(cfg, modality="CT", mode="3d", scan_dims=3)
     assert p.in_channels == 1 and p.normalization.kind == "zscore_nonzero"
     x = p.post_eval(p.pre({"image": str(ct_volume)}))["image"]
     inside = x[x != 0]
@@ -79,25 +108,29 @@ def test_mr_zscore_for_scratch_and_percentiles_for_imagenet(tmp_path: Path) -> N
     vol[1:5, 1:5, 1:5] = rng.normal(500, 100, (4, 4, 4))
     path = tmp_path / "mr.nii.gz"
     nib.save(nib.Nifti1Image(vol, np.eye(4)), str(path))
-    p = build_pipeline(_cfg(preprocess={"size": [6, 6, 6]}), modality="MR", mode="3d", scan_dims=3)
+    p = _pipe(_cfg(preprocess={"size": [6, 6, 6]}), modality="MR", mode="3d", scan_dims=3)
     assert p.description["intensity"] == "MR z-score over non-zero voxels"
     x = p.pre({"image": str(path)})["image"]
     assert abs(float(x[x != 0].mean())) < 1e-4
-    p2 = build_pipeline(
+    p2 = _pipe(
         _cfg(preprocess={"size": [6, 6]}, model={"weights": "imagenet"}), modality="MR", mode="2.5d", scan_dims=3
     )
     assert p2.description["intensity"].startswith("percentiles")
 
 
 def test_modes_sizes_and_errors() -> None:
-    p = build_pipeline(_cfg(data={"mode": "2.5d"}), modality="CT", mode="2.5d", scan_dims=3)
+    p = _pipe(_cfg(data={"mode": "2.5d"}), modality="CT", mode="2.5d", scan_dims=3)
     assert p.model_spatial_dims == 2 and p.data_channels == 3 and p.in_channels == 3 and p.size == [224, 224]
-    p = build_pipeline(_cfg(), modality="XR", mode="2d", scan_dims=2)
+    p = _pipe(_cfg(), modality="XR", mode="2d", scan_dims=2)
     assert p.in_channels == 1 and p.normalization.kind == "none"
     with pytest.raises(ConfigError, match="needs 3D scans"):
-        build_pipeline(_cfg(), modality="XR", mode="3d", scan_dims=2)
+        _pipe(_cfg(), modality="XR", mode="3d", scan_dims=2)
     with pytest.raises(ConfigError, match="must have 3 values"):
-        build_pipeline(_cfg(preprocess={"size": [8, 8]}), modality="CT", mode="3d", scan_dims=3)
+        _pipe(_cfg(preprocess={"size": [8, 8]}), modality="CT", mode="3d", scan_dims=3)
+    with pytest.raises(ConfigError, match="model.in_channels: 4"):  # a 4D NIfTI is not averaged into one channel
+        _pipe(_cfg(preprocess={"size": [8, 8, 8]}), modality="MR", mode="3d", scan_dims=3, scan_channels=4)
+    with pytest.raises(ConfigError, match="volumes of one slice"):  # nor is a one-slice volume stretched into 3D
+        _pipe(_cfg(), modality="MR", mode="3d", scan_dims=2, flat_volumes=True)
     assert modality_from_meta({"modality": "CR"}, 2) == "XR"
     assert modality_from_meta({"modality": "", "units": "HU"}, 3) == "CT"
     with pytest.raises(ConfigError, match="set data.modality"):
@@ -105,14 +138,32 @@ def test_modes_sizes_and_errors() -> None:
 
 
 def test_one_channel_model_uses_average_imagenet_statistics() -> None:
-    op = ChannelNormalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    imagenet = Normalization("imagenet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    mean, std = channel_stats(imagenet, 1)
+    assert mean == pytest.approx([0.449], abs=1e-6) and std == pytest.approx([0.226], abs=1e-6)
+    cfg = _cfg(model={"weights": "imagenet", "in_channels": 1}, preprocess={"size": [2, 2]})
+    p = _pipe(cfg, modality="XR", mode="2d", scan_dims=2)
     x = torch.full((1, 2, 2), 0.5)
-    assert torch.allclose(op(x), (x - 0.449) / 0.226, atol=1e-6)
+    assert torch.allclose(p.post_eval({"image": x.clone()})["image"], (x - 0.449) / 0.226, atol=1e-6)
+
+
+def test_a_one_slice_volume_is_a_2d_image_and_other_kinds_of_input_are_refused(tmp_path: Path) -> None:
+    flat = tmp_path / "slice.nii.gz"
+    nib.save(nib.Nifti1Image(np.arange(12, dtype=np.float32).reshape(3, 4, 1), np.eye(4)), str(flat))
+    cfg = _cfg(preprocess={"size": [4, 3]}, data={"modality": "MR"})
+    p = _pipe(cfg, modality="MR", mode="2d", scan_dims=2, flat_volumes=True)
+    assert tuple(p.post_eval(p.pre({"image": str(flat)}))["image"].shape) == (1, 4, 3)
+    vol = tmp_path / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((3, 4, 5), np.float32), np.eye(4)), str(vol))
+    with pytest.raises(RuntimeError) as err:
+        p.pre({"image": str(vol)})
+    inner = unwrap_load_error(err.value)
+    assert isinstance(inner, DataLoadError) and "takes 2D input" in str(inner) and str(vol) in str(inner)
 
 
 def test_augmentation_only_in_training_and_failures_name_the_file(tmp_path: Path) -> None:
     cfg = _cfg(augment={"enabled": True, "flip_prob": 1.0, "affine_prob": 0.0, "intensity_shift": 0.0})
-    p = build_pipeline(cfg, modality="XR", mode="2d", scan_dims=2, normalization=NormalizationSpec("none"))
+    p = _pipe(cfg, modality="XR", mode="2d", scan_dims=2)
     img = torch.arange(16.0).reshape(1, 4, 4)
     assert torch.equal(p.post_eval({"image": img})["image"], img)
     assert torch.equal(p.post_train({"image": img})["image"], img.flip(1))
@@ -131,7 +182,7 @@ def test_2d_samples_are_rows_first_as_displayed(tmp_path: Path) -> None:
     pixels[:3, :] = 3000
     write_dx(tmp_path / "cr.dcm", pixels, "P1")
     cfg = _cfg(preprocess={"size": [12, 20]})
-    p = build_pipeline(cfg, modality="XR", mode="2d", scan_dims=2, normalization=NormalizationSpec("none"))
+    p = _pipe(cfg, modality="XR", mode="2d", scan_dims=2)
     img = p.post_eval(p.pre({"image": str(tmp_path / "cr.dcm")}))["image"]
     assert tuple(img.shape) == (1, 12, 20)
     assert bool((img[0, :3] > 0.9).all()) and bool((img[0, 3:] < 0.1).all())
@@ -140,7 +191,7 @@ def test_2d_samples_are_rows_first_as_displayed(tmp_path: Path) -> None:
 def test_seeding_reaches_the_augmentation() -> None:
     # MONAI seeds only Randomizable transforms: the guard around augmentation must pass the seed on
     cfg = _cfg(augment={"enabled": True, "affine_prob": 1.0, "rotate_deg": 20.0, "noise_std": 0.1})
-    p = build_pipeline(cfg, modality="XR", mode="2d", scan_dims=2, normalization=NormalizationSpec("none"))
+    p = _pipe(cfg, modality="XR", mode="2d", scan_dims=2)
     img = torch.rand(1, 16, 16)
 
     def draws(seed: int) -> list[torch.Tensor]:

@@ -1,0 +1,92 @@
+"""The model card of a run (model_card.md): data, weights provenance, preprocessing, training, metrics."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["model_card", "md_escape"]
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+
+
+def md_escape(text: Any) -> str:
+    """User text (labels, file names) safe inside Markdown and its tables: specials escaped, one line."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def model_card(exp: Any, result: dict[str, Any], load_report: dict[str, Any]) -> str:
+    """Markdown text of a finished run's card.
+
+    Args:
+        exp: the :class:`~medtl.train.experiment.Experiment`.
+        result: what result.json holds (metrics, provenance, best epoch, seconds...).
+        load_report: the weights loader's report.
+    """
+    cfg = exp.config
+    classes = exp.classes
+    prov = result.get("weights", {})
+
+    def split_line(name: str) -> str:
+        recs = exp.splits[name]
+        per_class = Counter(classes[int(r["label"])] for r in recs)
+        counts = ", ".join(f"{md_escape(k)}: {v}" for k, v in sorted(per_class.items()))
+        return f"| {name} | {len({str(r['patient_id']) for r in recs})} | {len(recs)} | {counts} |"
+
+    t = cfg.train
+    frozen = t.freeze_epochs if result.get("schedule") == "fine_tune" else 0
+    lines = [
+        f"# Model card: {md_escape(cfg.model.arch)} ({md_escape(cfg.model.weights)}) on "
+        f"{md_escape(Path(cfg.data.manifest).name)}",
+        "",
+        f"Run `{Path(result['run_dir']).name}`, trained {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, "
+        f"{result['epochs_run']} epoch(s), {result['seconds']:.0f} s. Research use only: not a medical device.",
+        "",
+        "## Data",
+        f"- Manifest: `{cfg.data.manifest}` ({len(exp.records)} scans, "
+        f"{len({str(r['patient_id']) for r in exp.records})} patients; classes "
+        f"{', '.join(md_escape(c) for c in classes)})",
+        f"- Modality {exp.modality}, mode {exp.mode}. Splits by patient (seed {cfg.splits.seed}); "
+        f"label fraction {cfg.splits.label_fraction:g} of the training patients.",
+        "",
+        "| split | patients | scans | scans per class |",
+        "|---|---|---|---|",
+        *(split_line(s) for s in ("train", "val", "test")),
+        "",
+        "## Weights",
+        f"- Architecture `{cfg.model.arch}`, weights `{md_escape(cfg.model.weights)}` (source `{prov.get('source')}`)",
+        f"- Licence: {prov.get('license') or 'n/a'}",
+        f"- Citation: {prov.get('citation') or 'n/a'}",
+        f"- File: {prov.get('file') or 'none'}; SHA-256 of the file loaded: {prov.get('sha256') or 'n/a'}"
+        + ("" if prov.get("verified") in (None, True) else " (unverified: no pinned hash for this source)"),
+        f"- Load report: {load_report.get('summary', 'n/a')}",
+        "",
+        "## Preprocessing",
+        *(f"- {k}: {v}" for k, v in exp.pipeline.description.items()),
+        "",
+        "## Training",
+        f"- Schedule {result.get('schedule')}: {t.epochs} epochs in all, the first {frozen} with the body frozen "
+        f"(lr {t.lr:g}, lr_mult {t.lr_mult:g}), batch {t.batch_size}, optimizer {t.optimizer}, precision "
+        f"{result.get('precision')}, devices {t.devices}, seed {t.seed}, class balance {t.class_balance}.",
+        f"- Best epoch (by {t.monitor}): {result.get('best_epoch')}",
+        "",
+        "## Metrics (per scan, best checkpoint)",
+        "",
+        "| split | n | accuracy | balanced accuracy | AUROC | F1 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("val", "test"):
+        m = result["metrics"].get(name) or {}
+
+        def f(k: str, m: dict[str, Any] = m) -> str:
+            v = m.get(k)
+            return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+        lines.append(
+            f"| {name} | {m.get('n', 0)} | {f('accuracy')} | {f('balanced_accuracy')} | {f('auroc')} | {f('f1')} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,324 @@
+"""``Experiment``: everything a run needs before training, resolved once and passed down.
+
+The resolved config, the resolved weight source (the only place the model's input channels and the
+intensity normalisation are decided), the manifest's records, the patient-level splits, the task and the
+transform pipeline. ``fine_tune``, ``lr_find`` and ``compare`` build one; nothing below them resolves the
+``model.weights`` string again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medtl.config import ExperimentConfig, load_config
+from medtl.data.dataset import SampleDataset
+from medtl.data.splits import check_no_leakage, label_fraction_patients, make_splits, patient_labels, read_splits_csv
+from medtl.errors import ConfigError, DataLoadError, ManifestError, MedtlError, TrainingError
+from medtl.train.task import ClassificationTask
+from medtl.transforms.presets import Pipeline, build_pipeline, modality_from_meta
+from medtl.utils import medtl_home
+from medtl.weights.sources import Normalization, WeightSource, get_weight_source
+
+__all__ = [
+    "Experiment",
+    "ScanInfo",
+    "prepare_experiment",
+    "resolve_weight_source",
+    "resolve_input",
+    "make_dataset",
+    "class_balance",
+]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ScanInfo:
+    """What the first scan of a manifest says about all of them.
+
+    Attributes:
+        dims: spatial dims of the image (2 for a radiograph or a one-slice volume, 3 for a volume).
+        channels: channels as read (1 grey, 3 RGB, N volumes of a 4D NIfTI).
+        flat: a volume with a single slice (read as 3D, used as the 2D image it is).
+        meta: the scan's metadata (modality, units, ...).
+    """
+
+    dims: int
+    channels: int
+    flat: bool
+    meta: dict[str, Any]
+
+
+def read_scan_info(record: dict[str, Any]) -> ScanInfo:
+    from medtl.io import read_scan
+
+    try:
+        img = read_scan(record["image"], record.get("series") or None)
+    except MedtlError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is reported with the file and row
+        raise DataLoadError(
+            f"cannot read {record['image']} (manifest row {record.get('row')}): {exc}", path=str(record["image"])
+        ) from exc
+    flat = img.ndim == 4 and int(img.shape[-1]) == 1
+    dims = 2 if flat else img.ndim - 1
+    return ScanInfo(dims=dims, channels=int(img.shape[0]), flat=flat, meta=dict(img.meta))
+
+
+def resolve_weight_source(config: ExperimentConfig, mode: str) -> WeightSource:
+    """The config's ``model.weights`` as a record (ImageNet weights for a 3D model: the inflated source)."""
+    source = get_weight_source(config.model.weights)
+    if source.name == "imagenet" and mode == "3d":
+        source = get_weight_source("imagenet-inflated")
+    return source
+
+
+def resolve_input(config: ExperimentConfig, source: WeightSource, *, data_channels: int) -> tuple[int, Normalization]:
+    """The model's input channels and the intensity normalisation, decided here and nowhere else.
+
+    Channels: ``model.in_channels`` if set, else what the weights were trained with (ImageNet 3, MedicalNet 1,
+    the CT I3ResNet 3), else the data's own. Normalisation: ``preprocess.normalization`` if not ``auto``, else
+    what the weights expect.
+    """
+    override = config.preprocess.normalization
+    imagenet = get_weight_source("imagenet").normalization
+    if override == "auto":
+        norm = source.normalization
+    elif override == "imagenet":
+        norm = source.normalization if source.normalization.kind == "imagenet" else imagenet
+    else:
+        norm = Normalization(override)
+    channels = config.model.in_channels or source.in_channels
+    if channels is None:
+        channels = 3 if norm.kind == "imagenet" else data_channels
+    return int(channels), norm
+
+
+@dataclass
+class Experiment:
+    """A prepared experiment.
+
+    Attributes:
+        config: the resolved config.
+        source: the resolved weight source.
+        task: what is learned (classes, loss, metrics, prediction format).
+        records: the manifest's rows as dicts.
+        assignment: patient ID -> split.
+        train_patients: the training patients used (the label-fraction subset).
+        splits: split name -> records.
+        pipeline: the transforms.
+        modality, mode: resolved from ``auto``.
+        scan: what the first scan says about the data.
+        datasets: split name -> dataset (when built).
+    """
+
+    config: ExperimentConfig
+    source: WeightSource
+    task: ClassificationTask
+    records: list[dict[str, Any]]
+    assignment: dict[str, str]
+    train_patients: list[str]
+    splits: dict[str, list[dict[str, Any]]]
+    pipeline: Pipeline
+    modality: str
+    mode: str
+    scan: ScanInfo
+    datasets: dict[str, SampleDataset] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.task.classes
+
+    def build_model(self, *, pretrained: bool = True) -> nn.Module:
+        """The backbone with this experiment's weights (``pretrained=False``: same network, random weights)."""
+        from medtl import create_model
+
+        return create_model(
+            self.config.model.arch,
+            weights=self.source if pretrained else "scratch",
+            in_channels=self.pipeline.in_channels,
+            num_classes=self.task.num_outputs,
+            spatial_dims=self.pipeline.model_spatial_dims,
+        )
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What preprocessing.json records: enough to rebuild the pipeline and the network for inference."""
+        return {
+            "task": self.task.name,
+            "modality": self.modality,
+            "mode": self.mode,
+            "scan_dims": self.scan.dims,
+            "scan_channels": self.scan.channels,
+            "flat_volumes": self.scan.flat,
+            "in_channels": self.pipeline.in_channels,
+            "model_spatial_dims": self.pipeline.model_spatial_dims,
+            "normalization": self.pipeline.normalization.to_dict(),
+            "classes": self.classes,
+            "weight_source": self.source.name,
+            "description": self.pipeline.description,
+        }
+
+    def patient_counts(self) -> dict[str, int]:
+        return {s: len({str(r["patient_id"]) for r in self.splits[s]}) for s in SPLITS}
+
+
+def _split_records(
+    cfg: ExperimentConfig, records: list[dict[str, Any]], classes: list[str], splits_file: Path | None
+) -> tuple[dict[str, str], list[str], dict[str, list[dict[str, Any]]]]:
+    if splits_file is not None:
+        assignment = read_splits_csv(splits_file)
+    else:
+        s = cfg.splits
+        assignment = make_splits(
+            records, seed=s.seed, val_fraction=s.val_fraction, test_fraction=s.test_fraction, folds=s.folds, fold=s.fold
+        )
+    check_no_leakage(records, assignment)
+    plabels = patient_labels(records)
+    all_train = sorted(p for p, s in assignment.items() if s == "train" and p in plabels)
+    scan_counts = Counter(int(r["label"]) for r in records if assignment.get(str(r["patient_id"])) == "train")
+    missing = [classes[i] for i in range(len(classes)) if scan_counts.get(i, 0) == 0]
+    if missing:
+        raise TrainingError(
+            f"class(es) {missing} have no training patients in {cfg.data.manifest} "
+            f"(training scans per class: { {classes[k]: v for k, v in sorted(scan_counts.items())} }); "
+            "add scans of these classes, or lower splits.val_fraction/test_fraction"
+        )
+    train_patients = (
+        label_fraction_patients(all_train, plabels, cfg.splits.label_fraction, cfg.splits.seed)
+        if cfg.splits.label_fraction < 1.0
+        else all_train
+    )
+    chosen = set(train_patients)
+    splits = {
+        "train": [r for r in records if str(r["patient_id"]) in chosen],
+        "val": [r for r in records if assignment.get(str(r["patient_id"])) == "val"],
+        "test": [r for r in records if assignment.get(str(r["patient_id"])) == "test"],
+    }
+    if not splits["val"]:
+        raise TrainingError(
+            f"no validation patients ({len(plabels)} patients in {cfg.data.manifest}); "
+            "raise splits.val_fraction or add val rows to the split column"
+        )
+    return assignment, train_patients, splits
+
+
+def prepare_experiment(
+    config: ExperimentConfig | dict[str, Any] | str | Path,
+    *,
+    splits_file: str | Path | None = None,
+    build_datasets: bool = True,
+) -> Experiment:
+    """Read the manifest, split by patient, resolve the weights, build the transforms and datasets.
+
+    Args:
+        config: the experiment config (or anything :func:`~medtl.config.load_config` takes).
+        splits_file: reuse this splits.csv (a resumed run reuses its own); default ``config.splits.file``.
+        build_datasets: also build (and cache) the train/val/test datasets.
+
+    Raises:
+        ManifestError: empty or invalid manifest. TrainingError: a class has no training patients, no
+            validation patients, patients crossing splits. ConfigError: a mode that does not fit the scans.
+    """
+    from medtl.data import Manifest
+
+    cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
+    if cfg.data.label_column != "label":
+        raise ConfigError(
+            f"data.label_column {cfg.data.label_column!r}: labels are read from the 'label' column only; "
+            "rename the column in the manifest"
+        )
+    manifest = Manifest.from_csv(cfg.data.manifest, classes=cfg.data.classes)
+    if len(manifest) == 0:
+        raise ManifestError(
+            f"manifest {cfg.data.manifest} has no rows", path=str(cfg.data.manifest), fix="add one row per scan"
+        )
+    classes = list(manifest.classes)
+    if len(classes) < 2:
+        raise TrainingError(
+            f"manifest {cfg.data.manifest} has a single class {classes}; classification needs two or more"
+        )
+    records = manifest.to_dicts()
+    sf = splits_file or cfg.splits.file
+    assignment, train_patients, splits = _split_records(cfg, records, classes, Path(sf) if sf else None)
+
+    scan = read_scan_info(records[0])
+    modality = cfg.data.modality if cfg.data.modality != "auto" else modality_from_meta(scan.meta, scan.dims)
+    mode = cfg.data.mode if cfg.data.mode != "auto" else ("2d" if scan.dims == 2 else "3d")
+    source = resolve_weight_source(cfg, mode)
+    data_channels = 3 if (mode == "2.5d" and cfg.data.neighbor_slices) else scan.channels
+    in_channels, norm = resolve_input(cfg, source, data_channels=data_channels)
+    pipeline = build_pipeline(
+        cfg,
+        modality=modality,
+        mode=mode,
+        scan_dims=scan.dims,
+        scan_channels=scan.channels,
+        flat_volumes=scan.flat,
+        in_channels=in_channels,
+        normalization=norm,
+    )
+    exp = Experiment(
+        config=cfg,
+        source=source,
+        task=ClassificationTask(classes, label_smoothing=cfg.train.label_smoothing),
+        records=records,
+        assignment=assignment,
+        train_patients=train_patients,
+        splits=splits,
+        pipeline=pipeline,
+        modality=modality,
+        mode=mode,
+        scan=scan,
+    )
+    if build_datasets:
+        for name, recs in splits.items():
+            if recs:
+                exp.datasets[name] = make_dataset(exp, recs, train=name == "train")
+        if cfg.train.class_balance == "weighted_loss":
+            exp.task.class_weights = class_weights(exp.datasets["train"].labels, len(classes))
+    return exp
+
+
+def make_dataset(
+    exp: Experiment, records: list[dict[str, Any]], *, train: bool, cache: str | None = None
+) -> SampleDataset:
+    cfg = exp.config
+    return SampleDataset(
+        records,
+        exp.pipeline,
+        train=train,
+        cache=cache or cfg.train.cache,
+        cache_dir=medtl_home() / "cache" / cfg.transform_key(),
+        slices_per_scan=cfg.data.slices_per_scan,
+        slice_margin=cfg.data.slice_margin,
+        neighbor_slices=cfg.data.neighbor_slices,
+        num_workers=cfg.train.num_workers,
+        seed=cfg.train.seed,
+    )
+
+
+def class_weights(labels: list[int], n_classes: int) -> list[float]:
+    """Inverse-frequency loss weights: ``n / (n_classes * count)`` per class."""
+    counts = Counter(labels)
+    n = len(labels)
+    return [n / (n_classes * max(counts.get(c, 0), 1)) for c in range(n_classes)]
+
+
+def class_balance(exp: Experiment) -> torch.utils.data.Sampler | None:
+    """The training sampler ``train.class_balance`` asks for (``sampler``: inverse-frequency draws)."""
+    if exp.config.train.class_balance != "sampler":
+        return None
+    labels = exp.datasets["train"].labels
+    counts = Counter(labels)
+    per_sample = torch.tensor([1.0 / counts[y] for y in labels], dtype=torch.double)
+    gen = torch.Generator().manual_seed(exp.config.train.seed)
+    return torch.utils.data.WeightedRandomSampler(per_sample, num_samples=len(labels), replacement=True, generator=gen)

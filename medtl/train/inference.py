@@ -1,0 +1,122 @@
+"""Inference: data loaders, per-scan scores of a dataset, and the records of files or manifests to score."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medtl.data.dataset import SampleDataset
+from medtl.errors import NoImagesError, TrainingError
+
+__all__ = ["make_loader", "predict_dataset", "eval_dataset", "records_from_inputs", "inference_device"]
+
+
+def make_loader(
+    dataset: SampleDataset,
+    *,
+    batch_size: int,
+    train: bool,
+    num_workers: int = 0,
+    sampler: Any = None,
+    pin_memory: bool = False,
+) -> torch.utils.data.DataLoader:
+    """A MONAI DataLoader (it seeds each worker's random transforms)."""
+    from monai.data import DataLoader
+
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=train and len(dataset) > batch_size,
+        persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
+    )
+
+
+def inference_device(device: str | None = None) -> torch.device:
+    """``device``, else CUDA when available, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: torch.nn.Module,
+    dataset: SampleDataset,
+    task: Any,
+    *,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    precision: str = "32-true",
+    num_workers: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-scan scores of ``dataset`` (slice scores averaged in 2.5D), as the task defines them.
+
+    Returns:
+        ``(scores (n_scans, C), targets (n_scans,), scan_ids (n_scans,))``.
+
+    Raises:
+        TrainingError: the model gives non-finite outputs (NaN weights, overflow).
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    loader = make_loader(dataset, batch_size=batch_size, train=False, num_workers=num_workers)
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if device.type == "cuda" and precision.startswith("bf16")
+        else contextlib.nullcontext()
+    )
+    scores, targets, scans = [], [], []
+    with autocast:
+        for batch in loader:
+            outputs = model(batch["image"].to(device, non_blocking=True)).float()
+            if not torch.isfinite(outputs).all():
+                raise TrainingError(
+                    "the model gives non-finite outputs (NaN or inf)",
+                    fix="check the weights (a checkpoint of NaNs) or train with a lower learning rate",
+                )
+            scores.append(task.outputs_to_scores(outputs).cpu())
+            targets.append(torch.as_tensor(task.target(batch)))
+            scans.append(torch.as_tensor(batch["scan"]))
+    if not scores:
+        return torch.zeros(0, task.num_outputs), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    return task.per_scan(torch.cat(scores), torch.cat(targets), torch.cat(scans))
+
+
+def eval_dataset(config: Any, pipeline: Any, records: list[dict[str, Any]]) -> SampleDataset:
+    """A run's own preprocessing over ``records``: no augmentation, no cache."""
+    return SampleDataset(
+        records,
+        pipeline,
+        train=False,
+        cache="none",
+        slices_per_scan=config.data.slices_per_scan,
+        slice_margin=config.data.slice_margin,
+        neighbor_slices=config.data.neighbor_slices,
+    )
+
+
+def records_from_inputs(inputs: list[str | Path], classes: list[str]) -> tuple[list[dict[str, Any]], bool]:
+    """Records for files or folders (one scan each, unlabelled) or manifest CSVs (labels kept).
+
+    Returns:
+        ``(records, labelled)``; ``labelled`` is False as soon as one input is not a manifest.
+    """
+    from medtl.data import Manifest
+
+    records: list[dict[str, Any]] = []
+    labelled = True
+    for inp in inputs:
+        p = Path(inp)
+        if p.suffix.lower() == ".csv":
+            records += Manifest.from_csv(p, classes=classes).to_dicts()
+            continue
+        if not p.exists():
+            raise NoImagesError(f"input {p} does not exist", path=str(p), fix="check the path")
+        labelled = False
+        records.append({"image": str(p.resolve()), "label": 0, "patient_id": "", "row": None})
+    return records, labelled

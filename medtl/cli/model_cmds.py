@@ -109,7 +109,7 @@ def verify_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON i
     Files of sources that publish no hash are marked "unverified": they can only be compared with the hash recorded
     when they entered the cache.
     """
-    from medtl.weights.cache import verify_cache
+    from medtl.weights.verify import verify_cache
 
     results = verify_cache()
     if json_out:

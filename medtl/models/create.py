@@ -20,9 +20,10 @@ from medtl.backbones.registry import ArchSpec, get_architecture
 from medtl.errors import UnknownOptionError
 from medtl.models.load import LoadReport, load_into
 from medtl.models.model import MedtlModel
-from medtl.weights.cache import check_weight_file, resolve_weight_file
+from medtl.weights.cache import resolve_weight_file
 from medtl.weights.load import load_checkpoint
 from medtl.weights.sources import Normalization, WeightSource, get_weight_source, sources_for_arch
+from medtl.weights.verify import check_weight_file
 
 __all__ = ["create_model", "weight_source_for", "expected_input", "ExpectedInput"]
 

@@ -7,16 +7,13 @@ This package knows files and tensors, not networks: matching a checkpoint to an 
 from __future__ import annotations
 
 from medtl.weights.cache import (
-    FileCheck,
     add_to_cache,
     cache_listing,
     cache_path,
-    check_weight_file,
     download,
     is_cached,
     resolve_weight_file,
     sha256_file,
-    verify_cache,
     weights_dir,
 )
 from medtl.weights.load import check_finite, load_checkpoint, read_checkpoint, unwrap_checkpoint
@@ -29,6 +26,7 @@ from medtl.weights.sources import (
     list_weight_sources,
     sources_for_arch,
 )
+from medtl.weights.verify import FileCheck, check_weight_file, verify_cache
 
 __all__ = [
     "WeightSource",

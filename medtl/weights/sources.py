@@ -186,8 +186,9 @@ class WeightSource:
         )
 
     @property
-    def sha256(self) -> dict[str, str | None]:
-        """Full SHA-256 per architecture (``None`` where unknown)."""
+    def pinned_sha256(self) -> dict[str, str | None]:
+        """Published full SHA-256 per architecture (``None`` where unknown). The hash of a file actually loaded is
+        :attr:`medtl.models.LoadReport.sha256`."""
         return {f.arch: f.sha256 for f in self.files}
 
     @property

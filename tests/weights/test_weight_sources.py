@@ -31,7 +31,7 @@ def test_imagenet_records_match_torchvision_enums(arch):
 
 def test_known_hash_licence_citation():
     imagenet = get_weight_source("imagenet")
-    assert imagenet.sha256["mobilenet_v2"] == "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+    assert imagenet.pinned_sha256["mobilenet_v2"] == "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
     for name in list_weight_sources():
         source = get_weight_source(name)
         assert source.license

@@ -8,6 +8,7 @@ see the traceback instead.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import typer
@@ -36,8 +37,15 @@ def _register_all() -> None:
 _register_all()
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a cluster's time limit or preemption, ``kill``) stops like Ctrl-C: state saved, report written."""
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``medtl`` console script."""
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         app(args=argv, prog_name="medtl")
     except SystemExit as exc:
@@ -47,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -52,15 +52,34 @@ def compare_cmd(
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Epochs per run, the same for every arm."),
     devices: int | None = typer.Option(None, "--devices", min=1, help="Devices per run."),
     resamples: int | None = typer.Option(None, "--resamples", min=100, help="Bootstrap resamples (default 2000)."),
+    parallel: int = typer.Option(
+        1, "--parallel", min=1, help="Runs at once on this machine, each with its own GPU if there are enough."
+    ),
+    slurm_partition: str | None = typer.Option(
+        None, "--slurm-partition", help="Submit each run as a SLURM job to this partition (needs medtl[slurm])."
+    ),
+    slurm_time: int = typer.Option(120, "--slurm-time", min=1, help="SLURM: time limit of a run's job, minutes."),
+    slurm_gpus: int = typer.Option(1, "--slurm-gpus", min=0, help="SLURM: GPUs per run's job."),
 ) -> None:
     """Train every arm x seed x label fraction on the same patients and report whether pretraining helped.
 
     Finished runs are reused when run again; failed runs are recorded and the others go on.
     """
-    from medtl.evaluate.compare import compare
+    from medtl.evaluate.compare import compare, slurm_executor
 
     started = time.perf_counter()
     overrides = {"train.epochs": epochs, "train.devices": devices, "compare.n_resamples": resamples}
+    launcher = "local"
+    if slurm_partition:
+        folder = (out or Path(".")) / "slurm-logs"
+        launcher = slurm_executor(
+            folder,
+            slurm_partition=slurm_partition,
+            timeout_min=slurm_time,
+            gpus_per_node=slurm_gpus,
+            cpus_per_task=8,
+            tasks_per_node=1,
+        )
     result = compare(
         config,
         out_dir=out,
@@ -69,6 +88,8 @@ def compare_cmd(
         arms=[a.strip() for a in arms.split(",") if a.strip()] if arms else None,
         overrides={k: v for k, v in overrides.items() if v is not None},
         on_event=lambda msg: print(msg, flush=True),
+        parallel=parallel,
+        launcher=launcher,
     )
     _finish(result, started)
 

@@ -80,6 +80,9 @@ def train_cmd(
     name: Name = None,
     num_workers: Workers = None,
     sets: Set = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a run already in the output folder (e.g. a failed one).")
+    ] = False,
 ) -> None:
     """Fine-tune a backbone as CONFIG says; writes a run folder (metrics, checkpoints, model card)."""
     from medtl.train import fine_tune
@@ -99,7 +102,7 @@ def train_cmd(
         num_workers=num_workers,
         sets=sets,
     )
-    result = fine_tune(config, run_dir=resume, resume=resume is not None, overrides=ov)
+    result = fine_tune(config, run_dir=resume, resume=resume is not None, overrides=ov, overwrite=overwrite)
     if result.status != "ok":  # a DDP worker process
         return
     typer.echo(f"run: {result.run_dir}")
@@ -135,16 +138,27 @@ def evaluate_cmd(
     manifest: Annotated[Path, typer.Argument(help="A labelled manifest CSV; every row is evaluated.")],
     out: Annotated[Path | None, typer.Option("--out", help="Also write the predictions CSV here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    allow_seen: Annotated[
+        bool,
+        typer.Option(
+            "--allow-seen",
+            help="Score rows of the run's own training/validation patients separately instead of refusing.",
+        ),
+    ] = False,
 ) -> None:
-    """Per-scan metrics of a run on a labelled manifest."""
+    """Per-scan metrics of a run on a labelled manifest (patients the run has not seen)."""
     from medtl.train import evaluate
 
-    m = evaluate(run_dir, manifest, out=out)
+    m = evaluate(run_dir, manifest, out=out, allow_seen=allow_seen)
     if as_json:
-        typer.echo(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}))
+        from medtl.train.rundir import json_clean
+
+        typer.echo(json.dumps(json_clean(m)))
     else:
         typer.echo(_fmt_metrics(m))
         typer.echo(f"confusion matrix (rows: true {m['classes']}): {m['confusion_matrix']}")
+        for split, sm in m["seen"].items():
+            typer.echo(f"patients the run saw in {split} (not in the metrics above): {_fmt_metrics(sm)}")
 
 
 def lr_find_cmd(

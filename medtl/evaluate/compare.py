@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
+import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from medtl.errors import ConfigError, MedtlError
+from medtl.errors import ConfigError, MedtlError, TrainingError
 from medtl.evaluate.report import ReportFiles, write_report
 from medtl.evaluate.results import ArmSpec, CompareResults, RunRecord, Summary, record_from_run_dir, summarize
 from medtl.train.rundir import RunDir
@@ -51,6 +53,8 @@ __all__ = [
     "default_arms",
     "compare",
     "run_dir_for",
+    "slurm_executor",
+    "train_run",
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -325,6 +329,153 @@ def _merge_provenance(arm: ArmSpec, run: RunDir) -> None:
         arm.load_report = str(run.read_load_report().get("summary", ""))
 
 
+# errors that every run of an arm would repeat: stop at the first instead of failing each run the same way
+_SETUP_ERRORS = (
+    "WeightsNotAvailableError",
+    "HashMismatchError",
+    "CheckpointMismatchError",
+    "UnsafeCheckpointError",
+    "UnknownOptionError",
+    "ConfigError",
+)
+
+
+def _fatal_error(_: Any, results: CompareResults) -> str | None:
+    """Why the comparison cannot go on or be read: an arm failing on its setup, or no run finishing at all."""
+    for rec in results.runs:
+        if not rec.ok and rec.status == "failed" and str(rec.error or "").startswith(_SETUP_ERRORS):
+            return f"arm {rec.arm!r} cannot train: {rec.error}"
+    if results.runs and len(results.runs) == len(results.seeds) * len(results.fractions) * len(results.arms):
+        if not any(r.ok for r in results.runs):
+            return f"every run failed; the first: {results.runs[0].error}"
+    return None
+
+
+@dataclass
+class _Job:
+    """One run to train: its place in the plan, the resolved config and the folder."""
+
+    index: int
+    tag: str
+    config: dict[str, Any]
+    run_dir: str
+    key: str
+
+
+def train_run(config: dict[str, Any], run_dir: str, key: str, parallel: int = 1) -> str:
+    """Train one run of a comparison (in this process, a worker process, or a SLURM job) and mark it finished.
+
+    Returns:
+        The run's status (``ok``, ``failed``); a failure is recorded in its result.json, not raised.
+    """
+    from medtl.train import fine_tune
+    from medtl.train.run import PARALLEL_ENV
+
+    os.environ[PARALLEL_ENV] = str(parallel)
+    run = RunDir(run_dir)
+    if run.path.exists():
+        shutil.rmtree(run.path)  # an unfinished, failed or differently configured attempt: redo it
+    try:
+        with warnings.catch_warnings():
+            # noise from Lightning that says nothing about this run
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+            fine_tune(config, run_dir=run.path, quiet=True)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one failing run must not stop the comparison
+        if run.status not in ("failed", "interrupted"):  # failed before fine_tune could record it
+            run.write_result({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        return "failed"
+    run.write_text(_KEY_FILE, key + "\n")
+    return "ok"
+
+
+def _init_worker(devices: Any) -> None:
+    """A parallel worker takes one GPU of its own when there are enough; Ctrl-C is the parent's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    device = devices.get()
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
+
+
+def _execute(
+    jobs: list[_Job], *, parallel: int, launcher: Any, say: Callable[[str], None]
+) -> Iterator[tuple[int, float]]:
+    """Train the jobs; yield ``(plan index, seconds)`` as each finishes (in plan order when sequential)."""
+    if not jobs:
+        return
+    if launcher != "local":  # a submitit executor: one job per run, the compare folder is the shared state
+        with launcher.batch():
+            submitted = [(j, launcher.submit(train_run, j.config, j.run_dir, j.key)) for j in jobs]
+        for j, _ in submitted:
+            say(f"{j.tag}: submitted")
+        for j, job in submitted:
+            t0 = time.perf_counter()
+            try:
+                job.result()
+            except Exception as exc:  # noqa: BLE001 - the job died (time limit, node failure): recorded, go on
+                run = RunDir(j.run_dir)
+                if run.status in ("pending", "running"):
+                    run.write_result({"status": "failed", "error": f"job {job.job_id}: {type(exc).__name__}: {exc}"})
+            yield j.index, time.perf_counter() - t0
+        return
+    if parallel <= 1:
+        for j in jobs:
+            say(f"{j.tag}: training")
+            t0 = time.perf_counter()
+            train_run(j.config, j.run_dir, j.key)
+            yield j.index, time.perf_counter() - t0
+        return
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    import torch
+
+    ctx = mp.get_context("spawn")
+    devices = ctx.Queue()
+    gpus = torch.cuda.device_count()
+    for k in range(parallel):
+        devices.put(k if gpus >= parallel else None)
+    t0 = {}
+    with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_init_worker, initargs=(devices,)) as pool:
+        futures = {}
+        for j in jobs:
+            futures[pool.submit(train_run, j.config, j.run_dir, j.key, parallel)] = j
+            t0[j.index] = time.perf_counter()
+            say(f"{j.tag}: queued")
+        try:
+            todo = set(futures)
+            while todo:
+                done, todo = wait(todo, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    j = futures[fut]
+                    try:
+                        fut.result()
+                    except Exception as exc:  # noqa: BLE001 - the worker died: recorded, go on
+                        RunDir(j.run_dir).write_result({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+                    yield j.index, time.perf_counter() - t0[j.index]
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+def slurm_executor(folder: str | Path, **parameters: Any) -> Any:
+    """A submitit executor for SLURM (``parameters``: ``slurm_partition``, ``timeout_min``, ``gpus_per_node``...).
+
+    Raises:
+        ConfigError: submitit is not installed (``pip install 'medtl[slurm]'``).
+    """
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError("the SLURM launcher needs submitit", fix="pip install 'medtl[slurm]'") from None
+    executor = submitit.AutoExecutor(folder=str(folder))
+    executor.update_parameters(**parameters)
+    return executor
+
+
 @dataclass
 class CompareResult:
     """What :func:`compare` returns: the results, their summary and the files written."""
@@ -351,6 +502,8 @@ def compare(
     arms: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
     on_event: Callable[[str], None] | None = None,
+    parallel: int = 1,
+    launcher: Any = "local",
 ) -> CompareResult:
     """Train every (arm, seed, label fraction) and write the comparison report.
 
@@ -362,6 +515,10 @@ def compare(
         arms: names of the arms to run (default: all).
         overrides: experiment overrides by dotted key (``{"train.epochs": 2}``).
         on_event: called with a one-line message as runs start, finish, fail or are skipped.
+        parallel: runs trained at once on this machine, each in its own process with ``cores / parallel``
+            threads and, on a machine with as many GPUs, its own GPU (``launcher="local"``).
+        launcher: ``"local"``, or a ``submitit`` executor (``submitit.AutoExecutor(folder=...)`` configured for
+            SLURM, or ``submitit.LocalExecutor``): each run becomes one job; see :func:`slurm_executor`.
 
     Returns:
         A :class:`CompareResult`; ``results.json``, ``results.csv``, ``report.md``, ``report.html`` and
@@ -369,8 +526,6 @@ def compare(
         fails is recorded with its error and the others go on; after Ctrl-C, the runs finished so far
         are in ``results.json`` and the report.
     """
-    from medtl.train import fine_tune
-
     say = on_event or (lambda msg: None)
     comp_over = {k: v for k, v in (overrides or {}).items() if k.startswith("compare.")}
     exp_over = {k: v for k, v in (overrides or {}).items() if not k.startswith("compare.")}
@@ -430,52 +585,54 @@ def compare(
     )
     # fractions outermost: an interrupted comparison has all arms at the first fractions
     plan = [(arm, seed, f) for f in section.fractions for seed in seed_list for arm in specs]
+    jobs: list[_Job] = []
+    failed: dict[int, RunRecord] = {}
+    for i, (arm, seed, fraction) in enumerate(plan):
+        run_dir = run_dir_for(compare_dir, arm.name, seed, fraction)
+        tag = f"[{i + 1}/{len(plan)}] {arm.name} seed {seed} {fraction * 100:g}% labels"
+        try:
+            run_cfg = _run_config(experiment, arm, seed, fraction, splits_file, run_dir)
+        except ConfigError as exc:
+            failed[i] = RunRecord(arm.name, seed, fraction, "failed", f"ConfigError: {exc}", str(run_dir))
+            say(f"{tag}: FAILED: {exc}")
+            continue
+        key = _config_key(run_cfg)
+        if _is_finished(RunDir(run_dir), key):
+            say(f"{tag}: finished earlier, reusing {run_dir}")
+        else:
+            jobs.append(_Job(i, tag, run_cfg.to_dict(), str(run_dir), key))
+
+    def record(i: int, seconds: float | None = None) -> None:
+        arm, seed, fraction = plan[i]
+        run_dir = run_dir_for(compare_dir, arm.name, seed, fraction)
+        rec = record_from_run_dir(run_dir, arm=arm.name, seed=seed, fraction=fraction, classes=classes)
+        if seconds is not None and rec.seconds is None:
+            rec.seconds = seconds
+        _merge_provenance(arm, RunDir(run_dir))
+        results.runs.append(rec)
+        tag = f"[{i + 1}/{len(plan)}] {arm.name} seed {seed} {fraction * 100:g}% labels"
+        if rec.ok:
+            value = rec.test_metrics.get(section.primary_metric, float("nan"))
+            say(f"{tag}: done, test {section.primary_metric} per patient {value:.3f}")
+        else:
+            say(f"{tag}: FAILED: {rec.error}")
+        results.runs.sort(key=lambda r: _order[(r.arm, r.seed, r.fraction)])
+        results.write_json(compare_dir / "results.json")
+        results.write_csv(compare_dir / "results.csv")
+
+    _order = {(a.name, sd, f): k for k, (a, sd, f) in enumerate(plan)}
+    results.runs.extend(failed.values())
+    pending = {j.index for j in jobs}
+    for i in range(len(plan)):
+        if i not in pending and i not in failed:
+            record(i)
     interrupted = False
     try:
-        for i, (arm, seed, fraction) in enumerate(plan, start=1):
-            run_dir = run_dir_for(compare_dir, arm.name, seed, fraction)
-            tag = f"[{i}/{len(plan)}] {arm.name} seed {seed} {fraction * 100:g}% labels"
-            t0 = time.perf_counter()
-            try:
-                run_cfg = _run_config(experiment, arm, seed, fraction, splits_file, run_dir)
-                key = _config_key(run_cfg)
-            except ConfigError as exc:
-                results.runs.append(RunRecord(arm.name, seed, fraction, "failed", f"ConfigError: {exc}", str(run_dir)))
-                say(f"{tag}: FAILED: {exc}")
-                continue
-            if _is_finished(RunDir(run_dir), key):
-                say(f"{tag}: finished earlier, reusing {run_dir}")
-            else:
-                if run_dir.exists():
-                    shutil.rmtree(run_dir)  # an unfinished, failed or differently configured attempt: redo it
-                say(f"{tag}: training")
-                try:
-                    with warnings.catch_warnings():
-                        # noise from Lightning that says nothing about this run
-                        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-                        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-                        fine_tune(run_cfg, run_dir=run_dir)
-                    RunDir(run_dir).write_text(_KEY_FILE, key + "\n")
-                except KeyboardInterrupt:
-                    raise
-                except Exception as exc:  # one failing run must not stop the comparison
-                    rec = RunRecord(arm.name, seed, fraction, "failed", f"{type(exc).__name__}: {exc}", str(run_dir))
-                    rec.seconds = time.perf_counter() - t0
-                    results.runs.append(rec)
-                    say(f"{tag}: FAILED: {rec.error}")
-                    results.write_json(compare_dir / "results.json")
-                    results.write_csv(compare_dir / "results.csv")
-                    continue
-            rec = record_from_run_dir(run_dir, arm=arm.name, seed=seed, fraction=fraction, classes=classes)
-            results.runs.append(rec)
-            _merge_provenance(arm, RunDir(run_dir))
-            if rec.ok:
-                value = rec.test_metrics.get(section.primary_metric, float("nan"))
-                say(f"{tag}: done, test {section.primary_metric} per patient {value:.3f}")
-            else:
-                say(f"{tag}: FAILED: {rec.error}")
-            results.write_json(compare_dir / "results.json")
-            results.write_csv(compare_dir / "results.csv")
+        for i, seconds in _execute(jobs, parallel=parallel, launcher=launcher, say=say):
+            record(i, seconds)
+            fatal = _fatal_error(results.runs[-1] if results.runs else None, results)
+            if fatal:
+                break
     except KeyboardInterrupt:
         interrupted = True
         say("interrupted: writing the report of the runs finished so far")
@@ -484,4 +641,7 @@ def compare(
     if interrupted:
         say(f"partial report of the finished runs: {files.report_html}; run the same command again to go on")
         raise KeyboardInterrupt
+    fatal = _fatal_error(None, results)
+    if fatal:
+        raise TrainingError(f"{fatal}; the report of what finished is {files.report_html}")
     return CompareResult(results, summary, compare_dir, files)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import signal
 import sys
 import time
 import traceback
@@ -23,7 +25,7 @@ from medtl.train.experiment import Experiment, class_balance, prepare_experiment
 from medtl.train.inference import make_loader, predict_dataset
 from medtl.train.rundir import RunDir
 
-__all__ = ["RunResult", "fine_tune", "resolve_precision", "default_threads", "weights_provenance"]
+__all__ = ["Interrupted", "RunResult", "fine_tune", "resolve_precision", "default_threads", "weights_provenance"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,18 @@ class RunResult:
     seconds: float
     best_epoch: int | None = None
     status: str = "ok"
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM; the message says where it is and how to continue it."""
+
+    def __init__(self, run: RunDir, epoch: int) -> None:
+        how = (
+            f"continue it with: medtl train --resume {run.path}"
+            if run.last_checkpoint.is_file()
+            else "it stopped before its first checkpoint; start it again"
+        )
+        super().__init__(f"run {run.path} stopped during epoch {epoch + 1}; {how}")
 
 
 def _is_rank_zero_env() -> bool:
@@ -288,6 +302,7 @@ def fine_tune(
     callbacks: list[Any] | None = None,
     trainer_kwargs: dict[str, Any] | None = None,
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> RunResult:
     """Train one model as the config says and write a run folder.
 
@@ -300,6 +315,7 @@ def fine_tune(
         callbacks: extra Lightning callbacks.
         trainer_kwargs: anything else ``lightning.pytorch.Trainer`` accepts; it wins over medtl's choices.
         quiet: no progress output.
+        overwrite: replace a run already in the folder (a failed one, say) instead of refusing.
 
     Returns:
         A :class:`RunResult`.
@@ -340,11 +356,16 @@ def fine_tune(
             )
         run = RunDir(run_dir if run_dir is not None else _default_run_dir(cfg))
         if rank0 and run.holds_run():
-            raise TrainingError(
-                f"run folder {run.path} already holds a run (status {run.status})",
-                path=str(run.path),
-                fix="pass --resume to continue it, or choose another output.name",
-            )
+            if not overwrite:
+                raise TrainingError(
+                    f"run folder {run.path} already holds a run (status {run.status})",
+                    path=str(run.path),
+                    fix="pass --resume to continue it, --overwrite to replace it, or choose another output.name",
+                )
+            with run.lock():  # refused while another process writes it
+                for child in run.path.iterdir():
+                    if child.name != RunDir.LOCK:
+                        shutil.rmtree(child) if child.is_dir() else child.unlink()
     os.environ[RUN_DIR_ENV] = str(run.path.resolve())
     torch.set_num_threads(cfg.train.threads or default_threads())
     if rank0:
@@ -408,9 +429,14 @@ def _fine_tune(
             )
             for split in ("train", "val")
         ]
-        trainer.fit(module, *loaders, ckpt_path=str(run.last_checkpoint) if resume else None)
-        if trainer.interrupted:  # Lightning turned Ctrl-C into a graceful stop
-            raise KeyboardInterrupt
+        try:
+            trainer.fit(module, *loaders, ckpt_path=str(run.last_checkpoint) if resume else None)
+        except SystemExit:
+            if not trainer.interrupted:
+                raise
+            # Lightning turns Ctrl-C into SystemExit(1) after a graceful stop, and ignores SIGINT from then on
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise Interrupted(run, trainer.current_epoch) from None
         if not trainer.is_global_zero:
             return RunResult(run.path, {}, run.best_checkpoint, None, time.perf_counter() - t_start, status="worker")
 

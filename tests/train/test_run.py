@@ -175,6 +175,9 @@ def test_resume_after_a_kill_mid_epoch_matches_an_uninterrupted_run(xray_run, tm
     assert json.loads((run_dir / "result.json").read_text())["status"] == "failed"
     with pytest.raises(TrainingError, match="already holds a run"):
         fine_tune(cfg, quiet=True)
+    # resume continues the run's own config: another config is refused with the fields that differ
+    with pytest.raises(TrainingError, match=r"preprocess.size: run \[32, 32\], asked \[16, 16\]"):
+        fine_tune(dict(cfg, preprocess={"size": [16, 16]}), run_dir=run_dir, resume=True, quiet=True)
     epochs = _Epochs()
     resumed = fine_tune(cfg, run_dir=run_dir, resume=True, quiet=True, callbacks=[epochs])
     assert epochs.started == [1, 2, 3]  # the finished epoch (0) is not repeated
@@ -183,6 +186,9 @@ def test_resume_after_a_kill_mid_epoch_matches_an_uninterrupted_run(xray_run, tm
     assert [r["epoch"] for r in got] == [r["epoch"] for r in want] == ["1", "2", "3", "4"]
     assert list(got[0]) == list(want[0])
     assert all(r["val_auroc"] != "" for r in got)
+    # same seed, same batches, same augmentation: the resumed run's metrics are the uninterrupted run's
+    for g, w in zip(got, want, strict=True):
+        assert {k: v for k, v in g.items() if k != "time_s"} == {k: v for k, v in w.items() if k != "time_s"}
     times = [float(r["time_s"]) for r in got]
     assert times == sorted(times)
     assert json.loads((run_dir / "result.json").read_text())["status"] == "ok"

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import hmac
+import logging
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from medtl.errors import UnknownOptionError
+from medtl.errors import ConfigError, UnknownOptionError
 
-__all__ = ["look_up_option", "hash_patient_id", "atomic_write_bytes", "medtl_home"]
+__all__ = ["look_up_option", "hash_patient_id", "patient_id_secret", "atomic_write_bytes", "medtl_home"]
 
 
 def look_up_option(value: str, allowed: Iterable[str], *, what: str = "option") -> str:
@@ -23,16 +26,127 @@ def look_up_option(value: str, allowed: Iterable[str], *, what: str = "option") 
     raise UnknownOptionError(f"unknown {what} {value!r}; allowed: {', '.join(map(str, allowed))}.{hint}")
 
 
-def hash_patient_id(patient_id: str | None) -> str:
-    """One-way pseudonym for a PatientID: the same ID always gives the same 16-hex-digit string.
+ID_SECRET_ENV = "MEDTL_ID_SECRET"
+ID_SECRET_FILE_ENV = "MEDTL_ID_SECRET_FILE"
+ID_SECRET_NAME = "id-secret"
+_secret_cache: dict[tuple[str, str], bytes] = {}
+_secret_lock = threading.Lock()
+_pseudonyms: dict[tuple[bytes, str], str] = {}
 
-    Raw patient identity never appears in logs, reports or run directories. A site may set
-    ``MEDTL_ID_SALT`` so pseudonyms cannot be matched across sites.
+
+def _read_secret_file(path: Path, source: str) -> bytes:
+    try:
+        data = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the pseudonym secret {path} ({exc.strerror or exc})",
+            path=str(path),
+            fix=f"check {source}, or set {ID_SECRET_ENV} to the study's secret",
+        ) from None
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        mode = 0
+    if mode & 0o077:
+        logging.getLogger("medtl").warning(
+            "the pseudonym secret %s can be read by other users (mode %o); run `chmod 600 %s`", path, mode, path
+        )
+    if len(data) < 16:
+        raise ConfigError(
+            f"the pseudonym secret {path} holds {len(data)} byte(s); at least 16 are needed",
+            path=str(path),
+            fix="write a long random value into it, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`",
+        )
+    return data
+
+
+def _create_secret(path: Path) -> bytes:
+    """Create ``path`` (mode 0600) with a random secret, atomically: a concurrent creator's file wins."""
+    import secrets
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, (secrets.token_hex(32) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # fails if another process created it first; its secret is then the one
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the pseudonym secret {path} ({exc.strerror or exc})",
+            path=str(path),
+            fix=f"make MEDTL_HOME writable, or give the secret with {ID_SECRET_ENV} or {ID_SECRET_FILE_ENV}",
+        ) from None
+    return _read_secret_file(path, "MEDTL_HOME")
+
+
+def patient_id_secret() -> bytes:
+    """The key of :func:`hash_patient_id`.
+
+    In order: ``$MEDTL_ID_SECRET`` (the secret itself), ``$MEDTL_ID_SECRET_FILE`` (a file holding it), else
+    ``$MEDTL_HOME/id-secret``, created with 32 random bytes and mode 0600 on first use. Every machine of one
+    study must use the same secret, or the same patient gets different pseudonyms (and lands in different
+    splits): copy the file to each machine's MEDTL_HOME, point ``MEDTL_ID_SECRET_FILE`` at one shared copy, or
+    set ``MEDTL_ID_SECRET`` in the job environment.
+
+    Raises:
+        ConfigError: the secret file cannot be read or created, or is shorter than 16 bytes.
+    """
+    env = os.environ.get(ID_SECRET_ENV, "")
+    if env:
+        if len(env.strip()) < 16:
+            raise ConfigError(
+                f"{ID_SECRET_ENV} holds {len(env.strip())} character(s); at least 16 are needed",
+                fix="set it to a long random value, e.g. the output of `python -c 'import secrets; "
+                "print(secrets.token_hex(32))'`",
+            )
+        return env.strip().encode()
+    file_env = os.environ.get(ID_SECRET_FILE_ENV, "")
+    # keyed by the environment as it is now, so that a changed MEDTL_HOME finds its own secret
+    key = ("file", file_env) if file_env else ("home", os.environ.get("MEDTL_HOME", ""))
+    cached = _secret_cache.get(key)
+    if cached is not None:
+        return cached
+    with _secret_lock:  # header scans hash in threads: one of them creates the file, the others read it
+        cached = _secret_cache.get(key)
+        if cached is not None:
+            return cached
+        if file_env:
+            secret = _read_secret_file(Path(file_env).expanduser(), ID_SECRET_FILE_ENV)
+        else:
+            path = medtl_home() / ID_SECRET_NAME
+            secret = _read_secret_file(path, "MEDTL_HOME") if path.exists() else _create_secret(path)
+        _secret_cache[key] = secret
+    return secret
+
+
+def hash_patient_id(patient_id: str | None) -> str:
+    """Keyed pseudonym for a PatientID: HMAC-SHA256 under the installation's secret, 16 hex digits.
+
+    The same ID gives the same pseudonym wherever the secret is the same (see :func:`patient_id_secret`);
+    without the secret, pseudonyms cannot be reversed by trying candidate IDs. Raw patient identity never
+    appears in logs, reports, manifests written by medtl, caches or run directories.
     """
     if patient_id is None or str(patient_id).strip() == "":
         return ""
-    salt = os.environ.get("MEDTL_ID_SALT", "medtl")
-    return hashlib.sha256(f"{salt}:{str(patient_id).strip()}".encode()).hexdigest()[:16]
+    secret = patient_id_secret()
+    text = str(patient_id).strip()
+    key = (secret, text)
+    found = _pseudonyms.get(key)
+    if found is None:
+        found = hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()[:16]
+        if len(_pseudonyms) > 100_000:  # a cohort's worth; indexing hashes the same few IDs thousands of times
+            _pseudonyms.clear()
+        _pseudonyms[key] = found
+    return found
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

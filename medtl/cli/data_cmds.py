@@ -19,22 +19,25 @@ def index(
     as_json: bool = typer.Option(False, "--json", help="Print the rows and unreadable files as JSON."),
 ) -> None:
     """Index a tree of scans into a manifest CSV: one row per series, and the files that could not be read."""
+    from medtl.cli.io_cmds import printable
     from medtl.data.index import index_tree
+    from medtl.io.scan import check_output_file
 
+    check_output_file(out, "manifest.csv")  # before the tree is read, not after
     result = index_tree(root, labels_from_folders=labels_from_folders)
     written = result.write_csv(out)
     if as_json:
         typer.echo(json.dumps(result.to_dict() | {"out": str(written)}, indent=2))
         return
-    typer.echo(f"wrote {len(result.rows)} row(s) to {written}")
+    typer.echo(printable(f"wrote {len(result.rows)} row(s) to {written}"))
     if not labels_from_folders:
         typer.echo("the label column is empty: fill it in, or re-run with --labels-from-folders")
     for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        typer.echo(printable(f"warning: {warning}"), err=True)
     if result.unreadable:
         typer.echo(f"{len(result.unreadable)} file(s) could not be read:", err=True)
         for u in result.unreadable:
-            typer.echo(f"  {u.path}: {u.reason}", err=True)
+            typer.echo(printable(f"  {u.path}: {' '.join(u.reason.split())}"), err=True)
 
 
 def register(app: typer.Typer) -> None:

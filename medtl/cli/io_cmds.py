@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
+import logging.handlers
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 __all__ = ["register", "inspect_cmd", "convert_cmd", "format_index"]
+
+
+def printable(text: object) -> str:
+    """``text`` with undecodable bytes of file names (held as surrogates) shown as U+FFFD, so printing never fails."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def format_index(index: object) -> str:
@@ -35,7 +40,7 @@ def format_index(index: object) -> str:
         lines.append("not read:")
         for u in unreadable:
             lines.append(f"- {u.path}: {' '.join(u.reason.split())}")
-    return "\n".join(lines)
+    return printable("\n".join(lines))
 
 
 def inspect_cmd(
@@ -44,10 +49,23 @@ def inspect_cmd(
 ) -> None:
     """List the series under PATH (UID, modality, description, slices, shape, spacing, orientation)
     and the files that could not be read, from headers only."""
+    from medtl.errors import NoImagesError
     from medtl.io import inspect_path
 
     index = inspect_path(path)
     typer.echo(json.dumps(index.to_dict(), indent=2) if as_json else format_index(index))
+    if not index.series:
+        first = index.unreadable[0] if index.unreadable else None
+        detail = (
+            f"{len(index.unreadable)} file(s) could not be read (first: {first.path}: {' '.join(first.reason.split())})"
+            if first is not None
+            else "it holds no files"
+        )
+        raise NoImagesError(
+            f"nothing under {path} could be read as an image: {detail}",
+            path=str(path),
+            fix="pass DICOM or NIfTI files, or a folder holding them",
+        )
 
 
 def convert_cmd(
@@ -63,8 +81,8 @@ def convert_cmd(
     """Write one series of PATH as NIfTI with its affine (RAS, as nibabel expects)."""
     from medtl.io import convert, read_scan  # noqa: F401 - read_scan's logger reports the chosen series
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    # the choice of series (and any resampling) is reported once the file is written; a failure is one line
+    handler = logging.handlers.BufferingHandler(capacity=1000)
     logger = logging.getLogger("medtl.io")
     logger.addHandler(handler)
     old_level = logger.level
@@ -74,7 +92,9 @@ def convert_cmd(
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
-    typer.echo(f"wrote {written}")
+    for record in handler.buffer:
+        typer.echo(printable(record.getMessage()), err=True)
+    typer.echo(printable(f"wrote {written}"))
 
 
 def register(app: typer.Typer) -> None:

@@ -67,12 +67,17 @@ class IndexResult:
         Returns:
             The path written.
         """
-        out = Path(out).expanduser().resolve()
+        from medtl.io.scan import check_output_file, write_failed
+
+        out = check_output_file(out, "manifest.csv").resolve()
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.table(relative_to=out.parent))
-        atomic_write_bytes(out, buffer.getvalue().encode("utf-8"))
+        try:
+            atomic_write_bytes(out, buffer.getvalue().encode("utf-8"))
+        except OSError as exc:
+            raise write_failed(out, exc) from None
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +119,7 @@ def index_tree(root: str | os.PathLike[str], *, labels_from_folders: bool = Fals
         NoImagesError: ``root`` does not exist, or nothing under it could be read as an image.
     """
     from medtl.io import inspect_path
+    from medtl.io.scan import Unreadable
 
     root = Path(root).expanduser().resolve()
     if not root.exists():
@@ -169,14 +175,30 @@ def index_tree(root: str | os.PathLike[str], *, labels_from_folders: bool = Fals
                     "label column by hand"
                 )
 
+    unreadable = list(found.unreadable)
+    kept = []
+    for row in rows:
+        try:
+            str(row["image"]).encode("utf-8")
+        except UnicodeEncodeError:
+            unreadable.append(
+                Unreadable(
+                    Path(row["image"]),
+                    "the name is not valid UTF-8, so a manifest (a UTF-8 CSV) cannot hold it; rename it",
+                )
+            )
+            continue
+        kept.append(row)
+    rows = kept
+    unreadable.sort(key=lambda u: str(u.path))
     rows.sort(key=lambda r: (str(r["image"]), r.get("series") or ""))
     if not rows:
-        reasons = "; ".join(f"{u.path}: {u.reason}" for u in found.unreadable[:5])
-        more = f" (and {len(found.unreadable) - 5} more)" if len(found.unreadable) > 5 else ""
+        reasons = "; ".join(f"{u.path}: {u.reason}" for u in unreadable[:5])
+        more = f" (and {len(unreadable) - 5} more)" if len(unreadable) > 5 else ""
         raise NoImagesError(
             f"no readable DICOM series or NIfTI file under {root}"
-            + (f"; {len(found.unreadable)} file(s) could not be read: {reasons}{more}" if found.unreadable else ""),
+            + (f"; {len(unreadable)} file(s) could not be read: {reasons}{more}" if unreadable else ""),
             path=str(root),
             fix="point medtl index at the folder that holds the scans",
         )
-    return IndexResult(rows=rows, unreadable=list(found.unreadable), warnings=warnings, root=root)
+    return IndexResult(rows=rows, unreadable=unreadable, warnings=warnings, root=root)

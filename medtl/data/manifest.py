@@ -14,6 +14,17 @@ A manifest is a CSV file with the columns
 ``series`` (optional)
     a SeriesInstanceUID or SeriesDescription, for folders that hold several series.
 
+Labels are taken exactly as written (surrounding spaces aside) and are never normalised: labels that differ
+only by case or inner spacing (``Positive`` / ``positive``, ``no finding`` / ``no  finding``) would silently become
+separate classes, so they are an error that names the rows of each spelling; so are empty labels and labels that
+are a missing-value marker written by a spreadsheet or pandas (``nan``, ``NaN``, ``NA``, ``N/A``, ``null``,
+``<NA>``), unless ``classes`` lists them.
+
+When ``patient_id`` is not given for a DICOM row, it is the PatientID of the series that
+:func:`medtl.read_scan` reads for that row (the ``series`` column, else the folder's largest series). A folder
+holding several patients' series without a ``series`` column is an error that lists the series to choose from,
+because a guess could put one patient's scan in two splits.
+
 Other columns are kept. Loading validates every row and raises one :class:`~medtl.errors.ManifestError`
 that lists every problem with its CSV row number (the header is row 1, the first scan row 2, as a
 spreadsheet shows them). Patient IDs are always stored pseudonymised with
@@ -284,7 +295,7 @@ class Manifest:
         if allowed is not None and len(set(allowed)) != len(allowed):
             raise ManifestError(f"classes {allowed} has duplicates", path=str(path), fix="list each class once")
         extra_cols = [(i, h) for i, h in enumerate(header) if h and i not in {c for c in col.values() if c is not None}]
-        patient_cache: dict[tuple[Path, str | None], str | None] = {}
+        patient_cache: dict[tuple[Path, str | None], tuple[str | None, str | None]] = {}
         seen: dict[tuple[str, str | None], int] = {}
         parsed: list[dict[str, Any]] = []
         nifti_stems: list[int] = []
@@ -348,16 +359,18 @@ class Manifest:
                 elif image.exists():
                     cache_key = (image, series)
                     if cache_key not in patient_cache:
-                        patient_cache[cache_key] = read_dicom_patient_id(image, series)
-                    found = patient_cache[cache_key]
-                    if found is None:
+                        patient_cache[cache_key] = _patient_of_series(image, series)
+                    found, problem = patient_cache[cache_key]
+                    if problem is not None:
+                        row_problems.append(problem)
+                    elif found is None:
                         where = "column is empty in this row" if col["patient_id"] is not None else "column is absent"
                         row_problems.append(
                             f"no patient ID: the patient_id {where} and no DICOM file under {image_text!r} "
                             "has a PatientID"
                         )
                     else:
-                        patient = hash_patient_id(found)
+                        patient = found
                 elif not check_files:
                     row_problems.append(
                         f"no patient ID: image {image_text!r} not found, so its DICOM PatientID cannot be read"
@@ -376,6 +389,7 @@ class Manifest:
                 }
             )
 
+        problems.extend(_label_problems([(p["row"], p["label_name"]) for p in parsed], allowed))
         if problems:
             err = ManifestError(
                 f"manifest {path} has {len(problems)} problem(s): " + "; ".join(problems),
@@ -506,6 +520,47 @@ class Manifest:
         """A copy whose records take their split from ``assignment`` (patient ID -> split)."""
         records = [replace(r, split=assignment.get(r.patient_id, r.split)) for r in self.records]
         return Manifest(records, self.classes, path=self.path, root=self.root)
+
+
+_MISSING_MARKERS = frozenset({"nan", "na", "n/a", "null", "<na>", "nat"})
+
+
+def _label_problems(labels: Sequence[tuple[int, str]], allowed: Sequence[str] | None) -> list[str]:
+    """Missing-value markers used as labels, and labels that differ only by case or inner spacing."""
+    problems = []
+    allowed_set = set(allowed or ())
+    missing = [n for n, lab in labels if lab and lab.lower() in _MISSING_MARKERS and lab not in allowed_set]
+    if missing:
+        missing_set = set(missing)
+        markers = ", ".join(sorted({repr(lab) for n, lab in labels if n in missing_set}))
+        problems.append(
+            f"{_row_ranges(missing)}: the label is a missing-value marker ({markers}), as spreadsheets and pandas "
+            "write empty cells; fill in the class or drop these rows"
+        )
+    spellings: dict[str, dict[str, list[int]]] = {}
+    for n, lab in labels:
+        if lab:
+            spellings.setdefault(" ".join(lab.split()).casefold(), {}).setdefault(lab, []).append(n)
+    for variants in spellings.values():
+        if len(variants) > 1:
+            listed = " and ".join(f"{lab!r} ({_row_ranges(rows)})" for lab, rows in sorted(variants.items()))
+            problems.append(
+                f"labels {listed} differ only by case or spacing and would become separate classes; "
+                "write each class one way"
+            )
+    return problems
+
+
+def _patient_of_series(image: Path, series: str | None) -> tuple[str | None, str | None]:
+    """(pseudonymised PatientID of the series read_scan reads, or None; a problem sentence, or None)."""
+    from medtl.errors import MedtlError
+    from medtl.io.scan import select_series
+
+    try:
+        info = select_series(image, series)
+    except MedtlError as exc:
+        return None, " ".join(str(exc).split())
+    return (info.patient_id or None), None
 
 
 def _row_ranges(rows: Sequence[int], limit: int = 8) -> str:

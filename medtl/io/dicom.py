@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from medtl.errors import (
     UnsupportedScanError,
 )
 from medtl.io.geometry import SpacingReport, affine_lps, check_spacing, resample_slices, slice_normal
+from medtl.io.tagscan import RawHeader, scan_tags
 from medtl.utils import hash_patient_id
 
 __all__ = [
@@ -51,6 +53,7 @@ logger = logging.getLogger("medtl.io")
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+_NATIVE_SYNTAXES = frozenset({_IMPLICIT_LE, _EXPLICIT_LE, "1.2.840.10008.1.2.2"})
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 _RTDOSE_CLASS = "1.2.840.10008.5.1.4.1.1.481.2"
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
@@ -214,6 +217,18 @@ def _peek_pixel_tag(fp: Any, offset: int, size: int) -> bool:
     return le in _PIXEL_TAGS or be in _PIXEL_TAGS
 
 
+def _regular_file_size(path: Path) -> int:
+    """The size of a regular, non-empty file; anything else (FIFO, device, socket, folder, 0 bytes) is refused
+    before it is opened, so that reading never blocks."""
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, device or socket)"
+        raise NotDicomError(f"{path} is {what}", path=str(path), fix="pass a DICOM or NIfTI file, or a folder of them")
+    if st.st_size == 0:
+        raise TruncatedFileError(f"{path} is empty (0 bytes)", path=str(path), fix="copy or export the file again")
+    return st.st_size
+
+
 def read_header(path: str | os.PathLike[str]) -> DicomHeader:
     """Read one DICOM file's header without its pixel data.
 
@@ -225,8 +240,11 @@ def read_header(path: str | os.PathLike[str]) -> DicomHeader:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    path = Path(path)
-    size = path.stat().st_size
+    path = path if isinstance(path, Path) else Path(path)
+    size = _regular_file_size(path)
+    raw = scan_tags(path, size)
+    if raw is not None:
+        return _header_from_raw(raw, path, size)
     with open(path, "rb") as fp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -349,6 +367,27 @@ class _Fields:
         return str(self.ds.get(keyword, "") or "").strip()
 
 
+class _RawFields(_Fields):
+    """:class:`_Fields` over the raw values of :func:`medtl.io.tagscan.scan_tags` (little endian, ASCII text)."""
+
+    def __init__(self, values: dict[str, bytes], path: Path) -> None:
+        self.values = values
+        self.path = path
+
+    def text(self, keyword: str) -> str:
+        value = self.values.get(keyword)
+        return "" if value is None else value.decode("latin-1").strip(" \x00")
+
+    def ushort(self, keyword: str, default: int) -> int:
+        value = self.values.get(keyword)
+        if value is None or len(value) < 2:
+            return default
+        return int.from_bytes(value[:2], "little")
+
+    def converted(self, keyword: str) -> str:
+        return self.text(keyword)  # the scanner hands non-ASCII text to pydicom
+
+
 @functools.lru_cache(maxsize=256)
 def _tag(keyword: str) -> int:
     from pydicom.datadict import tag_for_keyword
@@ -369,6 +408,21 @@ def _uid_name(uid: str) -> str:
         return uid
 
 
+def _header_from_raw(raw: RawHeader, path: Path, size: int) -> DicomHeader:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _build_header(
+            _RawFields(raw.values, path),
+            path,
+            size,
+            raw.pixel_offset,
+            raw.has_pixels,
+            raw.transfer_syntax,
+            raw.media_sop_class,
+            None,
+        )
+
+
 def _header_from_dataset(ds: Any, path: Path, size: int, offset: int, has_pixels: bool) -> DicomHeader:
     f = _Fields(ds, path)
     meta = getattr(ds, "file_meta", None)
@@ -377,7 +431,22 @@ def _header_from_dataset(ds: Any, path: Path, size: int, offset: int, has_pixels
         ts = _EXPLICIT_LE if not ds.is_implicit_VR else _IMPLICIT_LE
         if not ds.is_little_endian:
             ts = "1.2.840.10008.1.2.2"
-    sop_class = f.text("SOPClassUID") or (str(meta.get("MediaStorageSOPClassUID", "")) if meta else "")
+    media_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta else ""
+    frames = _frame_geometry(ds) if "PerFrameFunctionalGroupsSequence" in ds else None
+    return _build_header(f, path, size, offset, has_pixels, ts, media_class, frames)
+
+
+def _build_header(
+    f: _Fields,
+    path: Path,
+    size: int,
+    offset: int,
+    has_pixels: bool,
+    ts: str,
+    media_class: str,
+    frames: list[FrameGeometry] | None,
+) -> DicomHeader:
+    sop_class = f.text("SOPClassUID") or media_class
     n_frames = f.integer("NumberOfFrames", 1)
     try:
         instance: int | None = f.integer("InstanceNumber", -1)
@@ -386,7 +455,6 @@ def _header_from_dataset(ds: Any, path: Path, size: int, offset: int, has_pixels
     pixel_spacing = _positive_spacing(f.floats("PixelSpacing", 2))
     if pixel_spacing is None:
         pixel_spacing = _positive_spacing(f.floats("ImagerPixelSpacing", 2))
-    frames = _frame_geometry(ds) if "PerFrameFunctionalGroupsSequence" in ds else None
     grid_text = f.text("GridFrameOffsetVector")
     grid = _floats(grid_text.split("\\"), 1) and [float(v) for v in grid_text.split("\\")] if grid_text else None
     slope = f.number("RescaleSlope", 1.0)
@@ -408,7 +476,7 @@ def _header_from_dataset(ds: Any, path: Path, size: int, offset: int, has_pixels
         sop_class=sop_class,
         sop_class_name=_uid_name(sop_class),
         modality=modality,
-        description=f.converted("SeriesDescription"),
+        description=scrub_text(f.converted("SeriesDescription"), _identifiers(f)),
         patient_id=hash_patient_id(f.converted("PatientID")),
         rows=f.ushort("Rows", 0),
         cols=f.ushort("Columns", 0),
@@ -435,29 +503,74 @@ def _header_from_dataset(ds: Any, path: Path, size: int, offset: int, has_pixels
     )
 
 
+def _identifiers(f: _Fields) -> list[str]:
+    """The patient's identifying values in this header (name parts, ID, birth date, accession number)."""
+    name = f.converted("PatientName")
+    parts = [p for p in name.replace("=", "^").replace(" ", "^").split("^") if len(p.strip()) >= 2]
+    return [*parts, f.converted("PatientID"), f.text("PatientBirthDate"), f.text("AccessionNumber")]
+
+
+def scrub_text(text: str, identifiers: Iterable[str]) -> str:
+    """``text`` with every occurrence of the given identifying values (case-insensitive) replaced by ``[removed]``.
+
+    Free-text header fields (SeriesDescription) are copied into medtl's outputs; some sites type the patient's
+    name or ID into them. The identifying values of the same header are removed before the text goes anywhere.
+    """
+    import re
+
+    if not text:
+        return text
+    lower = text.lower()
+    found = {v.strip() for v in identifiers if v and len(v.strip()) >= 2 and v.strip().lower() in lower}
+    out = text
+    for value in sorted(found, key=len, reverse=True):
+        out = re.sub(re.escape(value), "[removed]", out, flags=re.IGNORECASE)
+    return out
+
+
 def _header_or_reason(path: Path) -> DicomHeader | str:
+    """The header, or why the file cannot be read; never raises, so one bad file cannot end an index."""
     try:
         return read_header(path)
     except MedtlError as exc:
         return str(exc)
     except OSError as exc:
-        return f"cannot open: {exc}"
+        return f"cannot open: {exc.strerror or exc}"
+    except Exception as exc:  # noqa: BLE001 - a file that breaks the reader in an unforeseen way is one bad file
+        return f"cannot read the header ({type(exc).__name__}: {exc})"
+
+
+def read_headers_chunk(paths: Sequence[str]) -> list[DicomHeader | str]:
+    """Headers (or reasons) of a chunk of files; what a worker process of :func:`scan_headers` runs."""
+    return [_header_or_reason(Path(p)) for p in paths]
+
+
+_POOL_MIN_FILES = 600
+
+
+def _pool_context() -> Any:
+    """A multiprocessing context for header workers, or None where a pool must not be used."""
+    import multiprocessing as mp
+    import sys
+
+    if mp.current_process().daemon:  # e.g. a DataLoader worker: daemons cannot have children
+        return None
+    if sys.platform.startswith("linux"):
+        return mp.get_context("fork")  # workers need nothing but this module, already imported
+    return mp.get_context("spawn")
 
 
 def scan_headers(
     paths: Sequence[Path], *, workers: int | None = None
 ) -> tuple[list[DicomHeader], list[tuple[Path, str]]]:
-    """Read the headers of many files in parallel.
+    """Read the headers of many files; large sets in a process pool (``MEDTL_IO_WORKERS`` processes).
+
+    Header reads are pure-Python parsing, so threads would take turns on one core; processes do not.
 
     Returns:
         The headers read, and (path, reason) for every file that could not be read.
     """
-    workers = workers or io_workers()
-    if len(paths) < 8 or workers == 1:
-        results = [_header_or_reason(p) for p in paths]
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(_header_or_reason, paths, chunksize=16))
+    results = _read_many(paths, workers)
     headers: list[DicomHeader] = []
     bad: list[tuple[Path, str]] = []
     for p, r in zip(paths, results, strict=True):
@@ -466,6 +579,30 @@ def scan_headers(
         else:
             bad.append((p, r))
     return headers, bad
+
+
+def _read_many(paths: Sequence[Path], workers: int | None = None) -> list[DicomHeader | str]:
+    workers = workers or io_workers()
+    ctx = _pool_context() if workers > 1 and len(paths) >= _POOL_MIN_FILES else None
+    if ctx is None:
+        return [_header_or_reason(p) for p in paths]
+    from concurrent.futures import ProcessPoolExecutor
+
+    from medtl.utils import patient_id_secret
+
+    patient_id_secret()  # read (or create) the secret once, before the workers start
+    n_chunks = workers * 4
+    size = -(-len(paths) // n_chunks)
+    chunks = [[os.fspath(p) for p in paths[i : i + size]] for i in range(0, len(paths), size)]
+    out: list[DicomHeader | str] = []
+    try:
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            for part in pool.map(read_headers_chunk, chunks):
+                out.extend(part)
+    except (OSError, RuntimeError) as exc:  # no processes here (limits, sandbox): read them in this one
+        logger.debug("header pool not used: %s", exc)
+        return [_header_or_reason(p) for p in paths]
+    return out
 
 
 def group_series(headers: Iterable[DicomHeader]) -> dict[str, list[DicomHeader]]:
@@ -487,6 +624,80 @@ def series_kind(headers: Sequence[DicomHeader]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- pixels
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (MemAvailable on Linux); None where unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def ensure_memory(n_bytes: int, what: str, path: str | os.PathLike[str]) -> None:
+    """Refuse, before allocating, to read something that needs more memory than the machine has.
+
+    Raises:
+        UnsupportedScanError: ``n_bytes`` is more than the memory available.
+    """
+    free = available_memory()
+    if free is not None and n_bytes > free:
+        raise UnsupportedScanError(
+            f"{path}: {what} needs {n_bytes / 2**30:,.1f} GiB of memory to read; {free / 2**30:,.1f} GiB are free",
+            path=str(path),
+            fix="check the header (a corrupt size?), or read it on a machine with more memory",
+        )
+
+
+def _dims_text(h: DicomHeader) -> str:
+    frames = f" x {h.n_frames} frame(s)" if h.n_frames > 1 else ""
+    samples = f" x {h.samples} samples" if h.samples > 1 else ""
+    return f"{h.rows} x {h.cols} pixels{frames}{samples} of {h.bits_allocated} bits"
+
+
+def check_claimed_size(h: DicomHeader) -> None:
+    """Refuse a header that claims more pixel data than its file holds, or than memory allows, before decoding.
+
+    Raises:
+        TruncatedFileError: uncompressed pixel data shorter than rows x columns x frames x samples says.
+        UnsupportedScanError: the decoded image would not fit in memory.
+    """
+    n_values = h.rows * h.cols * h.n_frames * max(1, h.samples)
+    if h.transfer_syntax in _NATIVE_SYNTAXES and h.pixel_offset is not None:
+        need = (n_values + 7) // 8 if h.bits_allocated == 1 else n_values * max(1, h.bits_allocated // 8)
+        if h.photometric == "YBR_FULL_422":  # chroma sampled every other pixel: 2 values per pixel, not 3
+            need = need * 2 // 3
+        present = max(0, h.file_size - h.pixel_offset - 8)
+        if need > present:
+            raise TruncatedFileError(
+                f"{h.path}: the header claims {_dims_text(h)} ({need:,} bytes) but the file holds at most "
+                f"{present:,} bytes of pixel data",
+                path=str(h.path),
+                fix="the file is incomplete or its header is corrupt; export it again",
+            )
+    # decoded stored values plus their float32 copy
+    ensure_memory(n_values * (4 + max(1, h.bits_allocated // 8)), _dims_text(h), h.path)
+
+
+def _check_iop(iop: Sequence[float] | None, what: str, where: str) -> None:
+    """ImageOrientationPatient must be two perpendicular unit vectors; anything else gives a degenerate affine."""
+    if iop is None:
+        return
+    row, col = np.asarray(iop[:3], dtype=np.float64), np.asarray(iop[3:6], dtype=np.float64)
+    if abs(np.linalg.norm(row) - 1) > 0.05 or abs(np.linalg.norm(col) - 1) > 0.05 or abs(float(row @ col)) > 0.05:
+        raise GeometryError(
+            f"{what} in {where}: ImageOrientationPatient {tuple(round(float(v), 4) for v in iop)} is not two "
+            "perpendicular unit vectors (the orientation is degenerate)",
+            path=where,
+            fix="the header is corrupt; export the series again from the source system",
+        )
 
 
 def _read_native(h: DicomHeader) -> np.ndarray | None:
@@ -619,6 +830,7 @@ def decode_frames(h: DicomHeader) -> tuple[np.ndarray, str]:
             path=str(h.path),
             fix="pass an image file (CT, MR, CR/DX, secondary capture...) or a folder of them",
         )
+    check_claimed_size(h)
     arr = _read_native(h)
     if arr is not None:
         return arr, h.photometric
@@ -786,6 +998,10 @@ def read_series(headers: Sequence[DicomHeader], *, where: str = "", allow_irregu
         )
     _check_same([(h.rows, h.cols) for h in headers], "image sizes", h0, where, labels)
     _check_same([h.iop for h in headers], "orientations", h0, where, labels)
+    _check_iop(h0.iop, _series_name(h0), where)
+    for h in headers:  # every slice's claim is checked before the volume is allocated
+        check_claimed_size(h)
+    ensure_memory(len(headers) * h0.rows * h0.cols * 4, f"{len(headers)} slices of {_dims_text(h0)}", where)
     _check_same([h.pixel_spacing for h in headers], "pixel spacings", h0, where, labels)
     if any(h.samples != 1 for h in headers):
         raise UnsupportedScanError(
@@ -818,6 +1034,7 @@ def read_series(headers: Sequence[DicomHeader], *, where: str = "", allow_irregu
 
 
 def _flat_affine(h: DicomHeader, spacing_2d: Sequence[float], step: float) -> np.ndarray:
+    _check_iop(h.iop, _series_name(h), str(h.path))
     iop = h.iop or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
     ipp = h.ipp or (0.0, 0.0, 0.0)
     return affine_lps(iop, ipp, spacing_2d, slice_normal(iop) * step)
@@ -916,6 +1133,8 @@ def header_geometry(headers: Sequence[DicomHeader]) -> dict[str, Any]:
     ps = h0.pixel_spacing or (1.0, 1.0)
     kind = series_kind(headers)
     info: dict[str, Any] = {"problems": []}
+    for iop in {h.iop for h in headers if h.iop is not None}:
+        _check_iop(iop, _series_name(h0), str(h0.path.parent))
     if kind == "volume" and all(h.ipp is not None and h.iop is not None for h in headers):
         ipps = np.array([h.ipp for h in headers], dtype=np.float64)
         report = check_spacing(ipps, slice_normal(h0.iop))  # type: ignore[arg-type]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medtl.errors import NotDicomError, TruncatedFileError, UnsupportedScanError
+from medtl.errors import GeometryError, NotDicomError, TruncatedFileError, UnsupportedScanError
+from medtl.io.dicom import ensure_memory
 
 __all__ = ["NiftiImage", "is_nifti_path", "read_nifti", "nifti_header_info", "write_nifti"]
 
@@ -31,8 +32,8 @@ class NiftiImage:
 
 def is_nifti_path(path: str | os.PathLike[str]) -> bool:
     """Whether the file name ends in .nii or .nii.gz."""
-    name = Path(path).name.lower()
-    return name.endswith(".nii") or name.endswith(".nii.gz")
+    name = os.fspath(path).lower()
+    return name.endswith((".nii", ".nii.gz"))
 
 
 def _inflater_module():  # noqa: ANN202 - a zlib-compatible module
@@ -64,6 +65,7 @@ def _inflate_error() -> type[Exception]:
 def _load(path: Path, *, header_only: bool = False):  # noqa: ANN202 - nibabel image
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError
 
     try:
         if path.name.lower().endswith(".gz") and not header_only:
@@ -72,7 +74,7 @@ def _load(path: Path, *, header_only: bool = False):  # noqa: ANN202 - nibabel i
             klass = nib.Nifti2Image if int.from_bytes(data[:4], "little") == 540 else nib.Nifti1Image
             return klass.from_bytes(data)
         return nib.load(str(path))
-    except ImageFileError as exc:
+    except (ImageFileError, HeaderDataError) as exc:
         raise NotDicomError(
             f"{path} is not a valid NIfTI file ({exc})", path=str(path), fix="pass a .nii/.nii.gz or DICOM file"
         ) from None
@@ -82,12 +84,59 @@ def _load(path: Path, *, header_only: bool = False):  # noqa: ANN202 - nibabel i
         ) from None
 
 
+def _affine(img, path: Path) -> np.ndarray:  # noqa: ANN001 - nibabel image
+    """The image's affine; non-finite or singular ones are refused (they would place voxels nowhere)."""
+    try:
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001 - nibabel raises HeaderDataError, LinAlgError... for a broken qform
+        raise GeometryError(
+            f"{path}: the affine cannot be computed from the header ({type(exc).__name__}: {exc})",
+            path=str(path),
+            fix="fix the file's sform/qform (e.g. with nibabel) or export it again",
+        ) from None
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        what = "non-finite values" if not np.all(np.isfinite(affine)) else "a singular (zero-volume) voxel grid"
+        raise GeometryError(
+            f"{path}: the affine holds {what}",
+            path=str(path),
+            fix="fix the file's sform/qform (e.g. with nibabel) or export it again",
+        )
+    return affine
+
+
+def _check_voxels(img, path: Path) -> None:  # noqa: ANN001 - nibabel image
+    """Refuse structured (RGB) voxels, and sizes the file or the memory cannot hold, before reading any."""
+    header = img.header
+    dtype = np.dtype(header.get_data_dtype())
+    shape = tuple(int(s) for s in header.get_data_shape())
+    if dtype.fields is not None or dtype.kind not in "iufb":
+        raise UnsupportedScanError(
+            f"{path} stores {'RGB/structured' if dtype.fields else dtype.kind} voxels ({dtype}), not intensities",
+            path=str(path),
+            fix="convert it to one intensity volume per channel (a 4D file) or to grey values first",
+        )
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 0
+    need = count * dtype.itemsize
+    if not path.name.lower().endswith(".gz"):
+        offset = int(header.get("vox_offset", 352)) if hasattr(header, "get") else 352
+        size = path.stat().st_size
+        if offset + need > size:
+            raise TruncatedFileError(
+                f"{path}: the header claims {' x '.join(map(str, shape))} voxels of {dtype} ({need:,} bytes) but the "
+                f"file holds {max(0, size - offset):,} bytes of image data",
+                path=str(path),
+                fix="the file is incomplete or its header is corrupt; export it again",
+            )
+    ensure_memory(count * (4 + dtype.itemsize), f"{' x '.join(map(str, shape))} voxels", path)
+
+
 def nifti_header_info(path: str | os.PathLike[str]) -> dict:
     """Shape, spacing and affine of a NIfTI file from its header only."""
-    img = _load(Path(path), header_only=True)
+    path = Path(path)
+    img = _load(path, header_only=True)
     shape = tuple(int(s) for s in img.shape)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    return {"shape": shape, "spacing": zooms[: min(3, len(shape))], "affine": np.asarray(img.affine, dtype=np.float64)}
+    return {"shape": shape, "spacing": zooms[: min(3, len(shape))], "affine": _affine(img, path)}
 
 
 def _in_memory_data(img, volume: int | None) -> np.ndarray | None:  # noqa: ANN001 - nibabel image
@@ -126,7 +175,13 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None) -> Ni
         (C, X, Y, Z) float32 array with C = 1 for 3D files (or one picked volume), else the number of volumes.
     """
     path = Path(path)
+    if path.exists() and path.stat().st_size == 0:
+        raise TruncatedFileError(f"{path} is empty (0 bytes)", path=str(path), fix="copy or export the file again")
+    if not path.name.lower().endswith(".gz"):
+        _check_voxels(_load(path, header_only=True), path)  # before nibabel maps or reads the data
     img = _load(path)
+    _check_voxels(img, path)
+    affine = _affine(img, path)
     shape = img.shape
     n_volumes = int(np.prod(shape[3:])) if len(shape) > 3 else 1
     if volume is not None and not (len(shape) <= 3 and volume in (0, -1)):
@@ -157,7 +212,7 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None) -> Ni
     zooms = img.header.get_zooms()[:3]
     return NiftiImage(
         array=arr,
-        affine=np.asarray(img.affine, dtype=np.float64),
+        affine=affine,
         spacing=tuple(float(z) for z in zooms),
         n_volumes=n_volumes,
     )

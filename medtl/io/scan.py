@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,18 +17,29 @@ from medtl.errors import MedtlError, NoImagesError, SeriesNotFoundError, Unknown
 from medtl.io.dicom import (
     DicomHeader,
     DicomImage,
+    _read_many,
     group_series,
     header_geometry,
     read_dicom_file,
     read_header,
     read_series,
-    scan_headers,
     series_kind,
 )
 from medtl.io.geometry import LPS_TO_RAS, orientation_label
 from medtl.io.nifti import is_nifti_path, nifti_header_info, read_nifti, write_nifti
 
-__all__ = ["SeriesInfo", "Unreadable", "ScanIndex", "read_scan", "inspect_path", "convert", "list_files"]
+__all__ = [
+    "SeriesInfo",
+    "Unreadable",
+    "ScanIndex",
+    "read_scan",
+    "inspect_path",
+    "select_series",
+    "convert",
+    "check_output_file",
+    "list_files",
+    "walk_files",
+]
 
 logger = logging.getLogger("medtl.io")
 
@@ -117,19 +129,66 @@ class ScanIndex:
 # --------------------------------------------------------------------------------------------- indexing
 
 
+def _skipped(name: str) -> bool:
+    if name.startswith(".") or name in _SKIP_NAMES:
+        return True
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in _SKIP_SUFFIXES
+
+
+def walk_files(root: Path) -> tuple[list[tuple[Path, int, int]], list[Unreadable]]:
+    """Regular files below ``root`` with their size and mtime (ns), and what cannot be read as a file.
+
+    Only regular files are returned, so that nothing ever opens a FIFO, a device or a socket (opening a FIFO
+    blocks for ever). Those, broken links, empty files and folders that cannot be listed come back as
+    :class:`Unreadable`. Hidden files and folders, obvious non-images (.txt, .csv, .json, ...) and links to
+    folders are skipped. Files of a folder come before its sub-folders, each in name order.
+    """
+    files: list[tuple[Path, int, int]] = []
+    bad: list[Unreadable] = []
+    stack = [os.fspath(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            bad.append(Unreadable(Path(folder), f"cannot list this folder ({exc.strerror or exc})"))
+            continue
+        subfolders = []
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    subfolders.append(entry.path)
+                    continue
+            except OSError:
+                pass
+            if _skipped(name):
+                continue
+            try:
+                st = entry.stat()  # follows links: a link to a regular file is read as that file
+            except OSError as exc:
+                bad.append(Unreadable(Path(entry.path), f"cannot be read ({exc.strerror or exc}; a broken link?)"))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                continue  # a link to a folder: not followed (it could loop)
+            if not stat.S_ISREG(st.st_mode):
+                bad.append(Unreadable(Path(entry.path), "not a regular file (a FIFO, device or socket); skipped"))
+                continue
+            if st.st_size == 0:
+                bad.append(Unreadable(Path(entry.path), "empty file (0 bytes)"))
+                continue
+            files.append((Path(entry.path), st.st_size, st.st_mtime_ns))
+        stack.extend(reversed(subfolders))
+    return files, bad
+
+
 def list_files(root: Path) -> list[Path]:
     """All regular files below ``root`` (recursive, sorted), skipping hidden files and obvious non-images."""
-    out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or name in _SKIP_NAMES:
-                continue
-            p = Path(dirpath) / name
-            if p.suffix.lower() in _SKIP_SUFFIXES:
-                continue
-            out.append(p)
-    return out
+    return [p for p, _, _ in walk_files(Path(root))[0]]
 
 
 def _dicom_series_info(headers: list[DicomHeader]) -> SeriesInfo:
@@ -173,17 +232,66 @@ def _nifti_series_info(path: Path) -> SeriesInfo:
     )
 
 
+def _read_headers(files: list[tuple[Path, int, int]], root: Path | None) -> list[DicomHeader | str]:
+    """Headers (or reasons) of ``files``: from the on-disk cache where size and mtime match, else read."""
+    from medtl.io.index_cache import open_header_cache
+
+    cache = open_header_cache() if len(files) > 1 else None
+    found = cache.lookup(files, root) if cache is not None else {}
+    missing = [f for f in files if f[0] not in found]
+    if missing:
+        results = _read_many([p for p, _, _ in missing])
+        fresh = dict(zip((p for p, _, _ in missing), results, strict=True))
+        if cache is not None:
+            # a reason from the operating system (permissions, a vanished file) may change: not cached
+            keep = [(p, size, mtime, fresh[p]) for p, size, mtime in missing if not _transient(fresh[p])]
+            cache.store(keep)
+        found.update(fresh)
+    if cache is not None:
+        cache.close()
+    return [found[p] for p, _, _ in files]
+
+
+def _transient(result: DicomHeader | str) -> bool:
+    return isinstance(result, str) and result.startswith("cannot open")
+
+
+def _series_or_problems(headers: list[DicomHeader]) -> SeriesInfo | list[Unreadable]:
+    try:
+        return _dicom_series_info(headers)
+    except Exception as exc:  # noqa: BLE001 - one series with hostile geometry must not end the whole index
+        reason = str(exc) if isinstance(exc, MedtlError) else f"{type(exc).__name__}: {exc}"
+        where = headers[0].series_uid or "without a SeriesInstanceUID"
+        return [Unreadable(h.path, f"series {where} cannot be described: {reason}") for h in headers]
+
+
 def _index(path: Path) -> ScanIndex:
+    from medtl.utils import patient_id_secret
+
     if not path.exists():
         raise NoImagesError(f"{path} does not exist", path=str(path), fix="check the path")
-    files = [path] if path.is_file() else list_files(path)
-    nifti = [p for p in files if is_nifti_path(p)]
-    others = [p for p in files if not is_nifti_path(p)]
-    headers, bad = scan_headers(others)
-    unreadable = [Unreadable(p, r) for p, r in bad]
+    patient_id_secret()  # a missing or unreadable secret is one error here, not one per file
+    unreadable: list[Unreadable] = []
+    if path.is_dir():
+        files, unreadable = walk_files(path)
+        root: Path | None = path.resolve() if path.is_absolute() else None
+    else:
+        st = path.stat()
+        files = []
+        if not stat.S_ISREG(st.st_mode):
+            unreadable.append(Unreadable(path, "not a regular file (a FIFO, device or socket)"))
+        elif st.st_size == 0:
+            unreadable.append(Unreadable(path, "empty file (0 bytes)"))
+        else:
+            files = [(path, st.st_size, st.st_mtime_ns)]
+        root = None
+    nifti = [p for p, _, _ in files if is_nifti_path(p)]
+    others = [f for f in files if not is_nifti_path(f[0])]
     images: list[DicomHeader] = []
-    for h in headers:
-        if h.is_dicomdir and path.is_file():
+    for (p, _, _), h in zip(others, _read_headers(others, root), strict=True):
+        if isinstance(h, str):
+            unreadable.append(Unreadable(p, h))
+        elif h.is_dicomdir and path.is_file():
             unreadable.append(
                 Unreadable(h.path, f"a DICOMDIR (an index of other files); pass its folder {h.path.parent}")
             )
@@ -195,12 +303,20 @@ def _index(path: Path) -> ScanIndex:
             unreadable.append(Unreadable(h.path, "Rows/Columns missing or zero"))
         else:
             images.append(h)
-    series = [_dicom_series_info(hs) for hs in group_series(images).values()]
+    series: list[SeriesInfo] = []
+    for hs in group_series(images).values():
+        info = _series_or_problems(hs)
+        if isinstance(info, SeriesInfo):
+            series.append(info)
+        else:
+            unreadable.extend(info)
     for p in nifti:
         try:
             series.append(_nifti_series_info(p))
         except MedtlError as exc:
             unreadable.append(Unreadable(p, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - one hostile NIfTI header is one bad file
+            unreadable.append(Unreadable(p, f"cannot read the NIfTI header ({type(exc).__name__}: {exc})"))
     return ScanIndex(root=path, series=series, unreadable=sorted(unreadable, key=lambda u: str(u.path)))
 
 
@@ -225,6 +341,16 @@ def _available(series: Sequence[SeriesInfo], limit: int = 12) -> str:
 
 def _select(series: list[SeriesInfo], wanted: str | None, where: Path) -> SeriesInfo:
     if wanted is None or (isinstance(wanted, float) and math.isnan(wanted)) or str(wanted).strip() == "":
+        patients = {s.patient_id for s in series if s.patient_id}
+        if len(patients) > 1:
+            # choosing the largest would take one patient's pixels under whichever patient a caller guessed
+            raise SeriesNotFoundError(
+                f"{where} holds series of {len(patients)} different patients, so which one to read must be "
+                f"chosen: {_available(series)}",
+                path=str(where),
+                fix="name one series (SeriesInstanceUID or SeriesDescription) in the manifest's series column "
+                "(read_scan: series=...; convert: --series), or give each patient's series its own folder",
+            )
         # the largest series, preferring those that can be read as one image (not a set of localizers)
         ranked = sorted(series, key=lambda s: (s.stackable, s.n_voxels, s.n_slices), reverse=True)
         chosen = ranked[0]
@@ -367,16 +493,7 @@ def read_scan(
                 fix="pass the file's folder to choose among several series, or leave series unset",
             )
         return _from_dicom(read_dicom_file(header, allow_irregular=allow_irregular), path)
-    index = _index(path)
-    if not index.series:
-        reasons = "; ".join(f"{u.path.name}: {u.reason}" for u in index.unreadable[:3])
-        raise NoImagesError(
-            f"no readable image in {path}"
-            + (f" ({len(index.unreadable)} file(s) unreadable: {reasons})" if index.unreadable else " (empty folder)"),
-            path=str(path),
-            fix="pass a folder holding DICOM images or NIfTI files (see `medtl inspect PATH`)",
-        )
-    chosen = _select(index.series, series, path)
+    chosen = select_series(path, series)
     if chosen.kind == "nifti":
         return _read_nifti_scan(chosen.files[0], volume)
     headers = chosen._headers
@@ -393,6 +510,80 @@ def read_scan(
     return _from_dicom(read_series(headers, where=str(path), allow_irregular=allow_irregular), path)
 
 
+def select_series(path: str | os.PathLike[str], series: str | None = None) -> SeriesInfo:
+    """The series :func:`read_scan` reads from a folder, from headers only (its patient, modality, files...).
+
+    Args:
+        path: a DICOM folder (searched recursively) or file.
+        series: SeriesInstanceUID or SeriesDescription; by default the largest series, which is allowed only
+            when every series in the folder belongs to one patient.
+
+    Raises:
+        NoImagesError: nothing readable under ``path``.
+        SeriesNotFoundError: ``series`` matches no series, or the folder holds several patients and no
+            ``series`` was given (the message lists the series to choose from).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise NoImagesError(f"{path} does not exist", path=str(path), fix="check the path")
+    index = _index(path)
+    if not index.series:
+        reasons = "; ".join(f"{u.path.name}: {u.reason}" for u in index.unreadable[:3])
+        raise NoImagesError(
+            f"no readable image in {path}"
+            + (f" ({len(index.unreadable)} file(s) unreadable: {reasons})" if index.unreadable else " (empty folder)"),
+            path=str(path),
+            fix="pass a folder holding DICOM images or NIfTI files (see `medtl inspect PATH`)",
+        )
+    if path.is_file():
+        chosen = index.series[0]
+        if series is not None and str(series).strip() and str(series).strip() not in (chosen.uid, chosen.description):
+            raise SeriesNotFoundError(
+                f"{path} belongs to series {chosen.uid} ({chosen.description!r}), not {series!r}",
+                path=str(path),
+                fix="pass the file's folder to choose among several series, or leave series unset",
+            )
+        return chosen
+    return _select(index.series, series, path)
+
+
+def check_output_file(out: str | os.PathLike[str], example: str) -> Path:
+    """``out`` as a path a file can be written to: not a folder, below a folder (or where one can be made).
+
+    Raises:
+        UnknownOptionError: ``out`` is a folder, or one of its parents is a file.
+    """
+    out = Path(out).expanduser()
+    if out.is_dir():
+        raise UnknownOptionError(
+            f"output {out} is a folder, not a file", path=str(out), fix=f"pass a file name, e.g. {out / example}"
+        )
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UnknownOptionError(
+            f"output {out} cannot be written: {parent} is a file, not a folder",
+            path=str(out),
+            fix="choose an output path below a folder",
+        )
+    return out
+
+
+def write_failed(out: Path, exc: OSError) -> MedtlError:
+    """The one-line error for an output that could not be written (a temporary file left behind is removed)."""
+    for tmp in out.parent.glob(f".{out.name}.tmp-{os.getpid()}*"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+    return MedtlError(
+        f"cannot write {out} ({exc.strerror or exc})",
+        path=str(out),
+        fix="check that the folder exists, is writable and has free space",
+    )
+
+
 def convert(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -406,5 +597,9 @@ def convert(
         raise UnknownOptionError(
             f"output {out} must end in .nii or .nii.gz", path=str(out), fix="name the output e.g. scan.nii.gz"
         )
+    out = check_output_file(out, "scan.nii.gz")
     scan = read_scan(path, series, allow_irregular=allow_irregular)
-    return write_nifti(scan.detach().cpu().numpy(), np.asarray(scan.affine, dtype=np.float64), out)
+    try:
+        return write_nifti(scan.detach().cpu().numpy(), np.asarray(scan.affine, dtype=np.float64), out)
+    except OSError as exc:
+        raise write_failed(out, exc) from None

@@ -88,10 +88,17 @@ def test_patient_id_of_the_requested_series_in_a_shared_folder(tmp_path: Path) -
     uid = generate_uid()
     write_dicom(tmp_path / "mixed" / "0001", "OTHER", description="scout")
     write_dicom(tmp_path / "mixed" / "0002", "WANTED", series_uid=uid, description="axial")
-    csv = write_csv(tmp_path / "m.csv", f"image,label,series\nmixed,x,{uid}\nmixed,y,axial\nmixed,z,\n")
+    csv = write_csv(tmp_path / "m.csv", f"image,label,series\nmixed,x,{uid}\nmixed,y,axial\n")
     m = Manifest.from_csv(csv)
-    assert m.patients == [hash_patient_id("WANTED"), hash_patient_id("WANTED"), hash_patient_id("OTHER")]
-    assert [r.series for r in m] == [uid, "axial", None]
+    assert m.patients == [hash_patient_id("WANTED"), hash_patient_id("WANTED")]
+    assert [r.series for r in m] == [uid, "axial"]
+    # without a series, the folder's two patients cannot be told apart: an error naming the series to choose
+    write_csv(csv, f"image,label,series\nmixed,x,{uid}\nmixed,z,\n")
+    with pytest.raises(ManifestError) as err:
+        Manifest.from_csv(csv)
+    text = str(err.value)
+    assert "row 3:" in text and "row 2:" not in text and "2 different patients" in text
+    assert "'scout'" in text and "'axial'" in text and uid in text and "series column" in text
 
 
 def test_nifti_without_patient_column_uses_the_file_stem_and_warns(tree: Path) -> None:
@@ -210,3 +217,33 @@ def test_subset_and_filter(tree: Path) -> None:
         m.filter(split="training")
     moved = m.with_splits({hash_patient_id("P1"): "test"})
     assert moved.splits == ["test", "val", "train"]
+
+
+def test_labels_differing_only_by_case_or_spacing_are_an_error_naming_the_rows(tree: Path) -> None:
+    csv = write_csv(
+        tree / "m.csv",
+        "image,label,patient_id\nscans/a,Positive,P1\nscans/b.dcm,positive,P2\nscans/c.nii.gz,no  finding,P3\n"
+        "scans/a/IM1,no finding,P4\n",
+    )
+    with pytest.raises(ManifestError) as err:
+        Manifest.from_csv(csv)
+    text = str(err.value)
+    assert "labels 'Positive' (rows 2) and 'positive' (rows 3) differ only by case or spacing" in text
+    assert "'no  finding' (rows 4) and 'no finding' (rows 5)" in text
+    assert "2 problem(s)" in text
+
+
+@pytest.mark.parametrize("marker", ["nan", "NaN", "NA", "N/A", "null", "<NA>"])
+def test_missing_value_markers_as_labels_are_an_error(tree: Path, marker: str) -> None:
+    csv = write_csv(tree / "m.csv", f"image,label,patient_id\nscans/a,yes,P1\nscans/b.dcm,{marker},P2\n")
+    with pytest.raises(ManifestError, match=rf"rows 3: the label is a missing-value marker \('{marker}'\)"):
+        Manifest.from_csv(csv)
+    # a class list that names it makes it a class
+    m = Manifest.from_csv(csv, classes=["yes", marker])
+    assert m.labels == [0, 1]
+
+
+def test_empty_labels_are_an_error(tree: Path) -> None:
+    csv = write_csv(tree / "m.csv", "image,label,patient_id\nscans/a,yes,P1\nscans/b.dcm, ,P2\n")
+    with pytest.raises(ManifestError, match="row 3: empty 'label'"):
+        Manifest.from_csv(csv)

@@ -198,18 +198,14 @@ def _dims_of(experiment: Any) -> int:
 
 def default_arms(experiment: Any) -> list[ArmConfig]:
     """Every registered weight source that fits the experiment's architecture and data dims, plus scratch."""
-    from medtl.weights import get_weight_source, list_weight_sources
+    from medtl.weights.sources import sources_for_arch
 
     arch = experiment.model.arch
-    dims = _dims_of(experiment)
-    arms = []
-    for name in list_weight_sources():
-        src = get_weight_source(name)
-        if not src.pretrained or src.dims is None or not src.archs or not src.fits(arch) or src.dims != dims:
-            continue
-        arms.append(ArmConfig(name=name, model=ArmModel(arch=arch, weights=name)))
-    arms.append(ArmConfig(name="scratch", model=ArmModel(arch=arch, weights="scratch")))
-    return arms
+    arms = [
+        ArmConfig(name=n, model=ArmModel(arch=arch, weights=n))
+        for n in sources_for_arch(arch, dims=_dims_of(experiment))
+    ]
+    return [*arms, ArmConfig(name="scratch", model=ArmModel(arch=arch, weights="scratch"))]
 
 
 def _arm_spec(arm: ArmConfig, experiment: Any) -> ArmSpec:
@@ -368,6 +364,7 @@ def train_run(config: dict[str, Any], run_dir: str, key: str, parallel: int = 1)
     Returns:
         The run's status (``ok``, ``failed``); a failure is recorded in its result.json, not raised.
     """
+    from medtl.config import load_config
     from medtl.train import fine_tune
     from medtl.train.run import PARALLEL_ENV
 
@@ -380,7 +377,7 @@ def train_run(config: dict[str, Any], run_dir: str, key: str, parallel: int = 1)
             # noise from Lightning that says nothing about this run
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-            fine_tune(config, run_dir=run.path, quiet=True)
+            fine_tune(load_config(config), run_dir=run.path, quiet=True)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - one failing run must not stop the comparison

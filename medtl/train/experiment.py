@@ -21,10 +21,11 @@ from medtl.config import ExperimentConfig, load_config
 from medtl.data.dataset import SampleDataset
 from medtl.data.splits import check_no_leakage, label_fraction_patients, make_splits, patient_labels, read_splits_csv
 from medtl.errors import ConfigError, DataLoadError, ManifestError, MedtlError, TrainingError
+from medtl.models import expected_input, weight_source_for
 from medtl.train.task import ClassificationTask
 from medtl.transforms.presets import Pipeline, build_pipeline, modality_from_meta
 from medtl.utils import medtl_home
-from medtl.weights.sources import Normalization, WeightSource, get_weight_source
+from medtl.weights.sources import IMAGENET_MEAN, IMAGENET_STD, Normalization, WeightSource
 
 __all__ = [
     "Experiment",
@@ -75,31 +76,33 @@ def read_scan_info(record: dict[str, Any]) -> ScanInfo:
 
 
 def resolve_weight_source(config: ExperimentConfig, mode: str) -> WeightSource:
-    """The config's ``model.weights`` as a record (ImageNet weights for a 3D model: the inflated source)."""
-    source = get_weight_source(config.model.weights)
-    if source.name == "imagenet" and mode == "3d":
-        source = get_weight_source("imagenet-inflated")
-    return source
+    """The config's ``model.weights`` as a record checked to fit the model (ImageNet for 3D: the inflated source)."""
+    return weight_source_for(config.model.arch, config.model.weights, spatial_dims=3 if mode == "3d" else 2)
 
 
 def resolve_input(config: ExperimentConfig, source: WeightSource, *, data_channels: int) -> tuple[int, Normalization]:
     """The model's input channels and the intensity normalisation, decided here and nowhere else.
 
-    Channels: ``model.in_channels`` if set, else what the weights were trained with (ImageNet 3, MedicalNet 1,
-    the CT I3ResNet 3), else the data's own. Normalisation: ``preprocess.normalization`` if not ``auto``, else
-    what the weights expect.
+    The weights' own answer (:func:`medtl.models.expected_input`: ImageNet 3 channels and its mean/std, MedicalNet
+    1 channel and a z-score, the CT I3ResNet 3 channels and no normalisation, random weights the data's
+    channels), unless the config sets ``model.in_channels`` or ``preprocess.normalization``.
     """
+    expected = expected_input(source, config.model.arch, data_channels=data_channels)
     override = config.preprocess.normalization
-    imagenet = get_weight_source("imagenet").normalization
     if override == "auto":
-        norm = source.normalization
+        norm = expected.normalization
     elif override == "imagenet":
-        norm = source.normalization if source.normalization.kind == "imagenet" else imagenet
+        norm = (
+            source.normalization
+            if source.normalization.kind == "imagenet"
+            else Normalization("imagenet", IMAGENET_MEAN, IMAGENET_STD)
+        )
     else:
         norm = Normalization(override)
-    channels = config.model.in_channels or source.in_channels
+    channels = config.model.in_channels
     if channels is None:
-        channels = 3 if norm.kind == "imagenet" else data_channels
+        weights_fix_channels = source.in_channels is not None
+        channels = expected.in_channels if weights_fix_channels or norm.kind != "imagenet" else 3
     return int(channels), norm
 
 
@@ -140,7 +143,7 @@ class Experiment:
 
     def build_model(self, *, pretrained: bool = True) -> nn.Module:
         """The backbone with this experiment's weights (``pretrained=False``: same network, random weights)."""
-        from medtl import create_model
+        from medtl.models import create_model
 
         return create_model(
             self.config.model.arch,

@@ -47,7 +47,7 @@ class FakeEngine:
         self.train_patients: dict[tuple[str, int, float], list[str]] = {}
         self.interrupt_at = interrupt_at
 
-    def __call__(self, config, *, run_dir):
+    def __call__(self, config, *, run_dir, quiet=False):
         from medtl.data import Manifest
         from medtl.data.splits import label_fraction_patients, patient_labels, read_splits_csv
 

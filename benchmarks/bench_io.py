@@ -1,10 +1,17 @@
-"""Read a generated 512x512x300 CT series (and the same volume as NIfTI) with medtl, SimpleITK and MONAI.
+"""Read a generated 512x512x300 CT series (and the same volume as NIfTI) with medtl, SimpleITK and MONAI; index a
+generated tree of thousands of DICOM files with medtl, SimpleITK's series discovery and a plain pydicom loop.
 
-Usage: ``python benchmarks/bench_io.py [--slices 300] [--size 512] [--repeats 2]``
+Usage: ``python benchmarks/bench_io.py [--slices 300] [--size 512] [--repeats 2]`` (reading) and
+``python benchmarks/bench_io.py --tree [--patients 20] [--series 60] [--files 3000]`` (indexing).
 
-Prints one table: seconds (best of ``--repeats``), slices per second, and the largest difference from the
+Reading prints one table: seconds (best of ``--repeats``), slices per second, and the largest difference from the
 known truth in HU after bringing each result to (x, y, z) order. A second table shows a folder holding
 two series: medtl reads the one asked for, MONAI's PydicomReader stacks both into one volume.
+
+Indexing prints files/s of ``medtl index`` (in process and as a command, first run with an empty header cache and
+again with the cache filled), SimpleITK's ``GetGDCMSeriesIDs`` over every series folder and a naive pydicom
+``dcmread(stop_before_pixels=True)`` loop, the ratio of each to SimpleITK, and the peak memory of ``medtl index``
+at a third and at all of the files.
 """
 
 from __future__ import annotations
@@ -85,6 +92,191 @@ def write_series(
         ds.save_as(folder / f"{rng.getrandbits(40):010x}", enforce_file_format=True)
 
 
+def write_tree(root: Path, patients: int, series: int, files: int, size: int = 64) -> int:
+    """``root/PATIENT/SERIES/IMxxxx``: ``series`` CT series spread over ``patients`` patients, ``files`` files in
+    all. Headers carry what scanners write beyond geometry (dates, names, a referenced-image sequence, a private
+    block), so header reads are not flattered. Returns the number of files written."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    per_series = max(1, files // series)
+    pixels = (np.arange(size * size, dtype=np.int16).reshape(size, size) % 2000).tobytes()
+    written = 0
+    for s in range(series):
+        patient = f"PAT{s % patients:03d}"
+        folder = root / patient / f"S{s:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        series_uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
+        for k in range(per_series):
+            ds = Dataset()
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+            ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.SpecificCharacterSet = "ISO_IR 100"
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+            ds.SOPClassUID = CTImageStorage
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+            ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = "20240102"
+            ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = "101010.000"
+            ds.AccessionNumber = f"ACC{s:05d}"
+            ds.Modality = "CT"
+            ds.Manufacturer = "Bench"
+            ds.InstitutionName = "Bench Hospital"
+            ds.ReferringPhysicianName = "Doe^Jane"
+            ds.StudyDescription = "CT chest"
+            ds.SeriesDescription = f"axial {s}"
+            ds.ManufacturerModelName = "Model 1"
+            ds.ReferencedImageSequence = Sequence([Dataset(), Dataset()])
+            for item in ds.ReferencedImageSequence:
+                item.ReferencedSOPClassUID = CTImageStorage
+                item.ReferencedSOPInstanceUID = generate_uid()
+            ds.PatientName = f"Bench^{patient}"
+            ds.PatientID = patient
+            ds.PatientBirthDate = "19700101"
+            ds.PatientSex = "O"
+            ds.SliceThickness = 1.25
+            ds.KVP = 120
+            ds.DataCollectionDiameter = 500
+            ds.ReconstructionDiameter = 350
+            ds.GantryDetectorTilt = 0
+            ds.ConvolutionKernel = "STANDARD"
+            ds.PatientPosition = "HFS"
+            ds.StudyInstanceUID = study_uid
+            ds.SeriesInstanceUID = series_uid
+            ds.StudyID = "1"
+            ds.SeriesNumber = s + 1
+            ds.AcquisitionNumber = 1
+            ds.InstanceNumber = k + 1
+            ds.ImagePositionPatient = [-175.0, -175.0, -100.0 + 1.25 * k]
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+            ds.FrameOfReferenceUID = frame_uid
+            ds.PositionReferenceIndicator = ""
+            ds.SliceLocation = -100.0 + 1.25 * k
+            ds.add_new(0x00291010, "LO", "private block")
+            ds.add_new(0x00291011, "OB", bytes(512))
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.Rows, ds.Columns = size, size
+            ds.PixelSpacing = [0.68, 0.68]
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 1
+            ds.WindowCenter, ds.WindowWidth = 40, 400
+            ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+            ds.PixelData = pixels
+            ds.save_as(folder / f"IM{k:04d}", enforce_file_format=True)
+            written += 1
+    return written
+
+
+def _peak_rss_of_index(root: Path, home: Path) -> float:
+    """Peak resident memory (MiB) of a fresh process that runs ``index_tree(root)`` with an empty cache."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, sys; from medtl.data.index import index_tree; index_tree(sys.argv[1]); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    env = dict(os.environ, MEDTL_HOME=str(home))
+    out = subprocess.run([sys.executable, "-c", code, str(root)], env=env, capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def bench_tree(patients: int, series: int, files: int) -> None:
+    """Index a generated tree with medtl, SimpleITK and pydicom; print files/s and the ratio to SimpleITK."""
+    import shutil
+    import subprocess
+    import sys
+
+    import pydicom
+    import SimpleITK as sitk
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"cores: {os.cpu_count()}, load average {load:.1f}")
+    with tempfile.TemporaryDirectory(prefix="medtl-bench-tree-") as tmp:
+        root = Path(tmp) / "tree"
+        t = time.perf_counter()
+        n = write_tree(root, patients, series, files)
+        folders = sorted({p.parent for p in root.rglob("IM*")})
+        print(f"wrote {n} files ({len(folders)} series of {patients} patients) in {time.perf_counter() - t:.1f} s\n")
+
+        def drop_cache(home: Path) -> None:
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir(parents=True)
+            (home / "id-secret").write_text("bench-secret-0123456789abcdef\n")
+            (home / "id-secret").chmod(0o600)
+
+        home = Path(tmp) / "home"
+        os.environ["MEDTL_HOME"] = str(home)
+        from medtl.data.index import index_tree
+
+        def sitk_ids() -> int:
+            reader = sitk.ImageSeriesReader()
+            return sum(len(reader.GetGDCMSeriesIDs(str(f))) for f in folders)
+
+        def pydicom_loop() -> int:
+            count = 0
+            for f in folders:
+                for p in sorted(f.iterdir()):
+                    pydicom.dcmread(p, stop_before_pixels=True)
+                    count += 1
+            return count
+
+        def medtl_first() -> int:
+            drop_cache(home)
+            return len(index_tree(root).rows)
+
+        def medtl_cached() -> int:
+            return len(index_tree(root).rows)
+
+        def cli(first: bool) -> float:
+            if first:
+                drop_cache(home)
+            t = time.perf_counter()
+            medtl = Path(sys.executable).with_name("medtl")
+            subprocess.run(
+                [str(medtl), "index", str(root), "--out", str(Path(tmp) / "m.csv")],
+                check=True,
+                capture_output=True,
+                env=dict(os.environ, MEDTL_HOME=str(home)),
+            )
+            return time.perf_counter() - t
+
+        sitk_s, _, found = best_time(sitk_ids, 2)
+        cases = [
+            ("SimpleITK GetGDCMSeriesIDs (every series folder)", sitk_s, found),
+            ("pydicom dcmread(stop_before_pixels) loop", *best_time(pydicom_loop, 2)[::2]),
+        ]
+        cases.append(("medtl index_tree, empty cache", *best_time(medtl_first, 2)[::2]))
+        medtl_cached()
+        cases.append(("medtl index_tree, cache filled", *best_time(medtl_cached, 3)[::2]))
+        cli_first = min(cli(True) for _ in range(2))
+        cli_cached = min(cli(False) for _ in range(3))
+        cases.append(("`medtl index` command, empty cache (with start-up)", cli_first, "-"))
+        cases.append(("`medtl index` command, cache filled (with start-up)", cli_cached, "-"))
+        print("| indexer | seconds | files/s | time vs SimpleITK | series or files found |")
+        print("|---|---:|---:|---:|---:|")
+        for name, seconds, out in cases:
+            print(f"| {name} | {seconds:.2f} | {n / seconds:,.0f} | {seconds / sitk_s:.2f}x | {out} |")
+        third = Path(tmp) / "third"
+        third.mkdir()
+        for f in folders[: max(1, len(folders) // 3)]:
+            dest = third / f.relative_to(root)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            f.rename(dest)
+        small = sum(1 for _ in third.rglob("IM*"))
+        rss_small = _peak_rss_of_index(third, Path(tmp) / "home-rss1")
+        for f in sorted({p.parent for p in third.rglob("IM*")}):
+            dest = root / f.relative_to(third)
+            f.rename(dest)
+        rss_all = _peak_rss_of_index(root, Path(tmp) / "home-rss2")
+        print(
+            f"\npeak memory of `index_tree` (fresh process, empty cache): {rss_small:.0f} MiB for {small} files, "
+            f"{rss_all:.0f} MiB for {n} files"
+        )
+
+
 def best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
     """Best wall-clock seconds, the CPU seconds (all threads of this process) of that run, and the result."""
     best, cpu, out = float("inf"), float("inf"), None
@@ -115,7 +307,15 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--tree", action="store_true", help="benchmark indexing a generated tree instead")
+    parser.add_argument("--patients", type=int, default=20)
+    parser.add_argument("--series", type=int, default=60)
+    parser.add_argument("--files", type=int, default=3000)
     args = parser.parse_args()
+    if args.tree:
+        warnings.simplefilter("ignore")
+        bench_tree(args.patients, args.series, args.files)
+        return
     warnings.simplefilter("ignore")
     import logging
 

@@ -130,8 +130,7 @@ def index_tree(root: str | os.PathLike[str], *, labels_from_folders: bool = Fals
     # every folder on the way from a series' files up to root -> the series found below it
     below: dict[Path, set[int]] = {}
     for n, s in enumerate(found.series):
-        for f in s.files:
-            d = Path(f).parent
+        for d in {f.parent if isinstance(f, Path) else Path(f).parent for f in s.files}:
             while True:
                 below.setdefault(d, set()).add(n)
                 if d == base or d.parent == d:
@@ -140,7 +139,7 @@ def index_tree(root: str | os.PathLike[str], *, labels_from_folders: bool = Fals
 
     rows: list[dict[str, Any]] = []
     for n, s in enumerate(found.series):
-        files = [Path(f) for f in s.files]
+        files = [f if isinstance(f, Path) else Path(f) for f in s.files]
         info = {
             "modality": s.modality,
             "kind": s.kind,

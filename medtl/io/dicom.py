@@ -229,7 +229,7 @@ def _regular_file_size(path: Path) -> int:
     return st.st_size
 
 
-def read_header(path: str | os.PathLike[str]) -> DicomHeader:
+def read_header(path: str | os.PathLike[str], *, size: int | None = None) -> DicomHeader:
     """Read one DICOM file's header without its pixel data.
 
     Raises:
@@ -241,7 +241,8 @@ def read_header(path: str | os.PathLike[str]) -> DicomHeader:
     from pydicom.errors import InvalidDicomError
 
     path = path if isinstance(path, Path) else Path(path)
-    size = _regular_file_size(path)
+    if size is None:  # callers that walked the folder know it is a regular, non-empty file of this size
+        size = _regular_file_size(path)
     raw = scan_tags(path, size)
     if raw is not None:
         return _header_from_raw(raw, path, size)
@@ -476,7 +477,7 @@ def _build_header(
         sop_class=sop_class,
         sop_class_name=_uid_name(sop_class),
         modality=modality,
-        description=scrub_text(f.converted("SeriesDescription"), _identifiers(f)),
+        description=_description(f),
         patient_id=hash_patient_id(f.converted("PatientID")),
         rows=f.ushort("Rows", 0),
         cols=f.ushort("Columns", 0),
@@ -501,6 +502,11 @@ def _build_header(
         frames=frames,
         grid_offsets=grid or None,
     )
+
+
+def _description(f: _Fields) -> str:
+    text = f.converted("SeriesDescription")
+    return scrub_text(text, _identifiers(f)) if text else ""
 
 
 def _identifiers(f: _Fields) -> list[str]:
@@ -528,10 +534,10 @@ def scrub_text(text: str, identifiers: Iterable[str]) -> str:
     return out
 
 
-def _header_or_reason(path: Path) -> DicomHeader | str:
+def _header_or_reason(path: Path, size: int | None = None) -> DicomHeader | str:
     """The header, or why the file cannot be read; never raises, so one bad file cannot end an index."""
     try:
-        return read_header(path)
+        return read_header(path, size=size)
     except MedtlError as exc:
         return str(exc)
     except OSError as exc:
@@ -540,12 +546,26 @@ def _header_or_reason(path: Path) -> DicomHeader | str:
         return f"cannot read the header ({type(exc).__name__}: {exc})"
 
 
-def read_headers_chunk(paths: Sequence[str]) -> list[DicomHeader | str]:
-    """Headers (or reasons) of a chunk of files; what a worker process of :func:`scan_headers` runs."""
-    return [_header_or_reason(Path(p)) for p in paths]
+def read_headers_chunk(files: Sequence[tuple[str, int | None]]) -> list[DicomHeader | str]:
+    """Headers (or reasons) of a chunk of (path, size) pairs; what a worker process of :func:`scan_headers` runs."""
+    return [_header_or_reason(Path(p), size) for p, size in files]
 
 
-_POOL_MIN_FILES = 600
+_POOL_MIN_FILES = 2000
+
+
+def _header_workers() -> int:
+    """Processes for header reading: ``MEDTL_IO_WORKERS`` when set, else one per CPU (at most 8) on machines
+    with 4 or more CPUs. With fewer, starting and feeding workers cost more than they save (measured on 2 cores:
+    3,000 files took 1.5 s with 2 processes and 1.2 s with one)."""
+    env = os.environ.get("MEDTL_IO_WORKERS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return min(8, cpus) if cpus >= 4 else 1
 
 
 def _pool_context() -> Any:
@@ -563,7 +583,7 @@ def _pool_context() -> Any:
 def scan_headers(
     paths: Sequence[Path], *, workers: int | None = None
 ) -> tuple[list[DicomHeader], list[tuple[Path, str]]]:
-    """Read the headers of many files; large sets in a process pool (``MEDTL_IO_WORKERS`` processes).
+    """Read the headers of many files; large sets in a process pool (see :func:`_header_workers`).
 
     Header reads are pure-Python parsing, so threads would take turns on one core; processes do not.
 
@@ -581,11 +601,15 @@ def scan_headers(
     return headers, bad
 
 
-def _read_many(paths: Sequence[Path], workers: int | None = None) -> list[DicomHeader | str]:
-    workers = workers or io_workers()
+def _read_many(
+    paths: Sequence[Path], workers: int | None = None, sizes: Sequence[int] | None = None
+) -> list[DicomHeader | str]:
+    """Headers (or reasons) of ``paths``, in order; ``sizes`` when the caller has stat-ed them (regular files)."""
+    workers = workers or _header_workers()
+    sized = list(zip(paths, sizes, strict=True)) if sizes is not None else [(p, None) for p in paths]
     ctx = _pool_context() if workers > 1 and len(paths) >= _POOL_MIN_FILES else None
     if ctx is None:
-        return [_header_or_reason(p) for p in paths]
+        return [_header_or_reason(p, size) for p, size in sized]
     from concurrent.futures import ProcessPoolExecutor
 
     from medtl.utils import patient_id_secret
@@ -593,7 +617,7 @@ def _read_many(paths: Sequence[Path], workers: int | None = None) -> list[DicomH
     patient_id_secret()  # read (or create) the secret once, before the workers start
     n_chunks = workers * 4
     size = -(-len(paths) // n_chunks)
-    chunks = [[os.fspath(p) for p in paths[i : i + size]] for i in range(0, len(paths), size)]
+    chunks = [[(os.fspath(p), n) for p, n in sized[i : i + size]] for i in range(0, len(sized), size)]
     out: list[DicomHeader | str] = []
     try:
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
@@ -601,7 +625,7 @@ def _read_many(paths: Sequence[Path], workers: int | None = None) -> list[DicomH
                 out.extend(part)
     except (OSError, RuntimeError) as exc:  # no processes here (limits, sandbox): read them in this one
         logger.debug("header pool not used: %s", exc)
-        return [_header_or_reason(p) for p in paths]
+        return [_header_or_reason(p, n) for p, n in sized]
     return out
 
 
@@ -1140,7 +1164,7 @@ def header_geometry(headers: Sequence[DicomHeader]) -> dict[str, Any]:
         report = check_spacing(ipps, slice_normal(h0.iop))  # type: ignore[arg-type]
         labels = [headers[o].path.name for o in report.order]
         info["problems"] = report.describe(labels)
-        orientations = {tuple(np.round(h.iop, 4)) for h in headers}  # type: ignore[arg-type]
+        orientations = {tuple(round(v, 4) for v in h.iop) for h in headers}  # type: ignore[union-attr]
         if len(orientations) > 1:
             info["problems"].append(f"{len(orientations)} different orientations")
         first = ipps[report.order[0]]

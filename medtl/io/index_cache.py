@@ -27,33 +27,46 @@ __all__ = ["HeaderCache", "open_header_cache", "CACHE_ENV"]
 logger = logging.getLogger("medtl.io")
 
 CACHE_ENV = "MEDTL_INDEX_CACHE"
-_SCHEMA = 1
+_SCHEMA = 2
 _FILE = f"dicom-headers-v{_SCHEMA}.sqlite"
 _TUPLES = ("ipp", "iop", "pixel_spacing")
 
 
+_FIELDS = [f.name for f in dataclasses.fields(DicomHeader)]
+_FRAME_FIELDS = [f.name for f in dataclasses.fields(FrameGeometry)]
+
+
 def _encode(value: DicomHeader | str) -> str:
+    """One JSON list of the header's field values in declaration order (the path is the key), or the reason."""
     if isinstance(value, str):
         return json.dumps({"bad": value})
-    data = dataclasses.asdict(value)
-    data["path"] = None  # the key holds the path
-    return json.dumps({"h": data}, separators=(",", ":"))
+    values = [getattr(value, name) for name in _FIELDS]
+    values[0] = None  # path
+    if value.frames is not None:
+        values[_FIELDS.index("frames")] = [[getattr(f, n) for n in _FRAME_FIELDS] for f in value.frames]
+    return json.dumps(values, separators=(",", ":"))
+
+
+def _tuple(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
 
 
 def _decode(text: str, path: Path) -> DicomHeader | str:
     data = json.loads(text)
-    if "bad" in data:
+    if isinstance(data, dict):
         return str(data["bad"])
-    h = data["h"]
+    h = dict(zip(_FIELDS, data, strict=True))
     h["path"] = path
     for key in _TUPLES:
-        if h.get(key) is not None:
-            h[key] = tuple(h[key])
-    if h.get("frames") is not None:
-        h["frames"] = [
-            FrameGeometry(**{**f, **{k: tuple(f[k]) for k in ("ipp", "iop", "pixel_spacing") if f.get(k) is not None}})
-            for f in h["frames"]
-        ]
+        h[key] = _tuple(h[key])
+    if h["frames"] is not None:
+        frames = []
+        for values in h["frames"]:
+            f = dict(zip(_FRAME_FIELDS, values, strict=True))
+            for key in ("ipp", "iop", "pixel_spacing"):
+                f[key] = _tuple(f[key])
+            frames.append(FrameGeometry(**f))
+        h["frames"] = frames
     return DicomHeader(**h)
 
 
@@ -88,8 +101,9 @@ class HeaderCache:
             self._db = db
         return self._db
 
-    def lookup(self, files: Sequence[tuple[Path, int, int]], root: Path | None = None) -> dict[Path, DicomHeader | str]:
-        """The cached entries of ``files`` (path, size, mtime_ns) whose size and mtime match.
+    def lookup(self, files: Sequence[tuple[Path, int, int]], root: Path | None = None) -> dict[str, DicomHeader | str]:
+        """The cached entries (by ``os.fspath`` of the path) of ``files`` (path, size, mtime_ns) whose size and
+        mtime match.
 
         Args:
             files: the files, with their size and mtime in nanoseconds.
@@ -100,7 +114,7 @@ class HeaderCache:
         try:
             db = self._connect()
             wanted = {os.fspath(p): (p, size, mtime) for p, size, mtime in files}
-            found: dict[Path, DicomHeader | str] = {}
+            found: dict[str, DicomHeader | str] = {}
             if root is not None:
                 prefix = os.path.join(os.fspath(root), "")
                 upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
@@ -119,7 +133,7 @@ class HeaderCache:
             for key, size, mtime, data in rows:
                 entry = wanted.get(key)
                 if entry is not None and entry[1] == size and entry[2] == mtime:
-                    found[entry[0]] = _decode(data, entry[0])
+                    found[key] = _decode(data, entry[0])
             return found
         except (sqlite3.Error, OSError, ValueError, TypeError, KeyError) as exc:
             logger.debug("header cache %s not used: %s", self.path, exc)

@@ -238,18 +238,17 @@ def _read_headers(files: list[tuple[Path, int, int]], root: Path | None) -> list
 
     cache = open_header_cache() if len(files) > 1 else None
     found = cache.lookup(files, root) if cache is not None else {}
-    missing = [f for f in files if f[0] not in found]
+    missing = [f for f in files if os.fspath(f[0]) not in found]
     if missing:
-        results = _read_many([p for p, _, _ in missing])
-        fresh = dict(zip((p for p, _, _ in missing), results, strict=True))
+        results = _read_many([p for p, _, _ in missing], sizes=[size for _, size, _ in missing])
         if cache is not None:
             # a reason from the operating system (permissions, a vanished file) may change: not cached
-            keep = [(p, size, mtime, fresh[p]) for p, size, mtime in missing if not _transient(fresh[p])]
+            keep = [(f[0], f[1], f[2], r) for f, r in zip(missing, results, strict=True) if not _transient(r)]
             cache.store(keep)
-        found.update(fresh)
+        found.update(zip((os.fspath(p) for p, _, _ in missing), results, strict=True))
     if cache is not None:
         cache.close()
-    return [found[p] for p, _, _ in files]
+    return [found[os.fspath(p)] for p, _, _ in files]
 
 
 def _transient(result: DicomHeader | str) -> bool:

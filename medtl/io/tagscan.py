@@ -67,6 +67,10 @@ _UNDEFINED = 0xFFFFFFFF
 _HEAD = struct.Struct("<HHHH")  # group, element, VR (as a little-endian code), 16-bit length
 _U32 = struct.Struct("<I")
 _LONG_VR_CODES = frozenset(int.from_bytes(vr, "little") for vr in _LONG_VRS)
+_SHORT_VR_CODES = frozenset(
+    int.from_bytes(vr.encode(), "little")
+    for vr in "AE AS AT CS DA DS DT FL FD IS LO LT PN SH SL SS ST TM UI UL US".split()
+)
 _SQ = int.from_bytes(b"SQ", "little")
 _UN = int.from_bytes(b"UN", "little")
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -176,25 +180,29 @@ def _parse(buf: bytes, file_size: int) -> RawHeader:
     u32 = _U32.unpack_from
     has_pixels = False
     n = len(buf)
-    # The hot loop of indexing: one unpack per element, no calls for the common case.
+    short_vrs = _SHORT_VR_CODES
+    # The hot loop of indexing: one unpack and a few comparisons per element, no calls in the common case.
     while True:
-        if pos >= n:
-            if n >= file_size:
-                break  # the file ends without pixel data
-            raise _Fallback  # more header than was read
         if pos + 8 > n:
-            raise _Fallback  # cut inside an element: pydicom names the problem
+            if pos >= n and n >= file_size:
+                break  # the file ends without pixel data
+            raise _Fallback  # more header than was read, or cut inside an element (pydicom names the problem)
         group, elem, vr, short = head(buf, pos)
-        tag = (group << 16) | elem
-        if group == 0x7FE0 and tag in _PIXEL_TAGS:
-            has_pixels = True
-            break
-        if tag == _PER_FRAME:
-            raise _Fallback  # enhanced multi-frame: pydicom reads the functional groups
-        if implicit or group == 0xFFFE:
+        if group >= 0x5200:  # pixel data, enhanced multi-frame groups, item tags: the rare cases
+            tag = (group << 16) | elem
+            if tag in _PIXEL_TAGS:
+                has_pixels = True
+                break
+            if tag == _PER_FRAME or group == 0xFFFE:
+                raise _Fallback  # pydicom reads functional groups; a stray item tag is malformed
+        if implicit:
             start = pos + 8
             length = u32(buf, pos + 4)[0]
             is_seq = length == _UNDEFINED
+        elif vr in short_vrs:
+            start = pos + 8
+            length = short
+            is_seq = False
         elif vr in long_vrs:
             if pos + 12 > n:
                 raise _Fallback
@@ -202,11 +210,7 @@ def _parse(buf: bytes, file_size: int) -> RawHeader:
             length = u32(buf, pos + 8)[0]
             is_seq = vr == _SQ or (vr == _UN and length == _UNDEFINED)
         else:
-            if not (65 <= (vr & 0xFF) <= 90 and 65 <= (vr >> 8) <= 90):
-                raise _Fallback  # not an explicit VR after all
-            start = pos + 8
-            length = short
-            is_seq = False
+            raise _Fallback  # not an explicit VR after all
         if length == _UNDEFINED:
             if not is_seq:
                 raise _Fallback
@@ -215,10 +219,10 @@ def _parse(buf: bytes, file_size: int) -> RawHeader:
         end = start + length
         if end > n:
             raise _Fallback  # past what was read (or past the end of a truncated file)
-        keyword = wanted.get(tag)
+        keyword = wanted.get((group << 16) | elem)
         if keyword is not None:
             value = buf[start:end]
-            if tag in _CHARSET_TEXT and not value.isascii():
+            if not value.isascii() and ((group << 16) | elem) in _CHARSET_TEXT:
                 raise _Fallback
             values[keyword] = value
         pos = end

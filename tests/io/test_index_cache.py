@@ -74,7 +74,7 @@ def test_a_second_index_comes_from_the_cache_and_follows_changes(
     first = inspect_path(root).to_dict()
     reads: list[Path] = []
     real = dicom._header_or_reason
-    monkeypatch.setattr(dicom, "_header_or_reason", lambda p: reads.append(p) or real(p))
+    monkeypatch.setattr(dicom, "_header_or_reason", lambda p, size=None: reads.append(p) or real(p, size))
     assert inspect_path(root).to_dict() == first and reads == []  # headers and reasons both cached
     # a changed file is read again; the others are not
     changed = sorted((root / "b").iterdir())[0]

@@ -1,24 +1,145 @@
-"""Per-scan classification metrics from torchmetrics, and slice-to-scan aggregation for 2.5D."""
+"""Classification metrics: one implementation (scikit-learn) for training, ``evaluate``, ``predict`` and ``compare``.
+
+Every number medtl reports — the validation metrics logged each epoch, a run's ``result.json``, ``medtl
+evaluate`` and the test metrics of ``compare`` — comes from the functions here, so a run folder and a
+comparison report can never disagree on what "AUROC" means.
+
+Why scikit-learn rather than torchmetrics: the metrics are computed once per epoch on all validation
+outputs (after slices are averaged into scans), never streamed batch by batch, so torchmetrics' state
+machinery buys nothing; ``compare`` works on NumPy arrays read from CSV files; and scikit-learn's
+definitions are the reference the tests check against. Its multi-class conventions are also the ones
+medtl wants: macro F1 over the classes that occur in the labels or the predictions, balanced accuracy
+over the classes that occur in the labels (torchmetrics' macro averages count absent classes as 0).
+
+Definitions (``probs`` is (n, n_classes); the predicted class is the arg-max):
+
+- ``auroc``: two classes: the AUROC of ``probs[:, 1]`` for class 1 (ties count one half). More classes:
+  one-vs-rest, unweighted mean over the classes present in the labels (scikit-learn's
+  ``multi_class="ovr", average="macro"`` when every class is present). ``nan`` with fewer than two
+  classes in the labels.
+- ``accuracy``: share of correct arg-max predictions.
+- ``balanced_accuracy``: mean recall over the classes present in the labels.
+- ``f1``: two classes: F1 of class 1. More classes: macro F1 over the classes present in the labels or
+  the predictions (a class absent from both is not averaged in, as it is not for AUROC and balanced
+  accuracy). 0 when class 1 is neither predicted nor present.
+"""
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
-from torchmetrics.functional.classification import (
-    binary_auroc,
-    binary_f1_score,
-    multiclass_accuracy,
-    multiclass_auroc,
-    multiclass_confusion_matrix,
-    multiclass_f1_score,
-    multiclass_recall,
-)
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
-__all__ = ["METRIC_NAMES", "aggregate_by_scan", "classification_metrics"]
+from medtl.errors import TrainingError
+
+__all__ = [
+    "METRIC_NAMES",
+    "METRICS",
+    "accuracy",
+    "aggregate_by_scan",
+    "auroc",
+    "balanced_accuracy",
+    "binary_auroc",
+    "classification_metrics",
+    "compute_metric",
+    "f1",
+]
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "auroc", "f1")
+
+
+def _arrays(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as int class indices and probabilities as a float (n, n_classes) array; tensors accepted."""
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    if isinstance(probs, torch.Tensor):
+        probs = probs.detach().cpu().double().numpy()
+    y = np.asarray(labels).astype(int).reshape(-1)
+    p = np.asarray(probs, dtype=float)
+    if p.ndim == 1:
+        p = np.stack([1.0 - p, p], axis=1)
+    if p.shape[0] != y.size:
+        raise ValueError(f"{y.size} labels but {p.shape[0]} rows of probabilities")
+    if p.size and not np.isfinite(p).all():
+        bad = int((~np.isfinite(p).all(axis=1)).sum())
+        raise TrainingError(
+            f"{bad} of {p.shape[0]} predictions hold NaN or infinite probabilities, so no metric can be computed",
+            fix="the model's outputs are broken (a non-finite loss or non-finite weights); check the training log",
+        )
+    return y, p
+
+
+def binary_auroc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+    """AUROC of ``scores`` for the positive labels (ties count one half); ``nan`` when one class is absent."""
+    y = np.asarray(labels).astype(bool).reshape(-1)
+    s = np.asarray(scores, dtype=float).reshape(-1)
+    if y.all() or not y.any():
+        return math.nan
+    return float(roc_auc_score(y, s))
+
+
+def auroc(labels: Any, probs: Any) -> float:
+    """AUROC: binary for two classes, one-vs-rest macro over the classes present otherwise (see the module)."""
+    y, p = _arrays(labels, probs)
+    if p.shape[1] == 2:
+        return binary_auroc(y == 1, p[:, 1])
+    present = [c for c in range(p.shape[1]) if (y == c).any()]
+    if len(present) < 2:
+        return math.nan
+    return float(np.mean([binary_auroc(y == c, p[:, c]) for c in present]))
+
+
+def accuracy(labels: Any, probs: Any) -> float:
+    """Share of correct arg-max predictions; ``nan`` for no cases."""
+    y, p = _arrays(labels, probs)
+    return float(accuracy_score(y, p.argmax(axis=1))) if y.size else math.nan
+
+
+def balanced_accuracy(labels: Any, probs: Any) -> float:
+    """Mean recall over the classes present in the labels; ``nan`` for no cases."""
+    y, p = _arrays(labels, probs)
+    if not y.size:
+        return math.nan
+    with warnings.catch_warnings():
+        # "y_pred contains classes not in y_true": those classes have no recall and are left out, as intended
+        warnings.simplefilter("ignore", UserWarning)
+        return float(balanced_accuracy_score(y, p.argmax(axis=1)))
+
+
+def f1(labels: Any, probs: Any) -> float:
+    """F1 of class 1 for two classes; macro F1 over the classes in the labels or predictions otherwise."""
+    y, p = _arrays(labels, probs)
+    if not y.size:
+        return math.nan
+    pred = p.argmax(axis=1)
+    if p.shape[1] == 2:
+        return float(f1_score(y, pred, labels=[0, 1], pos_label=1, average="binary", zero_division=0.0))
+    # without ``labels``, scikit-learn averages over the classes present in labels or predictions
+    return float(f1_score(y, pred, average="macro", zero_division=0.0))
+
+
+METRICS: dict[str, Callable[[Any, Any], float]] = {
+    "auroc": auroc,
+    "accuracy": accuracy,
+    "balanced_accuracy": balanced_accuracy,
+    "f1": f1,
+}
+
+
+def compute_metric(name: str, labels: Any, probs: Any) -> float:
+    """One metric by name on class indices and an (n, n_classes) probability array (or tensors).
+
+    Raises:
+        UnknownOptionError: ``name`` is not a metric (the message suggests the closest one).
+    """
+    from medtl.utils import look_up_option
+
+    return METRICS[look_up_option(name, METRICS, what="metric")](labels, probs)
 
 
 def aggregate_by_scan(
@@ -38,31 +159,28 @@ def aggregate_by_scan(
     return (sums / counts[:, None]).float(), out_labels, ids
 
 
-def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
-    """Accuracy, balanced accuracy (mean recall), AUROC, F1 and the confusion matrix.
+def classification_metrics(probs: Any, labels: Any, num_classes: int) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, AUROC, F1 (defined in the module docstring) and the confusion matrix.
 
-    Binary tasks: AUROC and F1 of the positive class (index 1, threshold 0.5). More classes: macro
-    averages, AUROC one-vs-rest. AUROC is NaN when the labels hold a single class.
+    Args:
+        probs: (n, num_classes) class probabilities, a tensor or an array.
+        labels: n class indices.
+        num_classes: the task's number of classes (rows and columns of the confusion matrix).
+
+    Returns:
+        ``{"n", "accuracy", "balanced_accuracy", "auroc", "f1", "confusion_matrix"}``; AUROC is ``nan``
+        when the labels hold a single class.
+
+    Raises:
+        TrainingError: some probabilities are NaN or infinite.
     """
-    probs = probs.float()
-    labels = labels.long()
-    out: dict[str, Any] = {"n": int(labels.numel())}
-    if labels.numel() == 0:
+    y, p = _arrays(labels, probs)
+    out: dict[str, Any] = {"n": int(y.size)}
+    if y.size == 0:
         return out | {k: math.nan for k in METRIC_NAMES} | {"confusion_matrix": []}
-    out["accuracy"] = float(multiclass_accuracy(probs, labels, num_classes=num_classes, average="micro"))
-    present = torch.unique(labels)
-    # torchmetrics' macro recall counts absent classes as 0: average over the classes that occur
-    recall = multiclass_recall(probs, labels, num_classes=num_classes, average="none")
-    out["balanced_accuracy"] = float(recall[present].mean())
-    if present.numel() < 2:
-        out["auroc"] = math.nan
-    elif num_classes == 2:
-        out["auroc"] = float(binary_auroc(probs[:, 1], labels))
-    else:
-        out["auroc"] = float(multiclass_auroc(probs, labels, num_classes=num_classes, average="macro"))
-    if num_classes == 2:
-        out["f1"] = float(binary_f1_score(probs[:, 1], labels))
-    else:
-        out["f1"] = float(multiclass_f1_score(probs, labels, num_classes=num_classes, average="macro"))
-    out["confusion_matrix"] = multiclass_confusion_matrix(probs, labels, num_classes=num_classes).tolist()
+    if p.shape[1] != num_classes:
+        raise ValueError(f"probabilities have {p.shape[1]} columns but the task has {num_classes} classes")
+    for name in METRIC_NAMES:
+        out[name] = METRICS[name](y, p)
+    out["confusion_matrix"] = confusion_matrix(y, p.argmax(axis=1), labels=list(range(num_classes))).tolist()
     return out

@@ -18,7 +18,10 @@ def index(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the rows and unreadable files as JSON."),
 ) -> None:
-    """Index a tree of scans into a manifest CSV: one row per series, and the files that could not be read."""
+    """Index a tree of scans into a manifest CSV: one row per series, and the files that could not be read.
+
+    Headers are cached in $MEDTL_HOME/cache by path, size and modification time, so indexing an unchanged tree
+    again is quick (MEDTL_INDEX_CACHE=0 turns the cache off)."""
     from medtl.cli.io_cmds import printable
     from medtl.data.index import index_tree
     from medtl.io.scan import check_output_file

@@ -244,3 +244,17 @@ def test_a_folder_of_two_patients_is_an_error_naming_the_series(tmp_path: Path, 
     proc = medtl(env, "convert", folder, out, "--series", "coronal", limit=300)  # imports torch: no time bound
     assert proc.returncode == 0 and out.is_file()
     assert nib.load(out).shape[2] == 3
+
+
+def test_unwritable_outputs_and_medtl_home_are_one_line_errors(tmp_path: Path, env) -> None:
+    write_ct_stack(tmp_path / "scans" / "p1", "P1", 3)
+    # /proc accepts no new files, even from root: stands in for a read-only or full disk
+    line = assert_one_line_error(medtl(env, "index", tmp_path / "scans", "--out", "/proc/medtl-x/m.csv"), "/proc")
+    assert "cannot write" in line
+    ro_home = dict(env, MEDTL_HOME="/proc/medtl-home")
+    line = assert_one_line_error(medtl(ro_home, "inspect", tmp_path / "scans"), "/proc/medtl-home")
+    assert "MEDTL_ID_SECRET" in line
+    # with the secret given by the site, an unwritable MEDTL_HOME only costs the header cache
+    given = dict(ro_home, MEDTL_ID_SECRET="site-secret-0123456789abcdef")
+    proc = medtl(given, "inspect", tmp_path / "scans")
+    assert proc.returncode == 0 and "1 series" in proc.stdout and proc.stderr == ""

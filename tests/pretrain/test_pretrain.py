@@ -32,7 +32,7 @@ def _config(pool: dict[str, Path], tmp_path: Path, **sections: Any) -> dict[str,
             "blur_prob": 0,
             "noise_std": 0.01,
         },
-        "train": {"epochs": 8, "batch_size": 16, "lr": 0.001, "warmup_epochs": 0, "cache": "memory"},
+        "train": {"epochs": 6, "batch_size": 16, "lr": 0.001, "warmup_epochs": 0, "cache": "memory"},
         "output": {"dir": str(tmp_path / "runs"), "name": "xr"},
     }
     for key, value in sections.items():
@@ -55,28 +55,28 @@ def _check_loads(encoder_file: Path, arch: str, weights: Any, spatial_dims: int,
 
 
 def test_simclr_2d_learns_and_registers_a_local_source(pool: dict[str, Path], tmp_path: Path, home: Path) -> None:
-    knn = {"manifest": str(SAMPLE / "xray" / "manifest.csv"), "every": 4, "k": 5}
+    knn = {"manifest": str(SAMPLE / "xray" / "manifest.csv"), "every": 3, "k": 5}
     result = pretrain(_config(pool, tmp_path, method="simclr", knn=knn), quiet=True)
 
     losses = [row["train_loss"] for row in result.metrics]
-    assert len(losses) == 8
-    assert max(losses[-3:]) < 0.9 * losses[0], losses
-    # the k-NN probe ran at epochs 4 and 8 only, and scored something
+    assert len(losses) == 6
+    assert max(losses[-2:]) < 0.75 * losses[0], losses
+    # the k-NN probe ran at epochs 3 and 6 only, and scored something
     scored = [row["epoch"] for row in result.metrics if row["knn_accuracy"] == row["knn_accuracy"]]
-    assert scored == [4, 8]
+    assert scored == [3, 6]
     assert 0.0 <= result.metrics[-1]["knn_accuracy"] <= 1.0
 
     run = result.run_dir
     assert {p.name for p in run.iterdir()} >= {"config.yaml", "metrics.csv", "result.json", "encoder.safetensors"}
-    assert len((run / "metrics.csv").read_text().splitlines()) == 9
+    assert len((run / "metrics.csv").read_text().splitlines()) == 7
     res = json.loads((run / "result.json").read_text())
-    assert res["status"] == "ok" and res["weights"] == "local:xr" and res["epochs_run"] == 8
+    assert res["status"] == "ok" and res["weights"] == "local:xr" and res["epochs_run"] == 6
 
     # the record: what a weight source needs, and no patient identifier
     file, record = resolve_local_source("local:xr", verify=True)
     assert file.read_bytes() == (run / "encoder.safetensors").read_bytes()
     assert file.parent == home / "weights" / "local" / "xr"
-    assert record["method"] == "simclr" and record["arch"] == "resnet18" and record["epochs"] == 8
+    assert record["method"] == "simclr" and record["arch"] == "resnet18" and record["epochs"] == 6
     assert record["spatial_dims"] == 2 and record["in_channels"] == 1
     assert record["normalization"]["kind"] == "none"
     data = record["data"]
@@ -140,3 +140,26 @@ def test_config_errors_name_the_field(pool: dict[str, Path], tmp_path: Path) -> 
         pretrain(_config(pool, tmp_path, data={"folder": str(pool["root"])}), quiet=True)
     with pytest.raises(ConfigError, match="method: 'byol' is not allowed"):
         pretrain(_config(pool, tmp_path, method="byol"), quiet=True)
+
+
+def test_a_folder_is_indexed_like_medtl_index(pool: dict[str, Path]) -> None:
+    from medtl.pretrain import load_pretrain_config
+    from medtl.pretrain.data import read_pool
+
+    folder = pool["xray"].parent
+    cfg = load_pretrain_config({"data": {"folder": str(folder)}, "model": {"arch": "resnet18"}})
+    found = read_pool(cfg)
+    assert len(found.records) == 16 and found.n_patients == 16
+    assert all(Path(r["image"]).parent == folder for r in found.records)
+    index = found.index_csv.decode().splitlines()
+    assert index[0] == "image,series" and len(index) == 17 and index[1].startswith("UNL-XR-")
+    import hashlib
+
+    assert found.manifest_sha256 == hashlib.sha256(found.index_csv).hexdigest()
+
+
+def test_unknown_local_name_lists_the_registered_ones(home: Path) -> None:
+    from medtl.errors import UnknownOptionError
+
+    with pytest.raises(UnknownOptionError, match=r"no pretrained encoder local:nope .*registered: none"):
+        local_weight_source("local:nope")

@@ -21,6 +21,11 @@ def _plt():
     return plt
 
 
+def _text(label: str) -> str:
+    """A user label as matplotlib prints it literally: ``$`` would otherwise start mathtext (and can raise)."""
+    return str(label).replace("$", r"\$")
+
+
 def _colors(n: int) -> list:
     plt = _plt()
     cmap = plt.get_cmap("tab10")
@@ -45,7 +50,7 @@ def plot_label_efficiency(results: CompareResults, summary: Summary, path: str |
             high.append(ci.high if np.isfinite(ci.high) else ci.mean)
         if not xs:
             continue
-        ax.plot(xs, mean, marker="o", color=color, label=arm.display)
+        ax.plot(xs, mean, marker="o", color=color, label=_text(arm.display))
         ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
     from matplotlib.ticker import NullLocator
 
@@ -85,7 +90,9 @@ def plot_learning_curves(results: CompareResults, path: str | Path) -> Path:
                 if not pts:
                     continue
                 x, y = zip(*pts, strict=True)
-                ax.plot(x, y, marker=".", color=colors[arm.name], alpha=0.8, label=None if labelled else arm.display)
+                ax.plot(
+                    x, y, marker=".", color=colors[arm.name], alpha=0.8, label=None if labelled else _text(arm.display)
+                )
                 labelled = True
         ax.set_title(f"{f * 100:g}% of labels")
         ax.set_xlabel("epoch")
@@ -131,7 +138,7 @@ def plot_roc_curves(results: CompareResults, path: str | Path) -> Path | None:
             continue
         fpr, tpr, _ = roc_curve(y, scores)
         auc = roc_auc_score(y, scores)
-        ax.plot(fpr, tpr, color=color, label=f"{arm.display} (AUROC {auc:.3f})")
+        ax.plot(fpr, tpr, color=color, label=f"{_text(arm.display)} (AUROC {auc:.3f})")
         drawn = True
     if not drawn:
         plt.close(fig)

@@ -10,13 +10,17 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtl.evaluate.plots import plot_label_efficiency, plot_learning_curves, plot_roc_curves
-from medtl.evaluate.results import METRIC_WORDS, CompareResults, Summary, summarize
+import numpy as np
 
-__all__ = ["write_report", "summary_table", "print_summary", "fmt", "ReportFiles"]
+from medtl.evaluate.plots import plot_label_efficiency, plot_learning_curves, plot_roc_curves
+from medtl.evaluate.results import METRIC_WORDS, ArmFractionSummary, CompareResults, Summary, summarize
+from medtl.evaluate.stats import PairedDifference
+
+__all__ = ["write_report", "summary_table", "print_summary", "fmt", "fmt_p", "md_escape", "ReportFiles"]
 
 
 def fmt(v: float | None, digits: int = 3) -> str:
@@ -36,20 +40,73 @@ def _ci(low: float, high: float) -> str:
     return "n/a" if not (math.isfinite(low) and math.isfinite(high)) else f"{fmt(low)} to {fmt(high)}"
 
 
+def _labels_cell(r: ArmFractionSummary) -> str:
+    """'10%', or '10% (16.7% used)' when the runs used another share of the training patients."""
+    text = f"{r.fraction * 100:g}%"
+    used = r.fraction_used
+    if used is not None and math.isfinite(used) and abs(used - r.fraction) >= 0.005:
+        text += f" ({used * 100:.1f}% used)"
+    return text
+
+
+def _diff_cells(d: PairedDifference | None) -> list[str]:
+    """difference, its CI, p, seed SD, patient SE and DeLong's p, as the summary table prints them."""
+    if d is None:
+        return [""] * 6
+    if d.estimable:
+        ci, p = _ci(d.low, d.high), fmt_p(d.p_value)
+    elif d.n_seeds < 2:
+        ci = p = f"n/a ({d.n_seeds} seed)"
+    else:
+        ci = p = "not estimable"
+    if d.delong is None:
+        dl = ""
+    else:
+        dl = fmt_p(d.delong.p_value) if d.delong.estimable else ("not estimable" if d.delong.se == 0 else "n/a")
+    return [
+        f"{d.difference:+.3f}" if math.isfinite(d.difference) else "n/a",
+        ci,
+        p,
+        fmt(d.seed_sd),
+        fmt(d.patient_se),
+        dl,
+    ]
+
+
+def _convergence_cell(c: dict) -> str:
+    """'epoch 3 (12 s) vs 5 (20 s); 3/3 vs 3/3 seeds': median epoch to the target, arm vs reference."""
+    if not c.get("n"):
+        return "n/a"
+
+    def one(epoch: float | None, seconds: float | None) -> str:
+        if epoch is None:
+            return "not reached"
+        return f"{epoch:g}" + (f" ({seconds:.0f} s)" if seconds is not None else "")
+
+    arm = one(c["median_epoch"], c["median_seconds"])
+    ref = one(c["reference_median_epoch"], c["reference_median_seconds"])
+    prefix = "epoch " if c["median_epoch"] is not None else ""
+    return f"{prefix}{arm} vs {ref}; {c['n_reached']}/{c['n']} vs {c['n_reference_reached']}/{c['n']} seeds"
+
+
 def summary_table(results: CompareResults, summary: Summary) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the summary table (strings, exactly as printed in every output)."""
     m = METRIC_WORDS.get(summary.primary_metric, summary.primary_metric)
+    ref = results.arm(summary.reference).display
+    pct = f"{summary.confidence * 100:.0f}%"
     header = [
         "arm",
         "labels",
         "runs",
         f"test {m} (mean)",
-        "95% CI over seeds",
-        f"difference vs {results.arm(summary.reference).display}",
-        "95% CI over patients",
-        "p (bootstrap)",
-        "p (DeLong)",
-        f"reached {results.arm(summary.reference).display}'s best val",
+        f"{pct} CI over seeds",
+        f"difference vs {ref}",
+        f"{pct} CI (seeds and patients)",
+        "p",
+        "seed SD of difference",
+        "patient SE of difference",
+        "p DeLong (seed-averaged scores)",
+        f"epochs to the common plateau - {summary.convergence_tolerance:g} (median, arm vs {ref})",
     ]
     rows = []
     for f in results.fractions:
@@ -58,30 +115,16 @@ def summary_table(results: CompareResults, summary: Summary) -> tuple[list[str],
             if r is None:
                 continue
             ci = r.metrics.get(summary.primary_metric)
-            d = r.vs_reference
             runs = f"{r.n_ok}" + (f" ({r.n_failed} failed)" if r.n_failed else "")
-            if arm.name == summary.reference:
-                conv = "(reference)"
-            elif r.convergence.get("n"):
-                c = r.convergence
-                conv = (
-                    f"never (0/{c['n']} seeds)"
-                    if not c["n_reached"]
-                    else f"epoch {c['median_epoch']:g}, {c['median_seconds']:.0f} s ({c['n_reached']}/{c['n']} seeds)"
-                )
-            else:
-                conv = "n/a"
+            conv = "(reference)" if arm.name == summary.reference else _convergence_cell(r.convergence)
             rows.append(
                 [
                     arm.display,
-                    f"{f * 100:g}%",
+                    _labels_cell(r),
                     runs,
                     fmt(ci.mean) if ci else "n/a",
                     _ci(ci.low, ci.high) if ci else "n/a",
-                    "" if d is None else f"{d.difference:+.3f}",
-                    "" if d is None else _ci(d.low, d.high),
-                    "" if d is None else fmt_p(d.p_value),
-                    "" if d is None or d.delong is None else fmt_p(d.delong.p_value),
+                    *_diff_cells(r.vs_reference),
                     conv,
                 ]
             )
@@ -91,33 +134,48 @@ def summary_table(results: CompareResults, summary: Summary) -> tuple[list[str],
 def print_summary(results: CompareResults, summary: Summary, console=None) -> None:
     """The summary table and the verdicts in the terminal (rich)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
     header, rows = summary_table(results, summary)
-    # the report's columns, with each value and its interval in one cell so the table fits a terminal
-    table = Table(title=f"pretrained vs {results.arm(summary.reference).display}", show_lines=False)
+    # the report's columns, with each value and its interval in one cell so the table fits a terminal;
+    # every cell is escaped, so a label such as "[red]" prints as written instead of as rich markup
+    ref = escape(results.arm(summary.reference).display)
+    table = Table(title=f"pretrained vs {ref}", show_lines=False)
     m = METRIC_WORDS.get(summary.primary_metric, summary.primary_metric)
-    ref = results.arm(summary.reference).display
+    pct = f"{summary.confidence * 100:.0f}%"
     for h in (
         "arm",
         "labels",
         "runs",
-        f"test {m} [95% CI, seeds]",
-        f"vs {ref} [95% CI, patients]",
+        f"test {m} \\[{pct} CI, seeds]",
+        f"vs {ref} \\[{pct} CI, seeds+patients]",
         "p",
+        "seed SD / patient SE",
         "p DeLong",
-        f"matched {ref}'s best val",
+        "epochs to common plateau",
     ):
         table.add_column(h, overflow="fold")
     for r in rows:
-        table.add_row(r[0], r[1], r[2], f"{r[3]} [{r[4]}]", f"{r[5]} [{r[6]}]" if r[5] else "", r[7], r[8], r[9])
+        cells = [
+            r[0],
+            r[1],
+            r[2],
+            f"{r[3]} [{r[4]}]",
+            f"{r[5]} [{r[6]}]" if r[5] else "",
+            r[7],
+            f"{r[8]} / {r[9]}" if r[5] else "",
+            r[10],
+            r[11],
+        ]
+        table.add_row(*(escape(c) for c in cells))
     console.print(table)
     for r in summary.rows:
         if r.sentence:
-            console.print(f"- {r.sentence}", highlight=False)
+            console.print(f"- {escape(r.sentence)}", highlight=False)
     for w in summary.warnings:
-        console.print(f"[bold yellow]warning:[/] {w}", highlight=False)
+        console.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False)
 
 
 # ------------------------------------------------------------------------------------------ blocks
@@ -131,6 +189,30 @@ class _Block:
     header: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)
     path: Path | None = None
+
+
+def _power_note(summary: Summary, metric_words: str, n_patients: int) -> str:
+    """What differences this comparison could resolve: the typical half-width of its paired intervals."""
+    diffs = [r.vs_reference for r in summary.rows if r.vs_reference is not None]
+    halves = [(d.high - d.low) / 2 for d in diffs if d.estimable]
+    seeds = max((d.n_seeds for d in diffs), default=0)
+    if not diffs:
+        return ""
+    size = f"{n_patients} test patients and {seeds} seed{'s' if seeds != 1 else ''} per arm"
+    if not halves:
+        return (
+            f"Power: with {size} no interval for the paired difference could be computed; "
+            f"at least {summary.min_seeds} seeds per arm are needed for a verdict."
+        )
+    half = float(np.median(halves))
+    text = (
+        f"Power: with {size}, the paired {summary.confidence * 100:.0f}% intervals are about "
+        f"±{half:.3f} {metric_words} wide (median half-width), so a real difference smaller than about "
+        f"{half:.2f} is likely to be reported as no significant difference."
+    )
+    if n_patients and n_patients < 30:
+        text += f" Only {n_patients} test patients: a small real difference cannot be ruled in or out."
+    return text
 
 
 def _blocks(results: CompareResults, summary: Summary, images: dict[str, Path]) -> list[_Block]:
@@ -155,27 +237,34 @@ def _blocks(results: CompareResults, summary: Summary, images: dict[str, Path]) 
     if summary.warnings:
         b.append(_Block("p", "Warnings:"))
         b.append(_Block("ul", items=summary.warnings))
-    if n_patients and n_patients < 30:
-        b.append(
-            _Block(
-                "p",
-                f"Caution: only {n_patients} test patients. Intervals this wide mean a small real difference "
-                "cannot be ruled in or out.",
-            )
-        )
+    power = _power_note(summary, m, n_patients)
+    if power:
+        b.append(_Block("p", power))
     b.append(_Block("h2", "Summary"))
     header, rows = summary_table(results, summary)
     b.append(_Block("table", header=header, rows=rows))
+    pct = f"{summary.confidence * 100:.0f}%"
     b.append(
         _Block(
             "p",
-            f"'95% CI over seeds' is a t-interval of the mean over seeds. 'difference vs {ref}' is the mean "
-            f"over seeds of the paired difference in test {m} on the same patients; its interval comes "
-            f"from a stratified bootstrap over test patients ({summary.n_resamples} resamples; patients, "
-            "not images, are resampled) and the p-value from the same bootstrap. DeLong's test compares "
-            "the two arms' seed-averaged scores (binary AUROC only). The last column is the epoch (median "
-            f"over seeds) and wall-clock time at which the arm first matched {ref}'s best validation "
-            f"{m} in the same seed and fraction, or 'never' within the epoch budget.",
+            f"'{pct} CI over seeds' is a t-interval of the mean over seeds. 'difference vs {ref}' is the mean "
+            f"over seeds of the paired difference in test {m} on the same patients. Its uncertainty has two "
+            "sources, both shown: training noise ('seed SD', the SD of the per-seed differences) and the "
+            f"sampling of test patients ('patient SE', from a bootstrap of {summary.n_resamples} resamples of "
+            "patients, not images, stratified by class). They are combined into one standard error (seed "
+            "variance / number of seeds + the patient variance shared by all seeds; the part of the patient "
+            "noise that differs between seeds already shows in the seed SD), and the interval is a "
+            "t-interval with Welch-Satterthwaite degrees of freedom; the p-value is the t-test of the same "
+            f"estimate, so the interval excludes 0 exactly when p is below {1 - summary.confidence:.2g}. A "
+            "verdict ('beat', 'did "
+            f"worse') needs at least {summary.min_seeds} seeds per arm: with fewer, training noise cannot be "
+            "separated from an effect. DeLong's test compares the two arms' seed-averaged scores over "
+            "patients only (two-class AUROC): a second opinion that ignores training noise. The last column: "
+            f"per seed, each run's validation {m} is smoothed over {summary.convergence_window} epochs, its "
+            "plateau is the mean of the last third of the smoothed curve, and the target is the lower of "
+            f"the arm's and {ref}'s plateaus minus {summary.convergence_tolerance:g}, a level both reach; the "
+            "median is the epoch by which half the seeds had reached it (a seed that never did counts as not "
+            "yet, so 'not reached' means fewer than half did).",
         )
     )
     titles = {
@@ -253,30 +342,56 @@ def _blocks(results: CompareResults, summary: Summary, images: dict[str, Path]) 
     return b
 
 
-def _md_cell(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
+_MD_INLINE = re.compile(r"([\\`*_\[\]|~$])")
+_MD_MARKER = re.compile(r"^(\s*)([#+-])(?=\s|$)")
+_MD_NUMBERED = re.compile(r"^(\s*\d+)([.)])(?=\s|$)")
+
+
+def md_escape(text: str, *, block: bool = True) -> str:
+    """Text as Markdown shows it literally: what report.html does with ``html.escape``, for report.md.
+
+    ``&``, ``<`` and ``>`` become entities (so ``<script>`` is text, not HTML); Markdown's inline
+    punctuation (backslash, backtick, ``*``, ``_``, brackets, ``|``, ``~``, and ``$`` which starts math on
+    GitHub) is backslash-escaped and line breaks become spaces. With ``block`` (text that starts a line:
+    a paragraph, a list item, a heading), a leading ``#``, ``+``, ``-`` or ``1.`` marker is escaped too,
+    so user text cannot open a heading or a list; table cells need no such escape.
+    """
+    s = html.escape(str(text), quote=False)
+    s = _MD_INLINE.sub(r"\\\1", s)
+    s = re.sub(r"\s*[\r\n]+\s*", " ", s)
+    if block:
+        s = _MD_NUMBERED.sub(r"\1\\\2", _MD_MARKER.sub(r"\1\\\2", s))
+    return s
+
+
+def _md_fence(text: str) -> str:
+    """A code fence longer than any run of backticks inside ``text``, so the text cannot close it."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
 
 
 def _render_md(blocks: list[_Block], base: Path) -> str:
+    e = md_escape
     out: list[str] = []
     for b in blocks:
         if b.kind == "h1":
-            out.append(f"# {b.text}\n")
+            out.append(f"# {e(b.text)}\n")
         elif b.kind == "h2":
-            out.append(f"## {b.text}\n")
+            out.append(f"## {e(b.text)}\n")
         elif b.kind == "p":
-            out.append(f"{b.text}\n")
+            out.append(f"{e(b.text)}\n")
         elif b.kind == "ul":
-            out.append("\n".join(f"- {i}" for i in b.items) + "\n")
+            out.append("\n".join(f"- {e(i)}" for i in b.items) + "\n")
         elif b.kind == "pre":
-            out.append("```\n" + b.text.rstrip() + "\n```\n")
+            fence = _md_fence(b.text)
+            out.append(f"{fence}\n" + b.text.rstrip() + f"\n{fence}\n")
         elif b.kind == "table":
-            out.append("| " + " | ".join(_md_cell(h) for h in b.header) + " |")
+            out.append("| " + " | ".join(e(h, block=False) for h in b.header) + " |")
             out.append("|" + "---|" * len(b.header))
-            out.extend("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows)
+            out.extend("| " + " | ".join(e(c, block=False) for c in row) + " |" for row in b.rows)
             out.append("")
         elif b.kind == "img" and b.path is not None:
-            out.append(f"![{b.text}]({b.path.relative_to(base).as_posix()})\n")
+            out.append(f"![{e(b.text)}]({b.path.relative_to(base).as_posix()})\n")
     return "\n".join(out)
 
 

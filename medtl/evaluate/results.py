@@ -17,15 +17,21 @@ from typing import Any
 import numpy as np
 
 from medtl.evaluate.stats import (
+    METRIC_NAMES,
     METRICS,
+    MIN_SEEDS_FOR_VERDICT,
     MeanCI,
     PairedDifference,
     PatientPredictions,
     aggregate_by_patient,
+    censored_median,
     compute_metric,
     convergence,
     mean_ci,
     paired_difference,
+    plateau,
+    seeds_needed,
+    smooth_scores,
 )
 
 __all__ = [
@@ -39,8 +45,16 @@ __all__ = [
     "read_metrics_csv",
     "read_predictions_csv",
     "fraction_words",
+    "used_words",
     "RESULTS_CSV_FIELDS",
+    "CONVERGENCE_TOLERANCE",
+    "CONVERGENCE_WINDOW",
 ]
+
+#: How close (in units of the primary metric) to the common validation plateau counts as "reached".
+CONVERGENCE_TOLERANCE = 0.02
+#: Validation scores are smoothed by a trailing mean over this many epochs before looking for the crossing.
+CONVERGENCE_WINDOW = 3
 
 
 @dataclass
@@ -95,6 +109,9 @@ class RunRecord:
         test_metrics: test metrics, computed by medtl from the per-patient predictions.
         predictions: per-patient test predictions (probabilities averaged over each patient's scans).
         curve: one dict per epoch: "epoch", "time_s" and the validation metrics ("val_auroc", ...).
+        fraction_used: share of the training patients whose labels the run actually used (label
+            fractions round up and keep at least one patient per class, so 10% can be 16.7%);
+            ``None`` when not known.
     """
 
     arm: str
@@ -109,6 +126,7 @@ class RunRecord:
     test_metrics: dict[str, float] = field(default_factory=dict)
     predictions: PatientPredictions | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
+    fraction_used: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -150,15 +168,18 @@ class ArmFractionSummary:
 
     Attributes:
         arm: arm name.
-        fraction: label fraction.
+        fraction: label fraction asked for.
         n_ok: runs that finished; ``n_failed`` runs that failed.
         metrics: test metric name -> mean and 95% CI over seeds.
         best_val: mean/CI over seeds of the best validation primary metric.
         seconds: mean wall-clock seconds per run.
         vs_reference: paired difference to the reference arm (None for the reference itself).
-        convergence: epochs/seconds to reach the reference's best validation score, per seed
-            (``None`` = never), plus how many seeds reached it.
+        convergence: per seed, the epoch and seconds at which this arm and the reference reached the
+            lower of their two validation plateaus minus :data:`CONVERGENCE_TOLERANCE`, and their
+            censored medians (see :func:`_convergence`).
         sentence: the verdict in words.
+        fraction_used: mean over the runs of the share of training patients actually used (``None``
+            when the runs did not record it).
     """
 
     arm: str
@@ -171,11 +192,13 @@ class ArmFractionSummary:
     vs_reference: PairedDifference | None = None
     convergence: dict[str, Any] = field(default_factory=dict)
     sentence: str = ""
+    fraction_used: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "arm": self.arm,
             "fraction": self.fraction,
+            "fraction_used": self.fraction_used,
             "n_ok": self.n_ok,
             "n_failed": self.n_failed,
             "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
@@ -197,6 +220,9 @@ class Summary:
     confidence: float = 0.95
     n_resamples: int = 2000
     warnings: list[str] = field(default_factory=list)
+    min_seeds: int = MIN_SEEDS_FOR_VERDICT
+    convergence_tolerance: float = CONVERGENCE_TOLERANCE
+    convergence_window: int = CONVERGENCE_WINDOW
 
     def row(self, arm: str, fraction: float) -> ArmFractionSummary | None:
         for r in self.rows:
@@ -210,6 +236,9 @@ class Summary:
             "reference": self.reference,
             "confidence": self.confidence,
             "n_resamples": self.n_resamples,
+            "min_seeds": self.min_seeds,
+            "convergence_tolerance": self.convergence_tolerance,
+            "convergence_window": self.convergence_window,
             "warnings": self.warnings,
             "rows": [r.to_dict() for r in self.rows],
         }
@@ -218,29 +247,145 @@ class Summary:
 METRIC_WORDS = {"auroc": "AUROC", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "f1": "F1"}
 
 
-def _verdict(arm: str, ref: str, d: PairedDifference | None, fraction: float, confidence: float) -> str:
-    words = fraction_words(fraction)
-    m = METRIC_WORDS.get(d.metric if d else "", d.metric if d else "")
+def used_words(fraction: float, fraction_used: float | None) -> str:
+    """' (16.7% actually used)' when the share of patients used differs from the fraction asked for, else ''."""
+    if fraction_used is None or not np.isfinite(fraction_used) or abs(fraction_used - fraction) < 0.005:
+        return ""
+    return f" ({fraction_used * 100:.1f}% actually used)"
+
+
+def _too_few_seeds(d: PairedDifference) -> str:
+    """What to do when there are too few seeds for a verdict, with a seed count where one can be estimated."""
+    k = d.n_seeds
+    base = f"at least {MIN_SEEDS_FOR_VERDICT} seeds per arm are needed for any verdict (compare.seeds)"
+    if k < 2 or not np.isfinite(d.seed_sd):
+        return f"Run more: {base}; 5 seeds give an interval about half as wide as 3 when training noise dominates."
+    need = seeds_needed(d.difference, d.seed_sd, d.shared_patient_se, d.n_patients, confidence=d.confidence)
+    if need is None:
+        return (
+            f"Run more: {base}. With the seed SD seen here ({d.seed_sd:.3f}) and these test patients "
+            f"(patient SE {d.patient_se:.3f}), even 50 seeds would not resolve a difference this small."
+        )
+    return (
+        f"Run more: {base}; with the seed SD seen here ({d.seed_sd:.3f}), a difference of this size would "
+        f"need about {need} seeds per arm to be resolved."
+    )
+
+
+def _verdict(
+    arm: str,
+    ref: str,
+    d: PairedDifference | None,
+    fraction: float,
+    confidence: float,
+    fraction_used: float | None = None,
+) -> str:
+    words = fraction_words(fraction) + used_words(fraction, fraction_used)
     if d is None or not np.isfinite(d.difference):
         return f"{arm} could not be compared with {ref} {words} (no paired test predictions)."
-    pct = f"{confidence * 100:.0f}%"
-    if not np.isfinite(d.low):
+    m = METRIC_WORDS.get(d.metric, d.metric)
+    diff = f"{d.difference:+.3f} {m}"
+    k = d.n_seeds
+    if k < MIN_SEEDS_FOR_VERDICT:
+        seeds = f"{k} seed" + ("s" if k != 1 else "")
         return (
-            f"{arm} differed from {ref} by {d.difference:+.3f} {m} {words}; "
-            f"no confidence interval could be computed ({d.n_patients} test patients)."
+            f"{arm} differed from {ref} by {diff} {words}, but with {seeds} per arm training noise cannot be "
+            f"separated from an effect: no verdict. {_too_few_seeds(d)}"
         )
-    ci = f"({pct} CI {d.low:.3f} to {d.high:.3f})"
+    if not d.estimable:
+        return (
+            f"{arm} differed from {ref} by {diff} {words}, but its uncertainty is not estimable: every seed and "
+            "every resample of test patients gave the same difference (identical arms, or constant outputs). "
+            "No verdict."
+        )
+    pct = f"{confidence * 100:.0f}%"
+    ci = f"({pct} CI {d.low:.3f} to {d.high:.3f}; {k} seeds, {d.n_patients} test patients)"
     if d.low > 0:
         return f"{arm} beat {ref} by {d.difference:.3f} {m} {ci} {words}."
     if d.high < 0:
         return f"{arm} did worse than {ref} by {-d.difference:.3f} {m} {ci} {words}."
+    return f"{arm} did not beat {ref} {words}: the difference was {diff} {ci}, no significant difference."
+
+
+def _curve(run: RunRecord, metric: str) -> tuple[list[int], list[float], list[float]]:
     return (
-        f"{arm} did not beat {ref} {words}: the difference was {d.difference:+.3f} {m} {ci}, no significant difference."
+        [int(x["epoch"]) for x in run.curve],
+        [float(x.get("time_s", math.nan)) for x in run.curve],
+        [float(x.get(f"val_{metric}", math.nan)) for x in run.curve],
     )
 
 
+def _last(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(max(finite)) if finite else math.nan
+
+
+def _convergence(pairs: list[tuple[RunRecord, RunRecord]], metric: str) -> dict[str, Any]:
+    """Epochs and seconds for an arm and the reference to reach a validation level both of them reach.
+
+    Per seed, each run's validation curve is smoothed (trailing mean over :data:`CONVERGENCE_WINDOW`
+    epochs) and its plateau is the mean of the last third of the smoothed curve; the target is the
+    lower of the two plateaus minus :data:`CONVERGENCE_TOLERANCE`. Both runs are measured against the
+    same target in the same way, so two identical arms get the same answer in distribution (comparing
+    one arm's first crossing with the other's best epoch, a selection-biased maximum, showed "never" for
+    half the seeds of identical arms). A run that does not reach the target (its curve stops or has no
+    scores) is censored at its last epoch and kept in the Kaplan-Meier median, not dropped.
+    """
+    per_seed: dict[str, dict[str, Any]] = {}
+    for run, ref in pairs:
+        if not run.curve or not ref.curve:
+            continue
+        e, t, s = _curve(run, metric)
+        ref_e, ref_t, ref_s = _curve(ref, metric)
+        smooth, ref_smooth = smooth_scores(s, CONVERGENCE_WINDOW), smooth_scores(ref_s, CONVERGENCE_WINDOW)
+        level, ref_level = plateau(smooth), plateau(ref_smooth)
+        target = min(level, ref_level) - CONVERGENCE_TOLERANCE
+        if not np.isfinite(target):
+            continue
+        c = convergence(e, t, smooth, target)
+        cr = convergence(ref_e, ref_t, ref_smooth, target)
+        per_seed[str(run.seed)] = c.to_dict() | {
+            "plateau": level,
+            "reference_plateau": ref_level,
+            "last_epoch": max(e),
+            "last_seconds": _last(t),
+            "reference_epoch": cr.epoch,
+            "reference_seconds": cr.seconds,
+            "reference_reached": cr.reached,
+            "reference_last_epoch": max(ref_e),
+            "reference_last_seconds": _last(ref_t),
+        }
+    if not per_seed:
+        return {}
+    v = list(per_seed.values())
+
+    def median(key: str, limit: str) -> float | None:
+        limits = [c[limit] for c in v]
+        if not all(np.isfinite(x) for x in limits):
+            return None
+        return censored_median([c[key] for c in v], limits)
+
+    return {
+        "per_seed": per_seed,
+        "n": len(v),
+        "n_reached": sum(c["reached"] for c in v),
+        "n_reference_reached": sum(c["reference_reached"] for c in v),
+        "median_epoch": median("epoch", "last_epoch"),
+        "median_seconds": median("seconds", "last_seconds"),
+        "reference_median_epoch": median("reference_epoch", "reference_last_epoch"),
+        "reference_median_seconds": median("reference_seconds", "reference_last_seconds"),
+        "tolerance": CONVERGENCE_TOLERANCE,
+        "window": CONVERGENCE_WINDOW,
+    }
+
+
 def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> Summary:
-    """Per arm and fraction: mean/CI over seeds, the paired difference to the reference arm, convergence."""
+    """Per arm and fraction: mean/CI over seeds, the paired difference to the reference arm, convergence.
+
+    The paired difference pairs each arm's run with the reference's run of the same seed (see
+    :func:`~medtl.evaluate.stats.paired_difference` for its interval over seeds and patients);
+    convergence is described in :func:`_convergence`.
+    """
     metric = results.primary_metric
     ref = results.reference
     rows: list[ArmFractionSummary] = []
@@ -254,6 +399,7 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
                 for k in metric_names
             }
             secs = [r.seconds for r in ok if r.seconds is not None]
+            used = [r.fraction_used for r in ok if r.fraction_used is not None and np.isfinite(r.fraction_used)]
             row = ArmFractionSummary(
                 arm=arm.name,
                 fraction=fraction,
@@ -262,53 +408,30 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
                 metrics=metrics,
                 best_val=mean_ci([r.best_val(metric) for r in ok], confidence, bounds=(0.0, 1.0)),
                 seconds=float(np.mean(secs)) if secs else None,
+                fraction_used=float(np.mean(used)) if used else None,
             )
             ref_runs = {r.seed: r for r in results.runs if r.arm == ref and abs(r.fraction - fraction) < 1e-9 and r.ok}
             if arm.name != ref and ref_runs:
                 pairs = [(r, ref_runs[r.seed]) for r in ok if r.seed in ref_runs]
-                pairs = [(a, b) for a, b in pairs if a.predictions is not None and b.predictions is not None]
-                if pairs:
+                with_preds = [(a, b) for a, b in pairs if a.predictions is not None and b.predictions is not None]
+                if with_preds:
                     row.vs_reference = paired_difference(
-                        [a.predictions for a, _ in pairs],
-                        [b.predictions for _, b in pairs],
+                        [a.predictions for a, _ in with_preds],
+                        [b.predictions for _, b in with_preds],
                         metric,
                         n_resamples=n_resamples,
                         confidence=confidence,
                         seed=seed,
                     )
-                per_seed = {}
-                for r in ok:
-                    if r.seed not in ref_runs:
-                        continue
-                    target = ref_runs[r.seed].best_val(metric)
-                    c = convergence(
-                        [int(x["epoch"]) for x in r.curve],
-                        [float(x.get("time_s", math.nan)) for x in r.curve],
-                        [float(x.get(f"val_{metric}", math.nan)) for x in r.curve],
-                        target,
-                    )
-                    per_seed[str(r.seed)] = c.to_dict()
-                reached = [c for c in per_seed.values() if c["reached"]]
-                row.convergence = {
-                    "per_seed": per_seed,
-                    "n_reached": len(reached),
-                    "n": len(per_seed),
-                    "median_epoch": float(np.median([c["epoch"] for c in reached])) if reached else None,
-                    "median_seconds": float(np.median([c["seconds"] for c in reached])) if reached else None,
-                }
+                row.convergence = _convergence(pairs, metric)
                 row.sentence = _verdict(
-                    results.arm(arm.name).display, results.arm(ref).display, row.vs_reference, fraction, confidence
+                    results.arm(arm.name).display,
+                    results.arm(ref).display,
+                    row.vs_reference,
+                    fraction,
+                    confidence,
+                    row.fraction_used,
                 )
-            elif arm.name == ref:
-                best = [
-                    (int(max(r.curve, key=lambda x: x.get(f"val_{metric}", -math.inf))["epoch"]),)
-                    for r in ok
-                    if r.curve
-                ]
-                row.convergence = {
-                    "reference_best_epochs": [b[0] for b in best],
-                    "median_epoch": float(np.median([b[0] for b in best])) if best else None,
-                }
             rows.append(row)
     return Summary(metric, ref, rows, confidence, n_resamples, _warnings(results))
 
@@ -343,13 +466,14 @@ RESULTS_CSV_FIELDS = [
     "weights",
     "seed",
     "fraction",
+    "fraction_used",
     "status",
     "error",
     "n_train_patients",
     "seconds",
     "best_epoch",
     "best_val",
-    *[f"test_{m}" for m in METRICS],
+    *[f"test_{m}" for m in METRIC_NAMES],
     "run_dir",
 ]
 
@@ -433,6 +557,7 @@ class CompareResults:
                 "weights": arm.weights,
                 "seed": r.seed,
                 "fraction": r.fraction,
+                "fraction_used": _num(r.fraction_used),
                 "status": r.status,
                 "error": r.error or "",
                 "n_train_patients": "" if r.n_train_patients is None else r.n_train_patients,
@@ -441,7 +566,7 @@ class CompareResults:
                 "best_val": _num(r.best_val(self.primary_metric)) if r.ok else "",
                 "run_dir": r.run_dir or "",
             }
-            for m in METRICS:
+            for m in METRIC_NAMES:
                 row[f"test_{m}"] = _num(r.test_metrics.get(m, math.nan)) if r.ok else ""
             w.writerow(row)
         atomic_write_bytes(path, buf.getvalue().encode())
@@ -469,48 +594,20 @@ def _jsonable(obj: Any) -> Any:
 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a run's ``metrics.csv`` as floats (empty cells become ``nan``); rows without an epoch dropped.
+    """Rows of a run's ``metrics.csv`` as floats (:meth:`medtl.train.rundir.RunDir.read_metrics`)."""
+    from medtl.train.rundir import RunDir
 
-    Lightning's CSV logger may write several rows per epoch (train and val parts); they are merged.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return []
-    by_epoch: dict[int, dict[str, float]] = {}
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            if not row.get("epoch"):
-                continue
-            epoch = int(float(row["epoch"]))
-            merged = by_epoch.setdefault(epoch, {"epoch": float(epoch)})
-            for k, v in row.items():
-                if k is None or v in (None, ""):
-                    continue
-                try:
-                    merged[k] = float(v)
-                except ValueError:
-                    continue
-    return [by_epoch[e] for e in sorted(by_epoch)]
+    return RunDir(Path(path).parent).read_metrics()
 
 
 def read_predictions_csv(path: str | Path, classes: list[str]) -> PatientPredictions:
-    """A run's ``predictions_test.csv`` (image, patient_id, label, prob_<class>...) aggregated per patient.
+    """A run's ``predictions_<split>.csv`` aggregated per patient (``label`` may be the class name or index)."""
+    from medtl.train.rundir import RunDir
 
-    ``label`` may be the class name or its index.
-    """
-    pids, labels, probs = [], [], []
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        cols = [f"prob_{c}" for c in classes]
-        missing = [c for c in cols if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: columns {missing} missing (found {reader.fieldnames})")
-        for row in reader:
-            lab = row["label"]
-            labels.append(classes.index(lab) if lab in classes else int(float(lab)))
-            pids.append(row.get("patient_id") or row.get("image"))
-            probs.append([float(row[c]) for c in cols])
-    return aggregate_by_patient(pids, labels, np.asarray(probs, dtype=float).reshape(len(labels), len(classes)))
+    path = Path(path)
+    split = path.stem.removeprefix("predictions_")
+    pids, labels, probs = RunDir(path.parent).read_predictions(split, classes)
+    return aggregate_by_patient(pids, labels, probs)
 
 
 def record_from_run_dir(run_dir: str | Path, *, arm: str, seed: int, fraction: float, classes: list[str]) -> RunRecord:
@@ -519,23 +616,19 @@ def record_from_run_dir(run_dir: str | Path, *, arm: str, seed: int, fraction: f
     Test metrics are recomputed here from the per-patient predictions, so every arm is scored the
     same way and the paired statistics use exactly the numbers the table shows.
     """
-    run_dir = Path(run_dir)
-    rec = RunRecord(arm=arm, seed=seed, fraction=fraction, run_dir=str(run_dir))
-    result_file = run_dir / "result.json"
-    result = json.loads(result_file.read_text()) if result_file.is_file() else {}
+    from medtl.train.rundir import RunDir
+
+    run = RunDir(run_dir)
+    rec = RunRecord(arm=arm, seed=seed, fraction=fraction, run_dir=str(run.path))
+    result = run.read_result()
     rec.status = str(result.get("status", "pending"))
     rec.error = result.get("error")
     rec.seconds = result.get("seconds")
     rec.best_epoch = result.get("best_epoch")
     n_patients = result.get("n_patients")
-    rec.n_train_patients = n_patients.get("train") if isinstance(n_patients, dict) else None
-    if rec.n_train_patients is None and (run_dir / "splits.csv").is_file():
-        with open(run_dir / "splits.csv", newline="") as fh:
-            rows = [row for row in csv.DictReader(fh) if row.get("split") == "train"]
-        # "used" marks the label-fraction subset when the engine writes it
-        rec.n_train_patients = sum(row.get("used", "1") in ("1", "") for row in rows) or None
-    rec.curve = read_metrics_csv(run_dir / "metrics.csv")
-    preds = run_dir / "predictions_test.csv"
+    rec.n_train_patients = n_patients.get("train") if isinstance(n_patients, dict) else run.used_train_patients()
+    rec.curve = run.read_metrics()
+    preds = run.predictions_file("test")
     if rec.status == "ok" and preds.is_file():
         rec.predictions = read_predictions_csv(preds, classes)
         rec.test_metrics = {m: compute_metric(m, rec.predictions.labels, rec.predictions.probs) for m in METRICS}

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from medtl.evaluate.report import print_summary, summary_table, write_report
+from medtl.evaluate.report import md_escape, print_summary, summary_table, write_report
 from medtl.evaluate.results import ArmSpec, CompareResults, RunRecord, record_from_run_dir, summarize
-from medtl.evaluate.stats import aggregate_by_patient
+from medtl.evaluate.stats import METRICS, aggregate_by_patient, compute_metric
 
 
-def make_results(strength: dict[str, float], *, n_patients: int = 40, seeds=(0, 1), fractions=(0.5, 1.0)):
+def smoothed(values, window=3):
+    """Trailing mean, written out independently of medtl.evaluate.stats.smooth_scores."""
+    return [float(np.mean(values[max(0, i - window + 1) : i + 1])) for i in range(len(values))]
+
+
+def make_results(strength: dict[str, float], *, n_patients: int = 40, seeds=(0, 1, 2), fractions=(0.5, 1.0)):
     rng = np.random.default_rng(11)
     pids = [f"{i:04x}" for i in range(n_patients)]
     y = np.arange(n_patients) % 2
@@ -39,8 +45,6 @@ def make_results(strength: dict[str, float], *, n_patients: int = 40, seeds=(0, 
                 p = 1 / (1 + np.exp(-(w * (2 * y - 1) + rng.normal(0, 1, n_patients))))
                 preds = aggregate_by_patient(pids, y, p)
                 curve = [{"epoch": e, "time_s": 2.0 * e, "val_auroc": min(1.0, 0.5 + w * e / 8)} for e in (1, 2, 3)]
-                from medtl.evaluate.stats import METRICS, compute_metric
-
                 runs.append(
                     RunRecord(
                         arm.name,
@@ -76,15 +80,58 @@ def test_summary_matches_direct_computation():
         ]
     )
     assert row.vs_reference.difference == pytest.approx(direct)
-    assert row.vs_reference.low > 0
+    assert row.vs_reference.low > 0 and row.vs_reference.n_seeds == 3
     assert row.sentence.startswith("MobileNetV2 ImageNet beat scratch by ")
-    assert "with all the labels" in row.sentence
-    # imagenet's curve reaches scratch's best (0.5 + 0.3*3/8) at epoch 1
-    assert row.convergence["n_reached"] == 2 and row.convergence["median_epoch"] == 1
+    assert "with all the labels" in row.sentence and "3 seeds, 40 test patients" in row.sentence
+    # convergence: both curves smoothed over 3 epochs; the target is the lower plateau (scratch's) - 0.02
+    imagenet = smoothed([min(1.0, 0.5 + 3.0 * e / 8) for e in (1, 2, 3)])
+    scratch = smoothed([0.5 + 0.3 * e / 8 for e in (1, 2, 3)])
+    target = min(imagenet[-1], scratch[-1]) - 0.02
+    assert target == pytest.approx(0.575 - 0.02)
+    first = [next(e for e, v in zip((1, 2, 3), c, strict=True) if v >= target) for c in (imagenet, scratch)]
+    assert first == [1, 2]
+    c = row.convergence
+    assert (c["n_reached"], c["n_reference_reached"], c["n"]) == (3, 3, 3)
+    assert (c["median_epoch"], c["reference_median_epoch"]) == (1, 2)
+    assert (c["median_seconds"], c["reference_median_seconds"]) == (2.0, 4.0)
+
+
+def test_identical_arms_converge_alike_and_are_not_estimable():
+    res = make_results({"imagenet": 1.0, "scratch": 1.0})
+    for r in res.runs:  # imagenet's runs become exact copies of scratch's
+        if r.arm == "imagenet":
+            twin = res.run("scratch", r.seed, r.fraction)
+            r.predictions, r.curve, r.test_metrics = twin.predictions, twin.curve, twin.test_metrics
+    s = summarize(res, n_resamples=100)
+    row = s.row("imagenet", 1.0)
+    c = row.convergence
+    assert c["median_epoch"] == c["reference_median_epoch"] and c["n_reached"] == c["n_reference_reached"] == 3
+    for seed in c["per_seed"].values():
+        assert seed["epoch"] == seed["reference_epoch"]
+    d = row.vs_reference
+    assert d.difference == 0 and not d.estimable and not d.significant
+    assert "not estimable" in row.sentence and "beat" not in row.sentence
+    _, rows = summary_table(res, s)
+    assert rows[0][6] == "not estimable" and rows[0][10] == "not estimable"  # CI and DeLong
+
+
+@pytest.mark.parametrize("n_seeds", [1, 2])
+def test_fewer_than_three_seeds_give_no_verdict(n_seeds):
+    res = make_results({"imagenet": 3.0, "scratch": 0.3}, seeds=tuple(range(n_seeds)))
+    s = summarize(res, n_resamples=200)
+    for f in (0.5, 1.0):
+        row = s.row("imagenet", f)
+        assert row.vs_reference.difference > 0.1  # a large difference ...
+        assert "beat" not in row.sentence and "did worse" not in row.sentence  # ... and still no verdict
+        assert "training noise cannot be separated from an effect" in row.sentence
+        assert "at least 3 seeds per arm" in row.sentence
+    if n_seeds == 2:
+        row = s.row("imagenet", 1.0)
+        assert row.vs_reference.estimable and "seeds per arm to be resolved" in row.sentence
 
 
 def test_no_difference_is_said_honestly():
-    res = make_results({"imagenet": 1.0, "scratch": 1.0}, seeds=(0,))
+    res = make_results({"imagenet": 1.0, "scratch": 1.0})
     s = summarize(res, n_resamples=300)
     for f in (0.5, 1.0):
         row = s.row("imagenet", f)
@@ -120,21 +167,61 @@ def test_report_files_and_numbers_agree(tmp_path):
     # results.json round-trips and re-summarises to the same numbers
     again = summarize(CompareResults.from_dict(data), n_resamples=200)
     assert again.to_dict()["rows"][0]["metrics"] == data["summary"]["rows"][0]["metrics"]
-    # the table in report.md is the one summary_table produces
+    # the table in report.md is the one summary_table produces (escaped for Markdown)
     header, table = summary_table(res, res.summary)
     for r in table:
-        assert ("| " + " | ".join(r) + " |") in md
+        assert ("| " + " | ".join(md_escape(c, block=False) for c in r) + " |") in md
+    # both components of the difference's uncertainty are printed
+    d = res.summary.row("imagenet", 1.0).vs_reference
+    assert f"{d.seed_sd:.3f}" in md and f"{d.patient_se:.3f}" in md and "seed SD" in md and "patient SE" in md
+    assert "Power: with 40 test patients and 3 seeds per arm" in md
 
 
 def test_terminal_table(capsys):
     from rich.console import Console
 
-    res = make_results({"imagenet": 3.0, "scratch": 0.5}, seeds=(0,))
+    res = make_results({"imagenet": 3.0, "scratch": 0.5})
+    res.arms[0].label = "[red]MobileNetV2[/red] ImageNet"  # printed as written, not as rich markup
     s = summarize(res, n_resamples=100)
     console = Console(width=250, force_terminal=False)
     print_summary(res, s, console)
     out = capsys.readouterr().out
-    assert "MobileNetV2 ImageNet" in out and s.row("imagenet", 1.0).sentence[:40] in out
+    assert "[red]MobileNetV2[/red] ImageNet" in out and s.row("imagenet", 1.0).sentence[:40] in out
+
+
+def test_user_text_is_escaped_in_markdown_as_in_html(tmp_path):
+    res = make_results({"imagenet": 3.0, "scratch": 0.5}, fractions=(1.0,))
+    res.arms[0].label = "a|b <script>alert(1)</script> $\\frac{$"  # the last part is invalid mathtext
+    res.classes = ["no_finding", "*effusion*"]
+    res.runs.append(RunRecord("scratch", 9, 1.0, "failed", "bad | value\n# not a heading", "/runs/x"))
+    files = write_report(res, tmp_path, n_resamples=100)
+    assert set(files.plots) == {"label_efficiency", "learning_curves", "roc"}
+    md, html = files.report_md.read_text(), files.report_html.read_text()
+    assert "<script>" not in md and "<script>" not in html
+    assert "a\\|b &lt;script&gt;alert(1)&lt;/script&gt; \\$\\\\frac{\\$" in md
+    assert "a|b &lt;script&gt;alert(1)&lt;/script&gt; $\\frac{$" in html
+    assert "no\\_finding, \\*effusion\\*" in md
+    assert "bad \\| value # not a heading" in md and "\n# not a heading" not in md
+    # every table row still has as many cells as its header
+    for block in md.split("\n\n"):
+        lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+        if lines:
+            widths = {len(re.split(r"(?<!\\)\|", ln)) for ln in lines}
+            assert len(widths) == 1, lines
+
+
+def test_label_fraction_actually_used_is_reported():
+    res = make_results({"imagenet": 3.0, "scratch": 0.3}, fractions=(0.1, 1.0))
+    for r in res.runs:
+        r.fraction_used = 1 / 6 if r.fraction == 0.1 else 1.0
+    s = summarize(res, n_resamples=100)
+    row = s.row("imagenet", 0.1)
+    assert row.fraction_used == pytest.approx(1 / 6)
+    assert "with 10% of the labels (16.7% actually used)" in row.sentence
+    assert "actually used" not in s.row("imagenet", 1.0).sentence
+    _, rows = summary_table(res, s)
+    assert rows[0][1] == "10% (16.7% used)" and rows[-1][1] == "100%"
+    assert s.to_dict()["rows"][0]["fraction_used"] == pytest.approx(1 / 6)
 
 
 def test_record_from_run_dir(tmp_path):

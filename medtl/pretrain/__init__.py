@@ -2,21 +2,38 @@
 
 ``pretrain(config)`` trains an encoder of any registered architecture with SimCLR (contrastive, on lightly) or
 Models Genesis (restoration) and registers it in the weight cache as ``local:<name>``, a weight source like
-``imagenet`` or ``medicalnet`` for training and ``compare``.
+``imagenet`` or ``medicalnet`` for training and ``compare``. Names are imported lazily, so the weight-source
+registry can read :mod:`medtl.pretrain.local` without importing the training stack.
 """
 
 from __future__ import annotations
 
-from medtl.pretrain.config import PretrainConfig, load_pretrain_config
-from medtl.pretrain.local import list_local_sources, local_weight_source, resolve_local_source
-from medtl.pretrain.run import PretrainResult, pretrain
+import importlib
+from typing import Any
 
-__all__ = [
-    "PretrainConfig",
-    "PretrainResult",
-    "load_pretrain_config",
-    "pretrain",
-    "resolve_local_source",
-    "local_weight_source",
-    "list_local_sources",
-]
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "pretrain": "medtl.pretrain.run",
+    "PretrainResult": "medtl.pretrain.run",
+    "PretrainConfig": "medtl.pretrain.config",
+    "load_pretrain_config": "medtl.pretrain.config",
+    "resolve_local_source": "medtl.pretrain.local",
+    "local_weight_source": "medtl.pretrain.local",
+    "list_local_sources": "medtl.pretrain.local",
+    "register_local_source": "medtl.pretrain.local",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medtl.pretrain' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

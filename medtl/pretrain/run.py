@@ -13,6 +13,7 @@ Run folder::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -217,12 +218,14 @@ def pretrain(
         accelerator = {"cuda": "gpu"}.get(cfg.train.accelerator, cfg.train.accelerator)
         precision = _resolve_precision(cfg.train.precision, accelerator)
         on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+        n_dev = cfg.train.devices * cfg.train.num_nodes
+        per_device = -(-len(dataset) // n_dev)
         loader = DataLoader(
             dataset,
             batch_size=cfg.train.batch_size,
             shuffle=True,
             num_workers=cfg.train.num_workers,
-            drop_last=len(dataset) > cfg.train.batch_size,  # contrastive batches of one would have no negatives
+            drop_last=per_device > cfg.train.batch_size,  # a last batch of one scan would have no negatives
             persistent_workers=cfg.train.num_workers > 0,
             pin_memory=on_gpu,
         )
@@ -233,13 +236,16 @@ def pretrain(
             say(f"epoch {row['epoch']}/{cfg.train.epochs}: loss {row['train_loss']:.4f}{knn} ({row['time_s']:.0f}s)")
 
         log = EpochLog(run_dir / "metrics.csv", probe=probe, every=cfg.knn.every, on_row=progress)
-        n_dev = cfg.train.devices * cfg.train.num_nodes
         strategy: Any = "auto"
         if n_dev > 1:
             from lightning.pytorch.strategies import DDPStrategy
 
             strategy = DDPStrategy()
+        # noise from Lightning that says nothing about this run
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        for logger_name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+            logging.getLogger(logger_name).setLevel(logging.WARNING)
         trainer = pl.Trainer(
             accelerator=accelerator,
             devices=cfg.train.devices,

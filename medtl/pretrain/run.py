@@ -114,6 +114,12 @@ def _knn_probe(cfg: PretrainConfig, pipeline: Any) -> Any:
 
     manifest = Manifest.from_csv(cfg.knn.manifest)
     records = manifest.to_dicts()
+    if len(manifest.classes) < 2 or len({str(r["patient_id"]) for r in records}) < 2:
+        raise ConfigError(
+            f"knn.manifest {cfg.knn.manifest} needs two classes and two patients or more for a k-NN score "
+            f"(it has classes {list(manifest.classes)})",
+            fix="point knn.manifest at a labelled manifest, or remove it",
+        )
     dataset = LabelledDataset(records, pipeline, cache_dir=medtl_home() / "cache" / f"pretrain-{cfg.cache_key()}")
     return KnnProbe(dataset, [str(r["patient_id"]) for r in records], k=cfg.knn.k, batch_size=cfg.train.batch_size)
 
@@ -240,7 +246,9 @@ def pretrain(
         if n_dev > 1:
             from lightning.pytorch.strategies import DDPStrategy
 
-            strategy = DDPStrategy()
+            # restoration uses the stage outputs only: layers after the last stage (ConvNeXt's final norm) get no
+            # gradient, and DDP must not wait for them
+            strategy = DDPStrategy(find_unused_parameters=cfg.method == "genesis")
         # noise from Lightning that says nothing about this run
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

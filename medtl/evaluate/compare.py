@@ -22,23 +22,25 @@ scratch the one-cycle schedule from the start (unless an arm says otherwise).
 
 from __future__ import annotations
 
-import copy
-import json
-import os
-import re
 import shutil
-import signal
-import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from medtl.errors import ConfigError, MedtlError, TrainingError
+from medtl.errors import ConfigError, TrainingError
+from medtl.evaluate.compare_config import (
+    ArmConfig,
+    ArmModel,
+    CompareConfig,
+    CompareSection,
+    arm_spec,
+    default_arms,
+    load_compare_config,
+)
+from medtl.evaluate.launch import Job, config_key, execute, is_finished, slurm_executor, train_run
 from medtl.evaluate.report import ReportFiles, write_report
 from medtl.evaluate.results import ArmSpec, CompareResults, RunRecord, Summary, record_from_run_dir, summarize
 from medtl.train.rundir import RunDir
@@ -56,193 +58,6 @@ __all__ = [
     "slurm_executor",
     "train_run",
 ]
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ArmModel(_Section):
-    """The backbone of an arm; unset fields come from the experiment's ``model`` section."""
-
-    arch: str | None = Field(None, description="Architecture (default: the experiment's model.arch).")
-    weights: str = Field("scratch", description="scratch | imagenet | imagenet-inflated | medicalnet | ... | a path.")
-    in_channels: int | None = Field(None, ge=1, description="Model input channels (default: the weights').")
-
-
-class ArmConfig(_Section):
-    """One arm: a name, a backbone with its starting weights, a schedule and a data mode."""
-
-    name: str = Field(description="Short name, used for folders (letters, digits, _ . -).")
-    label: str | None = Field(None, description="Name shown in the report (default: name).")
-    model: ArmModel = ArmModel()
-    schedule: Literal["auto", "fine_tune", "one_cycle"] = Field(
-        "auto", description="auto: fine_tune for pretrained weights, one_cycle for scratch."
-    )
-    mode: Literal["2d", "3d", "2.5d"] | None = Field(None, description="Data mode (default: the experiment's).")
-
-    @field_validator("name")
-    @classmethod
-    def _name_ok(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError(f"arm name {v!r} may hold only letters, digits, '_', '.', '-'")
-        return v
-
-
-class CompareSection(_Section):
-    """What to compare and how."""
-
-    arms: list[ArmConfig] | None = Field(
-        None, description="Arms; default: every weight source that fits model.arch, plus scratch."
-    )
-    seeds: int = Field(3, ge=1, description="Seeds per arm and fraction (seeds 0..n-1).")
-    fractions: list[float] = Field([0.1, 0.25, 0.5, 1.0], description="Label fractions of the training patients.")
-    primary_metric: Literal["auroc", "accuracy", "balanced_accuracy", "f1"] = "auroc"
-    reference: str = Field("scratch", description="The arm every other arm is compared with.")
-    n_resamples: int = Field(2000, ge=100, description="Bootstrap resamples over test patients.")
-    dir: Path | None = Field(None, description="Comparison folder (default: <output.dir>/compare-<output.name>).")
-
-    @field_validator("fractions")
-    @classmethod
-    def _fractions_ok(cls, v: list[float]) -> list[float]:
-        if not v or any(not 0.0 < f <= 1.0 for f in v):
-            raise ValueError(f"fractions must be in (0, 1] (got {v})")
-        return sorted(set(float(f) for f in v))
-
-
-class CompareConfig(_Section):
-    """An experiment config plus its ``compare`` section."""
-
-    experiment: Any  # medtl.config.ExperimentConfig (validated by load_config)
-    compare: CompareSection = CompareSection()
-
-
-def _resolve(raw: dict[str, Any], base: Path) -> None:
-    """Paths in a YAML file are relative to the file: the experiment's as medtl.config does, then the compare's."""
-    from medtl.config import resolve_config_paths, resolve_relative_path
-
-    resolve_config_paths(raw, base)
-    comp = raw.get("compare")
-    if isinstance(comp, dict):
-        resolve_relative_path(comp, "dir", base)
-        for arm in comp.get("arms") or []:
-            if isinstance(arm, dict):
-                resolve_relative_path(arm.get("model"), "weights", base, only_files=True)
-
-
-def load_compare_config(
-    path_or_dict: str | Path | dict[str, Any] | CompareConfig, overrides: dict[str, Any] | None = None
-) -> CompareConfig:
-    """Read a comparison config: the experiment sections plus an optional ``compare`` section.
-
-    Args:
-        path_or_dict: a YAML file, a dict, or a CompareConfig.
-        overrides: dotted keys for the experiment (``{"train.epochs": 2}``) or ``compare.*``
-            (``{"compare.seeds": 2}``).
-
-    Raises:
-        ConfigError: unknown or invalid fields, with their path and the allowed values.
-    """
-    from medtl.config import apply_overrides, load_config, read_config_file
-
-    if isinstance(path_or_dict, CompareConfig):
-        raw = {**path_or_dict.experiment.to_dict(), "compare": path_or_dict.compare.model_dump(mode="json")}
-        source = "(object)"
-    elif isinstance(path_or_dict, dict):
-        raw = copy.deepcopy(path_or_dict)
-        source = "(dict)"
-    else:
-        path = Path(path_or_dict).expanduser()
-        source = str(path)
-        raw = read_config_file(path)
-        _resolve(raw, path.parent.resolve())
-    raw = apply_overrides(raw, overrides)
-    comp_raw = raw.pop("compare", None) or {}
-    experiment = load_config(raw)
-    try:
-        section = CompareSection.model_validate(comp_raw)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = "compare." + ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                problems.append(f"{where}: unknown field")
-            else:
-                problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
-        allowed = ", ".join(CompareSection.model_fields)
-        arm_fields = ", ".join(ArmConfig.model_fields)
-        raise ConfigError(
-            f"invalid config {source}: "
-            + "; ".join(problems)
-            + f". compare fields: {allowed}; arm fields: {arm_fields}"
-        ) from None
-    return CompareConfig(experiment=experiment, compare=section)
-
-
-# --------------------------------------------------------------------------------------------- arms
-
-
-def _dims_of(experiment: Any) -> int:
-    """Spatial dims of the experiment's models: from data.mode, else the weights, else the architecture."""
-    from medtl.backbones import get_architecture
-    from medtl.weights import get_weight_source
-
-    mode = experiment.data.mode
-    if mode != "auto":
-        return 3 if mode == "3d" else 2
-    src = get_weight_source(experiment.model.weights)
-    return int(src.dims) if src.dims is not None else int(get_architecture(experiment.model.arch).dims)
-
-
-def default_arms(experiment: Any) -> list[ArmConfig]:
-    """Every registered weight source that fits the experiment's architecture and data dims, plus scratch."""
-    from medtl.weights.sources import sources_for_arch
-
-    arch = experiment.model.arch
-    arms = [
-        ArmConfig(name=n, model=ArmModel(arch=arch, weights=n))
-        for n in sources_for_arch(arch, dims=_dims_of(experiment))
-    ]
-    return [*arms, ArmConfig(name="scratch", model=ArmModel(arch=arch, weights="scratch"))]
-
-
-def _arm_spec(arm: ArmConfig, experiment: Any) -> ArmSpec:
-    from medtl.weights import get_weight_source
-
-    arch = arm.model.arch or experiment.model.arch
-    weights = arm.model.weights
-    schedule = arm.schedule if arm.schedule != "auto" else ("one_cycle" if weights == "scratch" else "fine_tune")
-    try:  # what the source says; each run adds the file it really loaded and its hash (_merge_provenance)
-        src = get_weight_source(weights)
-        provenance: dict[str, Any] = {
-            "source": src.name,
-            "description": src.description,
-            "license": src.license,
-            "citation": src.citation,
-        }
-    except MedtlError as exc:  # an unknown source fails in its runs, with the error recorded there
-        provenance = {"source": weights, "error": str(exc)}
-    return ArmSpec(
-        name=arm.name,
-        arch=arch,
-        weights=weights,
-        schedule=schedule,
-        mode=arm.mode or experiment.data.mode,
-        in_channels=arm.model.in_channels if arm.model.in_channels is not None else experiment.model.in_channels,
-        label=arm.label or _default_label(arm.name, arch, weights),
-        provenance=provenance,
-    )
-
-
-def _default_label(name: str, arch: str, weights: str) -> str:
-    if weights == "scratch":
-        return "scratch" if name == "scratch" else name
-    return f"{arch} {name}" if name == weights else name
-
-
-# ------------------------------------------------------------------------------------------- splits
 
 
 def _write_shared_splits(experiment: Any, compare_dir: Path) -> Path:
@@ -297,24 +112,6 @@ def _run_config(experiment: Any, arm: ArmSpec, seed: int, fraction: float, split
     return load_config(experiment.to_dict(), overrides)
 
 
-_KEY_FILE = "compare_key.txt"
-
-
-def _config_key(run_cfg: Any) -> str:
-    """Hash of a run's resolved config: a finished run is reused only if it was made with the same config."""
-    import hashlib
-
-    blob = json.dumps(run_cfg.to_dict(), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _is_finished(run: RunDir, key: str) -> bool:
-    try:
-        return run.status == "ok" and (run.read_text(_KEY_FILE) or "").strip() == key
-    except MedtlError:  # a corrupt result.json: not finished
-        return False
-
-
 def _merge_provenance(arm: ArmSpec, run: RunDir) -> None:
     """Fill the arm's provenance and load report with what the run recorded about the weights it really loaded."""
     weights = run.read_result().get("weights") or {}
@@ -345,132 +142,6 @@ def _fatal_error(_: Any, results: CompareResults) -> str | None:
         if not any(r.ok for r in results.runs):
             return f"every run failed; the first: {results.runs[0].error}"
     return None
-
-
-@dataclass
-class _Job:
-    """One run to train: its place in the plan, the resolved config and the folder."""
-
-    index: int
-    tag: str
-    config: dict[str, Any]
-    run_dir: str
-    key: str
-
-
-def train_run(config: dict[str, Any], run_dir: str, key: str, parallel: int = 1) -> str:
-    """Train one run of a comparison (in this process, a worker process, or a SLURM job) and mark it finished.
-
-    Returns:
-        The run's status (``ok``, ``failed``); a failure is recorded in its result.json, not raised.
-    """
-    from medtl.config import load_config
-    from medtl.train import fine_tune
-    from medtl.train.run import PARALLEL_ENV
-
-    os.environ[PARALLEL_ENV] = str(parallel)
-    run = RunDir(run_dir)
-    if run.path.exists():
-        shutil.rmtree(run.path)  # an unfinished, failed or differently configured attempt: redo it
-    try:
-        with warnings.catch_warnings():
-            # noise from Lightning that says nothing about this run
-            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-            fine_tune(load_config(config), run_dir=run.path, quiet=True)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # noqa: BLE001 - one failing run must not stop the comparison
-        if run.status not in ("failed", "interrupted"):  # failed before fine_tune could record it
-            run.write_result({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
-        return "failed"
-    run.write_text(_KEY_FILE, key + "\n")
-    return "ok"
-
-
-def _init_worker(devices: Any) -> None:
-    """A parallel worker takes one GPU of its own when there are enough; Ctrl-C is the parent's to handle."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    device = devices.get()
-    if device is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
-
-
-def _execute(
-    jobs: list[_Job], *, parallel: int, launcher: Any, say: Callable[[str], None]
-) -> Iterator[tuple[int, float]]:
-    """Train the jobs; yield ``(plan index, seconds)`` as each finishes (in plan order when sequential)."""
-    if not jobs:
-        return
-    if launcher != "local":  # a submitit executor: one job per run, the compare folder is the shared state
-        with launcher.batch():
-            submitted = [(j, launcher.submit(train_run, j.config, j.run_dir, j.key)) for j in jobs]
-        for j, _ in submitted:
-            say(f"{j.tag}: submitted")
-        for j, job in submitted:
-            t0 = time.perf_counter()
-            try:
-                job.result()
-            except Exception as exc:  # noqa: BLE001 - the job died (time limit, node failure): recorded, go on
-                run = RunDir(j.run_dir)
-                if run.status in ("pending", "running"):
-                    run.write_result({"status": "failed", "error": f"job {job.job_id}: {type(exc).__name__}: {exc}"})
-            yield j.index, time.perf_counter() - t0
-        return
-    if parallel <= 1:
-        for j in jobs:
-            say(f"{j.tag}: training")
-            t0 = time.perf_counter()
-            train_run(j.config, j.run_dir, j.key)
-            yield j.index, time.perf_counter() - t0
-        return
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    import torch
-
-    ctx = mp.get_context("spawn")
-    devices = ctx.Queue()
-    gpus = torch.cuda.device_count()
-    for k in range(parallel):
-        devices.put(k if gpus >= parallel else None)
-    t0 = {}
-    with ProcessPoolExecutor(parallel, mp_context=ctx, initializer=_init_worker, initargs=(devices,)) as pool:
-        futures = {}
-        for j in jobs:
-            futures[pool.submit(train_run, j.config, j.run_dir, j.key, parallel)] = j
-            t0[j.index] = time.perf_counter()
-            say(f"{j.tag}: queued")
-        try:
-            todo = set(futures)
-            while todo:
-                done, todo = wait(todo, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    j = futures[fut]
-                    try:
-                        fut.result()
-                    except Exception as exc:  # noqa: BLE001 - the worker died: recorded, go on
-                        RunDir(j.run_dir).write_result({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
-                    yield j.index, time.perf_counter() - t0[j.index]
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
-
-
-def slurm_executor(folder: str | Path, **parameters: Any) -> Any:
-    """A submitit executor for SLURM (``parameters``: ``slurm_partition``, ``timeout_min``, ``gpus_per_node``...).
-
-    Raises:
-        ConfigError: submitit is not installed (``pip install 'medtl[slurm]'``).
-    """
-    try:
-        import submitit
-    except ImportError:
-        raise ConfigError("the SLURM launcher needs submitit", fix="pip install 'medtl[slurm]'") from None
-    executor = submitit.AutoExecutor(folder=str(folder))
-    executor.update_parameters(**parameters)
-    return executor
 
 
 @dataclass
@@ -564,7 +235,7 @@ def compare(
         )
     )
     splits_file = _write_shared_splits(experiment, compare_dir)
-    specs = [_arm_spec(a, experiment) for a in arm_cfgs]
+    specs = [arm_spec(a, experiment) for a in arm_cfgs]
     from medtl.data import Manifest
 
     classes = list(experiment.data.classes or Manifest.from_csv(experiment.data.manifest, check_files=False).classes)
@@ -582,7 +253,7 @@ def compare(
     )
     # fractions outermost: an interrupted comparison has all arms at the first fractions
     plan = [(arm, seed, f) for f in section.fractions for seed in seed_list for arm in specs]
-    jobs: list[_Job] = []
+    jobs: list[Job] = []
     failed: dict[int, RunRecord] = {}
     for i, (arm, seed, fraction) in enumerate(plan):
         run_dir = run_dir_for(compare_dir, arm.name, seed, fraction)
@@ -593,11 +264,11 @@ def compare(
             failed[i] = RunRecord(arm.name, seed, fraction, "failed", f"ConfigError: {exc}", str(run_dir))
             say(f"{tag}: FAILED: {exc}")
             continue
-        key = _config_key(run_cfg)
-        if _is_finished(RunDir(run_dir), key):
+        key = config_key(run_cfg)
+        if is_finished(RunDir(run_dir), key):
             say(f"{tag}: finished earlier, reusing {run_dir}")
         else:
-            jobs.append(_Job(i, tag, run_cfg.to_dict(), str(run_dir), key))
+            jobs.append(Job(i, tag, run_cfg.to_dict(), str(run_dir), key))
 
     def record(i: int, seconds: float | None = None) -> None:
         arm, seed, fraction = plan[i]
@@ -625,7 +296,7 @@ def compare(
             record(i)
     interrupted = False
     try:
-        for i, seconds in _execute(jobs, parallel=parallel, launcher=launcher, say=say):
+        for i, seconds in execute(jobs, parallel=parallel, launcher=launcher, say=say):
             record(i, seconds)
             fatal = _fatal_error(results.runs[-1] if results.runs else None, results)
             if fatal:

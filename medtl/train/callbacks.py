@@ -95,31 +95,33 @@ class RngState(pl.Callback):
     """Random state in last.ckpt, so a resumed run draws the same batches and augmentations as an uninterrupted one.
 
     Saved: torch's, numpy's and Python's global generators (shuffling, worker seeds), the training
-    augmentation's own generators, and the class-balance sampler's. Restored at the start of the first
-    resumed epoch, before its data loader draws anything.
+    augmentation's own generators.
     """
 
     def __init__(self, train_dataset: Any) -> None:
         self.dataset = train_dataset
-        self._pending: dict[str, Any] | None = None
 
     @property
     def state_key(self) -> str:
         return "RngState"
 
     def _randomizables(self) -> list[Any]:
-        from monai.transforms import Compose, Randomizable
+        """Every random generator of the training transforms, nested ones included (RandFlipd's RandFlip...)."""
+        from monai.transforms import Randomizable, Transform
 
         found: list[Any] = []
+        seen: set[int] = set()
 
-        def walk(t: Any) -> None:
-            if isinstance(t, Randomizable) and hasattr(t, "R"):
-                found.append(t)
-            for child in getattr(t, "transforms", ()) if isinstance(t, Compose) else ():
-                walk(child)
-            inner = getattr(t, "transform", None)
-            if inner is not None:
-                walk(inner)
+        def walk(obj: Any) -> None:
+            if id(obj) in seen:
+                return
+            seen.add(id(obj))
+            if isinstance(obj, Randomizable) and isinstance(getattr(obj, "R", None), np.random.RandomState):
+                found.append(obj)
+            for value in vars(obj).values():
+                for child in value if isinstance(value, list | tuple) else (value,):
+                    if isinstance(child, Transform | Randomizable):
+                        walk(child)
 
         walk(self.dataset.post)
         return found
@@ -137,17 +139,13 @@ class RngState(pl.Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        st, self._pending = self._pending, None
-        if not st:
-            return
-        torch.set_rng_state(st["torch"])
-        name, keys, pos, has_gauss, cached = st["numpy"]
+        # Restored at once: Lightning creates the first resumed epoch's data iterator (which draws the shuffle)
+        # right after restoring callbacks, before any epoch hook runs.
+        torch.set_rng_state(state_dict["torch"])
+        name, keys, pos, has_gauss, cached = state_dict["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
-        random.setstate(ast.literal_eval(st["python"]))
-        for t, saved in zip(self._randomizables(), st["transforms"], strict=False):
+        random.setstate(ast.literal_eval(state_dict["python"]))
+        for t, saved in zip(self._randomizables(), state_dict["transforms"], strict=False):
             t.R.set_state(("MT19937", np.asarray(saved[:-1], dtype=np.uint32), int(saved[-1])))
 
 

@@ -625,8 +625,10 @@ def record_from_run_dir(run_dir: str | Path, *, arm: str, seed: int, fraction: f
     rec.error = result.get("error")
     rec.seconds = result.get("seconds")
     rec.best_epoch = result.get("best_epoch")
+    used, total = run.train_patient_counts()
     n_patients = result.get("n_patients")
-    rec.n_train_patients = n_patients.get("train") if isinstance(n_patients, dict) else run.used_train_patients()
+    rec.n_train_patients = n_patients.get("train") if isinstance(n_patients, dict) else (used or None)
+    rec.fraction_used = used / total if total else None
     rec.curve = run.read_metrics()
     preds = run.predictions_file("test")
     if rec.status == "ok" and preds.is_file():

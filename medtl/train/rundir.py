@@ -187,14 +187,14 @@ class RunDir:
 
         return read_splits_csv(self.file(self.SPLITS))
 
-    def used_train_patients(self) -> int | None:
-        """Training patients the run used (the label-fraction subset), from splits.csv."""
+    def train_patient_counts(self) -> tuple[int, int]:
+        """``(used, total)``: training patients the run used (the label-fraction subset), and all of them."""
         path = self.file(self.SPLITS)
         if not path.is_file():
-            return None
+            return 0, 0
         with open(path, newline="") as fh:
             rows = [row for row in csv.DictReader(fh) if row.get("split") == "train"]
-        return sum(row.get("used", "1") in ("1", "") for row in rows) or None
+        return sum(row.get("used", "1") in ("1", "") for row in rows), len(rows)
 
     # -- preprocessing and load report ----------------------------------------------------------------
     def write_preprocessing(self, info: dict[str, Any]) -> Path:

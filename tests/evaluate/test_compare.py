@@ -141,6 +141,9 @@ def test_end_to_end_with_the_real_engine(tmp_path, monkeypatch):
     out = tmp_path / "cmp"
     res = compare(cfg, out_dir=out)
     assert [r.status for r in res.results.runs] == ["ok"] * 8, [r.error for r in res.results.runs]
+    # the share of training patients actually used: all of them at 100%, at least the asked half at 50%
+    assert all(r.fraction_used == 1.0 for r in res.results.runs if r.fraction == 1.0)
+    assert all(0.5 <= r.fraction_used < 1.0 for r in res.results.runs if r.fraction == 0.5)
     for name in ("report.md", "report.html", "results.csv", "results.json", "splits.csv", "plots/roc.png"):
         assert (out / name).is_file(), name
     for r in res.results.runs:

@@ -249,6 +249,13 @@ class OutputConfig(_Section):
     dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
     name: str | None = Field(None, description="Run folder name; default: <arch>-<weights>-<timestamp>.")
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or v in (".", "..") or "/" in v or "\\" in v or "\0" in v):
+            raise ValueError(f"{v!r} must be a plain folder name inside output.dir (no '/', no '..')")
+        return v
+
 
 class ExperimentConfig(_Section):
     """A whole experiment."""

@@ -149,6 +149,8 @@ class KnnProbe:
 class EpochLog(pl.Callback):
     """Mean training loss per epoch (over every rank), learning rate, k-NN probe; one row per epoch in metrics.csv.
 
+    With a probe, ``baseline`` holds its score of the starting weights, taken before the first step.
+
     Also averages the encoder's batch-norm running statistics over the DDP ranks when training ends, so every
     rank holds one identical encoder (parameters are kept equal by DDP already).
 
@@ -165,11 +167,15 @@ class EpochLog(pl.Callback):
         self.every = every
         self.on_row = on_row
         self.rows: list[dict[str, Any]] = []
+        self.baseline: dict[str, float] | None = None
         self._sum = 0.0
         self._n = 0
         self._t0 = time.perf_counter()
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.probe is not None and self.baseline is None:
+            # the starting weights' score: what pretraining has to beat
+            self.baseline = self.probe.score(pl_module.encoder)
         self._t0 = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -238,6 +238,8 @@ def pretrain(
         probe = _knn_probe(cfg, pipe) if cfg.knn.manifest is not None and rank0 else None
 
         def progress(row: dict[str, Any]) -> None:
+            if row["epoch"] == 1 and log.baseline is not None:
+                say(f"k-NN accuracy of the starting weights ({cfg.model.weights}): {log.baseline['knn_accuracy']:.3f}")
             knn = f", k-NN accuracy {row['knn_accuracy']:.3f}" if row["knn_accuracy"] == row["knn_accuracy"] else ""
             say(f"epoch {row['epoch']}/{cfg.train.epochs}: loss {row['train_loss']:.4f}{knn} ({row['time_s']:.0f}s)")
 
@@ -332,6 +334,7 @@ def pretrain(
                 "first_loss": log.rows[0]["train_loss"] if log.rows else None,
                 "knn_accuracy": _finite(last.get("knn_accuracy")),
                 "knn_balanced_accuracy": _finite(last.get("knn_balanced_accuracy")),
+                "knn_before": log.baseline,
                 "seconds": seconds,
                 "precision": precision,
                 "devices": cfg.train.devices,

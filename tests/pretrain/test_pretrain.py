@@ -65,6 +65,8 @@ def test_simclr_2d_learns_and_registers_a_local_source(pool: dict[str, Path], tm
     scored = [row["epoch"] for row in result.metrics if row["knn_accuracy"] == row["knn_accuracy"]]
     assert scored == [3, 6]
     assert 0.0 <= result.metrics[-1]["knn_accuracy"] <= 1.0
+    before = json.loads((result.run_dir / "result.json").read_text())["knn_before"]
+    assert 0.0 <= before["knn_accuracy"] <= 1.0 and set(before) == {"knn_accuracy", "knn_balanced_accuracy"}
 
     run = result.run_dir
     assert {p.name for p in run.iterdir()} >= {"config.yaml", "metrics.csv", "result.json", "encoder.safetensors"}

@@ -72,12 +72,12 @@ class MetricsCSV(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        m = getattr(pl_module, "val_metrics", {}) or {}
+        m = pl_module.val_metrics
         lrs = [g["lr"] for g in trainer.optimizers[0].param_groups] if trainer.optimizers else [math.nan]
         row: dict[str, Any] = {
             "epoch": trainer.current_epoch + 1,
             "time_s": round(self.elapsed(), 3),
-            "train_loss": float(getattr(pl_module, "train_loss_epoch", math.nan)),
+            "train_loss": float(pl_module.train_loss_epoch),
             "lr": float(max(lrs)),
         }
         for col in self.columns:

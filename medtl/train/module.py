@@ -15,7 +15,7 @@ from torch.optim.swa_utils import update_bn
 
 from medtl.config import TrainConfig
 from medtl.errors import TrainingError
-from medtl.train.schedule import PlanScheduler, group_name, group_params, make_plan, set_frozen
+from medtl.train.schedule import PlanScheduler, make_plan, set_frozen
 
 __all__ = ["TaskModule", "recalibrate_batchnorm"]
 
@@ -114,7 +114,7 @@ class TaskModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.cfg
         param_groups = [
-            {"params": group_params(g), "lr": self.plan[0].max_lrs[i], "name": group_name(g, i)}
+            {"params": list(g.params), "lr": self.plan[0].max_lrs[i], "name": g.name}
             for i, g in enumerate(self.model.param_groups())
         ]
         if cfg.optimizer == "sgd":

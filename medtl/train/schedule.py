@@ -25,7 +25,6 @@ __all__ = [
     "one_cycle_factor",
     "discriminative_lrs",
     "make_plan",
-    "group_params",
     "norm_param_ids",
     "set_frozen",
     "PlanScheduler",
@@ -89,21 +88,6 @@ def make_plan(
     return phases
 
 
-def group_params(group: Any) -> list[nn.Parameter]:
-    """Parameters of a ParamGroup (an object with ``.params``, or a ``(name, params)`` pair)."""
-    params = getattr(group, "params", None)
-    if params is None:
-        params = group[1]
-    return list(params)
-
-
-def group_name(group: Any, i: int) -> str:
-    name = getattr(group, "name", None)
-    if name is None and isinstance(group, tuple | list) and group and isinstance(group[0], str):
-        name = group[0]
-    return str(name or f"group{i}")
-
-
 def norm_param_ids(model: nn.Module) -> set[int]:
     """ids of the affine parameters of normalisation layers (they keep training while the body is frozen)."""
     ids: set[int] = set()
@@ -117,7 +101,7 @@ def set_frozen(model: nn.Module, groups: Sequence[Any], n_frozen: int, *, train_
     """Freeze the first ``n_frozen`` parameter groups (normalisation layers excepted) and unfreeze the rest."""
     keep = norm_param_ids(model) if train_norm else set()
     for i, g in enumerate(groups):
-        for p in group_params(g):
+        for p in g.params:
             p.requires_grad_(i >= n_frozen or id(p) in keep)
 
 

@@ -251,10 +251,19 @@ def bench_tree(patients: int, series: int, files: int) -> None:
         cases.append(("medtl index_tree, empty cache", *best_time(medtl_first, 2)[::2]))
         medtl_cached()
         cases.append(("medtl index_tree, cache filled", *best_time(medtl_cached, 3)[::2]))
-        cli_first = min(cli(True) for _ in range(2))
+        cli_first = min(cli(True) for _ in range(3))
         cli_cached = min(cli(False) for _ in range(3))
+
+        def startup() -> float:
+            t = time.perf_counter()
+            medtl = Path(sys.executable).with_name("medtl")
+            subprocess.run([str(medtl), "index", "--help"], check=True, capture_output=True)
+            return time.perf_counter() - t
+
+        start = min(startup() for _ in range(3))
         cases.append(("`medtl index` command, empty cache (with start-up)", cli_first, "-"))
         cases.append(("`medtl index` command, cache filled (with start-up)", cli_cached, "-"))
+        cases.append(("`medtl index --help` (start-up alone)", start, "-"))
         print("| indexer | seconds | files/s | time vs SimpleITK | series or files found |")
         print("|---|---:|---:|---:|---:|")
         for name, seconds, out in cases:

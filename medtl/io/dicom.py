@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import stat
 import warnings
@@ -149,9 +150,10 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
         seq = [float(v) for v in (value if isinstance(value, list | tuple) or hasattr(value, "__iter__") else [value])]
     except (TypeError, ValueError):
         return None
-    if len(seq) < n or not all(np.isfinite(seq[:n])):
+    head = seq[:n]
+    if len(head) < n or not all(map(math.isfinite, head)):
         return None
-    return tuple(seq[:n])
+    return tuple(head)
 
 
 def _float(value: Any, default: float) -> float:
@@ -159,7 +161,7 @@ def _float(value: Any, default: float) -> float:
         out = float(value)
     except (TypeError, ValueError):
         return default
-    return out if np.isfinite(out) else default
+    return out if math.isfinite(out) else default
 
 
 def _seq_item(ds: Any, keyword: str) -> Any:
@@ -374,10 +376,10 @@ class _RawFields(_Fields):
     def __init__(self, values: dict[str, bytes], path: Path) -> None:
         self.values = values
         self.path = path
+        self.texts = {k: v.decode("latin-1").strip(" \x00") for k, v in values.items()}
 
     def text(self, keyword: str) -> str:
-        value = self.values.get(keyword)
-        return "" if value is None else value.decode("latin-1").strip(" \x00")
+        return self.texts.get(keyword, "")
 
     def ushort(self, keyword: str, default: int) -> int:
         value = self.values.get(keyword)

@@ -263,11 +263,12 @@ def bench_tree(patients: int, series: int, files: int) -> None:
         start = min(startup() for _ in range(3))
         cases.append(("`medtl index` command, empty cache (with start-up)", cli_first, "-"))
         cases.append(("`medtl index` command, cache filled (with start-up)", cli_cached, "-"))
-        cases.append(("`medtl index --help` (start-up alone)", start, "-"))
+        cases.append(("`medtl index --help` (start-up alone)", start, "no files"))
         print("| indexer | seconds | files/s | time vs SimpleITK | series or files found |")
         print("|---|---:|---:|---:|---:|")
         for name, seconds, out in cases:
-            print(f"| {name} | {seconds:.2f} | {n / seconds:,.0f} | {seconds / sitk_s:.2f}x | {out} |")
+            rate = "-" if out == "no files" else f"{n / seconds:,.0f}"
+            print(f"| {name} | {seconds:.2f} | {rate} | {seconds / sitk_s:.2f}x | {out} |")
         third = Path(tmp) / "third"
         third.mkdir()
         for f in folders[: max(1, len(folders) // 3)]:

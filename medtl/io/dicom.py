@@ -90,7 +90,6 @@ class DicomHeader:
     study_uid: str
     sop_uid: str
     sop_class: str
-    sop_class_name: str
     modality: str
     description: str
     patient_id: str
@@ -117,6 +116,11 @@ class DicomHeader:
     frames: list[FrameGeometry] | None = None
     grid_offsets: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sop_class_name(self) -> str:
+        """The SOP class's name (e.g. "CT Image Storage"); looked up when asked, so indexing needs no pydicom."""
+        return _uid_name(self.sop_class)
 
     @property
     def is_dicomdir(self) -> bool:
@@ -477,7 +481,6 @@ def _build_header(
         study_uid=f.text("StudyInstanceUID"),
         sop_uid=f.text("SOPInstanceUID"),
         sop_class=sop_class,
-        sop_class_name=_uid_name(sop_class),
         modality=modality,
         description=_description(f),
         patient_id=hash_patient_id(f.converted("PatientID")),

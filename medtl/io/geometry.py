@@ -150,16 +150,35 @@ def affine_lps(
     return a
 
 
+def _axcodes(affine: np.ndarray) -> list[str | None]:
+    """nibabel's ``aff2axcodes`` (``io_orientation`` then RAS letters), without importing nibabel, whose import
+    pulls in pydicom and would double the start-up of ``medtl index``."""
+    rzs = affine[:3, :3]
+    zooms = np.sqrt(np.sum(rzs * rzs, axis=0))
+    zooms[zooms == 0] = 1
+    rs = rzs / zooms
+    p, s, qs = np.linalg.svd(rs, full_matrices=False)
+    keep = s > s.max() * max(rs.shape) * np.finfo(s.dtype).eps
+    r = np.dot(p[:, keep], qs[keep])
+    codes: list[str | None] = [None, None, None]
+    labels = (("L", "R"), ("P", "A"), ("I", "S"))
+    for in_ax in np.argsort(np.min(-(r**2), axis=0), kind="stable"):
+        col = r[:, in_ax]
+        if not np.allclose(col, 0):
+            out_ax = int(np.argmax(np.abs(col)))
+            codes[int(in_ax)] = labels[out_ax][0 if col[out_ax] < 0 else 1]
+            r[out_ax, :] = 0
+    return codes
+
+
 def orientation_label(affine_ras: np.ndarray, spatial_dims: int = 3) -> str:
     """Plane and axis codes of an affine, e.g. ``"axial (LPS)"`` or ``"oblique axial (LPS)"``.
 
     The codes name, for each voxel axis, the world direction it increases towards (in RAS letters, as
     nibabel's ``aff2axcodes``); the plane is that of the first two axes.
     """
-    from nibabel.orientations import aff2axcodes
-
     affine_ras = np.asarray(affine_ras, dtype=np.float64)
-    codes = "".join(str(c) for c in aff2axcodes(affine_ras))
+    codes = "".join(str(c) for c in _axcodes(affine_ras))
     if spatial_dims == 2:
         codes = codes[:2]
     rot = affine_ras[:3, :3]

@@ -27,7 +27,7 @@ __all__ = ["HeaderCache", "open_header_cache", "CACHE_ENV"]
 logger = logging.getLogger("medtl.io")
 
 CACHE_ENV = "MEDTL_INDEX_CACHE"
-_SCHEMA = 2
+_SCHEMA = 3
 _FILE = f"dicom-headers-v{_SCHEMA}.sqlite"
 _TUPLES = ("ipp", "iop", "pixel_spacing")
 

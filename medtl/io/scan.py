@@ -408,7 +408,7 @@ def _metatensor(array: np.ndarray, affine_ras: np.ndarray, meta: dict[str, Any])
     return MetaTensor(tensor, meta=meta)
 
 
-def _from_dicom(img: DicomImage, path: Path) -> Any:
+def _from_dicom(img: DicomImage, path: Path, wrap: Any = None) -> Any:
     h = img.header
     affine_ras = LPS_TO_RAS @ img.affine_lps
     meta: dict[str, Any] = {
@@ -427,10 +427,10 @@ def _from_dicom(img: DicomImage, path: Path) -> Any:
     }
     if img.array.ndim == 3:
         meta["photometric"] = img.photometric
-    return _metatensor(img.array, affine_ras, meta)
+    return (wrap or _metatensor)(img.array, affine_ras, meta)
 
 
-def _read_nifti_scan(path: Path, volume: int | None) -> Any:
+def _read_nifti_scan(path: Path, volume: int | None, wrap: Any = None) -> Any:
     img = read_nifti(path, volume=volume)
     meta = {
         "filename_or_obj": str(path),
@@ -446,7 +446,7 @@ def _read_nifti_scan(path: Path, volume: int | None) -> Any:
         "n_slices": int(img.array.shape[3]),
         "n_volumes": img.n_volumes,
     }
-    return _metatensor(img.array, img.affine, meta)
+    return (wrap or _metatensor)(img.array, img.affine, meta)
 
 
 def read_scan(
@@ -478,12 +478,17 @@ def read_scan(
         NotDicomError, TruncatedFileError, MissingPixelDataError, InvalidHeaderError, UnsupportedScanError:
             a bad file (with its path and the fix).
     """
+    return _read(Path(path), series, volume, allow_irregular, _metatensor)
+
+
+def _read(path: Path, series: str | None, volume: int | None, allow_irregular: bool, wrap: Any) -> Any:
+    """:func:`read_scan` with ``wrap(array, affine_ras, meta)`` making the result (a MetaTensor, or plain arrays)."""
     path = Path(path)
     if not path.exists():
         raise NoImagesError(f"{path} does not exist", path=str(path), fix="check the path")
     if path.is_file():
         if is_nifti_path(path):
-            return _read_nifti_scan(path, volume)
+            return _read_nifti_scan(path, volume, wrap)
         header = read_header(path)
         if series is not None and str(series).strip() and series not in (header.series_uid, header.description):
             raise SeriesNotFoundError(
@@ -491,10 +496,10 @@ def read_scan(
                 path=str(path),
                 fix="pass the file's folder to choose among several series, or leave series unset",
             )
-        return _from_dicom(read_dicom_file(header, allow_irregular=allow_irregular), path)
+        return _from_dicom(read_dicom_file(header, allow_irregular=allow_irregular), path, wrap)
     chosen = select_series(path, series)
     if chosen.kind == "nifti":
-        return _read_nifti_scan(chosen.files[0], volume)
+        return _read_nifti_scan(chosen.files[0], volume, wrap)
     headers = chosen._headers
     if len(headers) > 1 and any(h.n_frames > 1 for h in headers):
         biggest = max(headers, key=lambda h: h.n_frames * h.rows * h.cols)
@@ -505,8 +510,8 @@ def read_scan(
             len(headers),
             biggest.path,
         )
-        return _from_dicom(read_dicom_file(biggest, allow_irregular=allow_irregular), path)
-    return _from_dicom(read_series(headers, where=str(path), allow_irregular=allow_irregular), path)
+        return _from_dicom(read_dicom_file(biggest, allow_irregular=allow_irregular), path, wrap)
+    return _from_dicom(read_series(headers, where=str(path), allow_irregular=allow_irregular), path, wrap)
 
 
 def select_series(path: str | os.PathLike[str], series: str | None = None) -> SeriesInfo:
@@ -597,8 +602,9 @@ def convert(
             f"output {out} must end in .nii or .nii.gz", path=str(out), fix="name the output e.g. scan.nii.gz"
         )
     out = check_output_file(out, "scan.nii.gz")
-    scan = read_scan(path, series, allow_irregular=allow_irregular)
+    # plain arrays: writing a NIfTI needs neither torch nor MONAI, whose import dwarfs a small conversion
+    array, affine_ras = _read(Path(path), series, None, allow_irregular, lambda a, aff, meta: (a, aff))
     try:
-        return write_nifti(scan.detach().cpu().numpy(), np.asarray(scan.affine, dtype=np.float64), out)
+        return write_nifti(np.asarray(array, dtype=np.float32), np.asarray(affine_ras, dtype=np.float64), out)
     except OSError as exc:
         raise write_failed(out, exc) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import hmac
@@ -11,7 +12,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from medtl.errors import ConfigError, UnknownOptionError
+from medtl.errors import ConfigError, MedtlError, UnknownOptionError
 
 __all__ = ["look_up_option", "hash_patient_id", "patient_id_secret", "atomic_write_bytes", "medtl_home"]
 
@@ -150,15 +151,31 @@ def hash_patient_id(patient_id: str | None) -> str:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half of it."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half of it.
+
+    Raises:
+        MedtlError: the file cannot be written (a folder in its place, a read-only or full disk); the temporary
+            file is removed and the old file, if any, is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "a folder is in the way")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise MedtlError(
+            f"cannot write {path} ({exc.strerror or exc})",
+            path=str(path),
+            fix="check that the folder exists, is writable and has free space",
+        ) from None
 
 
 def medtl_home() -> Path:

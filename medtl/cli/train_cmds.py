@@ -56,7 +56,11 @@ def _overrides(**kw: Any) -> dict[str, Any]:
                 if "=" not in item:
                     raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.patience=3")
                 k, v = item.split("=", 1)
-                out[k.strip()] = yaml.safe_load(v)
+                try:
+                    out[k.strip()] = yaml.safe_load(v)
+                except yaml.YAMLError as exc:
+                    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+                    raise ConfigError(f"--set {item!r}: the value is not valid YAML ({problem})") from None
         elif value is not None:
             out[mapping[key]] = str(value) if isinstance(value, Path) else value
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -271,7 +272,7 @@ def _fine_tune(
             run.write_config(cfg)
             run.write_splits(
                 exp.assignment,
-                {p: exp.classes[lab] for p, lab in patient_labels(exp.records).items()},
+                {p: exp.strata[lab] for p, lab in patient_labels(exp.records).items()},
                 used=exp.train_patients,
             )
             run.write_preprocessing(exp.preprocessing())
@@ -289,7 +290,7 @@ def _fine_tune(
         loaders = [
             make_loader(
                 exp.datasets[split],
-                batch_size=cfg.train.batch_size,
+                batch_size=(split == "val" and getattr(exp.task, "eval_batch_size", None)) or cfg.train.batch_size,
                 train=split == "train",
                 num_workers=cfg.train.num_workers,
                 sampler=class_balance(exp) if split == "train" else None,
@@ -369,9 +370,10 @@ def _fine_tune(
         run.write_result(result)
         if not quiet:
             v, te = metrics.get("val", {}), metrics.get("test", {})
+            key, shown = ("dice", "Dice") if exp.task.name == "segmentation" else ("auroc", "AUROC")
             print(
-                f"done in {seconds:.1f}s: val AUROC {v.get('auroc', float('nan')):.3f}"
-                + (f", test AUROC {te.get('auroc', float('nan')):.3f}" if te else "")
+                f"done in {seconds:.1f}s: val {shown} {v.get(key, float('nan')):.3f}"
+                + (f", test {shown} {te.get(key, float('nan')):.3f}" if te else "")
                 + f"; results in {run.path}",
                 flush=True,
             )
@@ -379,14 +381,17 @@ def _fine_tune(
     except BaseException as exc:
         if rank0:
             interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
-            run.write_result(
-                {
-                    "status": "interrupted" if interrupted else "failed",
-                    "error": "interrupted" if interrupted else f"{type(exc).__name__}: {exc}",
-                    "error_type": type(exc).__name__,
-                    "traceback": None if isinstance(exc, MedtlError | KeyboardInterrupt) else traceback.format_exc(20),
-                    "seconds": time.perf_counter() - t_start,
-                    "resume": f"medtl train --resume {run.path}" if run.last_checkpoint.is_file() else None,
-                }
-            )
+            with contextlib.suppress(MedtlError):  # an unwritable folder: the original error is the one to see
+                run.write_result(
+                    {
+                        "status": "interrupted" if interrupted else "failed",
+                        "error": "interrupted" if interrupted else f"{type(exc).__name__}: {exc}",
+                        "error_type": type(exc).__name__,
+                        "traceback": None
+                        if isinstance(exc, MedtlError | KeyboardInterrupt)
+                        else traceback.format_exc(20),
+                        "seconds": time.perf_counter() - t_start,
+                        "resume": f"medtl train --resume {run.path}" if run.last_checkpoint.is_file() else None,
+                    }
+                )
         raise

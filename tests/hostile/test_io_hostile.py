@@ -8,50 +8,19 @@ from __future__ import annotations
 
 import csv
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers.cli import assert_one_line_error, medtl, no_leftovers
 from helpers.dicom import random_raw, write_ct_stack, write_image, write_series
-
-MEDTL = str(Path(sys.executable).with_name("medtl"))
-HANG_LIMIT = 20.0
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "medtl-home"
     return dict(os.environ, MEDTL_HOME=str(home), HF_HUB_OFFLINE="1", MEDTL_DEBUG="0")
-
-
-def medtl(env: dict[str, str], *args: str | Path, limit: float = HANG_LIMIT) -> subprocess.CompletedProcess[str]:
-    """Run the installed command; fails the test if it takes longer than ``limit`` seconds."""
-    start = time.monotonic()
-    proc = subprocess.run(
-        [MEDTL, *map(str, args)], capture_output=True, text=True, env=env, timeout=limit, errors="replace"
-    )
-    proc.seconds = time.monotonic() - start  # type: ignore[attr-defined]
-    return proc
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *names: str) -> str:
-    """Exit != 0, exactly one non-empty line on stderr that names each of ``names``, no traceback."""
-    assert proc.returncode not in (0, None), proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
-
-
-def no_leftovers(folder: Path) -> list[str]:
-    """Temporary or half-written files medtl might leave behind."""
-    return sorted(p.name for p in folder.rglob("*") if ".tmp-" in p.name)
 
 
 # --------------------------------------------------------------------------------------------- hangs

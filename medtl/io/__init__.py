@@ -12,9 +12,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from medtl.io.scan import ScanIndex, SeriesInfo, Unreadable, convert, inspect_path, read_scan
+from medtl.io.scan import ScanIndex, SeriesInfo, Unreadable, convert, inspect_path, read_scan, select_series
 
-__all__ = ["read_scan", "inspect_path", "convert", "ScanIndex", "SeriesInfo", "Unreadable", "LoadScan", "LoadScand"]
+__all__ = [
+    "read_scan",
+    "inspect_path",
+    "select_series",
+    "convert",
+    "ScanIndex",
+    "SeriesInfo",
+    "Unreadable",
+    "LoadScan",
+    "LoadScand",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""An on-disk cache of DICOM headers, keyed by path, size and modification time.
+"""An on-disk cache of DICOM headers, keyed by path, size and modification time (or status-change time, if later).
 
 ``medtl index`` and ``medtl inspect`` read every header of a tree; the second time a tree is indexed, the
 headers of files whose size and modification time have not changed come from this cache instead of the files.

@@ -136,8 +136,14 @@ def _skipped(name: str) -> bool:
     return dot > 0 and name[dot:].lower() in _SKIP_SUFFIXES
 
 
+def _stamp(st: os.stat_result) -> int:
+    """When a file last changed, in ns: its mtime, or its ctime when later (a file replaced by a copy that kept
+    the old mtime, e.g. ``cp -p`` or rsync, still gets a new ctime), so a cached header is never stale."""
+    return max(st.st_mtime_ns, st.st_ctime_ns)
+
+
 def walk_files(root: Path) -> tuple[list[tuple[Path, int, int]], list[Unreadable]]:
-    """Regular files below ``root`` with their size and mtime (ns), and what cannot be read as a file.
+    """Regular files below ``root`` with their size and change stamp (:func:`_stamp`), and what cannot be read.
 
     Only regular files are returned, so that nothing ever opens a FIFO, a device or a socket (opening a FIFO
     blocks for ever). Those, broken links, empty files and folders that cannot be listed come back as
@@ -181,7 +187,7 @@ def walk_files(root: Path) -> tuple[list[tuple[Path, int, int]], list[Unreadable
             if st.st_size == 0:
                 bad.append(Unreadable(Path(entry.path), "empty file (0 bytes)"))
                 continue
-            files.append((Path(entry.path), st.st_size, st.st_mtime_ns))
+            files.append((Path(entry.path), st.st_size, _stamp(st)))
         stack.extend(reversed(subfolders))
     return files, bad
 
@@ -282,7 +288,7 @@ def _index(path: Path) -> ScanIndex:
         elif st.st_size == 0:
             unreadable.append(Unreadable(path, "empty file (0 bytes)"))
         else:
-            files = [(path, st.st_size, st.st_mtime_ns)]
+            files = [(path, st.st_size, _stamp(st))]
         root = None
     nifti = [p for p, _, _ in files if is_nifti_path(p)]
     others = [f for f in files if not is_nifti_path(f[0])]

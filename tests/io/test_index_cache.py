@@ -121,3 +121,24 @@ def test_a_large_tree_is_read_by_a_process_pool_with_the_same_result(
     monkeypatch.setenv("MEDTL_IO_WORKERS", "1")
     assert inspect_path(root).to_dict() == pooled
     assert sorted(s["description"] for s in pooled["series"]) == ["d0", "d1", "d2", "d3"]
+
+
+def test_a_file_replaced_with_its_old_size_and_mtime_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setenv("MEDTL_HOME", str(tmp_path / "home"))
+    root = tmp_path / "tree"
+    write_ct_stack(root / "a", "PA", 3, description="axial")
+    assert {s.description for s in inspect_path(root).series} == {"axial"}
+    target = sorted((root / "a").iterdir())[0]
+    before = target.stat()
+    time.sleep(0.01)
+    ds = pydicom.dcmread(target)
+    ds.SeriesDescription = "sagit"  # as long as "axial": the same file size
+    ds.save_as(target)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # as `cp -p` or rsync would keep it
+    assert target.stat().st_size == before.st_size and target.stat().st_mtime_ns == before.st_mtime_ns
+    headers = {h.path: h for s in inspect_path(root).series for h in s._headers}
+    assert headers[target].description == "sagit"

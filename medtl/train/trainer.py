@@ -79,6 +79,7 @@ def build_trainer(
     t = cfg.train
     accelerator = {"cuda": "gpu"}.get(t.accelerator, t.accelerator)
     mode = "min" if t.monitor == "val_loss" else "max"
+    on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
     metrics_cb = MetricsCSV(run, ["epoch", "time_s", "train_loss", *(f"val_{k}" for k in exp.task.metric_names), "lr"])
     # best.ckpt: weights only (what predict needs); last.ckpt: full state (optimizer, schedule, RNG) for --resume
     best_cb = ModelCheckpoint(
@@ -133,7 +134,8 @@ def build_trainer(
         "deterministic": t.deterministic,
         "accumulate_grad_batches": t.accumulate_grad_batches,
         "gradient_clip_val": t.gradient_clip_val,
-        "sync_batchnorm": t.sync_batchnorm and t.devices * t.num_nodes > 1,
+        # torch's SyncBatchNorm runs on CUDA only; CPU processes (tests, gloo) keep per-process statistics
+        "sync_batchnorm": t.sync_batchnorm and t.devices * t.num_nodes > 1 and on_gpu,
     }
     kwargs |= trainer_kwargs or {}
     return pl.Trainer(**kwargs), metrics_cb, best_cb

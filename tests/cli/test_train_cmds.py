@@ -58,9 +58,13 @@ def test_train_predict_evaluate_lr_find(xray_config: Path, tmp_path: Path, capsy
     assert [Path(r["image"]).name for r in rows] == [p.name for p in images]
     assert list(rows[0]) == ["image", "patient_id", "prob_negative", "prob_positive", "pred"]
     capsys.readouterr()
-    assert main(["evaluate", str(run_dir), str(manifest), "--json"]) == 0
+    assert main(["evaluate", str(run_dir), str(manifest), "--json"]) == 2  # the run's own patients: refused
+    assert "--allow-seen" in capsys.readouterr().err
+    assert main(["evaluate", str(run_dir), str(manifest), "--json", "--allow-seen"]) == 0
     m = json.loads(capsys.readouterr().out)
-    assert m["n"] == 16 and set(m) >= {"accuracy", "balanced_accuracy", "auroc", "f1", "confusion_matrix"}
+    result = json.loads((run_dir / "result.json").read_text())
+    assert m["n"] == result["n_scans"]["test"] and m["seen"]["train"]["n"] == result["n_scans"]["train"]
+    assert set(m) >= {"accuracy", "balanced_accuracy", "auroc", "f1", "confusion_matrix"}
 
     png = tmp_path / "lr.png"
     assert main(["lr-find", str(xray_config), "--out", str(png), "--steps", "12"]) == 0

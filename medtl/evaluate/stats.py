@@ -1,4 +1,4 @@
-"""Statistics for comparing arms: intervals over seeds, the paired difference over seeds and patients, convergence.
+"""Statistics for comparing arms: intervals over seeds and the paired difference over seeds and patients.
 
 Everything here works on plain arrays so it can be checked against independent implementations
 (scikit-learn, scipy's bootstrap, a slow DeLong written from its definition, simulations with a known
@@ -13,14 +13,25 @@ independent evidence, and resampling images would give confidence intervals that
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 from scipy import stats as _sps
+
+from medtl.evaluate.convergence import Convergence, censored_median, convergence, plateau, smooth_scores
+from medtl.evaluate.delong import DeLongResult, delong_test
+from medtl.evaluate.patients import (
+    METRIC_NAMES,
+    METRICS,
+    PatientPredictions,
+    aggregate_by_patient,
+    binary_auroc,
+    compute_metric,
+    look_metric,
+    weighted_metric,
+)
 
 __all__ = [
     "MIN_SEEDS_FOR_VERDICT",
@@ -49,9 +60,6 @@ __all__ = [
 
 #: Below this many seeds per arm, training noise cannot be told apart from an effect: no verdict.
 MIN_SEEDS_FOR_VERDICT = 3
-
-#: The metrics a comparison can use; the same names as :data:`medtl.train.metrics.METRIC_NAMES`.
-METRIC_NAMES: tuple[str, ...] = ("auroc", "accuracy", "balanced_accuracy", "f1")
 
 
 # --------------------------------------------------------------------------------------------- seeds
@@ -91,302 +99,6 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95, bounds: tuple[flo
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
     return MeanCI(mean, low, high, n, sd)
-
-
-# ----------------------------------------------------------------------------------- predictions
-
-
-@dataclass
-class PatientPredictions:
-    """Test predictions aggregated to one unit per patient and label.
-
-    A patient's scans with the same label are averaged into one probability vector. The unit is
-    (patient, label) rather than the patient because a patient can hold scans of two labels (a normal
-    and an abnormal knee): averaging those would give one probability for two truths. Such units are
-    tied together by ``patient_id``, so the bootstrap resamples the patient as a whole, and
-    ``n_patients`` counts patients, not units.
-
-    Attributes:
-        patient_id: one entry per unit (hashed IDs).
-        labels: class index per unit.
-        probs: array (n_units, n_classes) of class probabilities.
-        n_images: scans averaged into each unit.
-    """
-
-    patient_id: np.ndarray
-    labels: np.ndarray
-    probs: np.ndarray
-    n_images: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.labels.size)
-
-    @property
-    def scores(self) -> np.ndarray:
-        """Probability of the positive (last) class, for binary tasks."""
-        return self.probs[:, -1]
-
-    def to_dict(self) -> dict[str, list]:
-        return {
-            "patient_id": [str(p) for p in self.patient_id],
-            "label": [int(v) for v in self.labels],
-            "probs": [[float(v) for v in row] for row in self.probs],
-            "n_images": [int(v) for v in self.n_images],
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, list]) -> PatientPredictions:
-        probs = np.asarray(d["probs"], dtype=float)
-        if probs.ndim == 1:
-            probs = probs.reshape(len(d["label"]), -1)
-        return cls(
-            np.asarray(d["patient_id"], dtype=object),
-            np.asarray(d["label"], dtype=int),
-            probs,
-            np.asarray(d.get("n_images", [1] * len(d["label"])), dtype=int),
-        )
-
-    def align(self, other: PatientPredictions) -> tuple[PatientPredictions, PatientPredictions]:
-        """Both prediction sets restricted to their common (patient, label) units, in the same order."""
-        key_a = {(p, int(lab)): i for i, (p, lab) in enumerate(zip(self.patient_id, self.labels, strict=True))}
-        key_b = {(p, int(lab)): i for i, (p, lab) in enumerate(zip(other.patient_id, other.labels, strict=True))}
-        common = sorted(set(key_a) & set(key_b), key=lambda k: (str(k[0]), k[1]))
-        ia = np.asarray([key_a[k] for k in common], dtype=int)
-        ib = np.asarray([key_b[k] for k in common], dtype=int)
-        return self._take(ia), other._take(ib)
-
-    def _take(self, idx: np.ndarray) -> PatientPredictions:
-        return PatientPredictions(self.patient_id[idx], self.labels[idx], self.probs[idx], self.n_images[idx])
-
-
-def aggregate_by_patient(
-    patient_id: Sequence[str], labels: Sequence[int], probs: np.ndarray | Sequence[Sequence[float]]
-) -> PatientPredictions:
-    """Average scan probabilities per (patient, label); units sorted by patient then label.
-
-    See :class:`PatientPredictions` for why the unit is (patient, label).
-    """
-    probs = np.asarray(probs, dtype=float)
-    if probs.ndim == 1:
-        probs = np.stack([1.0 - probs, probs], axis=1)
-    labels = np.asarray(labels, dtype=int)
-    pids = np.asarray([str(p) for p in patient_id], dtype=object)
-    if not (len(pids) == len(labels) == probs.shape[0]):
-        raise ValueError(f"patient_id ({len(pids)}), labels ({len(labels)}) and probs ({probs.shape[0]}) differ")
-    unit_of: dict[tuple[str, int], int] = {}
-    inverse = np.asarray(
-        [unit_of.setdefault(key, len(unit_of)) for key in zip(pids.tolist(), labels.tolist(), strict=True)],
-        dtype=np.int64,
-    )
-    keys = list(unit_of)
-    sums = np.zeros((len(keys), probs.shape[1]))
-    np.add.at(sums, inverse, probs)
-    counts = np.bincount(inverse, minlength=len(keys))
-    order = sorted(range(len(keys)), key=keys.__getitem__)
-    return PatientPredictions(
-        np.asarray([keys[j][0] for j in order], dtype=object),
-        np.asarray([keys[j][1] for j in order], dtype=int),
-        (sums / np.maximum(counts, 1)[:, None])[order],
-        counts[order].astype(int),
-    )
-
-
-# ------------------------------------------------------------------------------------------ metrics
-
-
-def _metrics_module() -> Any:
-    # imported when first needed: medtl.train loads Lightning, which `import medtl.evaluate` should not
-    from medtl.train import metrics
-
-    return metrics
-
-
-def compute_metric(name: str, labels: Sequence[int], probs: np.ndarray) -> float:
-    """One of :data:`METRIC_NAMES` on class indices and an (n, n_classes) probability array.
-
-    This is :func:`medtl.train.metrics.compute_metric`, the implementation training uses.
-    """
-    return float(_metrics_module().compute_metric(_look_metric(name), labels, probs))
-
-
-def binary_auroc(labels: Sequence[int], scores: Sequence[float]) -> float:
-    """Area under the ROC curve (ties count one half); ``nan`` when one class is absent."""
-    return float(_metrics_module().binary_auroc(labels, scores))
-
-
-#: name -> function(labels, probs), each :func:`compute_metric` with the name filled in.
-METRICS: dict[str, Callable[[Any, Any], float]] = {
-    name: functools.partial(compute_metric, name) for name in METRIC_NAMES
-}
-
-
-def _look_metric(name: str) -> str:
-    from medtl.utils import look_up_option
-
-    return look_up_option(name, METRIC_NAMES, what="metric")
-
-
-def _weighted_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUROC (ties one half) with unit weights, for every row of ``weights`` (B, n) at once.
-
-    With integer weights (bootstrap counts) this is the AUROC of the data set in which unit i appears
-    ``weights[b, i]`` times: sort once, sum the weights per distinct score, and count for each positive
-    the weight of negatives below it (plus half the tied ones). O(B n) instead of O(B n log n).
-    """
-    order = np.argsort(scores, kind="mergesort")
-    s = scores[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    w = weights[:, order]
-    pos = positive[order]
-    pos_g = np.add.reduceat(w * pos, starts, axis=1)
-    neg_g = np.add.reduceat(w * ~pos, starts, axis=1)
-    below = np.cumsum(neg_g, axis=1) - neg_g
-    num = (pos_g * (below + 0.5 * neg_g)).sum(axis=1)
-    den = pos_g.sum(axis=1) * neg_g.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / den, np.nan)
-
-
-def weighted_metric(name: str, labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """A metric of :data:`METRIC_NAMES` on many resamples at once, each given as unit weights.
-
-    Row ``b`` of ``weights`` (B, n) holds how often each unit appears in resample ``b``; the result
-    equals :func:`compute_metric` on that resample (the units repeated by their counts), with the same
-    definitions (AUROC one-vs-rest over the classes present, macro F1 over the classes in labels or
-    predictions, ...). The tests check this against scikit-learn on expanded resamples. This is what
-    makes a bootstrap of thousands of resamples take milliseconds.
-
-    Returns:
-        One value per row of ``weights`` (``nan`` where the metric is undefined in that resample).
-    """
-    name = _look_metric(name)
-    y = np.asarray(labels, dtype=int)
-    p = np.asarray(probs, dtype=float)
-    w = np.atleast_2d(np.asarray(weights, dtype=float))
-    n_classes = p.shape[1]
-    total = w.sum(axis=1)
-    pred = p.argmax(axis=1)
-    correct = (pred == y).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if name == "auroc":
-            if n_classes == 2:
-                return _weighted_auc(y == 1, p[:, 1], w)
-            per_class = np.stack([_weighted_auc(y == c, p[:, c], w) for c in range(n_classes)], axis=1)
-            n_ok = np.isfinite(per_class).sum(axis=1)
-            mean = np.nansum(per_class, axis=1) / np.maximum(n_ok, 1)
-            return np.where(n_ok >= 2, mean, np.nan)
-        if name == "accuracy":
-            return np.where(total > 0, w @ correct / total, np.nan)
-        if name == "balanced_accuracy":
-            recalls = []
-            for c in range(n_classes):
-                in_c = (y == c).astype(float)
-                n_c = w @ in_c
-                recalls.append(np.where(n_c > 0, (w @ (in_c * correct)) / n_c, np.nan))
-            r = np.stack(recalls, axis=1)
-            n_ok = np.isfinite(r).sum(axis=1)
-            return np.where(n_ok > 0, np.nansum(r, axis=1) / np.maximum(n_ok, 1), np.nan)
-        # f1: class 1 for two classes, macro over the classes in labels or predictions otherwise
-        classes = [1] if n_classes == 2 else list(range(n_classes))
-        scores, used = [], []
-        for c in classes:
-            tp = w @ ((pred == c) & (y == c)).astype(float)
-            fp = w @ ((pred == c) & (y != c)).astype(float)
-            fn = w @ ((pred != c) & (y == c)).astype(float)
-            den = 2 * tp + fp + fn
-            scores.append(np.where(den > 0, 2 * tp / den, 0.0))
-            used.append(den > 0)
-        f, u = np.stack(scores, axis=1), np.stack(used, axis=1)
-        if n_classes == 2:
-            return np.where(total > 0, f[:, 0], np.nan)
-        n_used = u.sum(axis=1)
-        return np.where(n_used > 0, (f * u).sum(axis=1) / np.maximum(n_used, 1), np.nan)
-
-
-# ------------------------------------------------------------------------------------------- DeLong
-
-
-@dataclass(frozen=True)
-class DeLongResult:
-    """DeLong's test of two correlated AUROCs on the same cases (difference = a - b).
-
-    When the standard error is zero (identical rankings, or an arm with constant output) the test is
-    not estimable: ``se`` is 0 and ``low``, ``high``, ``z`` and ``p_value`` are ``nan``, never p = 0 or a
-    zero-width interval.
-    """
-
-    auc_a: float
-    auc_b: float
-    difference: float
-    se: float
-    low: float
-    high: float
-    z: float
-    p_value: float
-
-    @property
-    def estimable(self) -> bool:
-        """False when the standard error is zero or undefined, so there is no test to report."""
-        return bool(np.isfinite(self.se) and self.se > 0)
-
-    def to_dict(self) -> dict[str, float | bool]:
-        return asdict(self) | {"estimable": self.estimable}
-
-
-def _delong_components(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """AUCs and structural components V10 (per positive), V01 (per negative), fast midrank version.
-
-    ``scores`` is (k, n) for k classifiers. Sun & Xu (2014), "Fast implementation of DeLong's
-    algorithm for comparing the areas under correlated receiver operating characteristic curves";
-    midranks from ``scipy.stats.rankdata``.
-    """
-    pos = labels.astype(bool)
-    x, y = scores[:, pos], scores[:, ~pos]
-    m, n = x.shape[1], y.shape[1]
-    tx = _sps.rankdata(x, axis=1)
-    ty = _sps.rankdata(y, axis=1)
-    tz = _sps.rankdata(np.concatenate([x, y], axis=1), axis=1)
-    aucs = (tz[:, :m].sum(axis=1) / m - (m + 1) / 2) / n
-    v10 = (tz[:, :m] - tx) / n
-    v01 = 1.0 - (tz[:, m:] - ty) / m
-    return aucs, v10, v01
-
-
-def delong_test(
-    labels: Sequence[int], scores_a: Sequence[float], scores_b: Sequence[float], confidence: float = 0.95
-) -> DeLongResult:
-    """DeLong's test that two binary classifiers scored on the same cases have equal AUROC.
-
-    Args:
-        labels: 0/1 per case (here: per patient unit).
-        scores_a: scores of classifier a (higher means positive).
-        scores_b: scores of classifier b on the same cases.
-        confidence: level of the normal-theory interval for the difference.
-
-    Returns:
-        The two AUCs, their difference (a - b), its standard error, interval, z and two-sided p; see
-        :class:`DeLongResult` for the case of a zero standard error.
-    """
-    y = np.asarray(labels).astype(int)
-    s = np.stack([np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)])
-    if s.shape[1] != y.size:
-        raise ValueError(f"{y.size} labels but {s.shape[1]} scores")
-    m, n = int(y.sum()), int((1 - y).sum())
-    nan = math.nan
-    if m < 2 or n < 2:
-        return DeLongResult(nan, nan, nan, nan, nan, nan, nan, nan)
-    aucs, v10, v01 = _delong_components(y, s)
-    cov = np.cov(v10) / m + np.cov(v01) / n
-    diff = float(aucs[0] - aucs[1])
-    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
-    # rounding leaves ~1e-17 where the variance is exactly zero
-    se = math.sqrt(var) if var > 1e-14 else 0.0
-    if se == 0.0:
-        return DeLongResult(float(aucs[0]), float(aucs[1]), diff, 0.0, nan, nan, nan, nan)
-    zcrit = float(_sps.norm.ppf(0.5 + confidence / 2))
-    z = diff / se
-    p = float(2 * _sps.norm.sf(abs(z)))
-    return DeLongResult(float(aucs[0]), float(aucs[1]), diff, se, diff - zcrit * se, diff + zcrit * se, z, p)
 
 
 # ----------------------------------------------------------------------------------------- bootstrap
@@ -605,7 +317,7 @@ def paired_difference(
     list_b = [b] if isinstance(b, PatientPredictions) else list(b)
     if len(list_a) != len(list_b):
         raise ValueError(f"{len(list_a)} prediction sets for a but {len(list_b)} for b; they must pair up")
-    metric = _look_metric(metric)
+    metric = look_metric(metric)
     nan = math.nan
     if not list_a:
         return PairedDifference(metric, nan, nan, nan, nan, nan, nan, 0, 0, None, 0, confidence=confidence)
@@ -698,105 +410,4 @@ def seeds_needed(
         se, df = _combine(seed_sd, shared_patient_se**2, k, n_patients)
         if se > 0 and float(_sps.t.ppf(0.5 + confidence / 2, df)) * se < abs(difference):
             return k
-    return None
-
-
-# --------------------------------------------------------------------------------------- convergence
-
-
-@dataclass(frozen=True)
-class Convergence:
-    """When an arm first reached a target validation score (``None`` = not within the budget: censored)."""
-
-    target: float
-    epoch: int | None
-    seconds: float | None
-
-    @property
-    def reached(self) -> bool:
-        return self.epoch is not None
-
-    def to_dict(self) -> dict:
-        return {"target": self.target, "epoch": self.epoch, "seconds": self.seconds, "reached": self.reached}
-
-
-def smooth_scores(scores: Sequence[float], window: int = 3) -> list[float]:
-    """Trailing mean of each epoch's score over the last ``window`` finite scores (``nan`` stays ``nan``)."""
-    out, seen = [], []
-    for s in scores:
-        if s is None or not np.isfinite(s):
-            out.append(math.nan)
-            continue
-        seen.append(float(s))
-        out.append(float(np.mean(seen[-window:])))
-    return out
-
-
-def plateau(scores: Sequence[float], tail: float = 1 / 3) -> float:
-    """Level a validation curve settles at: the mean of its last ``tail`` share of finite scores (at least one)."""
-    x = [float(s) for s in scores if s is not None and np.isfinite(s)]
-    if not x:
-        return math.nan
-    n = max(1, math.ceil(tail * len(x)))
-    return float(np.mean(x[-n:]))
-
-
-def convergence(
-    epochs: Sequence[int],
-    seconds: Sequence[float],
-    scores: Sequence[float],
-    target: float,
-    *,
-    higher_is_better: bool = True,
-    window: int = 1,
-) -> Convergence:
-    """First epoch (as logged) and wall-clock seconds at which ``scores`` reach ``target``.
-
-    Args:
-        epochs: epoch number of each validation score, as logged in ``metrics.csv``.
-        seconds: wall-clock seconds since the run started at the end of each epoch.
-        scores: validation score per epoch (``nan`` for epochs without validation).
-        target: the score to reach; a comparison uses the reference arm's :func:`plateau` minus a
-            tolerance, and measures every arm, the reference included, against it.
-        higher_is_better: False for losses.
-        window: scores are first smoothed by a trailing mean over this many epochs
-            (:func:`smooth_scores`), so one lucky epoch does not count as reaching the target.
-    """
-    smoothed = smooth_scores(scores, window) if window > 1 else list(scores)
-    for e, t, s in zip(epochs, seconds, smoothed, strict=True):
-        if s is None or not np.isfinite(s):
-            continue
-        if (s >= target - 1e-12) if higher_is_better else (s <= target + 1e-12):
-            return Convergence(float(target), int(e), float(t))
-    return Convergence(float(target), None, None)
-
-
-def censored_median(times: Sequence[float | None], limits: Sequence[float]) -> float | None:
-    """Kaplan-Meier median of times to an event, where ``None`` means "not by ``limits[i]``" (censored).
-
-    The median is the first time by which half the runs had reached the event (the product-limit
-    estimate of the share still waiting falls to 0.5 or below). Runs that never got there count as
-    still waiting up to their limit instead of being dropped, so an arm that reaches a target in 2 of 5
-    seeds has no median (``None``) rather than the median of its 2 successes.
-    """
-    if len(times) != len(limits):
-        raise ValueError(f"{len(times)} times but {len(limits)} limits")
-    events = sorted(
-        ((float(t), 0) if t is not None else (float(lim), 1) for t, lim in zip(times, limits, strict=True)),
-        key=lambda e: (e[0], e[1]),  # at a tie, events happen before censoring
-    )
-    at_risk, surviving = len(events), 1.0
-    i = 0
-    while i < len(events):
-        t = events[i][0]
-        j = i
-        while j < len(events) and events[j][0] == t:
-            j += 1
-        n_events = sum(1 for e in events[i:j] if e[1] == 0)
-        if n_events:
-            surviving *= 1.0 - n_events / at_risk
-            if surviving <= 0.5 + 1e-12:
-                return t
-        at_risk -= j - i
-        i = j
     return None

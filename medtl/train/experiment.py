@@ -18,12 +18,14 @@ import torch
 from torch import nn
 
 from medtl.config import ExperimentConfig, load_config
-from medtl.data.dataset import SampleDataset
+from medtl.data.dataset import SampleDataset, SegmentationDataset
 from medtl.data.splits import check_no_leakage, label_fraction_patients, make_splits, patient_labels, read_splits_csv
 from medtl.errors import ConfigError, DataLoadError, ManifestError, MedtlError, TrainingError
 from medtl.models import expected_input, weight_source_for
+from medtl.train.segmentation import SegmentationTask
 from medtl.train.task import ClassificationTask
 from medtl.transforms.presets import Pipeline, build_pipeline, modality_from_meta
+from medtl.transforms.segmentation import build_segmentation_pipeline
 from medtl.utils import medtl_home
 from medtl.weights.sources import IMAGENET_MEAN, IMAGENET_STD, Normalization, WeightSource
 
@@ -34,6 +36,8 @@ __all__ = [
     "resolve_weight_source",
     "resolve_input",
     "make_dataset",
+    "attach_masks",
+    "segmentation_task",
     "class_balance",
 ]
 
@@ -126,7 +130,7 @@ class Experiment:
 
     config: ExperimentConfig
     source: WeightSource
-    task: ClassificationTask
+    task: ClassificationTask | SegmentationTask
     records: list[dict[str, Any]]
     assignment: dict[str, str]
     train_patients: list[str]
@@ -135,22 +139,30 @@ class Experiment:
     modality: str
     mode: str
     scan: ScanInfo
-    datasets: dict[str, SampleDataset] = field(default_factory=dict)
+    datasets: dict[str, Any] = field(default_factory=dict)
+    label_classes: list[str] | None = None
 
     @property
     def classes(self) -> list[str]:
         return self.task.classes
 
+    @property
+    def strata(self) -> list[str]:
+        """Names of the manifest's ``label`` values (the classes; in segmentation, the split's strata)."""
+        return self.label_classes or self.task.classes
+
     def build_model(self, *, pretrained: bool = True) -> nn.Module:
         """The backbone with this experiment's weights (``pretrained=False``: same network, random weights)."""
         from medtl.models import create_model
 
+        seg = self.config.segmentation
         return create_model(
             self.config.model.arch,
             weights=self.source if pretrained else "scratch",
             in_channels=self.pipeline.in_channels,
             num_classes=self.task.num_outputs,
             spatial_dims=self.pipeline.model_spatial_dims,
+            **({"task": "segmentation", "decoder_channels": seg.decoder_channels} if seg is not None else {}),
         )
 
     def preprocessing(self) -> dict[str, Any]:
@@ -166,6 +178,7 @@ class Experiment:
             "model_spatial_dims": self.pipeline.model_spatial_dims,
             "normalization": self.pipeline.normalization.to_dict(),
             "classes": self.classes,
+            **({"label_classes": self.label_classes, "size": self.pipeline.size} if self.label_classes else {}),
             "weight_source": self.source.name,
             "description": self.pipeline.description,
         }
@@ -245,11 +258,14 @@ def prepare_experiment(
             f"manifest {cfg.data.manifest} has no rows", path=str(cfg.data.manifest), fix="add one row per scan"
         )
     classes = list(manifest.classes)
-    if len(classes) < 2:
+    seg = cfg.segmentation
+    if seg is None and len(classes) < 2:
         raise TrainingError(
             f"manifest {cfg.data.manifest} has a single class {classes}; classification needs two or more"
         )
     records = manifest.to_dicts()
+    if seg is not None:
+        attach_masks(records, Path(cfg.data.manifest), seg.mask_column)
     sf = splits_file or cfg.splits.file
     assignment, train_patients, splits = _split_records(cfg, records, classes, Path(sf) if sf else None)
 
@@ -259,7 +275,7 @@ def prepare_experiment(
     source = resolve_weight_source(cfg, mode)
     data_channels = 3 if (mode == "2.5d" and cfg.data.neighbor_slices) else scan.channels
     in_channels, norm = resolve_input(cfg, source, data_channels=data_channels)
-    pipeline = build_pipeline(
+    pipeline = (build_pipeline if seg is None else build_segmentation_pipeline)(
         cfg,
         modality=modality,
         mode=mode,
@@ -272,7 +288,9 @@ def prepare_experiment(
     exp = Experiment(
         config=cfg,
         source=source,
-        task=ClassificationTask(classes, label_smoothing=cfg.train.label_smoothing),
+        task=ClassificationTask(classes, label_smoothing=cfg.train.label_smoothing)
+        if seg is None
+        else segmentation_task(cfg, pipeline),
         records=records,
         assignment=assignment,
         train_patients=train_patients,
@@ -281,20 +299,31 @@ def prepare_experiment(
         modality=modality,
         mode=mode,
         scan=scan,
+        label_classes=classes if seg is not None else None,
     )
     if build_datasets:
         for name, recs in splits.items():
             if recs:
                 exp.datasets[name] = make_dataset(exp, recs, train=name == "train")
-        if cfg.train.class_balance == "weighted_loss":
+        if cfg.train.class_balance == "weighted_loss" and seg is None:
             exp.task.class_weights = class_weights(exp.datasets["train"].labels, len(classes))
     return exp
 
 
 def make_dataset(
     exp: Experiment, records: list[dict[str, Any]], *, train: bool, cache: str | None = None
-) -> SampleDataset:
+) -> SampleDataset | SegmentationDataset:
     cfg = exp.config
+    if cfg.segmentation is not None:
+        return SegmentationDataset(
+            records,
+            exp.pipeline,
+            train=train,
+            cache=cache or cfg.train.cache,
+            cache_dir=medtl_home() / "cache" / cfg.transform_key(),
+            num_workers=cfg.train.num_workers,
+            seed=cfg.train.seed,
+        )
     return SampleDataset(
         records,
         exp.pipeline,
@@ -307,6 +336,56 @@ def make_dataset(
         num_workers=cfg.train.num_workers,
         seed=cfg.train.seed,
     )
+
+
+def segmentation_task(cfg: ExperimentConfig, pipeline: Pipeline) -> SegmentationTask:
+    """The segmentation task of a config (window size: the pipeline's patch or image size)."""
+    seg = cfg.segmentation
+    if seg is None:
+        raise ConfigError("segmentation_task needs a segmentation section in the config")
+    return SegmentationTask(
+        list(seg.classes),
+        loss=seg.loss,
+        roi_size=list(pipeline.size),
+        overlap=seg.overlap,
+        blend=seg.blend,
+        tolerance_mm=seg.surface_tolerance_mm,
+        spatial_dims=pipeline.model_spatial_dims,
+    )
+
+
+def attach_masks(records: list[dict[str, Any]], manifest: Path, column: str) -> None:
+    """Give each record an absolute ``mask`` path from the manifest's mask column (relative paths: to the CSV).
+
+    Raises:
+        ManifestError: the column is missing, a cell is empty, or a mask file does not exist (rows named).
+    """
+    base = manifest.resolve().parent
+    missing_col = [r["row"] for r in records if column not in r]
+    if missing_col:
+        raise ManifestError(
+            f"manifest {manifest} has no {column!r} column; a segmentation manifest names each scan's label map",
+            path=str(manifest),
+            fix=f"add a {column!r} column (label-map NIfTI paths relative to the CSV) or set segmentation.mask_column",
+        )
+    problems = []
+    for r in records:
+        cell = str(r.get(column) or "").strip()
+        if not cell:
+            problems.append(f"row {r.get('row')}: empty {column!r}")
+            continue
+        p = Path(cell).expanduser()
+        p = p if p.is_absolute() else base / p
+        if not p.exists():
+            problems.append(f"row {r.get('row')}: mask {p} does not exist")
+        r["mask"] = str(p)
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ManifestError(
+            f"manifest {manifest}: " + "; ".join(problems[:5]) + more,
+            path=str(manifest),
+            fix="give every row an existing mask file",
+        )
 
 
 def class_weights(labels: list[int], n_classes: int) -> list[float]:

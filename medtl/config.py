@@ -38,6 +38,7 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "OutputConfig",
+    "SegmentationConfig",
     "ExperimentConfig",
     "load_config",
     "read_config_file",
@@ -153,6 +154,8 @@ class ModelConfig(_Section):
     )
 
 
+SEGMENTATION_MONITORS = ("val_dice", "val_surface_dice")
+
 # Bump when the code of the preprocessing changes what a cached sample holds, so stale disk caches are not reused.
 PIPELINE_VERSION = 2
 
@@ -191,7 +194,9 @@ class TrainConfig(_Section):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     seed: int = Field(0, description="Seed of weights initialisation, shuffling and augmentation.")
     patience: int | None = Field(None, ge=1, description="Early stopping after this many epochs without progress.")
-    monitor: Literal["val_auroc", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_f1"] = "val_auroc"
+    monitor: Literal[
+        "val_auroc", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_f1", "val_dice", "val_surface_dice"
+    ] = Field("val_auroc", description="Metric of the best checkpoint; a segmentation run uses val_dice by default.")
     cache: Literal["memory", "disk", "none"] = Field(
         "memory", description="Cache preprocessed scans: memory (CacheDataset), disk (PersistentDataset), none."
     )
@@ -257,6 +262,52 @@ class OutputConfig(_Section):
         return v
 
 
+class SegmentationConfig(_Section):
+    """Segmentation: a ``mask`` column in the manifest (label-map NIfTI) and a U-Net decoder on the encoder.
+
+    Present in a config, it makes the run a segmentation run; the manifest's ``label`` column then only
+    stratifies the patient split (e.g. nodule / no_nodule).
+    """
+
+    classes: list[str] = Field(
+        description="Class names in label-value order: mask value 0 is classes[0] (the background), 1 is classes[1]..."
+    )
+    mask_column: str = Field("mask", description="Manifest column holding the label map (paths relative to the CSV).")
+    loss: Literal["dice_ce", "dice", "dice_focal", "ce"] = Field(
+        "dice_ce", description="MONAI DiceCELoss, DiceLoss, DiceFocalLoss, or plain cross-entropy."
+    )
+    patch_size: list[int] | None = Field(
+        None,
+        description="3D: training patches of this size (voxels, multiples of the encoder's reduction, 32); "
+        "validation and test slide a window of this size over the whole volume. None: preprocess.size. "
+        "2D images are used whole (resized to preprocess.size).",
+    )
+    samples_per_scan: int = Field(4, ge=1, description="3D: patches drawn from each scan per epoch.")
+    foreground_ratio: float = Field(
+        0.67, ge=0.0, le=1.0, description="3D: share of patches centred on foreground (RandCropByPosNegLabeld)."
+    )
+    overlap: float = Field(0.25, ge=0.0, lt=1.0, description="Sliding-window overlap of neighbouring windows.")
+    blend: Literal["gaussian", "constant"] = Field("gaussian", description="Sliding-window blending of overlaps.")
+    surface_tolerance_mm: float = Field(1.0, gt=0.0, description="Tolerance of the surface Dice, in mm.")
+    decoder_channels: list[int] = Field(
+        [256, 128, 64, 32, 16], description="Channels of the decoder blocks, deepest first (one per encoder scale)."
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _two_classes(cls, v: list[str]) -> list[str]:
+        if len(v) < 2 or len(set(v)) != len(v):
+            raise ValueError(f"classes must hold a background and at least one other class, all distinct (got {v})")
+        return v
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patch(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(s < 1 for s in v)):
+            raise ValueError(f"patch_size must hold positive integers (got {v})")
+        return v
+
+
 class ExperimentConfig(_Section):
     """A whole experiment."""
 
@@ -267,6 +318,22 @@ class ExperimentConfig(_Section):
     model: ModelConfig
     train: TrainConfig = TrainConfig()
     output: OutputConfig = OutputConfig()
+    segmentation: SegmentationConfig | None = None
+
+    @model_validator(mode="after")
+    def _segmentation_monitor(self) -> ExperimentConfig:
+        if self.segmentation is None:
+            if self.train.monitor in SEGMENTATION_MONITORS:
+                raise ValueError(f"train.monitor {self.train.monitor!r} needs a segmentation section")
+            return self
+        if self.train.monitor == "val_auroc":  # the classification default: segmentation is monitored by Dice
+            self.train.monitor = "val_dice"
+        elif self.train.monitor not in ("val_loss", *SEGMENTATION_MONITORS):
+            raise ValueError(
+                f"train.monitor {self.train.monitor!r} is a classification metric; a segmentation run monitors "
+                f"val_loss or {', '.join(SEGMENTATION_MONITORS)}"
+            )
+        return self
 
     def resolved_schedule(self) -> str:
         """The schedule actually used (``auto`` resolved from the weights)."""
@@ -285,7 +352,9 @@ class ExperimentConfig(_Section):
                 "data": self.data.model_dump(mode="json"),
                 "pre": self.preprocess.model_dump(mode="json"),
                 "pipeline_version": PIPELINE_VERSION,
-            },
+            }
+            # masks are cached with their images: a segmentation run keys its own cache
+            | ({"segmentation": self.segmentation.model_dump(mode="json")} if self.segmentation else {}),
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -76,7 +76,11 @@ def _segment_distance(x: np.ndarray, y: np.ndarray, p0: np.ndarray, p1: np.ndarr
 
 
 def ct_phantom(
-    rng: np.random.Generator, shape: tuple[int, int, int], spacing: tuple[float, float, float], positive: bool
+    rng: np.random.Generator,
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    positive: bool,
+    labels_out: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """A chest-like CT volume in Hounsfield units, indexed ``[i, j, k]`` = (column x, row y, slice z).
 
@@ -84,6 +88,9 @@ def ct_phantom(
     vessel-like tubes running through the lungs along z (about as dense as a nodule). ``positive`` adds
     one compact, spherical nodule (radius 3.5-5.5 voxels in-plane, 3-5 slices, 30-150 HU) inside a lung.
     Per-patient tissue, lung and noise levels vary more than the nodule changes any global statistic.
+
+    With ``labels_out``, its ``"labels"`` entry receives the label map (0 elsewhere, 1 lung, 2 nodule: voxels
+    at least half inside), computed from the same draws: the volume is the same with or without it.
     """
     nx, ny, nz = shape
     sx, sy, sz = spacing
@@ -148,6 +155,11 @@ def ct_phantom(
         pz = float(np.clip(pz, radii[2] + 1, nz - radii[2] - 2))
         nodule = _soft_ellipse((x, y, z), (px, py, pz), radii, edge=1.0) * lungs
         vol += nodule * (rng.uniform(30, 150) - vol)
+    if labels_out is not None:
+        labels = (lungs >= 0.5).astype(np.uint8)
+        if positive:
+            labels[nodule >= 0.5] = 2
+        labels_out["labels"] = labels
 
     vol += rng.normal(0.0, noise, size=shape)
     return np.clip(np.rint(vol), -1024, 3071)

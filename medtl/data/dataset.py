@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from medtl.errors import DataLoadError, TrainingError
 from medtl.transforms.presets import unwrap_load_error
 
-__all__ = ["SampleDataset", "slice_indices", "stamp"]
+__all__ = ["SampleDataset", "SegmentationDataset", "slice_indices", "stamp"]
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +176,108 @@ class SampleDataset(Dataset):
                 fix="check the file, or its intensity range",
             )
         return {"image": image.as_subclass(torch.Tensor), "label": int(rec["label"]), "scan": scan}
+
+
+class SegmentationDataset(Dataset):
+    """Image + mask samples: ``{"image", "mask", "spacing", "scan"}``; a training scan gives a list of patches.
+
+    The deterministic stage (reading, checks, resampling) is cached as for :class:`SampleDataset`.
+
+    Args:
+        records: manifest record dicts with ``image`` and ``mask`` (absolute paths).
+        pipeline: from :func:`medtl.transforms.segmentation.build_segmentation_pipeline`.
+        train: draw patches and augment.
+        cache, cache_dir, num_workers, seed: as for :class:`SampleDataset`.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[dict[str, Any]],
+        pipeline: Any,
+        *,
+        train: bool,
+        cache: str = "memory",
+        cache_dir: str | os.PathLike[str] | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        self.records = [dict(r) for r in records]
+        self.pipeline = pipeline
+        self.train = train
+        self.mode = pipeline.mode
+        self.post = pipeline.post_train if train else pipeline.post_eval
+        if train:
+            self.post.set_random_state(seed=seed)
+        items = []
+        for i, r in enumerate(self.records):
+            item = {
+                "image": str(r["image"]),
+                "mask": str(r["mask"]),
+                "_path": str(r["image"]),
+                "_mask_path": str(r["mask"]),
+                "row": r.get("row"),
+                "_stamp": f"{stamp(r['image'])}/{stamp(r['mask'])}",
+                "_index": i,
+            }
+            if r.get("series") not in (None, ""):
+                item["series"] = r["series"]
+            items.append(item)
+        self.cache = cache
+        try:
+            if cache == "memory":
+                self.base: Any = CacheDataset(
+                    items, transform=pipeline.pre, progress=False, num_workers=max(1, num_workers), copy_cache=False
+                )
+            elif cache == "disk":
+                if cache_dir is None:
+                    raise TrainingError("cache 'disk' needs a cache folder")
+                Path(cache_dir).mkdir(parents=True, exist_ok=True)
+                self.base = PersistentDataset(items, transform=pipeline.pre, cache_dir=cache_dir)
+            else:
+                self.base = MonaiDataset(items, transform=pipeline.pre)
+        except Exception as exc:  # noqa: BLE001
+            raise unwrap_load_error(exc) from None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def labels(self) -> list[int]:
+        return [int(r.get("label", 0)) for r in self.records]
+
+    scan_labels = labels
+
+    def __getitem__(self, idx: int) -> dict[str, Any] | list[dict[str, Any]]:
+        try:
+            d = self.base[idx]
+            rec = self.records[idx]
+            sample = {k: v for k, v in d.items() if k in ("mask_fg", "mask_bg")}
+            sample |= {
+                "image": d["image"].clone(),
+                "mask": d["mask"].clone(),
+                "_path": rec["image"],
+                "row": rec.get("row"),
+            }
+            out = self.post(sample)
+        except Exception as exc:  # noqa: BLE001
+            err = unwrap_load_error(exc)
+            if err is exc:
+                raise
+            raise err from None
+        spacing = d["spacing"]
+        samples = [
+            {
+                "image": o["image"].as_subclass(torch.Tensor),
+                "mask": o["mask"].as_subclass(torch.Tensor),
+                "spacing": spacing,
+                "scan": idx,
+            }
+            for o in (out if isinstance(out, list) else [out])
+        ]
+        if not torch.isfinite(samples[0]["image"]).all():
+            raise DataLoadError(
+                f"scan {rec['image']} (manifest row {rec.get('row')}) gives non-finite values after preprocessing",
+                path=str(rec["image"]),
+                fix="check the file, or its intensity range",
+            )
+        return samples if isinstance(out, list) else samples[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from medtl.models.create import ExpectedInput, create_model, expected_input, weight_source_for
 from medtl.models.load import LoadReport, check_checkpoint_fits, import_weights, load_into
 from medtl.models.model import FeatureInfo, MedtlModel, ParamGroup
+from medtl.models.segmentation import SegmentationModel
 
 __all__ = [
     "create_model",
@@ -18,6 +19,7 @@ __all__ = [
     "expected_input",
     "ExpectedInput",
     "MedtlModel",
+    "SegmentationModel",
     "ParamGroup",
     "FeatureInfo",
     "LoadReport",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -24,6 +26,9 @@ from medtl.weights.cache import resolve_weight_file
 from medtl.weights.load import load_checkpoint
 from medtl.weights.sources import Normalization, WeightSource, get_weight_source, sources_for_arch
 from medtl.weights.verify import check_weight_file
+
+if TYPE_CHECKING:
+    from medtl.models.segmentation import SegmentationModel
 
 __all__ = ["create_model", "weight_source_for", "expected_input", "ExpectedInput"]
 
@@ -127,7 +132,9 @@ def create_model(
     in_channels: int | None = None,
     num_classes: int = 2,
     spatial_dims: int | None = None,
-) -> MedtlModel:
+    task: str = "classification",
+    decoder_channels: Sequence[int] | None = None,
+) -> MedtlModel | SegmentationModel:
     """Build architecture ``arch`` with initial weights from ``weights``.
 
     Args:
@@ -142,6 +149,10 @@ def create_model(
         num_classes: classifier outputs; the classifier stays random unless the checkpoint's has this size. 0 builds
             a headless model whose ``forward`` returns pooled features (linear probing, encoders).
         spatial_dims: 2 or 3; a 2D architecture with 3 (or ``weights="imagenet-inflated"``) is inflated to 3D.
+        task: ``"classification"``, or ``"segmentation"``: the architecture with ``weights`` as a headless encoder
+            and MONAI's U-Net decoder (:class:`~medtl.models.segmentation.SegmentationModel`) with ``num_classes``
+            output channels (the background included), reported as new.
+        decoder_channels: segmentation: decoder block channels, deepest first (default 256, 128, 64, 32, 16).
 
     Returns:
         The model, with ``load_report`` (including the SHA-256 of the file loaded) and ``weight_source`` set.
@@ -155,6 +166,13 @@ def create_model(
         UnsafeCheckpointError: the checkpoint would need arbitrary unpickling.
         WeightsError: the checkpoint is unreadable or holds NaN/Inf values.
     """
+    if task not in ("classification", "segmentation"):
+        raise UnknownOptionError(f"task {task!r} is not one of: classification, segmentation")
+    if task == "segmentation":
+        from medtl.models.segmentation import DEFAULT_DECODER_CHANNELS, SegmentationModel
+
+        encoder = create_model(arch, weights, in_channels=in_channels, num_classes=0, spatial_dims=spatial_dims)
+        return SegmentationModel(encoder, num_classes, decoder_channels or DEFAULT_DECODER_CHANNELS)
     spec = get_architecture(arch)
     source = weight_source_for(spec.name, weights, spatial_dims=spatial_dims)
     expected = expected_input(source, spec.name, spatial_dims=spatial_dims)

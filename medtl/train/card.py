@@ -29,11 +29,12 @@ def model_card(exp: Any, result: dict[str, Any], load_report: dict[str, Any]) ->
     """
     cfg = exp.config
     classes = exp.classes
+    strata = exp.strata  # the manifest's labels (in segmentation they only stratify the split)
     prov = result.get("weights", {})
 
     def split_line(name: str) -> str:
         recs = exp.splits[name]
-        per_class = Counter(classes[int(r["label"])] for r in recs)
+        per_class = Counter(strata[int(r["label"])] for r in recs)
         counts = ", ".join(f"{md_escape(k)}: {v}" for k, v in sorted(per_class.items()))
         return f"| {name} | {len({str(r['patient_id']) for r in recs})} | {len(recs)} | {counts} |"
 
@@ -76,6 +77,10 @@ def model_card(exp: Any, result: dict[str, Any], load_report: dict[str, Any]) ->
         "",
         "## Metrics (per scan, best checkpoint)",
         "",
+    ]
+    if exp.task.name == "segmentation":
+        return "\n".join(lines + _segmentation_metrics(exp, result)) + "\n"
+    lines += [
         "| split | n | accuracy | balanced accuracy | AUROC | F1 |",
         "|---|---|---|---|---|---|",
     ]
@@ -90,3 +95,32 @@ def model_card(exp: Any, result: dict[str, Any], load_report: dict[str, Any]) ->
             f"| {name} | {m.get('n', 0)} | {f('accuracy')} | {f('balanced_accuracy')} | {f('auroc')} | {f('f1')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _segmentation_metrics(exp: Any, result: dict[str, Any]) -> list[str]:
+    """Per-class Dice, HD95 and surface Dice rows of a segmentation run."""
+    seg = exp.config.segmentation
+    lines = [
+        f"Dice, HD95 (mm) and surface Dice (tolerance {seg.surface_tolerance_mm:g} mm) per foreground class, means "
+        "over scans on the preprocessed grid. A class absent from both mask and prediction scores Dice 1, "
+        "HD95 0; absent from one of them: Dice 0, HD95 undefined (left out of the mean).",
+        "",
+        "| split | class | n | Dice | HD95 mm | surface Dice |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("val", "test"):
+        m = result["metrics"].get(name) or {}
+        if not m:
+            continue
+
+        def f(k: str, m: dict[str, Any] = m) -> str:
+            v = m.get(k)
+            return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+        for cls in exp.classes[1:]:
+            c = md_escape(cls)
+            lines.append(
+                f"| {name} | {c} | {m.get('n', 0)} | {f('dice_' + cls)} | {f('hd95_' + cls)} | "
+                f"{f('surface_dice_' + cls)} |"
+            )
+    return lines

@@ -64,6 +64,8 @@ def predict_dataset(
     """
     device = torch.device(device)
     model = model.to(device).eval()
+    batch_size = getattr(task, "eval_batch_size", None) or batch_size
+    evaluate = getattr(task, "evaluate_batch", None)  # a task that scores whole scans itself (segmentation)
     loader = make_loader(dataset, batch_size=batch_size, train=False, num_workers=num_workers)
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16)
@@ -73,6 +75,13 @@ def predict_dataset(
     scores, targets, scans = [], [], []
     with autocast:
         for batch in loader:
+            if evaluate is not None:
+                moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                s, t, ids, _ = evaluate(model, moved)
+                scores.append(s.cpu())
+                targets.append(t.cpu())
+                scans.append(ids.cpu())
+                continue
             outputs = model(batch["image"].to(device, non_blocking=True)).float()
             if not torch.isfinite(outputs).all():
                 raise TrainingError(

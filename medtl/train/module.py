@@ -199,6 +199,10 @@ class TaskModule(pl.LightningModule):
         self._val_outputs = []
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        evaluate = getattr(self.task, "evaluate_batch", None)
+        if evaluate is not None:  # a task that scores whole scans itself (segmentation: sliding window)
+            self._val_outputs.append(tuple(t.detach() for t in evaluate(self, batch)))
+            return
         outputs = self(batch["image"]).float()
         target = self.task.target(batch)
         self._val_outputs.append(

@@ -78,26 +78,47 @@ def test_compare_bad_input_is_one_line(tmp_path, engine, capsys):
     assert engine.calls == []
 
 
-def test_demo_command(tmp_path, engine, capsys, monkeypatch):
-    data = tmp_path / "sample"
-    helpers.write_manifest(data / "xray", n_patients=24)
-    monkeypatch.setenv("MEDTL_SAMPLE_DATA", str(data))
+@pytest.fixture
+def small_demo(monkeypatch):
+    """The built-in demo config with 24 generated patients instead of hundreds (the engine is a stand-in)."""
+    import medtl.evaluate.demo as demo
+
+    real = demo.demo_data_settings
+    monkeypatch.setattr(demo, "demo_data_settings", lambda: {**real(), "patients": 24})
+
+
+def test_demo_command(tmp_path, engine, small_demo, capsys, monkeypatch):
+    # the demo writes its own data: it needs no sample_data folder (an installed package has none)
+    monkeypatch.setenv("MEDTL_SAMPLE_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "report: " + str(out / "report.html") in text
-    from medtl.evaluate.demo import demo_config
+    from medtl.evaluate.demo import _raw_config
 
-    built_in = demo_config(data)["compare"]
+    built_in = _raw_config()["compare"]
     weights = {c[0] for c in engine.calls}
     assert weights == {"imagenet", "scratch"}
     assert len(engine.calls) == 2 * built_in["seeds"] * len(built_in["fractions"])
     assert (out / "report.md").is_file()
+    data = out / "data"
+    assert len(list(data.glob("*.dcm"))) == 24 and (data / "manifest.csv").is_file()
+
+    # a second demo elsewhere writes the same bytes
+    out2 = tmp_path / "demo2"
+    assert main(["demo", "--out", str(out2)]) == 0
+    first = {p.name: p.read_bytes() for p in data.iterdir()}
+    second = {p.name: p.read_bytes() for p in (out2 / "data").iterdir()}
+    assert first.keys() == second.keys() and all(first[k] == second[k] for k in first)
+    assert len(engine.calls) == 4 * built_in["seeds"] * len(built_in["fractions"])
 
 
-def test_demo_without_sample_data(tmp_path, monkeypatch, capsys, engine):
-    monkeypatch.setenv("MEDTL_SAMPLE_DATA", str(tmp_path / "nowhere"))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("medtl.evaluate.demo.Path.resolve", lambda self: tmp_path / "a" / "b" / "c")
-    assert main(["demo"]) == 2
-    assert "sample data not found" in capsys.readouterr().err
+def test_demo_again_reuses_its_data_and_runs(tmp_path, engine, small_demo, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    n_runs = len(engine.calls)
+    stamp = (out / "data" / "manifest.csv").stat().st_mtime_ns
+    assert main(["demo", "--out", str(out)]) == 0
+    assert len(engine.calls) == n_runs  # finished runs are reused
+    assert (out / "data" / "manifest.csv").stat().st_mtime_ns == stamp

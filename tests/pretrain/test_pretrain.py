@@ -55,7 +55,11 @@ def _check_loads(encoder_file: Path, arch: str, weights: Any, spatial_dims: int,
 
 
 def test_simclr_2d_learns_and_registers_a_local_source(pool: dict[str, Path], tmp_path: Path, home: Path) -> None:
-    knn = {"manifest": str(SAMPLE / "xray" / "manifest.csv"), "every": 3, "k": 5}
+    # a small labelled set for the k-NN probe: 16 of the sample radiographs, both classes
+    lines = (SAMPLE / "xray" / "manifest.csv").read_text().splitlines()
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("\n".join(["image,label"] + [f"{SAMPLE / 'xray'}/{line}" for line in lines[1:17]]) + "\n")
+    knn = {"manifest": str(labelled), "every": 3, "k": 3}
     result = pretrain(_config(pool, tmp_path, method="simclr", knn=knn), quiet=True)
 
     losses = [row["train_loss"] for row in result.metrics]

@@ -20,13 +20,13 @@ from torch import nn
 from medtl.config import ExperimentConfig, load_config
 from medtl.data.dataset import SampleDataset, SegmentationDataset
 from medtl.data.splits import check_no_leakage, label_fraction_patients, make_splits, patient_labels, read_splits_csv
-from medtl.errors import ConfigError, DataLoadError, ManifestError, MedtlError, TrainingError
+from medtl.errors import ConfigError, DataLoadError, ManifestError, MedtlError, RunDirError, TrainingError
 from medtl.models import expected_input, weight_source_for
 from medtl.train.segmentation import SegmentationTask
 from medtl.train.task import ClassificationTask
 from medtl.transforms.presets import Pipeline, build_pipeline, modality_from_meta
 from medtl.transforms.segmentation import build_segmentation_pipeline
-from medtl.utils import medtl_home
+from medtl.utils import hash_patient_id, medtl_home
 from medtl.weights.sources import IMAGENET_MEAN, IMAGENET_STD, Normalization, WeightSource
 
 __all__ = [
@@ -61,6 +61,26 @@ class ScanInfo:
     channels: int
     flat: bool
     meta: dict[str, Any]
+
+
+def pseudonym_check() -> str:
+    """The pseudonym of a fixed string under this installation's secret: equal only under the same secret."""
+    return hash_patient_id("medtl-key-check")
+
+
+def check_pseudonyms(run_dir: Any, recorded: str | None) -> None:
+    """Refuse to match a run's patients when it was made under another pseudonym secret.
+
+    Raises:
+        RunDirError: the run's splits.csv holds pseudonyms made with another secret.
+    """
+    if recorded is not None and recorded != pseudonym_check():
+        raise RunDirError(
+            f"run {run_dir} was made with another patient-pseudonym secret, so its splits.csv does not match "
+            "the pseudonyms made here",
+            path=str(run_dir),
+            fix="set MEDTL_ID_SECRET or MEDTL_ID_SECRET_FILE to the study's secret (README: patient pseudonyms)",
+        )
 
 
 def read_scan_info(record: dict[str, Any]) -> ScanInfo:
@@ -180,6 +200,7 @@ class Experiment:
             "classes": self.classes,
             **({"label_classes": self.label_classes, "size": self.pipeline.size} if self.label_classes else {}),
             "weight_source": self.source.name,
+            "pseudonym_check": pseudonym_check(),
             "description": self.pipeline.description,
         }
 

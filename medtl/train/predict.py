@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from medtl.errors import MedtlError, RunDirError, TrainingError
+from medtl.train.experiment import check_pseudonyms
 from medtl.train.inference import eval_dataset, inference_device, predict_dataset, records_from_inputs
 from medtl.train.rundir import RunDir, write_prediction_csv
 from medtl.train.task import ClassificationTask
@@ -154,6 +155,7 @@ def evaluate(
     records, _ = records_from_inputs([manifest], loaded.classes)
     if not records:
         raise TrainingError(f"manifest {manifest} has no rows to evaluate on", path=str(manifest))
+    check_pseudonyms(loaded.run.path, loaded.preprocessing.get("pseudonym_check"))
     assignment = loaded.run.read_splits() if loaded.run.file(RunDir.SPLITS).is_file() else {}
     where = [assignment.get(str(r.get("patient_id")), "new") for r in records]
     seen = Counter(w for w in where if w in ("train", "val"))

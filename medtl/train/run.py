@@ -20,7 +20,7 @@ import torch
 from medtl.config import ExperimentConfig, load_config
 from medtl.data.splits import patient_labels
 from medtl.errors import ConfigError, MedtlError, TrainingError
-from medtl.train.experiment import Experiment, class_balance, prepare_experiment
+from medtl.train.experiment import Experiment, check_pseudonyms, class_balance, prepare_experiment
 from medtl.train.inference import make_loader, predict_dataset
 from medtl.train.rundir import RunDir
 from medtl.train.trainer import build_trainer, quiet_lightning, resolve_precision
@@ -209,6 +209,8 @@ def fine_tune(
             )
         asked = None if config is None else load_config(config, overrides)
         cfg, changes = _resume_config(run, asked)
+        if run.file(RunDir.PREPROCESSING).is_file():
+            check_pseudonyms(run.path, run.read_preprocessing().get("pseudonym_check"))
     else:
         if config is None:
             raise ConfigError("fine_tune needs a config (or resume=True with a run folder)")

@@ -70,3 +70,15 @@ def test_files_round_trip_and_corrupt_ones_give_one_line(tmp_path: Path) -> None
 def test_output_name_cannot_leave_output_dir(name: str) -> None:
     with pytest.raises(ConfigError, match="plain folder name inside output.dir"):
         load_config({"data": {"manifest": "m.csv"}, "model": {"arch": "resnet18"}, "output": {"name": name}})
+
+
+def test_a_run_made_under_another_pseudonym_secret_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from medtl.train.experiment import check_pseudonyms, pseudonym_check
+
+    monkeypatch.setenv("MEDTL_ID_SECRET", "site-a-secret-0123456789")
+    made_at_site_a = pseudonym_check()
+    check_pseudonyms(tmp_path, made_at_site_a)  # the same secret: fine
+    check_pseudonyms(tmp_path, None)  # runs from before the check: nothing to compare
+    monkeypatch.setenv("MEDTL_ID_SECRET", "site-b-secret-0123456789")
+    with pytest.raises(RunDirError, match="another patient-pseudonym secret"):
+        check_pseudonyms(tmp_path, made_at_site_a)

@@ -142,15 +142,26 @@ def patch_size_of(config: ExperimentConfig, model_dims: int) -> list[int]:
     return size
 
 
+def _flip_axes(config: ExperimentConfig, model_dims: int) -> list[int]:
+    """The axes the augmentation flips: the classification presets' answer, so both tasks flip the same way."""
+    from medtl.transforms import presets
+
+    if hasattr(presets, "flip_axes"):  # anatomical flip names mapped to axes
+        return list(presets.flip_axes(config, model_dims))
+    axes = list(getattr(config.augment, "flip_axes", None) or [])
+    for axis in axes:
+        if not 0 <= axis < model_dims:
+            raise ConfigError(f"augment.flip_axes has axis {axis}; {model_dims}D samples have axes 0..{model_dims - 1}")
+    return axes
+
+
 def _augmentation(config: ExperimentConfig, model_dims: int) -> list[Any]:
     a = config.augment
     aug: list[Any] = []
     if not a.enabled:
         return aug
     keys = [KEY, MASK]
-    for axis in a.flip_axes:
-        if axis >= model_dims:
-            raise ConfigError(f"augment.flip_axes has axis {axis}; {model_dims}D samples have axes 0..{model_dims - 1}")
+    for axis in _flip_axes(config, model_dims):
         if a.flip_prob > 0:
             aug.append(RandFlipd(keys, prob=a.flip_prob, spatial_axis=axis))
     if a.affine_prob > 0 and (a.rotate_deg > 0 or a.zoom > 0):

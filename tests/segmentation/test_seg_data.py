@@ -153,3 +153,32 @@ def test_sample_ct_masks_regenerate_byte_for_byte(tmp_path: Path) -> None:
         assert a == b, name
     rows = list(csv.DictReader(open(committed / "manifest.csv")))
     assert len(rows) == 48 and {r["label"] for r in rows} == {"nodule", "no_nodule"}
+
+
+def test_augmentation_moves_image_and_mask_together(tmp_path: Path) -> None:
+    manifest = make_disc_task(tmp_path, n_patients=8)
+    cfg = seg_config(
+        manifest,
+        tmp_path / "runs",
+        augment={"enabled": True, "flip_prob": 1.0, "rotate_deg": 30.0, "zoom": 0.2, "affine_prob": 1.0},
+    )
+    exp = prepare_experiment(cfg)
+    plain = prepare_experiment(seg_config(manifest, tmp_path / "runs2")).datasets["train"][0]
+    for _ in range(3):
+        s = exp.datasets["train"][0]
+        img, mask = s["image"][0], s["mask"][0].bool()
+        assert set(s["mask"].unique().tolist()) <= {0, 1} and mask.any()
+        assert img[mask].mean() > img[~mask].mean() + 0.2  # the bright disc is still under the mask
+        assert not torch.equal(s["mask"], plain["mask"])  # and both moved
+
+
+@pytest.mark.parametrize("name", ["seg_ct_medicalnet.yaml", "seg_ct_inflated.yaml", "seg_ct_scratch.yaml"])
+def test_segmentation_example_configs_prepare(name: str) -> None:
+    from medtl.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / name)
+    assert cfg.segmentation is not None and cfg.train.monitor == "val_dice"
+    exp = prepare_experiment(cfg, build_datasets=False)
+    assert exp.task.name == "segmentation" and exp.task.roi_size == [32, 32, 32]
+    assert exp.classes == ["background", "lung", "nodule"] and exp.strata == ["no_nodule", "nodule"]
+    assert len(exp.records) == 48 and all(Path(r["mask"]).is_file() for r in exp.records)

@@ -24,7 +24,7 @@ def index(
     again is quick (MEDTL_INDEX_CACHE=0 turns the cache off)."""
     from medtl.cli.io_cmds import printable
     from medtl.data.index import index_tree
-    from medtl.io.scan import check_output_file
+    from medtl.io.output import check_output_file
 
     check_output_file(out, "manifest.csv")  # before the tree is read, not after
     result = index_tree(root, labels_from_folders=labels_from_folders)

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from medtl.errors import NoImagesError
+from medtl.io.output import check_output_file, write_failed
+from medtl.io.scan_index import Unreadable, inspect_path
 from medtl.utils import atomic_write_bytes
 
 __all__ = ["IndexResult", "index_tree", "INDEX_COLUMNS"]
@@ -33,13 +35,13 @@ class IndexResult:
             ``image`` as an absolute path, ``label`` (empty unless taken from folders), ``series``
             (the SeriesInstanceUID when the image folder holds other series too, else empty) and the
             columns of :data:`INDEX_COLUMNS`.
-        unreadable: files that could not be read, with the reason (``medtl.io.Unreadable``).
+        unreadable: files that could not be read, with the reason.
         warnings: rows that need a look (e.g. no label folder), one sentence each.
         root: the folder that was indexed.
     """
 
     rows: list[dict[str, Any]]
-    unreadable: list[Any] = field(default_factory=list)
+    unreadable: list[Unreadable] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     root: Path | None = None
 
@@ -67,8 +69,6 @@ class IndexResult:
         Returns:
             The path written.
         """
-        from medtl.io.scan import check_output_file, write_failed
-
         out = check_output_file(out, "manifest.csv").resolve()
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
@@ -118,9 +118,6 @@ def index_tree(root: str | os.PathLike[str], *, labels_from_folders: bool = Fals
     Raises:
         NoImagesError: ``root`` does not exist, or nothing under it could be read as an image.
     """
-    from medtl.io import inspect_path
-    from medtl.io.scan import Unreadable
-
     root = Path(root).expanduser().resolve()
     if not root.exists():
         raise NoImagesError(f"{root} does not exist", path=str(root), fix="pass the folder that holds the scans")
@@ -130,7 +127,7 @@ def index_tree(root: str | os.PathLike[str], *, labels_from_folders: bool = Fals
     # every folder on the way from a series' files up to root -> the series found below it
     below: dict[Path, set[int]] = {}
     for n, s in enumerate(found.series):
-        for d in {f.parent if isinstance(f, Path) else Path(f).parent for f in s.files}:
+        for d in {f.parent for f in s.files}:
             while True:
                 below.setdefault(d, set()).add(n)
                 if d == base or d.parent == d:
@@ -139,7 +136,7 @@ def index_tree(root: str | os.PathLike[str], *, labels_from_folders: bool = Fals
 
     rows: list[dict[str, Any]] = []
     for n, s in enumerate(found.series):
-        files = [f if isinstance(f, Path) else Path(f) for f in s.files]
+        files = s.files
         info = {
             "modality": s.modality,
             "kind": s.kind,
@@ -148,8 +145,7 @@ def index_tree(root: str | os.PathLike[str], *, labels_from_folders: bool = Fals
             "spacing": _fmt_tuple(s.spacing),
             "problems": "; ".join(s.problems),
         }
-        stackable = getattr(s, "stackable", True)
-        if len(files) == 1 or not stackable:
+        if len(files) == 1 or not s.stackable:
             for f in files:
                 row = {"image": f, "label": "", "series": ""} | info
                 if len(files) > 1:

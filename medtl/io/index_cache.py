@@ -20,7 +20,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from medtl.io.dicom import DicomHeader, FrameGeometry
+from medtl.io.dicom.header import DicomHeader, FrameGeometry
+from medtl.utils import hash_patient_id, medtl_home
 
 __all__ = ["HeaderCache", "open_header_cache", "CACHE_ENV"]
 
@@ -63,7 +64,7 @@ def _decode(text: str, path: Path) -> DicomHeader | str:
         frames = []
         for values in h["frames"]:
             f = dict(zip(_FRAME_FIELDS, values, strict=True))
-            for key in ("ipp", "iop", "pixel_spacing"):
+            for key in _TUPLES:
                 f[key] = _tuple(f[key])
             frames.append(FrameGeometry(**f))
         h["frames"] = frames
@@ -79,8 +80,6 @@ class HeaderCache:
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
-            from medtl.utils import hash_patient_id
-
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(str(self.path), timeout=10, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
@@ -169,6 +168,4 @@ def open_header_cache() -> HeaderCache | None:
     """The header cache in ``$MEDTL_HOME/cache``, or None when ``MEDTL_INDEX_CACHE=0``."""
     if os.environ.get(CACHE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return None
-    from medtl.utils import medtl_home
-
     return HeaderCache(medtl_home() / "cache" / _FILE)

@@ -1,4 +1,9 @@
-"""MONAI transforms that start a pipeline with :func:`medtl.io.read_scan`: ``LoadScan`` and ``LoadScand``."""
+"""The MONAI transforms that start a pipeline by reading a scan with :func:`medtl.io.read_scan`: ``LoadScan``
+and its dictionary twin ``LoadScand``.
+
+This is the only module of :mod:`medtl.io` that imports MONAI at import time; :mod:`medtl.io` loads it when one
+of the two names is first asked for.
+"""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medtl.errors import GeometryError, NotDicomError, TruncatedFileError, UnsupportedScanError
-from medtl.io.dicom import ensure_memory
+from medtl.io.memory import ensure_memory
 
 __all__ = ["NiftiImage", "is_nifti_path", "read_nifti", "nifti_header_info", "write_nifti"]
 

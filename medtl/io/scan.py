@@ -1,340 +1,26 @@
-"""Reading one scan (:func:`read_scan`), listing what a path holds (:func:`inspect_path`), and :func:`convert`."""
+"""Reading one scan: :func:`read_scan` (a MONAI ``MetaTensor``), :func:`read_scan_arrays` (plain arrays) and
+:func:`select_series`, which picks the series a folder's read returns."""
 
 from __future__ import annotations
 
 import logging
 import math
 import os
-import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medtl.errors import MedtlError, NoImagesError, SeriesNotFoundError, UnknownOptionError
-from medtl.io.dicom import (
-    DicomHeader,
-    DicomImage,
-    _read_many,
-    group_series,
-    header_geometry,
-    read_dicom_file,
-    read_header,
-    read_series,
-    series_kind,
-)
-from medtl.io.geometry import LPS_TO_RAS, orientation_label
-from medtl.io.nifti import is_nifti_path, nifti_header_info, read_nifti, write_nifti
+from medtl.errors import NoImagesError, SeriesNotFoundError
+from medtl.io.dicom import DicomImage, read_dicom_file, read_header, read_series
+from medtl.io.geometry import LPS_TO_RAS
+from medtl.io.nifti import is_nifti_path, read_nifti
+from medtl.io.scan_index import SeriesInfo, inspect_path
 
-__all__ = [
-    "SeriesInfo",
-    "Unreadable",
-    "ScanIndex",
-    "read_scan",
-    "inspect_path",
-    "select_series",
-    "convert",
-    "check_output_file",
-    "list_files",
-    "walk_files",
-]
+__all__ = ["read_scan", "read_scan_arrays", "select_series"]
 
 logger = logging.getLogger("medtl.io")
-
-_SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
-_SKIP_SUFFIXES = {".txt", ".csv", ".json", ".md", ".xml", ".html", ".py", ".yaml", ".yml", ".png", ".jpg", ".jpeg"}
-
-
-@dataclass
-class Unreadable:
-    """A file that could not be read, and why."""
-
-    path: Path
-    reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"path": str(self.path), "reason": self.reason}
-
-
-@dataclass
-class SeriesInfo:
-    """One series (or one NIfTI file) found under a path, described from headers only."""
-
-    uid: str
-    modality: str
-    description: str
-    patient_id: str
-    study_uid: str
-    kind: str
-    files: list[Path]
-    n_slices: int
-    shape: tuple[int, ...]
-    spacing: tuple[float, ...]
-    orientation: str
-    problems: list[str] = field(default_factory=list)
-    channels: int = 1
-    _headers: list[DicomHeader] = field(default_factory=list, repr=False, compare=False)
-
-    @property
-    def n_voxels(self) -> int:
-        return int(np.prod(self.shape)) * self.channels if self.shape else 0
-
-    @property
-    def stackable(self) -> bool:
-        """False when the headers already show the series cannot be read as one image (mixed orientations...)."""
-        blockers = ("different orientations", "without slice positions", "multi-frame files")
-        return not any(b in p for p in self.problems for b in blockers)
-
-    @property
-    def label(self) -> str:
-        return f"{self.uid}" + (f" ({self.description!r})" if self.description else "")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "uid": self.uid,
-            "modality": self.modality,
-            "description": self.description,
-            "patient_id": self.patient_id,
-            "study_uid": self.study_uid,
-            "kind": self.kind,
-            "n_files": len(self.files),
-            "files": [str(f) for f in self.files],
-            "n_slices": self.n_slices,
-            "shape": list(self.shape),
-            "spacing": [round(float(s), 6) for s in self.spacing],
-            "orientation": self.orientation,
-            "channels": self.channels,
-            "problems": list(self.problems),
-        }
-
-
-@dataclass
-class ScanIndex:
-    """Everything :func:`inspect_path` found: image series and the files it could not read."""
-
-    root: Path
-    series: list[SeriesInfo]
-    unreadable: list[Unreadable]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "root": str(self.root),
-            "series": [s.to_dict() for s in self.series],
-            "unreadable": [u.to_dict() for u in self.unreadable],
-        }
-
-
-# --------------------------------------------------------------------------------------------- indexing
-
-
-def _skipped(name: str) -> bool:
-    if name.startswith(".") or name in _SKIP_NAMES:
-        return True
-    dot = name.rfind(".")
-    return dot > 0 and name[dot:].lower() in _SKIP_SUFFIXES
-
-
-def _stamp(st: os.stat_result) -> int:
-    """When a file last changed, in ns: its mtime, or its ctime when later (a file replaced by a copy that kept
-    the old mtime, e.g. ``cp -p`` or rsync, still gets a new ctime), so a cached header is never stale."""
-    return max(st.st_mtime_ns, st.st_ctime_ns)
-
-
-def walk_files(root: Path) -> tuple[list[tuple[Path, int, int]], list[Unreadable]]:
-    """Regular files below ``root`` with their size and change stamp (:func:`_stamp`), and what cannot be read.
-
-    Only regular files are returned, so that nothing ever opens a FIFO, a device or a socket (opening a FIFO
-    blocks for ever). Those, broken links, empty files and folders that cannot be listed come back as
-    :class:`Unreadable`. Hidden files and folders, obvious non-images (.txt, .csv, .json, ...) and links to
-    folders are skipped. Files of a folder come before its sub-folders, each in name order.
-    """
-    files: list[tuple[Path, int, int]] = []
-    bad: list[Unreadable] = []
-    stack = [os.fspath(root)]
-    while stack:
-        folder = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            bad.append(Unreadable(Path(folder), f"cannot list this folder ({exc.strerror or exc})"))
-            continue
-        subfolders = []
-        for entry in entries:
-            name = entry.name
-            if name.startswith("."):
-                continue
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    subfolders.append(entry.path)
-                    continue
-            except OSError:
-                pass
-            if _skipped(name):
-                continue
-            try:
-                st = entry.stat()  # follows links: a link to a regular file is read as that file
-            except OSError as exc:
-                bad.append(Unreadable(Path(entry.path), f"cannot be read ({exc.strerror or exc}; a broken link?)"))
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                continue  # a link to a folder: not followed (it could loop)
-            if not stat.S_ISREG(st.st_mode):
-                bad.append(Unreadable(Path(entry.path), "not a regular file (a FIFO, device or socket); skipped"))
-                continue
-            if st.st_size == 0:
-                bad.append(Unreadable(Path(entry.path), "empty file (0 bytes)"))
-                continue
-            files.append((Path(entry.path), st.st_size, _stamp(st)))
-        stack.extend(reversed(subfolders))
-    return files, bad
-
-
-def list_files(root: Path) -> list[Path]:
-    """All regular files below ``root`` (recursive, sorted), skipping hidden files and obvious non-images."""
-    return [p for p, _, _ in walk_files(Path(root))[0]]
-
-
-def _dicom_series_info(headers: list[DicomHeader]) -> SeriesInfo:
-    h0 = headers[0]
-    geo = header_geometry(headers)
-    kind = geo.get("kind", series_kind(headers))
-    affine_ras = LPS_TO_RAS @ geo["affine_lps"]
-    return SeriesInfo(
-        uid=h0.series_uid,
-        modality=h0.modality,
-        description=h0.description,
-        patient_id=h0.patient_id,
-        study_uid=h0.study_uid,
-        kind=kind,
-        files=sorted(h.path for h in headers),
-        n_slices=int(geo["n_slices"]),
-        shape=tuple(int(s) for s in geo["shape"]),
-        spacing=tuple(float(s) for s in geo["spacing"]),
-        orientation=orientation_label(affine_ras, 2 if len(geo["shape"]) == 2 else 3),
-        problems=list(geo["problems"]),
-        channels=int(geo.get("channels", 1)),
-        _headers=headers,
-    )
-
-
-def _nifti_series_info(path: Path) -> SeriesInfo:
-    info = nifti_header_info(path)
-    shape = info["shape"]
-    return SeriesInfo(
-        uid=str(path),
-        modality="",
-        description=path.name,
-        patient_id="",
-        study_uid="",
-        kind="nifti",
-        files=[path],
-        n_slices=int(shape[2]) if len(shape) > 2 else 1,
-        shape=tuple(shape),
-        spacing=info["spacing"],
-        orientation=orientation_label(info["affine"]),
-    )
-
-
-def _read_headers(files: list[tuple[Path, int, int]], root: Path | None) -> list[DicomHeader | str]:
-    """Headers (or reasons) of ``files``: from the on-disk cache where size and mtime match, else read."""
-    from medtl.io.index_cache import open_header_cache
-
-    cache = open_header_cache() if len(files) > 1 else None
-    found = cache.lookup(files, root) if cache is not None else {}
-    missing = [f for f in files if os.fspath(f[0]) not in found]
-    if missing:
-        results = _read_many([p for p, _, _ in missing], sizes=[size for _, size, _ in missing])
-        if cache is not None:
-            # a reason from the operating system (permissions, a vanished file) may change: not cached
-            keep = [(f[0], f[1], f[2], r) for f, r in zip(missing, results, strict=True) if not _transient(r)]
-            cache.store(keep)
-        found.update(zip((os.fspath(p) for p, _, _ in missing), results, strict=True))
-    if cache is not None:
-        cache.close()
-    return [found[os.fspath(p)] for p, _, _ in files]
-
-
-def _transient(result: DicomHeader | str) -> bool:
-    return isinstance(result, str) and result.startswith("cannot open")
-
-
-def _series_or_problems(headers: list[DicomHeader]) -> SeriesInfo | list[Unreadable]:
-    try:
-        return _dicom_series_info(headers)
-    except Exception as exc:  # noqa: BLE001 - one series with hostile geometry must not end the whole index
-        reason = str(exc) if isinstance(exc, MedtlError) else f"{type(exc).__name__}: {exc}"
-        where = headers[0].series_uid or "without a SeriesInstanceUID"
-        return [Unreadable(h.path, f"series {where} cannot be described: {reason}") for h in headers]
-
-
-def _index(path: Path) -> ScanIndex:
-    from medtl.utils import patient_id_secret
-
-    if not path.exists():
-        raise NoImagesError(f"{path} does not exist", path=str(path), fix="check the path")
-    patient_id_secret()  # a missing or unreadable secret is one error here, not one per file
-    unreadable: list[Unreadable] = []
-    if path.is_dir():
-        files, unreadable = walk_files(path)
-        root: Path | None = path.resolve() if path.is_absolute() else None
-    else:
-        st = path.stat()
-        files = []
-        if not stat.S_ISREG(st.st_mode):
-            unreadable.append(Unreadable(path, "not a regular file (a FIFO, device or socket)"))
-        elif st.st_size == 0:
-            unreadable.append(Unreadable(path, "empty file (0 bytes)"))
-        else:
-            files = [(path, st.st_size, _stamp(st))]
-        root = None
-    nifti = [p for p, _, _ in files if is_nifti_path(p)]
-    others = [f for f in files if not is_nifti_path(f[0])]
-    images: list[DicomHeader] = []
-    for (p, _, _), h in zip(others, _read_headers(others, root), strict=True):
-        if isinstance(h, str):
-            unreadable.append(Unreadable(p, h))
-        elif h.is_dicomdir and path.is_file():
-            unreadable.append(
-                Unreadable(h.path, f"a DICOMDIR (an index of other files); pass its folder {h.path.parent}")
-            )
-        elif h.is_dicomdir:
-            logger.debug("%s: DICOMDIR skipped (the files it lists are indexed directly)", h.path)
-        elif not h.has_pixels:
-            unreadable.append(Unreadable(h.path, f"no pixel data ({h.sop_class_name or h.modality or 'no SOP class'})"))
-        elif h.rows <= 0 or h.cols <= 0:
-            unreadable.append(Unreadable(h.path, "Rows/Columns missing or zero"))
-        else:
-            images.append(h)
-    series: list[SeriesInfo] = []
-    for hs in group_series(images).values():
-        info = _series_or_problems(hs)
-        if isinstance(info, SeriesInfo):
-            series.append(info)
-        else:
-            unreadable.extend(info)
-    for p in nifti:
-        try:
-            series.append(_nifti_series_info(p))
-        except MedtlError as exc:
-            unreadable.append(Unreadable(p, str(exc)))
-        except Exception as exc:  # noqa: BLE001 - one hostile NIfTI header is one bad file
-            unreadable.append(Unreadable(p, f"cannot read the NIfTI header ({type(exc).__name__}: {exc})"))
-    return ScanIndex(root=path, series=series, unreadable=sorted(unreadable, key=lambda u: str(u.path)))
-
-
-def inspect_path(path: str | os.PathLike[str]) -> ScanIndex:
-    """List the series under a DICOM file, DICOM folder (recursively, a whole tree) or NIfTI file.
-
-    Only headers are read. Files that are not images, or cannot be read, are listed in ``unreadable``
-    with the reason.
-    """
-    return _index(Path(path))
-
-
-# --------------------------------------------------------------------------------------------- selection
 
 
 def _available(series: Sequence[SeriesInfo], limit: int = 12) -> str:
@@ -393,9 +79,6 @@ def _select(series: list[SeriesInfo], wanted: str | None, where: Path) -> Series
     return matches[0]
 
 
-# --------------------------------------------------------------------------------------------- reading
-
-
 def _metatensor(array: np.ndarray, affine_ras: np.ndarray, meta: dict[str, Any]) -> Any:
     import torch
     from monai.data import MetaTensor
@@ -414,7 +97,7 @@ def _metatensor(array: np.ndarray, affine_ras: np.ndarray, meta: dict[str, Any])
     return MetaTensor(tensor, meta=meta)
 
 
-def _from_dicom(img: DicomImage, path: Path, wrap: Any = None) -> Any:
+def _from_dicom(img: DicomImage, path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     h = img.header
     affine_ras = LPS_TO_RAS @ img.affine_lps
     meta: dict[str, Any] = {
@@ -433,10 +116,10 @@ def _from_dicom(img: DicomImage, path: Path, wrap: Any = None) -> Any:
     }
     if img.array.ndim == 3:
         meta["photometric"] = img.photometric
-    return (wrap or _metatensor)(img.array, affine_ras, meta)
+    return img.array, affine_ras, meta
 
 
-def _read_nifti_scan(path: Path, volume: int | None, wrap: Any = None) -> Any:
+def _read_nifti_scan(path: Path, volume: int | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     img = read_nifti(path, volume=volume)
     meta = {
         "filename_or_obj": str(path),
@@ -452,7 +135,7 @@ def _read_nifti_scan(path: Path, volume: int | None, wrap: Any = None) -> Any:
         "n_slices": int(img.array.shape[3]),
         "n_volumes": img.n_volumes,
     }
-    return (wrap or _metatensor)(img.array, img.affine, meta)
+    return img.array, img.affine, meta
 
 
 def read_scan(
@@ -484,17 +167,26 @@ def read_scan(
         NotDicomError, TruncatedFileError, MissingPixelDataError, InvalidHeaderError, UnsupportedScanError:
             a bad file (with its path and the fix).
     """
-    return _read(Path(path), series, volume, allow_irregular, _metatensor)
+    return _metatensor(*read_scan_arrays(path, series, volume=volume, allow_irregular=allow_irregular))
 
 
-def _read(path: Path, series: str | None, volume: int | None, allow_irregular: bool, wrap: Any) -> Any:
-    """:func:`read_scan` with ``wrap(array, affine_ras, meta)`` making the result (a MetaTensor, or plain arrays)."""
+def read_scan_arrays(
+    path: str | os.PathLike[str],
+    series: str | None = None,
+    *,
+    volume: int | None = None,
+    allow_irregular: bool = False,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """:func:`read_scan` without torch or MONAI: the channel-first float32 array, its RAS affine and the meta dict.
+
+    Takes the arguments of :func:`read_scan` and raises its errors.
+    """
     path = Path(path)
     if not path.exists():
         raise NoImagesError(f"{path} does not exist", path=str(path), fix="check the path")
     if path.is_file():
         if is_nifti_path(path):
-            return _read_nifti_scan(path, volume, wrap)
+            return _read_nifti_scan(path, volume)
         header = read_header(path)
         if series is not None and str(series).strip() and series not in (header.series_uid, header.description):
             raise SeriesNotFoundError(
@@ -502,10 +194,10 @@ def _read(path: Path, series: str | None, volume: int | None, allow_irregular: b
                 path=str(path),
                 fix="pass the file's folder to choose among several series, or leave series unset",
             )
-        return _from_dicom(read_dicom_file(header, allow_irregular=allow_irregular), path, wrap)
+        return _from_dicom(read_dicom_file(header, allow_irregular=allow_irregular), path)
     chosen = select_series(path, series)
     if chosen.kind == "nifti":
-        return _read_nifti_scan(chosen.files[0], volume, wrap)
+        return _read_nifti_scan(chosen.files[0], volume)
     headers = chosen._headers
     if len(headers) > 1 and any(h.n_frames > 1 for h in headers):
         biggest = max(headers, key=lambda h: h.n_frames * h.rows * h.cols)
@@ -516,8 +208,8 @@ def _read(path: Path, series: str | None, volume: int | None, allow_irregular: b
             len(headers),
             biggest.path,
         )
-        return _from_dicom(read_dicom_file(biggest, allow_irregular=allow_irregular), path, wrap)
-    return _from_dicom(read_series(headers, where=str(path), allow_irregular=allow_irregular), path, wrap)
+        return _from_dicom(read_dicom_file(biggest, allow_irregular=allow_irregular), path)
+    return _from_dicom(read_series(headers, where=str(path), allow_irregular=allow_irregular), path)
 
 
 def select_series(path: str | os.PathLike[str], series: str | None = None) -> SeriesInfo:
@@ -534,9 +226,7 @@ def select_series(path: str | os.PathLike[str], series: str | None = None) -> Se
             ``series`` was given (the message lists the series to choose from).
     """
     path = Path(path)
-    if not path.exists():
-        raise NoImagesError(f"{path} does not exist", path=str(path), fix="check the path")
-    index = _index(path)
+    index = inspect_path(path)  # raises NoImagesError when the path does not exist
     if not index.series:
         reasons = "; ".join(f"{u.path.name}: {u.reason}" for u in index.unreadable[:3])
         raise NoImagesError(
@@ -555,62 +245,3 @@ def select_series(path: str | os.PathLike[str], series: str | None = None) -> Se
             )
         return chosen
     return _select(index.series, series, path)
-
-
-def check_output_file(out: str | os.PathLike[str], example: str) -> Path:
-    """``out`` as a path a file can be written to: not a folder, below a folder (or where one can be made).
-
-    Raises:
-        UnknownOptionError: ``out`` is a folder, or one of its parents is a file.
-    """
-    out = Path(out).expanduser()
-    if out.is_dir():
-        raise UnknownOptionError(
-            f"output {out} is a folder, not a file", path=str(out), fix=f"pass a file name, e.g. {out / example}"
-        )
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if parent.exists() and not parent.is_dir():
-        raise UnknownOptionError(
-            f"output {out} cannot be written: {parent} is a file, not a folder",
-            path=str(out),
-            fix="choose an output path below a folder",
-        )
-    return out
-
-
-def write_failed(out: Path, exc: OSError) -> MedtlError:
-    """The one-line error for an output that could not be written (a temporary file left behind is removed)."""
-    for tmp in out.parent.glob(f".{out.name}.tmp-{os.getpid()}*"):
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-    return MedtlError(
-        f"cannot write {out} ({exc.strerror or exc})",
-        path=str(out),
-        fix="check that the folder exists, is writable and has free space",
-    )
-
-
-def convert(
-    path: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    series: str | None = None,
-    *,
-    allow_irregular: bool = False,
-) -> Path:
-    """Write one series (read with :func:`read_scan`) as NIfTI with its RAS affine; returns the written path."""
-    out = Path(out)
-    if not is_nifti_path(out):
-        raise UnknownOptionError(
-            f"output {out} must end in .nii or .nii.gz", path=str(out), fix="name the output e.g. scan.nii.gz"
-        )
-    out = check_output_file(out, "scan.nii.gz")
-    # plain arrays: writing a NIfTI needs neither torch nor MONAI, whose import dwarfs a small conversion
-    array, affine_ras = _read(Path(path), series, None, allow_irregular, lambda a, aff, meta: (a, aff))
-    try:
-        return write_nifti(np.asarray(array, dtype=np.float32), np.asarray(affine_ras, dtype=np.float64), out)
-    except OSError as exc:
-        raise write_failed(out, exc) from None

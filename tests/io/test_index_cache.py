@@ -12,17 +12,18 @@ import pydicom
 import pytest
 from helpers.dicom import random_raw, write_ct_stack, write_series
 
-import medtl.io.dicom as dicom
+import medtl.io.dicom.files as dicom_files
 from medtl.io import inspect_path
+from medtl.io.dicom import read_header
+from medtl.io.dicom.tagscan import scan_tags
 from medtl.io.index_cache import open_header_cache
-from medtl.io.tagscan import scan_tags
 
 
 def _pydicom_header(path: Path, monkeypatch: pytest.MonkeyPatch) -> object:
     with monkeypatch.context() as m:
-        m.setattr(dicom, "scan_tags", lambda *a: None)
+        m.setattr(dicom_files, "scan_tags", lambda *a: None)
         try:
-            return dataclasses.asdict(dicom.read_header(path))
+            return dataclasses.asdict(read_header(path))
         except Exception as exc:  # noqa: BLE001
             return type(exc).__name__
 
@@ -36,7 +37,7 @@ def test_tag_scan_gives_the_same_header_as_pydicom_on_the_pydicom_corpus(monkeyp
     for p in files:
         scanned += scan_tags(p, p.stat().st_size) is not None
         try:
-            fast: object = dataclasses.asdict(dicom.read_header(p))
+            fast: object = dataclasses.asdict(read_header(p))
         except Exception as exc:  # noqa: BLE001
             fast = type(exc).__name__
         assert fast == _pydicom_header(p, monkeypatch), p.name
@@ -60,7 +61,7 @@ def test_implicit_vr_sequences_and_long_headers(tmp_path: Path, monkeypatch: pyt
             ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
         ds.save_as(p, implicit_vr=n == 1, little_endian=True)
     for p in paths:
-        assert dataclasses.asdict(dicom.read_header(p)) == _pydicom_header(p, monkeypatch)
+        assert dataclasses.asdict(read_header(p)) == _pydicom_header(p, monkeypatch)
 
 
 def test_a_second_index_comes_from_the_cache_and_follows_changes(
@@ -73,8 +74,8 @@ def test_a_second_index_comes_from_the_cache_and_follows_changes(
     (root / "junk.dcm").write_bytes(b"not dicom" * 50)
     first = inspect_path(root).to_dict()
     reads: list[Path] = []
-    real = dicom._header_or_reason
-    monkeypatch.setattr(dicom, "_header_or_reason", lambda p, size=None: reads.append(p) or real(p, size))
+    real = dicom_files._header_or_reason
+    monkeypatch.setattr(dicom_files, "_header_or_reason", lambda p, size=None: reads.append(p) or real(p, size))
     assert inspect_path(root).to_dict() == first and reads == []  # headers and reasons both cached
     # a changed file is read again; the others are not
     changed = sorted((root / "b").iterdir())[0]
@@ -112,7 +113,7 @@ def test_a_large_tree_is_read_by_a_process_pool_with_the_same_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MEDTL_INDEX_CACHE", "0")
-    monkeypatch.setattr(dicom, "_POOL_MIN_FILES", 8)
+    monkeypatch.setattr(dicom_files, "_POOL_MIN_FILES", 8)
     root = tmp_path / "tree"
     for k in range(4):
         write_series(root / f"s{k}", np.full((5, 4, 4), k, np.int16), patient_id=f"P{k}", description=f"d{k}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from medtl.data.index import IndexResult, index_tree
-from medtl.data.manifest import SPLITS, Manifest, Record, read_dicom_patient_id
+from medtl.data.manifest import Manifest, Record
+from medtl.data.manifest_csv import read_dicom_patient_id
+from medtl.data.splits import SPLITS
 
 __all__ = ["Manifest", "Record", "SPLITS", "read_dicom_patient_id", "IndexResult", "index_tree"]
 

@@ -48,7 +48,7 @@ class ScanPool:
 
 
 def _patient_key(record: dict[str, Any]) -> str:
-    from medtl.data.manifest import is_nifti, nifti_stem, read_dicom_patient_id
+    from medtl.data.manifest_csv import is_nifti, nifti_stem, read_dicom_patient_id
 
     if record.get("patient_id"):
         return hash_patient_id(record["patient_id"])

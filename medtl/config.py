@@ -117,6 +117,18 @@ class PreprocessConfig(_Section):
     xr_percentiles: tuple[float, float] = Field(
         (0.5, 99.5), description="Radiographs (and MR for ImageNet weights): percentiles mapped to [0, 1]."
     )
+    intensity: Literal["auto", "window", "percentiles", "zscore_nonzero", "range"] = Field(
+        "auto",
+        description="How scan intensities are brought to a common scale before the normalisation of the weights. "
+        "window: ct_window -> [0, 1]; percentiles: each scan's xr_percentiles -> [0, 1]; zscore_nonzero: each "
+        "scan's non-zero voxels to mean 0, SD 1; range: the fixed intensity_range -> [0, 1], the same for every "
+        "scan (8-bit images: 0..255, as torchvision's ToTensor). auto: CT window; radiographs percentiles; MR "
+        "percentiles with ImageNet weights, else zscore_nonzero. Per-scan scaling removes absolute intensity: "
+        "for patches or slices cut from scans of one protocol, where intensity tells classes apart, use range.",
+    )
+    intensity_range: tuple[float, float] = Field(
+        (0.0, 255.0), description="intensity: range: raw values mapped to 0 and 1 (clipped)."
+    )
     normalization: Literal["auto", "imagenet", "zscore_nonzero", "none"] = Field(
         "auto", description="auto: what the weight source expects (ImageNet mean/std, MedicalNet z-score)."
     )
@@ -129,17 +141,53 @@ class PreprocessConfig(_Section):
         return v
 
 
+FLIP_NAMES = ("left_right", "anterior_posterior", "superior_inferior")
+
+
 class AugmentConfig(_Section):
-    """Random augmentation, applied to training samples only."""
+    """Random augmentation, applied to training samples only.
+
+    Flips are named by anatomy and mapped to each mode's axes: in 2D and 2.5D samples (rows, columns as
+    displayed) ``left_right`` flips the columns and ``anterior_posterior`` / ``superior_inferior`` flip the rows
+    (an axial slice has anterior-posterior rows, a frontal radiograph superior-inferior ones); in 3D volumes
+    reoriented to RAS they are axes 0, 1 and 2.
+    """
 
     enabled: bool = Field(True, description="Turn all augmentation on or off.")
-    flip_prob: float = Field(0.5, ge=0.0, le=1.0, description="Probability of a flip along each flip axis.")
-    flip_axes: list[int] = Field([0], description="Spatial axes that may be flipped (0 = left-right).")
-    rotate_deg: float = Field(10.0, ge=0.0, description="Maximum in-plane rotation in degrees.")
-    zoom: float = Field(0.1, ge=0.0, lt=1.0, description="Maximum relative zoom in or out.")
-    affine_prob: float = Field(0.5, ge=0.0, le=1.0, description="Probability of the rotation/zoom.")
-    intensity_shift: float = Field(0.05, ge=0.0, description="Maximum additive intensity shift.")
+    flip_prob: float = Field(0.5, ge=0.0, le=1.0, description="Probability of each flip in ``flips``.")
+    flips: list[Literal["left_right", "anterior_posterior", "superior_inferior"]] = Field(
+        ["left_right"],
+        description="Anatomical flips (2D/2.5D: left_right = columns, anterior_posterior or superior_inferior = "
+        "rows; 3D in RAS: axes 0, 1, 2). Default left-right, the usual mirror image; set [] for tasks where "
+        "laterality matters.",
+    )
+    flip_axes: list[int] | None = Field(
+        None,
+        description="Deprecated: raw spatial axes to flip, used instead of ``flips`` when set (2D/2.5D: 0 = rows, "
+        "i.e. upside down, 1 = columns, left-right; 3D: the volume's axes).",
+    )
+    rotate_deg: float = Field(
+        0.0,
+        ge=0.0,
+        description="Maximum in-plane rotation in degrees (0: none). Off by default: on the benchmark tasks "
+        "(benchmarks/README.md) rotation with zoom and intensity shifts cost accuracy at short budgets.",
+    )
+    zoom: float = Field(0.0, ge=0.0, lt=1.0, description="Maximum relative zoom in or out (0: none; off by default).")
+    affine_prob: float = Field(0.5, ge=0.0, le=1.0, description="Probability of the rotation/zoom, when either is set.")
+    intensity_shift: float = Field(
+        0.0,
+        ge=0.0,
+        description="Maximum additive intensity shift, on the [0, 1] scale before normalisation (0: none; off by "
+        "default, as it blurs the intensity differences tissue classes are told apart by).",
+    )
     noise_std: float = Field(0.0, ge=0.0, description="Standard deviation of Gaussian noise (0: none).")
+
+    @model_validator(mode="after")
+    def _one_way_to_flip(self) -> AugmentConfig:
+        # flip_axes, when set, replaces flips; flips at its default (as a saved config repeats it) is no conflict
+        if self.flip_axes is not None and self.flips != ["left_right"]:
+            raise ValueError("set augment.flips (by anatomy) or the deprecated augment.flip_axes, not both")
+        return self
 
 
 class ModelConfig(_Section):

@@ -58,6 +58,7 @@ __all__ = [
     "modality_class",
     "modality_from_meta",
     "default_size",
+    "flip_axes",
     "build_pipeline",
     "unwrap_load_error",
 ]
@@ -269,14 +270,33 @@ class Pipeline:
 
 
 def _intensity(modality: str, norm: Normalization, config: ExperimentConfig) -> tuple[list[Any], str]:
+    """The intensity scaling of ``preprocess.intensity`` (``auto``: by modality and weights) and its description."""
     pre = config.preprocess
-    if modality == "CT":
+    how = pre.intensity
+    if how == "auto":
+        if modality == "CT":
+            how = "window"
+        elif modality == "MR" and norm.kind != "imagenet":
+            how = "zscore_nonzero"
+        else:
+            how = "percentiles"
+    if how == "window":
         lo, hi = pre.ct_window
         return [ScaleIntensityRanged(KEY, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)], (
-            f"CT window [{lo:g}, {hi:g}] HU -> [0, 1]"
+            f"{'CT ' if modality == 'CT' else ''}window [{lo:g}, {hi:g}]{' HU' if modality == 'CT' else ''} -> [0, 1]"
         )
-    if modality == "MR" and norm.kind != "imagenet":
-        return [NormalizeIntensityd(KEY, nonzero=True, channel_wise=True)], "MR z-score over non-zero voxels"
+    if how == "range":
+        lo, hi = pre.intensity_range
+        if hi <= lo:
+            raise ConfigError(
+                f"preprocess.intensity_range {list(pre.intensity_range)} must be [low, high] with low < high",
+                fix="e.g. intensity_range: [0, 255] for 8-bit images",
+            )
+        return [ScaleIntensityRanged(KEY, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)], (
+            f"fixed range [{lo:g}, {hi:g}] -> [0, 1]"
+        )
+    if how == "zscore_nonzero":
+        return [NormalizeIntensityd(KEY, nonzero=True, channel_wise=True)], f"{modality} z-score over non-zero voxels"
     lo, hi = pre.xr_percentiles
     return [ScaleIntensityRangePercentilesd(KEY, lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True)], (
         f"percentiles [{lo:g}, {hi:g}] -> [0, 1]"
@@ -294,14 +314,39 @@ def channel_stats(norm: Normalization, channels: int) -> tuple[list[float], list
     return mean, std
 
 
+# anatomical flips -> spatial axis of a sample: 2D/2.5D samples are (rows, columns) as displayed; 3D volumes RAS
+_FLIP_AXES = {
+    2: {"left_right": 1, "anterior_posterior": 0, "superior_inferior": 0},
+    3: {"left_right": 0, "anterior_posterior": 1, "superior_inferior": 2},
+}
+
+
+def flip_axes(config: ExperimentConfig, model_dims: int) -> list[int]:
+    """The spatial axes ``augment.flips`` (or the deprecated ``augment.flip_axes``) flip in ``model_dims``-D samples.
+
+    Raises:
+        ConfigError: a raw axis out of range.
+    """
+    a = config.augment
+    if a.flip_axes is not None:
+        for axis in a.flip_axes:
+            if not 0 <= axis < model_dims:
+                raise ConfigError(
+                    f"augment.flip_axes has axis {axis}; {model_dims}D samples have axes 0..{model_dims - 1}",
+                    fix="name the flips instead: augment.flips: [left_right]",
+                )
+        return list(dict.fromkeys(a.flip_axes))
+    return list(dict.fromkeys(_FLIP_AXES[model_dims][name] for name in a.flips))
+
+
 def _augmentation(config: ExperimentConfig, model_dims: int) -> list[Any]:
     aug: list[Any] = []
     a = config.augment
     if not a.enabled:
         return aug
-    for axis in a.flip_axes:
-        if axis >= model_dims:
-            raise ConfigError(f"augment.flip_axes has axis {axis}; {model_dims}D samples have axes 0..{model_dims - 1}")
+    if config.preprocess.orientation is None and model_dims == 3 and a.flip_axes is None and a.flips:
+        log.warning("augment.flips in 3D assume RAS volumes, but preprocess.orientation is None: axes are as stored")
+    for axis in flip_axes(config, model_dims):
         if a.flip_prob > 0:
             aug.append(RandFlipd(KEY, prob=a.flip_prob, spatial_axis=axis))
     if a.affine_prob > 0 and (a.rotate_deg > 0 or a.zoom > 0):

@@ -162,11 +162,11 @@ def test_a_one_slice_volume_is_a_2d_image_and_other_kinds_of_input_are_refused(t
 
 
 def test_augmentation_only_in_training_and_failures_name_the_file(tmp_path: Path) -> None:
-    cfg = _cfg(augment={"enabled": True, "flip_prob": 1.0, "affine_prob": 0.0, "intensity_shift": 0.0})
+    cfg = _cfg(augment={"enabled": True, "flip_prob": 1.0, "flip_axes": [0], "affine_prob": 0.0})
     p = _pipe(cfg, modality="XR", mode="2d", scan_dims=2)
     img = torch.arange(16.0).reshape(1, 4, 4)
     assert torch.equal(p.post_eval({"image": img})["image"], img)
-    assert torch.equal(p.post_train({"image": img})["image"], img.flip(1))
+    assert torch.equal(p.post_train({"image": img})["image"], img.flip(1))  # raw axis 0: the rows
     missing = tmp_path / "nope.dcm"
     with pytest.raises(RuntimeError) as err:
         p.pre({"image": str(missing), "row": 7})
@@ -201,3 +201,85 @@ def test_seeding_reaches_the_augmentation() -> None:
     first, again, other = draws(7), draws(7), draws(8)
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not torch.equal(first[0], other[0])
+
+
+@pytest.mark.parametrize(
+    ("mode", "flip", "dim"),
+    [
+        ("2d", "left_right", 2),  # (C, rows, columns) as displayed: the columns
+        ("2d", "superior_inferior", 1),
+        ("2.5d", "left_right", 2),
+        ("2.5d", "anterior_posterior", 1),
+        ("3d", "left_right", 1),  # RAS volume (C, x, y, z): x runs left to right
+        ("3d", "anterior_posterior", 2),
+        ("3d", "superior_inferior", 3),
+    ],
+)
+def test_flips_are_named_by_anatomy(mode: str, flip: str, dim: int) -> None:
+    cfg = _cfg(augment={"enabled": True, "flip_prob": 1.0, "flips": [flip]}, model={"weights": "scratch"})
+    dims = 3 if mode == "3d" else 2
+    p = _pipe(
+        load_config(cfg.to_dict(), {"model.arch": "resnet18_3d"}) if dims == 3 else cfg,
+        modality="CT",
+        mode=mode,
+        scan_dims=3 if mode != "2d" else 2,
+    )
+    shape = (3 if mode == "2.5d" else 1, *([4, 5, 6][:dims]))
+    img = torch.arange(float(np.prod(shape))).reshape(shape)
+    assert torch.equal(p.post_train({"image": img.clone()})["image"], img.flip(dim))
+    assert p.description["augment"] == ["RandFlipd"]
+
+
+def test_default_augmentation_is_a_left_right_flip_only() -> None:
+    cfg = load_config({"data": {"manifest": "m.csv"}, "model": {"arch": "resnet18"}})
+    assert cfg.augment.flips == ["left_right"] and cfg.augment.flip_axes is None
+    p = _pipe(cfg, modality="XR", mode="2d", scan_dims=2)
+    assert p.description["augment"] == ["RandFlipd"]  # no rotation, zoom or intensity shift by default
+    img = torch.arange(20.0).reshape(1, 4, 5)
+    seen = set()
+    for seed in range(12):
+        p.post_train.set_random_state(seed=seed)
+        out = p.post_train({"image": img.clone()})["image"]
+        seen.add("same" if torch.allclose(out, p.post_eval({"image": img.clone()})["image"]) else "other")
+        flipped = p.post_eval({"image": img.flip(2)})["image"]
+        assert torch.allclose(out, flipped) or torch.allclose(out, p.post_eval({"image": img.clone()})["image"])
+    assert seen == {"same", "other"}  # flipped left-right about half the time, never upside down
+
+
+def test_flip_axes_out_of_range_and_both_ways_are_refused() -> None:
+    with pytest.raises(ConfigError, match="flips .by anatomy. or the deprecated"):
+        _cfg(augment={"flip_axes": [0], "flips": []})
+    cfg = _cfg(augment={"enabled": True, "flip_axes": [2]})
+    with pytest.raises(ConfigError, match="axis 2; 2D samples have axes 0..1"):
+        _pipe(cfg, modality="XR", mode="2d", scan_dims=2)
+    with pytest.raises(ConfigError, match="allowed: 'left_right'"):
+        _cfg(augment={"flips": ["left"]})
+
+
+def _mr_patch(path: Path, value: float) -> Path:
+    """A one-slice 8-bit MR patch: a tissue of intensity ``value`` with a darker border."""
+    arr = np.full((8, 8, 1), value, dtype=np.uint8)
+    arr[:2] = 20
+    nib.save(nib.Nifti1Image(arr, np.eye(4)), str(path))
+    return path
+
+
+@pytest.mark.parametrize("weights", ["imagenet", "scratch"])
+def test_mr_intensity_range_keeps_what_per_scan_scaling_removes(tmp_path: Path, weights: str) -> None:
+    grey, white = _mr_patch(tmp_path / "grey.nii.gz", 130), _mr_patch(tmp_path / "white.nii.gz", 180)
+
+    def centre(intensity: str) -> tuple[float, float]:
+        cfg = _cfg(model={"weights": weights}, preprocess={"size": [8, 8], "intensity": intensity})
+        p = _pipe(cfg, modality="MR", mode="2d", scan_dims=2, flat_volumes=True)
+        return tuple(float(p.pre({"image": str(f)})["image"][0, 3:6, 3:6].mean()) for f in (grey, white))
+
+    g, w = centre("auto")  # per-scan scaling: both patches come out the same
+    assert g == pytest.approx(w, abs=1e-4)
+    g, w = centre("range")  # fixed 0..255: grey and white matter stay apart, as in the file
+    assert g == pytest.approx(130 / 255, abs=1e-4) and w == pytest.approx(180 / 255, abs=1e-4)
+
+
+def test_intensity_range_must_be_increasing() -> None:
+    cfg = _cfg(preprocess={"intensity": "range", "intensity_range": [255, 0]})
+    with pytest.raises(ConfigError, match="low < high"):
+        _pipe(cfg, modality="MR", mode="2d", scan_dims=2)

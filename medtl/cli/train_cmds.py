@@ -184,29 +184,82 @@ def lr_find_cmd(
     typer.echo(f"suggested lr: {res.suggestion:.3g}  (plot: {res.plot})")
 
 
-config_app = typer.Typer(help="Check or print an experiment config.", no_args_is_help=True)
+config_app = typer.Typer(help="Check or print an experiment or comparison config.", no_args_is_help=True)
 
 
 @config_app.command("validate")
 def config_validate(config: ConfigArg, sets: Set = None) -> None:
-    """Check CONFIG: unknown fields and bad values are reported with their path and the allowed values."""
-    from medtl.config import load_config
+    """Check CONFIG (an experiment, or a comparison with a compare section): unknown fields and bad values are
+    reported with their path and the allowed values."""
+    from medtl.evaluate.compare_config import CompareConfig, default_arms, load_any_config
 
-    cfg = load_config(config, _overrides(sets=sets))
+    cfg = load_any_config(config, _overrides(sets=sets))
+    if isinstance(cfg, CompareConfig):
+        exp, comp = cfg.experiment, cfg.compare
+        arms = ", ".join(a.name for a in (comp.arms if comp.arms is not None else default_arms(exp)))
+        typer.echo(
+            f"{config}: ok (compare {arms}; {comp.seeds} seeds, fractions {comp.fractions}, "
+            f"primary metric {comp.primary_metric}, checkpoint on {exp.train.monitor}; "
+            f"{exp.model.arch}, {exp.train.epochs} epochs)"
+        )
+        return
     typer.echo(f"{config}: ok ({cfg.model.arch}, weights {cfg.model.weights}, {cfg.train.epochs} epochs)")
 
 
 @config_app.command("show")
 def config_show(config: ConfigArg, sets: Set = None) -> None:
-    """Print CONFIG with every default filled in."""
-    from medtl.config import config_to_yaml, load_config
+    """Print CONFIG (an experiment or a comparison) with every default filled in."""
+    from medtl.config import config_to_yaml
+    from medtl.evaluate.compare_config import CompareConfig, compare_config_to_yaml, load_any_config
 
-    typer.echo(config_to_yaml(load_config(config, _overrides(sets=sets))), nl=False)
+    cfg = load_any_config(config, _overrides(sets=sets))
+    typer.echo(compare_config_to_yaml(cfg) if isinstance(cfg, CompareConfig) else config_to_yaml(cfg), nl=False)
+
+
+def pretrain_cmd(
+    config: Annotated[Path, typer.Argument(help="Pretraining config (YAML).")],
+    epochs: Epochs = None,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="Override model.weights (where pretraining starts).")
+    ] = None,
+    arch: Arch = None,
+    devices: Devices = None,
+    accelerator: Accelerator = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    seed: Seed = None,
+    output: Output = None,
+    name: Name = None,
+    num_workers: Workers = None,
+    sets: Set = None,
+) -> None:
+    """Pretrain an encoder on unlabeled scans (SimCLR or Models Genesis); registers it as weights local:<name>."""
+    from medtl.pretrain import pretrain
+
+    ov = _overrides(
+        epochs=epochs,
+        weights=weights,
+        arch=arch,
+        devices=devices,
+        accelerator=accelerator,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        output=output,
+        name=name,
+        num_workers=num_workers,
+        sets=sets,
+    )
+    result = pretrain(config, overrides=ov)
+    if result.status != "ok":  # a DDP worker process
+        return
+    typer.echo(f"run: {result.run_dir}\nuse it as model.weights: {result.weights}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
     app.command("train")(train_cmd)
+    app.command("pretrain")(pretrain_cmd)
     app.command("predict")(predict_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("lr-find")(lr_find_cmd)

@@ -20,6 +20,10 @@ __all__ = [
     "load_compare_config",
     "default_arms",
     "arm_spec",
+    "arm_overrides",
+    "arm_config",
+    "load_any_config",
+    "compare_config_to_yaml",
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -47,6 +51,11 @@ class ArmConfig(_Section):
         "auto", description="auto: fine_tune for pretrained weights, one_cycle for scratch."
     )
     mode: Literal["2d", "3d", "2.5d"] | None = Field(None, description="Data mode (default: the experiment's).")
+    augment: dict[str, Any] | None = Field(
+        None,
+        description="Augmentation fields this arm changes (``{flips: [], rotate_deg: 10}``); the others come from "
+        "the experiment's augment section.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -64,7 +73,11 @@ class CompareSection(_Section):
     )
     seeds: int = Field(3, ge=1, description="Seeds per arm and fraction (seeds 0..n-1).")
     fractions: list[float] = Field([0.1, 0.25, 0.5, 1.0], description="Label fractions of the training patients.")
-    primary_metric: Literal["auroc", "accuracy", "balanced_accuracy", "f1"] = "auroc"
+    primary_metric: Literal["auroc", "accuracy", "balanced_accuracy", "f1"] = Field(
+        "auroc",
+        description="The metric the verdict is about; each run's best checkpoint is chosen on it too "
+        "(train.monitor: val_<primary_metric>) unless the config sets train.monitor.",
+    )
     reference: str = Field("scratch", description="The arm every other arm is compared with.")
     n_resamples: int = Field(2000, ge=100, description="Bootstrap resamples over test patients.")
     dir: Path | None = Field(None, description="Comparison folder (default: <output.dir>/compare-<output.name>).")
@@ -125,7 +138,8 @@ def load_compare_config(
         _resolve(raw, path.parent.resolve())
     raw = apply_overrides(raw, overrides)
     comp_raw = raw.pop("compare", None) or {}
-    experiment = load_config(raw)
+    if not isinstance(comp_raw, dict):
+        raise ConfigError(f"invalid config {source}: compare must be a mapping (arms, seeds, fractions...)")
     try:
         section = CompareSection.model_validate(comp_raw)
     except ValidationError as exc:
@@ -143,7 +157,69 @@ def load_compare_config(
             + "; ".join(problems)
             + f". compare fields: {allowed}; arm fields: {arm_fields}"
         ) from None
+    train = raw.setdefault("train", {})
+    if not isinstance(train, dict):
+        raise ConfigError(f"invalid config {source}: train must be a mapping of fields")
+    if "monitor" not in train and not raw.get("segmentation"):
+        # the checkpoint each run tests is the one best on the metric the comparison is about
+        train["monitor"] = f"val_{section.primary_metric}"
+    experiment = load_config(raw)
+    for arm in section.arms or []:
+        if arm.augment:
+            arm_config(experiment, arm, source=source)  # an invalid augment field fails now, not in every run
     return CompareConfig(experiment=experiment, compare=section)
+
+
+def load_any_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Any:
+    """An experiment config file, or a comparison config file (one with a ``compare`` section).
+
+    Args:
+        path: the YAML file.
+        overrides: dotted keys, for the experiment or ``compare.*``.
+
+    Returns:
+        An :class:`~medtl.config.ExperimentConfig`, or a :class:`CompareConfig`.
+
+    Raises:
+        ConfigError: as :func:`~medtl.config.load_config` and :func:`load_compare_config`.
+    """
+    from medtl.config import load_config, read_config_file
+
+    raw = read_config_file(Path(path).expanduser())
+    if "compare" in raw or any(k == "compare" or k.startswith("compare.") for k in overrides or {}):
+        return load_compare_config(path, overrides)
+    return load_config(path, overrides)
+
+
+def compare_config_to_yaml(cfg: CompareConfig) -> str:
+    """A comparison config as YAML, defaults filled in (arms: the defaults when the file names none)."""
+    import yaml
+
+    section = cfg.compare.model_dump(mode="json")
+    if cfg.compare.arms is None:
+        section["arms"] = [a.model_dump(mode="json", exclude_none=True) for a in default_arms(cfg.experiment)]
+    return yaml.safe_dump({**cfg.experiment.to_dict(), "compare": section}, sort_keys=False, allow_unicode=True)
+
+
+def arm_overrides(arm: ArmConfig) -> dict[str, Any]:
+    """Experiment overrides by dotted key that the arm sets beyond model, schedule and mode (its ``augment``)."""
+    return {f"augment.{k}": v for k, v in (arm.augment or {}).items()}
+
+
+def arm_config(experiment: Any, arm: ArmConfig, *, source: str = "(object)") -> Any:
+    """The experiment config as ``arm`` changes it (augmentation); model and schedule are set per run.
+
+    Raises:
+        ConfigError: an augment field that does not exist or is invalid, naming the arm.
+    """
+    from medtl.config import load_config
+
+    try:
+        return load_config(experiment.to_dict(), arm_overrides(arm))
+    except ConfigError as exc:
+        raise ConfigError(
+            f"arm {arm.name!r} in {source}: {exc}", fix="see `medtl config show` for the fields"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------- arms

@@ -70,10 +70,10 @@ def _wire_local_sources(names: list[str]) -> None:
     """Make ``local:<name>`` resolve in training and compare, if medtl's weight sources do not yet do it.
 
     A stand-in for the two-line hook in ``medtl.weights.sources.get_weight_source``: every medtl module that
-    imported that function gets a wrapper that answers ``local:`` names from :mod:`medtl.pretrain.local`.
+    imported that function gets a wrapper that answers ``local:`` names from :mod:`medtl.weights.local`.
     """
     from medtl.errors import UnknownOptionError
-    from medtl.pretrain.local import local_weight_source
+    from medtl.weights.local import local_weight_source
     from medtl.weights import sources
 
     original = sources.get_weight_source

@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "predict": "medtl.train",
     "lr_find": "medtl.train",
     "compare": "medtl.evaluate",
+    "pretrain": "medtl.pretrain",
     # errors
     "MedtlError": "medtl.errors",
 }

@@ -302,17 +302,18 @@ def _blocks(results: CompareResults, summary: Summary, images: dict[str, Path]) 
                 a.display,
                 a.arch,
                 a.weights,
+                "random initialisation" if a.is_scratch else (p.get("description", "") or ""),
                 a.schedule,
                 a.mode or "",
                 p.get("license", "") or ("n/a" if a.is_scratch else ""),
-                p.get("citation", "") or ("random initialisation" if a.is_scratch else ""),
-                p.get("sha256", "") or "",
+                p.get("citation", "") or "",
+                (p.get("sha256", "") or "") + (" (unverified)" if p.get("verified") is False else ""),
             ]
         )
     b.append(
         _Block(
             "table",
-            header=["arm", "architecture", "weights", "schedule", "mode", "licence", "citation", "sha256"],
+            header=["arm", "architecture", "weights", "origin", "schedule", "mode", "licence", "citation", "sha256"],
             rows=arm_rows,
         )
     )

@@ -3,7 +3,7 @@
 ``pretrain(config)`` trains an encoder of any registered architecture with SimCLR (contrastive, on lightly) or
 Models Genesis (restoration) and registers it in the weight cache as ``local:<name>``, a weight source like
 ``imagenet`` or ``medicalnet`` for training and ``compare``. Names are imported lazily, so the weight-source
-registry can read :mod:`medtl.pretrain.local` without importing the training stack.
+registry can read :mod:`medtl.weights.local` without importing the training stack.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ _EXPORTS: dict[str, str] = {
     "PretrainResult": "medtl.pretrain.run",
     "PretrainConfig": "medtl.pretrain.config",
     "load_pretrain_config": "medtl.pretrain.config",
-    "resolve_local_source": "medtl.pretrain.local",
-    "local_weight_source": "medtl.pretrain.local",
-    "list_local_sources": "medtl.pretrain.local",
-    "register_local_source": "medtl.pretrain.local",
+    "resolve_local_source": "medtl.weights.local",
+    "local_weight_source": "medtl.weights.local",
+    "list_local_sources": "medtl.weights.local",
+    "register_local_source": "medtl.weights.local",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -29,8 +29,9 @@ import yaml
 
 from medtl.errors import ConfigError, MedtlError, TrainingError
 from medtl.pretrain.config import PretrainConfig, load_pretrain_config
-from medtl.pretrain.local import LOCAL_PREFIX, list_local_sources, local_weights_dir, register_local_source
+from medtl.train.trainer import resolve_precision
 from medtl.utils import atomic_write_bytes, medtl_home
+from medtl.weights.local import LOCAL_PREFIX, list_local_sources, local_weights_dir, register_local_source
 
 __all__ = ["PretrainResult", "pretrain", "encoder_state", "METHOD_LABELS"]
 
@@ -75,13 +76,6 @@ class PretrainResult:
 
 def _rank0() -> bool:
     return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
-
-
-def _resolve_precision(precision: str, accelerator: str) -> str:
-    if precision == "auto":
-        gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-        return "bf16-mixed" if gpu else "32-true"
-    return "32-true" if precision == "32" else precision
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -222,7 +216,7 @@ def pretrain(
             genesis=cfg.genesis,
         )
         accelerator = {"cuda": "gpu"}.get(cfg.train.accelerator, cfg.train.accelerator)
-        precision = _resolve_precision(cfg.train.precision, accelerator)
+        precision = resolve_precision(cfg.train.precision, accelerator)
         on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
         n_dev = cfg.train.devices * cfg.train.num_nodes
         per_device = -(-len(dataset) // n_dev)

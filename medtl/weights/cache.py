@@ -71,6 +71,8 @@ def _base_source(source: WeightSource) -> WeightSource:
 def cache_path(source: WeightSource | str, arch: str) -> Path:
     """Where the file of ``source`` for ``arch`` lives once cached."""
     source = _base_source(get_weight_source(source) if isinstance(source, str) else source)
+    if source.path is not None:  # a file source, or an encoder pretrained here: the file is where it is
+        return Path(source.path)
     f = source.file_for(arch)
     if f.cache == "torch_hub":
         return torch_hub_checkpoints_dir() / f.filename

@@ -10,12 +10,11 @@ Each lives in ``medtl_home()/weights/local/<name>/``:
 
 :func:`local_weight_source` turns a record into a :class:`medtl.weights.sources.WeightSource` whose ``path`` is
 the encoder file, so ``create_model(arch, weights="local:<name>")`` goes through the same safe loader and load
-report as any checkpoint. This module imports only :mod:`medtl.weights.sources`, so that module may call it.
+report as any checkpoint. ``get_weight_source("local:<name>")`` resolves through here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -48,14 +47,6 @@ def local_weights_dir() -> Path:
 
 def _bare(name: str) -> str:
     return name[len(LOCAL_PREFIX) :] if name.startswith(LOCAL_PREFIX) else name
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def list_local_sources() -> list[str]:
@@ -98,7 +89,9 @@ def register_local_source(
     shutil.copyfile(encoder_file, tmp)
     os.replace(tmp, folder / ENCODER_FILE)
     record = {**record, "name": bare, "source": LOCAL_PREFIX + bare, "encoder_file": ENCODER_FILE}
-    record["encoder_sha256"] = _sha256(folder / ENCODER_FILE)
+    from medtl.weights.cache import sha256_file
+
+    record["encoder_sha256"] = sha256_file(folder / ENCODER_FILE)
     atomic_write_bytes(folder / RECORD_FILE, (json.dumps(record, indent=2) + "\n").encode())
     return folder
 
@@ -127,7 +120,9 @@ def resolve_local_source(name: str, *, verify: bool = False) -> tuple[Path, dict
         record = json.loads(record_path.read_text())
     except (OSError, ValueError) as exc:
         raise WeightsError(f"{record_path} is not readable JSON ({exc})", path=str(record_path)) from None
-    if verify and record.get("encoder_sha256") and _sha256(file) != record["encoder_sha256"]:
+    from medtl.weights.cache import sha256_file
+
+    if verify and record.get("encoder_sha256") and sha256_file(file) != record["encoder_sha256"]:
         raise WeightsError(
             f"{file} has changed since it was registered (SHA-256 differs from {record_path})",
             path=str(file),

@@ -360,8 +360,11 @@ _SOURCES: dict[str, WeightSource] = {
 
 
 def list_weight_sources() -> list[str]:
-    """Names of the registered weight sources (a file path is also accepted wherever a name is)."""
-    return list(_SOURCES)
+    """Names of the registered weight sources, ``local:<name>`` encoders pretrained here included (a file path
+    is also accepted wherever a name is)."""
+    from medtl.weights.local import list_local_sources
+
+    return list(_SOURCES) + list_local_sources()
 
 
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".tar")
@@ -415,6 +418,10 @@ def get_weight_source(name: str | os.PathLike[str] | WeightSource) -> WeightSour
     """
     if isinstance(name, WeightSource):
         return name
+    if isinstance(name, str) and name.startswith("local:"):  # an encoder pretrained here (medtl pretrain)
+        from medtl.weights.local import local_weight_source
+
+        return local_weight_source(name)
     if is_weight_file_path(name):
         return file_source(name)
-    return _SOURCES[look_up_option(name, list(_SOURCES) + ["./<checkpoint file>"], what="weight source")]
+    return _SOURCES[look_up_option(name, list_weight_sources() + ["./<checkpoint file>"], what="weight source")]

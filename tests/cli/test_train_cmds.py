@@ -104,3 +104,11 @@ def test_ddp_two_cpu_processes_write_one_set_of_results(xray_config: Path, tmp_p
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2"]
     with open(runs[0] / "predictions_val.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == res["n_scans"]["val"]
+
+
+def test_pretrain_command_reports_a_bad_config_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "pretrain.yaml"
+    cfg.write_text("data: {folder: .}\nmodel: {arch: resnet18}\nmethod: nope\n")
+    assert main(["pretrain", str(cfg)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "method" in err[0] and "simclr" in err[0]

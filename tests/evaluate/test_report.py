@@ -32,7 +32,12 @@ def make_results(strength: dict[str, float], *, n_patients: int = 40, seeds=(0, 
             "fine_tune",
             "2d",
             label="MobileNetV2 ImageNet",
-            provenance={"license": "BSD-3-Clause", "citation": "torchvision", "sha256": "b0353104"},
+            provenance={
+                "license": "BSD-3-Clause",
+                "citation": "torchvision",
+                "sha256": "b0353104",
+                "description": "pretrained here on 300 unlabeled scans (40 patients) with SimCLR for 4 epochs",
+            },
             load_report="matched 314 tensors, head left random",
         ),
         ArmSpec("scratch", "mobilenet_v2", "scratch", "one_cycle", "2d", label="scratch"),
@@ -150,6 +155,7 @@ def test_report_files_and_numbers_agree(tmp_path):
     html = files.report_html.read_text()
     assert html.count("data:image/png;base64,") == 3 and 'src="plots/' not in html
     md = files.report_md.read_text()
+    assert "pretrained here on 300 unlabeled scans" in md  # where the arm's weights come from
     data = json.loads(files.results_json.read_text())
     for row in data["summary"]["rows"]:
         assert row["sentence"] in md

@@ -58,12 +58,18 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """A 1-epoch 2D run on 16 px radiographs, copied by tests that damage it."""
+    """A 1-epoch 2D run on 16 px radiographs (its config names its manifest), copied by tests that damage it."""
     xray_task = make_xray_task(tmp_path_factory.mktemp("xray"), size=16)
     out = tmp_path_factory.mktemp("runs")
     cfg = base_config(xray_task, out, preprocess={"size": [16, 16]}, train={"epochs": 1}, output={"name": "r"})
     fine_tune(cfg, quiet=True)
     return out / "r", cfg
+
+
+def _a_scan(run: Path) -> Path:
+    """One radiograph of the run's own task."""
+    manifest = Path(yaml.safe_load((run / "config.yaml").read_text())["data"]["manifest"])
+    return next(manifest.parent.rglob("*.dcm"))
 
 
 def _copy(run: Path, tmp_path: Path) -> Path:
@@ -84,7 +90,7 @@ def test_a_binary_config_and_invalid_yaml_in_set(tmp_path: Path, env) -> None:
 
 def test_corrupt_run_folder_files_are_one_line_errors(finished_run, tmp_path: Path, run_medtl) -> None:
     run, _ = finished_run
-    scan = next(run.parent.parent.rglob("*.dcm"))
+    scan = _a_scan(run)
     damaged = _copy(run, tmp_path)
     (damaged / "preprocessing.json").write_text('{"modality": "XR", ')
     assert_one_line_error(run_medtl("predict", damaged, scan), "preprocessing.json")
@@ -102,7 +108,7 @@ def test_a_checkpoint_of_nans_in_a_run_folder_is_refused(finished_run, tmp_path:
     key = next(k for k, v in state["state_dict"].items() if v.is_floating_point())
     state["state_dict"][key].fill_(float("nan"))
     torch.save(state, damaged / "best.ckpt")
-    scan = next(run.parent.parent.rglob("*.dcm"))
+    scan = _a_scan(run)
     line = assert_one_line_error(run_medtl("predict", damaged, scan), "best.ckpt")
     assert "non-finite" in line
 
@@ -113,7 +119,7 @@ def test_predict_refuses_another_kind_of_input_and_an_output_folder(finished_run
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), str(volume))
     line = assert_one_line_error(run_medtl("predict", run, volume), "ct.nii.gz")
     assert "takes 2D input" in line
-    scan = next(run.parent.parent.rglob("*.dcm"))
+    scan = _a_scan(run)
     folder = tmp_path / "preds"
     folder.mkdir()
     line = assert_one_line_error(run_medtl("predict", run, scan, "--out", folder), "preds")

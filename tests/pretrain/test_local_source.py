@@ -13,16 +13,6 @@ from medtl.pretrain import list_local_sources, register_local_source
 from medtl.pretrain.run import encoder_state
 
 
-def _hook_wired() -> bool:
-    from medtl.errors import UnknownOptionError
-    from medtl.weights.sources import get_weight_source
-
-    try:
-        return get_weight_source("local:__none__") is not None
-    except UnknownOptionError as exc:
-        return "no pretrained encoder" in str(exc)
-
-
 @pytest.fixture
 def registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, torch.Tensor]:
     """An encoder registered as local:enc without training: a random headless resnet18, 1 channel."""
@@ -46,11 +36,6 @@ def registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, tor
     return state
 
 
-@pytest.mark.xfail(
-    not _hook_wired(),
-    strict=True,
-    reason="medtl.weights.sources.get_weight_source does not resolve local:<name> yet (see medtl.pretrain.local)",
-)
 def test_local_name_works_as_model_weights(registered: dict[str, torch.Tensor]) -> None:
     from medtl.models import expected_input
     from medtl.weights.sources import get_weight_source

@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 
-from medtl.errors import MedtlError, RunDirError, TrainingError
+from medtl.errors import MedtlError, NoImagesError, RunDirError, TrainingError
 from medtl.train.experiment import check_pseudonyms
 from medtl.train.inference import eval_dataset, inference_device, predict_dataset, records_from_inputs
 from medtl.train.rundir import RunDir, write_prediction_csv
+from medtl.train.segmentation import SegmentationTask
 from medtl.train.task import ClassificationTask
 from medtl.transforms.presets import build_pipeline
 from medtl.weights.sources import Normalization
@@ -29,7 +30,7 @@ class LoadedRun:
 
     run: RunDir
     config: Any
-    task: ClassificationTask
+    task: ClassificationTask | SegmentationTask
     pipeline: Any
     model: torch.nn.Module
     preprocessing: dict[str, Any]
@@ -69,13 +70,30 @@ def load_run(run_dir: str | Path, *, quiet: bool = False) -> LoadedRun:
         in_channels=pre["in_channels"],
         normalization=Normalization(norm["kind"], tuple(norm.get("mean") or ()), tuple(norm.get("std") or ())),
     )
-    task = ClassificationTask(list(pre["classes"]))
+    seg = pre.get("task") == "segmentation" and cfg.segmentation is not None
+    task: ClassificationTask | SegmentationTask = ClassificationTask(list(pre["classes"]))
+    if seg:
+        from medtl.train.experiment import segmentation_task
+        from medtl.transforms.segmentation import build_segmentation_pipeline
+
+        pipeline = build_segmentation_pipeline(
+            cfg,
+            modality=pre["modality"],
+            mode=pre["mode"],
+            scan_dims=pre["scan_dims"],
+            scan_channels=pre.get("scan_channels", 1),
+            flat_volumes=pre.get("flat_volumes", False),
+            in_channels=pre["in_channels"],
+            normalization=pipeline.normalization,
+        )
+        task = segmentation_task(cfg, pipeline)
     model = create_model(
         cfg.model.arch,
         weights="scratch",
         in_channels=pre["in_channels"],
         num_classes=task.num_outputs,
         spatial_dims=pre["model_spatial_dims"],
+        **({"task": "segmentation", "decoder_channels": cfg.segmentation.decoder_channels} if seg else {}),
     )
     try:
         state = read_checkpoint(ckpt)
@@ -122,6 +140,8 @@ def predict(
     loaded = load_run(run_dir)
     if isinstance(inputs, str | Path):
         inputs = [inputs]
+    if loaded.task.name == "segmentation":
+        return _predict_masks(loaded, list(inputs), out, device)
     records, labelled = records_from_inputs(list(inputs), loaded.classes)
     scores, _, ids = predict_dataset(
         loaded.model,
@@ -134,6 +154,42 @@ def predict(
     if out is not None:
         write_prediction_csv(Path(out), loaded.task.prediction_columns(with_labels=labelled), rows)
     return rows
+
+
+def _predict_masks(
+    loaded: LoadedRun, inputs: list[str | Path], out: str | Path | None, device: str | None
+) -> list[dict[str, Any]]:
+    """A segmentation run's predict: one NIfTI label map per scan in the folder ``out``, on the scan's grid."""
+    from medtl.train.segmentation import segment_scans
+    from medtl.transforms.segmentation import build_inference_transforms
+
+    if out is None:
+        raise TrainingError(
+            f"run {loaded.run.path} segments: predict needs an output folder for the masks", fix="pass --out DIR"
+        )
+    pre = loaded.preprocessing
+    transforms = build_inference_transforms(
+        loaded.config,
+        modality=pre["modality"],
+        mode=pre["mode"],
+        scan_dims=pre["scan_dims"],
+        scan_channels=pre.get("scan_channels", 1),
+        flat_volumes=pre.get("flat_volumes", False),
+        in_channels=pre["in_channels"],
+        normalization=loaded.pipeline.normalization,
+    )
+    records: list[dict[str, Any]] = []
+    for inp in inputs:
+        p = Path(inp)
+        if p.suffix.lower() == ".csv":
+            from medtl.data import Manifest
+
+            records += Manifest.from_csv(p).to_dicts()
+        elif not p.exists():
+            raise NoImagesError(f"input {p} does not exist", path=str(p), fix="check the path")
+        else:
+            records.append({"image": str(p.resolve())})
+    return segment_scans(loaded.model, loaded.task, transforms, records, Path(out), device=inference_device(device))  # type: ignore[arg-type]
 
 
 def evaluate(

@@ -52,7 +52,15 @@ from medtl.transforms.presets import (
 )
 from medtl.weights.sources import Normalization
 
-__all__ = ["MASK", "CheckMaskd", "RecordSpacingd", "check_mask", "build_segmentation_pipeline", "patch_size_of"]
+__all__ = [
+    "MASK",
+    "CheckMaskd",
+    "RecordSpacingd",
+    "check_mask",
+    "build_segmentation_pipeline",
+    "build_inference_transforms",
+    "patch_size_of",
+]
 
 MASK = "mask"
 # voxel-to-world agreement needed between a mask and its image, in mm (affine entries)
@@ -293,3 +301,48 @@ def build_segmentation_pipeline(
         normalization=normalization,
         description=desc,
     )
+
+
+def build_inference_transforms(
+    config: ExperimentConfig,
+    *,
+    modality: str,
+    mode: str,
+    scan_dims: int,
+    in_channels: int,
+    normalization: Normalization,
+    scan_channels: int = 1,
+    flat_volumes: bool = False,
+) -> Compose:
+    """The image-only preprocessing of a segmentation run, with metadata kept so that MONAI ``Invertd`` can put a
+    prediction back on the input's own grid (orientation, spacing, padding and resizing undone).
+
+    Arguments as :func:`build_segmentation_pipeline`.
+    """
+    from medtl.io import LoadScand
+
+    model_dims = 3 if mode == "3d" else 2
+    size = patch_size_of(config, model_dims)
+    t: list[Any] = [
+        LoadScand(keys=[KEY], series_key="series"),
+        ExpectScand(KEY, dims=scan_dims, channels=scan_channels, flat=flat_volumes, modality=modality),
+    ]
+    if scan_dims == 3:
+        if config.preprocess.orientation:
+            t.append(
+                Orientationd(KEY, axcodes=config.preprocess.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S")))
+            )
+        if config.preprocess.spacing:
+            pixdim = list(config.preprocess.spacing)
+            t.append(Spacingd(KEY, pixdim=pixdim * 3 if len(pixdim) == 1 else pixdim, mode="bilinear"))
+    else:
+        t.append(Transposed(KEY, indices=(0, 2, 1)))
+    t += _intensity(modality, normalization, config)[0]
+    t.append(Resized(KEY, spatial_size=size, mode="area") if model_dims == 2 else SpatialPadd(KEY, spatial_size=size))
+    t.append(AdaptChannelsd(KEY, in_channels))
+    if normalization.kind == "imagenet":
+        mean, std = channel_stats(normalization, in_channels)
+        t.append(NormalizeIntensityd(KEY, subtrahend=mean, divisor=std, channel_wise=True))
+    elif normalization.kind == "zscore_nonzero":
+        t.append(NormalizeIntensityd(KEY, nonzero=True, channel_wise=True))
+    return Compose(t, log_stats=False)

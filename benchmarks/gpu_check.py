@@ -13,8 +13,8 @@ Three checks, each printing a table:
 (b) **DDP**: where two or more GPUs are visible, the same fine_tune-schedule run on 1 GPU (batch 2b) and
     with 2-process DDP (batch b per GPU): every parameter and buffer identical on both DDP ranks, the best
     epoch's logged validation AUROC reproduced from ``best.ckpt``, and both runs' validation AUROC side by
-    side. Skipped with a message on one GPU (the CPU test suite runs 2 gloo processes instead:
-    ``tests/train/test_precision_ddp.py``).
+    side (fp32, so that "identical" can be exact). Skipped with a message on one GPU (the CPU test suite
+    runs 2 gloo processes instead: ``tests/train/test_precision_ddp.py``).
 (c) **data path**: the end-to-end training rate (``fine_tune``: manifest, DICOM, MONAI pipeline with
     augmentation from the in-memory cache, optimizer step) over the model-only rate (the same network on
     pre-made tensors of the same shape, same batch size, bf16 autocast and channels_last), for ResNet-18 3D
@@ -46,6 +46,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.90
+RECOMPUTE_TOLERANCE = 0.01
 
 #: The single-run sample configs of (a): which task each trains.
 CONFIGS = (
@@ -208,7 +209,8 @@ def _ddp_config(work: Path, name: str, devices: int, batch_size: int, epochs: in
             "freeze_epochs": 1,
             "accelerator": "gpu",
             "devices": devices,
-            "precision": "auto",
+            # full precision: this check is about DDP, and bf16 rounding would blur "the same number"
+            "precision": "32",
             "seed": 0,
             "loggers": ["csv"],
         },
@@ -260,7 +262,8 @@ def check_ddp(work: Path, *, epochs: int, batch_size: int = 8) -> dict[str, Any]
     code1, err1 = _run_child(work, "single", _ddp_config(work, "single", 1, 2 * batch_size, epochs))
     code2, err2 = _run_child(work, "ddp", _ddp_config(work, "ddp", 2, batch_size, epochs))
     if code1 or code2:
-        return {"status": "failed", "note": (err1 if code1 else err2).strip().splitlines()[-1:] or ["?"]}
+        lines = (err1 if code1 else err2).strip().splitlines()
+        return {"status": "failed", "note": f"{'1-GPU' if code1 else 'DDP'} run failed: {lines[-1] if lines else '?'}"}
     r0 = torch.load(work / "ddp" / "ddp-states" / "rank0.pt", weights_only=True)
     r1 = torch.load(work / "ddp" / "ddp-states" / "rank1.pt", weights_only=True)
     differ = [k for k in r0 if not torch.equal(r0[k], r1[k])]
@@ -270,7 +273,10 @@ def check_ddp(work: Path, *, epochs: int, batch_size: int = 8) -> dict[str, Any]
     best = res.get("best_epoch")
     recomputed = _recomputed_val_auroc(run.path)
     single = RunDir(work / "ddp" / "single").read_result()
-    ok = not differ and best in logged and abs(recomputed - logged[best]) <= 1e-4
+    # the recomputation runs on the CPU in fp32 and the logged value on the GPU (cuDNN may use TF32), so a
+    # near-tie between two validation patients may flip; a drift like the one this check guards against
+    # (logged 0.48, recomputed 0.60) is far outside this tolerance
+    ok = not differ and best in logged and abs(recomputed - logged[best]) <= RECOMPUTE_TOLERANCE
     return {
         "status": "ok" if ok else "failed",
         "params_differing": len(differ),

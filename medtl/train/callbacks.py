@@ -161,7 +161,7 @@ class PlainProgress(pl.Callback):
             return
         r = self.metrics.rows[-1]
         parts = [f"epoch {r['epoch']}/{trainer.max_epochs}"]
-        for k in ("train_loss", "val_loss", "val_accuracy", "val_auroc"):
+        for k in ("train_loss", "val_loss", "val_accuracy", "val_auroc", "val_dice"):
             v = r.get(k)
             if isinstance(v, float) and not math.isnan(v):
                 parts.append(f"{k} {v:.4f}")

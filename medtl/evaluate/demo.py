@@ -63,7 +63,7 @@ def run_demo(
     """Write the demo data, run the demo comparison and write its report.
 
     Args:
-        full: more label fractions (10, 25, 50, 100%), epochs and a larger input size.
+        full: label fractions 10, 25, 50 and 100% (the quick demo: 100% only), 10 epochs, 96 px.
         out_dir: comparison folder (default ``runs/demo`` or ``runs/demo-full``); the generated radiographs
             go to its ``data`` folder and are reused by the next call.
         on_event: progress messages.

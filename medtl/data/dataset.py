@@ -148,7 +148,9 @@ class SampleDataset(Dataset):
         # (C, x, y) -> (C, row, column): 2D networks, and ImageNet's weights, expect rows first. In a volume
         # reoriented to RAS this also puts anterior at the top and the patient's right on the left, as displayed.
         # a copy, never a view: the normalisation works in place and must not touch the cached volume
-        return torch.flip(img.transpose(-1, -2), dims=(-2, -1)) if self.display_layout else img.transpose(-1, -2).clone()
+        return (
+            torch.flip(img.transpose(-1, -2), dims=(-2, -1)) if self.display_layout else img.transpose(-1, -2).clone()
+        )
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         try:

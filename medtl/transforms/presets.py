@@ -274,8 +274,8 @@ def _intensity(modality: str, norm: Normalization, config: ExperimentConfig) -> 
     pre = config.preprocess
     how = pre.intensity
     if how == "auto":
-        # MR: percentiles whatever the weights, so a pretrained arm and its scratch control see the same
-        # intensities (the z-score scratch used to get cost it 0.03-0.09 accuracy: benchmarks/README.md);
+        # MR: percentiles whatever the weights, so a pretrained arm and its scratch control differ only in their
+        # weights (a fairness choice: accuracy-neutral on bench_transfer's MNI task, benchmarks/README.md);
         # MedicalNet's z-score still follows as the normalisation its weights expect
         how = "window" if modality == "CT" else "percentiles"
     if how == "window":

@@ -109,6 +109,7 @@ def _run_config(experiment: Any, arm: ArmSpec, seed: int, fraction: float, split
     }
     if arm.mode and arm.mode != "auto":
         overrides["data.mode"] = arm.mode
+    overrides.update(arm.overrides)
     return load_config(experiment.to_dict(), overrides)
 
 

@@ -274,6 +274,7 @@ def arm_spec(arm: ArmConfig, experiment: Any) -> ArmSpec:
         in_channels=arm.model.in_channels if arm.model.in_channels is not None else experiment.model.in_channels,
         label=arm.label or _default_label(arm.name, arch, weights),
         provenance=provenance,
+        overrides=arm_overrides(arm),
     )
 
 

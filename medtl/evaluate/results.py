@@ -71,6 +71,7 @@ class ArmSpec:
         label: name shown in the report ("MobileNetV2 ImageNet").
         provenance: the weight source's record (licence, citation, sha256...) once known.
         load_report: the summary of what was loaded, matched, adapted and left random.
+        overrides: the arm's own experiment overrides by dotted key (its ``augment``).
     """
 
     name: str
@@ -82,6 +83,7 @@ class ArmSpec:
     label: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     load_report: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def display(self) -> str:

@@ -71,7 +71,8 @@ def model_card(exp: Any, result: dict[str, Any], load_report: dict[str, Any]) ->
         "",
         "## Training",
         f"- Schedule {result.get('schedule')}: {t.epochs} epochs in all, the first {frozen} with the body frozen "
-        f"(lr {t.lr:g}, lr_mult {t.lr_mult:g}), batch {t.batch_size}, optimizer {t.optimizer}, precision "
+        f"(lr {t.lr_for(str(result.get('schedule'))):g}, lr_mult {t.lr_mult:g}), batch {t.batch_size}, "
+        f"optimizer {t.optimizer}, precision "
         f"{result.get('precision')}, devices {t.devices}, seed {t.seed}, class balance {t.class_balance}.",
         f"- Best epoch (by {t.monitor}): {result.get('best_epoch')}",
         "",

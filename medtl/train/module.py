@@ -83,7 +83,7 @@ class TaskModule(pl.LightningModule):
             schedule,
             epochs=train.epochs,
             n_groups=len(model.param_groups()),
-            lr=train.lr,
+            lr=train.lr_for(schedule),
             freeze_epochs=train.freeze_epochs,
             lr_mult=train.lr_mult,
             unfreeze_lr_factor=train.unfreeze_lr_factor,
@@ -119,10 +119,14 @@ class TaskModule(pl.LightningModule):
         ]
         if cfg.optimizer == "sgd":
             opt: torch.optim.Optimizer = torch.optim.SGD(
-                param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay
+                param_groups,
+                lr=self.plan[0].max_lrs[-1],
+                momentum=cfg.momentum,
+                nesterov=cfg.momentum > 0,
+                weight_decay=cfg.weight_decay,
             )
         else:
-            opt = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            opt = torch.optim.AdamW(param_groups, weight_decay=cfg.weight_decay)
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else cfg.epochs
         steps_per_epoch = max(float(total) / max(self.trainer.max_epochs or cfg.epochs, 1), 1.0)
         sched = PlanScheduler(opt, self.plan, steps_per_epoch, pct_start=cfg.pct_start)

@@ -61,6 +61,12 @@ def test_arms_may_differ_in_augmentation() -> None:
     assert s.flips == [] and s.zoom == 0.2 and s.rotate_deg == 5.0  # the rest from the experiment
     assert arm_config(cfg.experiment, imagenet).augment.flips == ["left_right"]
     assert flip_axes(arm_config(cfg.experiment, scratch), 2) == []
+    # and the runs compare trains for the arm get it
+    from medtl.evaluate.compare import _run_config
+    from medtl.evaluate.compare_config import arm_spec
+
+    run = _run_config(cfg.experiment, arm_spec(scratch, cfg.experiment), 0, 1.0, Path("splits.csv"), Path("r/x"))
+    assert run.augment.flips == [] and run.augment.zoom == 0.2 and run.augment.rotate_deg == 5.0
 
 
 def test_a_bad_arm_augment_fails_at_load_naming_the_arm() -> None:

@@ -14,6 +14,7 @@ from medtl.config import TrainConfig
 from medtl.models import create_model
 from medtl.train import fine_tune
 from medtl.train.module import TaskModule
+from medtl.train.rundir import RunDir
 from medtl.train.task import ClassificationTask
 
 
@@ -75,3 +76,22 @@ def test_compile_falls_back_to_eager_mode_when_compiling_fails(monkeypatch: pyte
         out = module(x)
     assert any("training in eager mode" in str(w.message) for w in caught)
     assert torch.equal(out, model(x)) and module(x).shape == (2, 2)
+
+
+def test_default_learning_rates_follow_the_schedule_and_select_last_tests_the_final_epoch(
+    xray_task: Path, tmp_path: Path
+) -> None:
+    assert TrainConfig().lr_for("one_cycle") == 3e-3 and TrainConfig().lr_for("fine_tune") == 1e-3
+    assert TrainConfig(lr=0.01).lr_for("one_cycle") == 0.01
+    cfg = base_config(
+        xray_task,
+        tmp_path,
+        preprocess={"size": [16, 16]},
+        train={"epochs": 2, "select": "last", "monitor": "val_loss", "lr": None, "loggers": ["csv"]},
+        output={"name": "last"},
+    )
+    result = fine_tune(cfg, quiet=True)
+    res = RunDir(result.run_dir).read_result()
+    assert res["best_epoch"] == 2 and res["best_checkpoint"].endswith("last.ckpt")
+    lrs = [r["lr"] for r in RunDir(result.run_dir).read_metrics()]
+    assert max(lrs) <= 3e-3 and max(lrs) > 1e-3  # scratch, one_cycle: peak 3e-3

@@ -73,8 +73,8 @@ def _wire_local_sources(names: list[str]) -> None:
     imported that function gets a wrapper that answers ``local:`` names from :mod:`medtl.weights.local`.
     """
     from medtl.errors import UnknownOptionError
-    from medtl.weights.local import local_weight_source
     from medtl.weights import sources
+    from medtl.weights.local import local_weight_source
 
     original = sources.get_weight_source
     try:

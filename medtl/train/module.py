@@ -188,12 +188,19 @@ class TaskModule(pl.LightningModule):
         loader = trainer.train_dataloader
         if loader is None:
             return
+
+        def images() -> Iterable[torch.Tensor]:
+            # the batches are made outside autocast: augmentation in this process must not compute in bf16
+            it = iter(loader)
+            while True:
+                with torch.autocast(self.device.type, enabled=False):
+                    batch = next(it, None)
+                if batch is None:
+                    return
+                yield batch["image"].to(self.device)
+
         with trainer.precision_plugin.forward_context():
-            recalibrate_batchnorm(
-                self.model,
-                (batch["image"].to(self.device) for batch in loader),
-                max_batches=self.cfg.precise_bn_batches,
-            )
+            recalibrate_batchnorm(self.model, images(), max_batches=self.cfg.precise_bn_batches)
         if trainer.world_size > 1:  # every rank saw its own shard: average the estimates
             for m in _batchnorms(self.model):
                 m.running_mean.copy_(trainer.strategy.reduce(m.running_mean, reduce_op="mean"))

@@ -24,6 +24,8 @@ def test_bf16_mixed_trains_validates_with_precise_bn_and_writes_results(xray_tas
         tmp_path,
         preprocess={"size": [16, 16]},
         train={"epochs": 2, "batch_size": 4, "precision": "bf16-mixed", "precise_bn_batches": 3, "accelerator": "cpu"},
+        # augmentation runs in this process (num_workers 0): precise BN must draw its batches outside autocast
+        augment={"enabled": True, "affine_prob": 1.0, "rotate_deg": 10.0, "zoom": 0.1},
         output={"name": "bf16"},
     )
     result = fine_tune(cfg, quiet=True)

@@ -95,14 +95,17 @@ def compare_cmd(
 
 
 def demo_cmd(
-    full: bool = typer.Option(False, "--full", help="3 seeds, 4 label fractions, more epochs (much longer)."),
+    full: bool = typer.Option(False, "--full", help="label fractions 10/25/50/100%, 10 epochs, 96 px (much longer)."),
     out: Path | None = typer.Option(None, "--out", help="Comparison folder (default runs/demo)."),
 ) -> None:
     """Compare ImageNet-pretrained MobileNetV2 with training from scratch on the sample radiographs (CPU, offline)."""
     from medtl.evaluate.demo import run_demo
 
     started = time.perf_counter()
-    print("medtl demo: MobileNetV2 ImageNet vs scratch on sample_data/xray" + (" (full)" if full else ""), flush=True)
+    print(
+        "medtl demo: MobileNetV2 ImageNet vs scratch on 800 generated radiographs" + (" (full)" if full else ""),
+        flush=True,
+    )
     result = run_demo(full=full, out_dir=out, on_event=lambda msg: print(msg, flush=True))
     _finish(result, started)
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from medtl.evaluate.compare import CompareConfig, CompareResult, compare, default_arms, load_compare_config
 from medtl.evaluate.report import print_summary, write_report
-from medtl.evaluate.results import ArmSpec, CompareResults, RunRecord, Summary, summarize
+from medtl.evaluate.results import ArmSpec, CompareResults, RunRecord
 from medtl.evaluate.stats import delong_test, mean_ci, paired_difference
+from medtl.evaluate.summary import Summary, summarize
 
 __all__ = [
     "compare",

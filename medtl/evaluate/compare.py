@@ -42,7 +42,8 @@ from medtl.evaluate.compare_config import (
 )
 from medtl.evaluate.launch import Job, config_key, execute, is_finished, slurm_executor, train_run
 from medtl.evaluate.report import ReportFiles, write_report
-from medtl.evaluate.results import ArmSpec, CompareResults, RunRecord, Summary, record_from_run_dir, summarize
+from medtl.evaluate.results import ArmSpec, CompareResults, RunRecord, record_from_run_dir
+from medtl.evaluate.summary import Summary, summarize
 from medtl.train.rundir import RunDir
 
 __all__ = [

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medtl.evaluate.results import METRIC_WORDS, CompareResults, Summary
+from medtl.evaluate.results import CompareResults
+from medtl.evaluate.summary import METRIC_WORDS, Summary
 
 __all__ = ["plot_label_efficiency", "plot_learning_curves", "plot_roc_curves"]
 

@@ -2,7 +2,7 @@
 
 The report is built once as a list of blocks (headings, paragraphs, tables, images) and rendered to
 Markdown and HTML from the same blocks, so the two never disagree; every number in them is formatted
-from the :class:`~medtl.evaluate.results.Summary` also written to ``results.json``.
+from the :class:`~medtl.evaluate.summary.Summary` also written to ``results.json``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from medtl.evaluate.plots import plot_label_efficiency, plot_learning_curves, plot_roc_curves
-from medtl.evaluate.results import METRIC_WORDS, ArmFractionSummary, CompareResults, Summary, summarize
+from medtl.evaluate.results import CompareResults
 from medtl.evaluate.stats import PairedDifference
+from medtl.evaluate.summary import METRIC_WORDS, ArmFractionSummary, Summary, summarize
 
 __all__ = ["write_report", "summary_table", "print_summary", "fmt", "fmt_p", "md_escape", "ReportFiles"]
 

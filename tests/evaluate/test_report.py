@@ -11,8 +11,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from medtl.evaluate.report import md_escape, print_summary, summary_table, write_report
-from medtl.evaluate.results import ArmSpec, CompareResults, RunRecord, record_from_run_dir, summarize
+from medtl.evaluate.results import ArmSpec, CompareResults, RunRecord, record_from_run_dir
 from medtl.evaluate.stats import METRICS, aggregate_by_patient, compute_metric
+from medtl.evaluate.summary import summarize
 
 
 def smoothed(values, window=3):

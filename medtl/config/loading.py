@@ -1,0 +1,169 @@
+"""Reading an experiment config: YAML files, paths relative to the file, dotted overrides, one-line errors."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from medtl.config.sections import ExperimentConfig
+from medtl.errors import ConfigError
+
+__all__ = [
+    "load_config",
+    "read_config_file",
+    "resolve_config_paths",
+    "resolve_relative_path",
+    "config_to_yaml",
+    "apply_overrides",
+]
+
+
+def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names allowed at ``loc`` (the parent of an unknown key), walking nested sections."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        current = ann if isinstance(ann, type) else None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return None
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_fields(ExperimentConfig, loc[:-1]) or []
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            lines.append(f"{where}: unknown field; allowed: {', '.join(allowed)}{hint}")
+        elif err["type"] == "literal_error":
+            expected = err.get("ctx", {}).get("expected", "")
+            lines.append(f"{where}: {err['input']!r} is not allowed; allowed: {expected}")
+        elif err["type"] == "missing":
+            lines.append(f"{where}: required field missing")
+        else:
+            lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+    return f"invalid config {source}: " + "; ".join(lines)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Return a copy of ``raw`` with dotted keys (``"train.epochs"``) or nested dicts merged in."""
+    out = copy.deepcopy(raw)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and "." not in key:
+            section = out.setdefault(key, {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"cannot override {key!r}: it is not a section")
+            out[key] = apply_overrides(section, value)
+            continue
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot override {key!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
+
+
+def resolve_relative_path(section: Any, key: str, base: Path, *, only_files: bool = False) -> None:
+    """Make ``section[key]`` absolute against ``base``, the folder of the config file that holds it.
+
+    Args:
+        section: a config section (anything else is left alone).
+        key: the field holding a path.
+        base: the config file's folder.
+        only_files: resolve only values that name a weight file (``weights`` may also be a source name).
+    """
+    if not isinstance(section, dict) or not isinstance(section.get(key), str | Path):
+        return
+    value = str(section[key])
+    if only_files and not value.endswith(WEIGHT_FILE_SUFFIXES):
+        return
+    p = Path(value).expanduser()
+    section[key] = os.path.normpath(p if p.is_absolute() else base / p)
+
+
+def resolve_config_paths(raw: dict[str, Any], base: Path) -> None:
+    """Paths in an experiment config file are relative to the file."""
+    resolve_relative_path(raw.get("data"), "manifest", base)
+    resolve_relative_path(raw.get("splits"), "file", base)
+    resolve_relative_path(raw.get("output"), "dir", base)
+    resolve_relative_path(raw.get("model"), "weights", base, only_files=True)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The YAML mapping in ``path``, or a ConfigError saying why there is none."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", path=str(path), fix="check the path")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config {path} is not a text file (byte {exc.start} is not UTF-8)",
+            path=str(path),
+            fix="pass the YAML experiment config",
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}", path=str(path)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections (data, model, train...)", path=str(path))
+    return raw
+
+
+def load_config(
+    path_or_dict: str | Path | dict[str, Any] | ExperimentConfig, overrides: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """Read and validate an experiment config.
+
+    Args:
+        path_or_dict: a YAML file, a dict with the same structure, or an ExperimentConfig (copied).
+        overrides: values that replace the file's, by dotted key (``{"train.epochs": 3}``) or nested dict.
+
+    Returns:
+        The validated config with defaults filled in. Relative paths in a file are made relative to it.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or a field is unknown or invalid (with its path and
+            the allowed values).
+    """
+    if isinstance(path_or_dict, ExperimentConfig):
+        raw = path_or_dict.to_dict()
+        source = "(object)"
+    elif isinstance(path_or_dict, dict):
+        raw = copy.deepcopy(path_or_dict)
+        source = "(dict)"
+    else:
+        path = Path(path_or_dict).expanduser()
+        source = str(path)
+        raw = read_config_file(path)
+        resolve_config_paths(raw, path.parent.resolve())
+    raw = apply_overrides(raw, overrides)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source), path=None if source.startswith("(") else source) from None
+
+
+def config_to_yaml(config: ExperimentConfig) -> str:
+    """The resolved config as YAML (defaults filled in)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

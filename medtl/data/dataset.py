@@ -22,7 +22,7 @@ from monai.data import Dataset as MonaiDataset
 from torch.utils.data import Dataset
 
 from medtl.errors import DataLoadError, TrainingError
-from medtl.transforms.presets import unwrap_load_error
+from medtl.transforms.checks import unwrap_load_error
 
 __all__ = ["SampleDataset", "SegmentationDataset", "slice_indices", "stamp"]
 

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from medtl.errors import ManifestError, TrainingError
 from medtl.pretrain.config import PretrainConfig
-from medtl.transforms.presets import unwrap_load_error
+from medtl.transforms.checks import unwrap_load_error
 from medtl.utils import hash_patient_id
 
 __all__ = ["ScanPool", "read_pool", "build_preprocessing", "PoolDataset", "LabelledDataset"]
@@ -162,7 +162,8 @@ def build_preprocessing(cfg: PretrainConfig, first_image: str, series: str | Non
     """
     from medtl.config import AugmentConfig, DataConfig, ExperimentConfig, ModelConfig
     from medtl.train.experiment import read_scan_info, resolve_input, resolve_weight_source
-    from medtl.transforms.presets import build_pipeline, modality_from_meta
+    from medtl.transforms.checks import modality_from_meta
+    from medtl.transforms.presets import build_pipeline
 
     scan = read_scan_info({"image": first_image, "series": series, "row": 2})
     modality = cfg.data.modality if cfg.data.modality != "auto" else modality_from_meta(scan.meta, scan.dims)

@@ -24,7 +24,8 @@ from medtl.errors import ConfigError, DataLoadError, ManifestError, MedtlError, 
 from medtl.models import expected_input, weight_source_for
 from medtl.train.segmentation import SegmentationTask
 from medtl.train.task import ClassificationTask
-from medtl.transforms.presets import Pipeline, build_pipeline, modality_from_meta
+from medtl.transforms.checks import modality_from_meta
+from medtl.transforms.presets import Pipeline, build_pipeline
 from medtl.transforms.segmentation import build_segmentation_pipeline
 from medtl.utils import hash_patient_id, medtl_home
 from medtl.weights.sources import IMAGENET_MEAN, IMAGENET_STD, Normalization, WeightSource

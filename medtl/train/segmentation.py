@@ -319,7 +319,7 @@ def segment_scans(
         except DataLoadError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failing scan is reported with its path
-            from medtl.transforms.presets import unwrap_load_error
+            from medtl.transforms.checks import unwrap_load_error
 
             err = unwrap_load_error(exc)
             if err is not exc:

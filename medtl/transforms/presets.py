@@ -17,7 +17,6 @@ For 2.5D, ``pre`` keeps the volume (resized in-plane only) and ``post`` works on
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,25 +25,35 @@ import torch
 from monai.transforms import (
     Compose,
     EnsureTyped,
-    MapTransform,
     NormalizeIntensityd,
     Orientationd,
     RandAffined,
     RandFlipd,
     RandGaussianNoised,
-    Randomizable,
     RandShiftIntensityd,
     Resized,
     ResizeWithPadOrCropd,
     ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
     Spacingd,
-    Transform,
     Transposed,
 )
 
 from medtl.config import ExperimentConfig
-from medtl.errors import ConfigError, DataLoadError
+from medtl.errors import ConfigError
+from medtl.transforms.checks import (
+    KEY,
+    AdaptChannels,
+    AdaptChannelsd,
+    ExpectScan,
+    ExpectScand,
+    Guard,
+    RandGuard,
+    default_size,
+    modality_class,
+    modality_from_meta,
+    unwrap_load_error,
+)
 from medtl.weights.sources import Normalization
 
 __all__ = [
@@ -64,192 +73,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-KEY = "image"
-XR_MODALITIES = {"CR", "DX", "DR", "MG", "XA", "RF", "RG", "PX", "IO", "XR", "OT", "SC"}
-
-
-def modality_from_meta(meta: Mapping[str, Any], spatial_dims: int) -> str:
-    """Map a scan's DICOM Modality to CT, MR or XR (a 2D image without one: XR).
-
-    Raises:
-        ConfigError: the metadata does not tell.
-    """
-    found = modality_class(meta)
-    if found is not None:
-        return found
-    m = str(meta.get("modality") or "").upper()
-    if not m and spatial_dims == 2:
-        return "XR"
-    raise ConfigError(
-        f"cannot tell the modality of {meta.get('filename_or_obj', 'the first scan')} (DICOM Modality {m!r}); "
-        "set data.modality to CT, MR or XR in the config"
-    )
-
-
-def default_size(spatial_dims: int) -> list[int]:
-    return [224, 224] if spatial_dims == 2 else [64, 64, 64]
-
-
-class Guard(Transform):
-    """Run a transform; turn any failure into a :class:`DataLoadError` naming the scan's path and manifest row."""
-
-    def __init__(self, transform: Any, stage: str) -> None:
-        self.transform = transform
-        self.stage = stage
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> Guard:
-        if hasattr(self.transform, "set_random_state"):
-            self.transform.set_random_state(seed=seed, state=state)
-        return self
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> Any:
-        try:
-            return self.transform(data)
-        except DataLoadError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure of a sample is reported with its file
-            root: BaseException = exc
-            while root.__cause__ is not None or (root.__context__ is not None and not root.__suppress_context__):
-                root = root.__cause__ or root.__context__  # type: ignore[assignment]
-            path = data.get("_path", data.get(KEY)) if isinstance(data, Mapping) else None
-            row = data.get("row") if isinstance(data, Mapping) else None
-            where = f" (manifest row {row})" if row not in (None, "") else ""
-            msg = " ".join(str(root).split())[:500]
-            raise DataLoadError(
-                f"scan {path}{where} failed in {self.stage}: {type(root).__name__}: {msg}",
-                path=None if path is None else str(path),
-                fix="fix or remove this row of the manifest",
-            ) from exc
-
-
-class RandGuard(Guard, Randomizable):
-    """A :class:`Guard` around random transforms.
-
-    It is ``Randomizable`` so that MONAI's seeding (``Compose.set_random_state``, ``DataLoader``) reaches the
-    transforms inside: a plain ``Transform`` is skipped, which would leave augmentation unseeded and runs
-    irreproducible. (Deterministic stages keep the plain Guard, so ``PersistentDataset`` still caches them.)
-    """
-
-    def randomize(self, data: Any = None) -> None:
-        """The wrapped transforms draw their own parameters."""
-
-
-def unwrap_load_error(exc: BaseException) -> BaseException:
-    """The :class:`DataLoadError` inside MONAI's ``RuntimeError("applying transform ...")`` wrappers, if any."""
-    cur: BaseException | None = exc
-    while cur is not None:
-        if isinstance(cur, DataLoadError):
-            return cur
-        cur = cur.__cause__
-    return exc
-
-
-class AdaptChannels(Transform):
-    """Give an image ``channels`` channels: repeat a single channel, or average several into one."""
-
-    def __init__(self, channels: int) -> None:
-        self.channels = channels
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        c = img.shape[0]
-        if c == self.channels:
-            return img
-        if c == 1:
-            return img.repeat(self.channels, *([1] * (img.ndim - 1)))
-        if self.channels == 1:
-            return img.mean(dim=0, keepdim=True)
-        raise DataLoadError(
-            f"image has {c} channels and the model expects {self.channels}; set model.in_channels to match the images"
-        )
-
-
-class AdaptChannelsd(MapTransform):
-    """Dict twin of :class:`AdaptChannels`."""
-
-    def __init__(self, keys: Any, channels: int) -> None:
-        super().__init__(keys)
-        self.op = AdaptChannels(channels)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for k in self.key_iterator(d):
-            d[k] = self.op(d[k])
-        return d
-
-
-def modality_class(meta: Mapping[str, Any]) -> str | None:
-    """CT, MR or XR from a scan's metadata; None when it does not say."""
-    m = str(meta.get("modality") or "").upper()
-    if m == "CT" or meta.get("units") == "HU":
-        return "CT"
-    if m in ("MR", "MRI"):
-        return "MR"
-    if m in XR_MODALITIES:
-        return "XR"
-    return None
-
-
-class ExpectScan(Transform):
-    """Check that a scan is the kind of input the pipeline was built for; squeeze a one-slice volume to 2D.
-
-    A model must not silently predict on another kind of input (a 3D CT model on a radiograph, a 4D NIfTI
-    averaged into one channel, a one-slice volume stretched into 3D).
-
-    Args:
-        dims: spatial dims expected (2 also accepts a volume of one slice when ``flat``).
-        channels: channels expected as read (RGB and grey 2D images are interchangeable).
-        flat: the images are one-slice volumes used as 2D images.
-        modality: CT, MR or XR; a scan whose metadata names another modality is refused.
-    """
-
-    def __init__(self, *, dims: int, channels: int, flat: bool = False, modality: str | None = None) -> None:
-        self.dims = dims
-        self.channels = channels
-        self.flat = flat
-        self.modality = modality
-
-    def __call__(self, img: Any) -> Any:
-        meta = getattr(img, "meta", {}) or {}
-        path = meta.get("filename_or_obj", "the scan")
-        if img.ndim == 4 and int(img.shape[-1]) == 1 and self.dims == 2:
-            img = img[..., 0]
-        if img.ndim - 1 != self.dims:
-            what = "a volume" if img.ndim == 4 else "a 2D image"
-            raise DataLoadError(
-                f"{path} is {what} (shape {tuple(img.shape[1:])}) but this model takes {self.dims}D input",
-                path=str(path),
-                fix="give it scans of the kind it was trained on",
-            )
-        c = int(img.shape[0])
-        if c != self.channels and not (self.dims == 2 and {c, self.channels} <= {1, 3}):
-            raise DataLoadError(
-                f"{path} has {c} channels but this model was built for {self.channels}",
-                path=str(path),
-                fix="give it scans of the kind it was trained on (a 4D NIfTI: extract the volume to use)",
-            )
-        found = modality_class(meta)
-        if self.modality and found and found != self.modality:
-            raise DataLoadError(
-                f"{path} is {found} but this model was trained on {self.modality}",
-                path=str(path),
-                fix="give it scans of the modality it was trained on, or set data.modality",
-            )
-        return img
-
-
-class ExpectScand(MapTransform):
-    """Dict twin of :class:`ExpectScan`."""
-
-    def __init__(self, keys: Any, **kwargs: Any) -> None:
-        super().__init__(keys)
-        self.op = ExpectScan(**kwargs)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for k in self.key_iterator(d):
-            d[k] = self.op(d[k])
-        return d
 
 
 @dataclass

@@ -39,17 +39,8 @@ from monai.transforms import (
 
 from medtl.config import ExperimentConfig
 from medtl.errors import ConfigError, DataLoadError
-from medtl.transforms.presets import (
-    KEY,
-    AdaptChannelsd,
-    ExpectScand,
-    Guard,
-    Pipeline,
-    RandGuard,
-    _intensity,
-    channel_stats,
-    default_size,
-)
+from medtl.transforms.checks import KEY, AdaptChannelsd, ExpectScand, Guard, RandGuard, default_size
+from medtl.transforms.presets import Pipeline, _intensity, channel_stats
 from medtl.weights.sources import Normalization
 
 __all__ = [

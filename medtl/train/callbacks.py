@@ -14,11 +14,12 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from medtl.train.rundir import RunDir
 from medtl.utils import atomic_write_bytes
 
-__all__ = ["MetricsCSV", "RngState", "PlainProgress", "AtomicCheckpointIO"]
+__all__ = ["MetricsCSV", "LastCheckpoint", "RngState", "PlainProgress", "AtomicCheckpointIO"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -85,10 +86,25 @@ class MetricsCSV(pl.Callback):
                 row[col] = float(m.get(col[4:], math.nan))
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # after ModelCheckpoint.on_validation_end has written this epoch's checkpoints
+    def write(self) -> None:
+        self.run.write_metrics(self.rows, self.columns)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
-            self.run.write_metrics(self.rows, self.columns)
+            self.write()
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """last.ckpt (no monitor, the latest epoch); metrics.csv is rewritten only once it is safely on disk."""
+
+    def __init__(self, metrics: MetricsCSV, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.metrics = metrics
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if trainer.is_global_zero:
+            self.metrics.write()
 
 
 class RngState(pl.Callback):

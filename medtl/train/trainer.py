@@ -74,7 +74,7 @@ def build_trainer(
         RichProgressBar,
     )
 
-    from medtl.train.callbacks import AtomicCheckpointIO, MetricsCSV, PlainProgress, RngState
+    from medtl.train.callbacks import AtomicCheckpointIO, LastCheckpoint, MetricsCSV, PlainProgress, RngState
 
     t = cfg.train
     accelerator = {"cuda": "gpu"}.get(t.accelerator, t.accelerator)
@@ -92,8 +92,13 @@ def build_trainer(
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    last_cb = ModelCheckpoint(  # no monitor, top 1: the latest epoch, under a fixed name
-        dirpath=run.path, filename="last", save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False
+    last_cb = LastCheckpoint(  # no monitor, top 1: the latest epoch, under a fixed name; then metrics.csv
+        metrics_cb,
+        dirpath=run.path,
+        filename="last",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
     )
     cbs: list[Any] = [RngState(exp.datasets["train"]), metrics_cb, best_cb, last_cb]
     if t.patience:

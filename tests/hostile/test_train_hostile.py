@@ -148,3 +148,31 @@ def test_a_non_finite_loss_stops_training_or_is_skipped_as_configured() -> None:
     assert module.training_step(batch, 0) is None  # skipped: one allowed
     with pytest.raises(TrainingError, match="training loss is nan at epoch 1, batch 1"):
         module.training_step(batch, 1)
+
+
+def test_sigterm_stops_a_run_with_its_resume_command(tmp_path: Path, env) -> None:
+    """A cluster's time limit sends SIGTERM: the run stops like Ctrl-C (exit 130) and records how to resume."""
+    import signal
+    import subprocess
+    import time
+
+    from helpers.cli import MEDTL
+
+    task = make_xray_task(tmp_path / "xray", size=16)
+    cfg = base_config(task, tmp_path / "runs", preprocess={"size": [16, 16]}, train={"epochs": 200, "loggers": ["csv"]})
+    cfg["output"]["name"] = "long"
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen(
+        [MEDTL, "train", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    metrics = tmp_path / "runs" / "long" / "metrics.csv"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 2):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    result = json.loads((tmp_path / "runs" / "long" / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["resume"].startswith("medtl train --resume")

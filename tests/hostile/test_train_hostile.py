@@ -170,8 +170,11 @@ def test_sigterm_stops_a_run_with_its_resume_command(tmp_path: Path, env) -> Non
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 2):
         time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never leave a training process behind
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     result = json.loads((tmp_path / "runs" / "long" / "result.json").read_text())

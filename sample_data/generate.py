@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+# one drawing of the phantoms: the demo generates its radiographs with the same functions
+from medtl.resources.demo_data import _soft_ellipse, xray_phantom  # noqa: E402
+
 __all__ = ["generate", "ct_phantom", "xray_phantom", "TASKS", "main"]
 
 HERE = Path(__file__).resolve().parent
@@ -57,22 +60,6 @@ def random_name(rng: np.random.Generator, n: int = 8) -> str:
 # --------------------------------------------------------------------------------------------------
 # Phantoms
 # --------------------------------------------------------------------------------------------------
-
-
-def _soft_ellipse(coords: Sequence[np.ndarray], center: Sequence[float], radii: Sequence[float], edge: float = 1.0):
-    """1 inside an ellipse/ellipsoid, 0 outside, a linear ramp about ``edge`` voxels wide at the border."""
-    r2 = sum(((c - c0) / r) ** 2 for c, c0, r in zip(coords, center, radii, strict=True))
-    r = np.sqrt(r2)
-    width = edge / float(min(radii))
-    return np.clip((1.0 - r) / width + 0.5, 0.0, 1.0)
-
-
-def _segment_distance(x: np.ndarray, y: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
-    """Distance (pixels) from every pixel to the segment p0-p1."""
-    d = p1 - p0
-    t = ((x - p0[0]) * d[0] + (y - p0[1]) * d[1]) / float(d @ d)
-    t = np.clip(t, 0.0, 1.0)
-    return np.sqrt((x - (p0[0] + t * d[0])) ** 2 + (y - (p0[1] + t * d[1])) ** 2)
 
 
 def ct_phantom(
@@ -163,95 +150,6 @@ def ct_phantom(
 
     vol += rng.normal(0.0, noise, size=shape)
     return np.clip(np.rint(vol), -1024, 3071)
-
-
-def xray_phantom(rng: np.random.Generator, shape: tuple[int, int], positive: bool) -> np.ndarray:
-    """A chest-radiograph-like attenuation image (0 = air, larger = denser), indexed ``[row, column]``.
-
-    Both classes: body, two lung fields, mediastinum and heart, spine, curved ribs, clavicles, short
-    vessel markings, and 0-2 thin linear opacities (scar-like bands). ``positive`` adds one round nodule
-    (radius 5.5-8.5 px) in a lung field; negative adds an elongated opacity of the same area and contrast
-    (axes 2.5-3.5 times longer and shorter), so only the round shape tells the classes apart.
-    """
-    rows, cols = shape
-    y, x = np.meshgrid(np.arange(rows, dtype=float), np.arange(cols, dtype=float), indexing="ij")
-    cx = cols / 2 + rng.uniform(-2, 2)
-    cy = rows / 2 + rng.uniform(-2, 2)
-
-    img = np.zeros(shape)
-    body = _soft_ellipse(
-        (x, y), (cx, cy + rows * 0.05), (cols * rng.uniform(0.42, 0.47), rows * rng.uniform(0.55, 0.62))
-    )
-    img += body * rng.uniform(0.45, 0.55)
-
-    lungs = np.zeros(shape)
-    lung_fields = []
-    for side in (-1, 1):
-        lcx = cx + side * cols * rng.uniform(0.18, 0.21)
-        lcy = cy - rows * rng.uniform(0.0, 0.05)
-        lrx = cols * rng.uniform(0.13, 0.16)
-        lry = rows * rng.uniform(0.28, 0.33)
-        lungs = np.maximum(lungs, _soft_ellipse((x, y), (lcx, lcy), (lrx, lry), edge=1.5))
-        lung_fields.append((lcx, lcy, lrx, lry))
-    img -= lungs * rng.uniform(0.25, 0.32)
-
-    heart = _soft_ellipse((x, y), (cx + cols * 0.05, cy + rows * 0.12), (cols * 0.13, rows * 0.15), edge=2.0)
-    img += heart * 0.12 * lungs + heart * 0.05
-    spine = np.clip(cols * 0.045 - np.abs(x - cx), 0.0, 1.0) * body
-    img += spine * rng.uniform(0.15, 0.22)
-
-    rib = rng.uniform(0.10, 0.16)
-    for side in (-1, 1):
-        for k in range(6):
-            y0 = cy - rows * 0.28 + k * rows * 0.105 + rng.uniform(-1.5, 1.5)
-            curve = y0 + 0.012 * (x - cx) ** 2 / (cols / 100.0) - side * 0.15 * (x - cx)
-            band = np.clip(1.6 - np.abs(y - curve), 0.0, 1.0)
-            half = np.clip(side * (x - cx) - cols * 0.03, 0.0, 1.0)
-            img += band * half * body * rib
-    for side in (-1, 1):
-        p0 = np.array([cx + side * cols * 0.05, cy - rows * 0.33])
-        p1 = np.array([cx + side * cols * 0.38, cy - rows * 0.38])
-        img += np.clip(2.0 - _segment_distance(x, y, p0, p1), 0.0, 1.0) * body * rib
-
-    def lung_point(margin: float) -> np.ndarray:
-        lcx, lcy, lrx, lry = lung_fields[int(rng.integers(2))]
-        while True:
-            u, v = rng.uniform(-1, 1, size=2)
-            if u * u + v * v <= 1:
-                break
-        return np.array([lcx + u * max(lrx - margin, 1.0), lcy + v * max(lry - margin, 1.0)])
-
-    for _ in range(int(rng.integers(6, 11))):  # vessel markings
-        p0 = lung_point(2.0)
-        p1 = p0 + rng.uniform(-8, 8, size=2)
-        img += np.clip(1.0 - _segment_distance(x, y, p0, p1), 0.0, 1.0) * lungs * rng.uniform(0.03, 0.07)
-    for _ in range(int(rng.integers(0, 3))):  # linear scar-like opacities: same contrast as a nodule
-        p0 = lung_point(6.0)
-        angle = rng.uniform(0, 1)
-        direction = np.array([1.0 - angle, angle]) * rng.choice([-1.0, 1.0], size=2)
-        p1 = p0 + direction / np.sqrt(direction @ direction) * rng.uniform(12, 20)
-        img += np.clip(1.8 - _segment_distance(x, y, p0, p1), 0.0, 1.0) * lungs * rng.uniform(0.14, 0.26)
-
-    # the finding: a round nodule (positive) or, with the same area and contrast, an elongated opacity
-    # (negative), so that only the shape tells the classes apart, not how much bright matter there is
-    radius = rng.uniform(5.5, 8.5)
-    center = lung_point(radius)
-    contrast = rng.uniform(0.24, 0.34)
-    elongation = 1.0 if positive else rng.uniform(2.5, 3.5)
-    a, b = rng.uniform(-1.0, 1.0, size=2) + np.array([1e-3, 0.0])
-    norm = np.sqrt(a * a + b * b)
-    u = ((x - center[0]) * a + (y - center[1]) * b) / norm
-    v = (-(x - center[0]) * b + (y - center[1]) * a) / norm
-    finding = _soft_ellipse((u, v), (0.0, 0.0), (radius * elongation, radius / elongation), edge=1.5)
-    img += finding * lungs * contrast
-
-    img += rng.normal(0.0, rng.uniform(0.015, 0.03), size=shape)
-    return img
-
-
-# --------------------------------------------------------------------------------------------------
-# Writers
-# --------------------------------------------------------------------------------------------------
 
 
 def _new_dataset(sop_class: str, sop_instance: str):

@@ -60,7 +60,11 @@ def load_run(run_dir: str | Path, *, quiet: bool = False) -> LoadedRun:
     cfg = run.read_config()
     pre = run.read_preprocessing()
     norm = pre["normalization"]
-    pipeline = build_pipeline(
+    seg = pre.get("task") == "segmentation" and cfg.segmentation is not None
+    builder = build_pipeline
+    if seg:
+        from medtl.transforms.segmentation import build_segmentation_pipeline as builder
+    pipeline = builder(
         cfg,
         modality=pre["modality"],
         mode=pre["mode"],
@@ -70,22 +74,10 @@ def load_run(run_dir: str | Path, *, quiet: bool = False) -> LoadedRun:
         in_channels=pre["in_channels"],
         normalization=Normalization(norm["kind"], tuple(norm.get("mean") or ()), tuple(norm.get("std") or ())),
     )
-    seg = pre.get("task") == "segmentation" and cfg.segmentation is not None
     task: ClassificationTask | SegmentationTask = ClassificationTask(list(pre["classes"]))
     if seg:
         from medtl.train.experiment import segmentation_task
-        from medtl.transforms.segmentation import build_segmentation_pipeline
 
-        pipeline = build_segmentation_pipeline(
-            cfg,
-            modality=pre["modality"],
-            mode=pre["mode"],
-            scan_dims=pre["scan_dims"],
-            scan_channels=pre.get("scan_channels", 1),
-            flat_volumes=pre.get("flat_volumes", False),
-            in_channels=pre["in_channels"],
-            normalization=pipeline.normalization,
-        )
         task = segmentation_task(cfg, pipeline)
     model = create_model(
         cfg.model.arch,

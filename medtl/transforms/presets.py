@@ -160,27 +160,29 @@ def flip_axes(config: ExperimentConfig, model_dims: int) -> list[int]:
     return list(dict.fromkeys(_FLIP_AXES[model_dims][name] for name in a.flips))
 
 
-def _augmentation(config: ExperimentConfig, model_dims: int) -> list[Any]:
+def augmentation(config: ExperimentConfig, model_dims: int, *, mask_key: str | None = None) -> list[Any]:
+    """The training augmentation; with ``mask_key`` the geometric transforms move the mask too (nearest)."""
     aug: list[Any] = []
     a = config.augment
     if not a.enabled:
         return aug
     if config.preprocess.orientation is None and model_dims == 3 and a.flip_axes is None and a.flips:
         log.warning("augment.flips in 3D assume RAS volumes, but preprocess.orientation is None: axes are as stored")
+    keys = [KEY] if mask_key is None else [KEY, mask_key]
     for axis in flip_axes(config, model_dims):
         if a.flip_prob > 0:
-            aug.append(RandFlipd(KEY, prob=a.flip_prob, spatial_axis=axis))
+            aug.append(RandFlipd(keys, prob=a.flip_prob, spatial_axis=axis))
     if a.affine_prob > 0 and (a.rotate_deg > 0 or a.zoom > 0):
         theta = float(np.deg2rad(a.rotate_deg))
         rotate = (theta,) if model_dims == 2 else (0.0, 0.0, theta)
         aug.append(
             RandAffined(
-                KEY,
+                keys,
                 prob=a.affine_prob,
                 rotate_range=rotate,
                 scale_range=(a.zoom,) * model_dims,
-                padding_mode="border",
-                mode="bilinear",
+                padding_mode="border" if mask_key is None else ("border", "zeros"),
+                mode="bilinear" if mask_key is None else ("bilinear", "nearest"),
             )
         )
     if a.intensity_shift > 0:
@@ -281,7 +283,7 @@ def build_pipeline(
     desc["resize"] = config.preprocess.resize
     pre.append(EnsureTyped(KEY, data_type="tensor", dtype=torch.float32, track_meta=False))
 
-    aug = _augmentation(config, model_dims)
+    aug = augmentation(config, model_dims)
     desc["augment"] = [type(t).__name__ for t in aug]
     final: list[Any] = [AdaptChannelsd(KEY, in_channels)]
     if norm.kind == "imagenet":

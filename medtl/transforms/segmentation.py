@@ -26,11 +26,7 @@ from monai.transforms import (
     MapTransform,
     NormalizeIntensityd,
     Orientationd,
-    RandAffined,
     RandCropByPosNegLabeld,
-    RandFlipd,
-    RandGaussianNoised,
-    RandShiftIntensityd,
     Resized,
     Spacingd,
     SpatialPadd,
@@ -40,7 +36,7 @@ from monai.transforms import (
 from medtl.config import ExperimentConfig
 from medtl.errors import ConfigError, DataLoadError
 from medtl.transforms.checks import KEY, AdaptChannelsd, ExpectScand, Guard, RandGuard, default_size
-from medtl.transforms.presets import Pipeline, _intensity, channel_stats
+from medtl.transforms.presets import Pipeline, _intensity, augmentation, channel_stats
 from medtl.weights.sources import Normalization
 
 __all__ = [
@@ -141,47 +137,6 @@ def patch_size_of(config: ExperimentConfig, model_dims: int) -> list[int]:
     return size
 
 
-def _flip_axes(config: ExperimentConfig, model_dims: int) -> list[int]:
-    """The axes the augmentation flips: the classification presets' answer, so both tasks flip the same way."""
-    from medtl.transforms import presets
-
-    if hasattr(presets, "flip_axes"):  # anatomical flip names mapped to axes
-        return list(presets.flip_axes(config, model_dims))
-    axes = list(getattr(config.augment, "flip_axes", None) or [])
-    for axis in axes:
-        if not 0 <= axis < model_dims:
-            raise ConfigError(f"augment.flip_axes has axis {axis}; {model_dims}D samples have axes 0..{model_dims - 1}")
-    return axes
-
-
-def _augmentation(config: ExperimentConfig, model_dims: int) -> list[Any]:
-    a = config.augment
-    aug: list[Any] = []
-    if not a.enabled:
-        return aug
-    keys = [KEY, MASK]
-    for axis in _flip_axes(config, model_dims):
-        if a.flip_prob > 0:
-            aug.append(RandFlipd(keys, prob=a.flip_prob, spatial_axis=axis))
-    if a.affine_prob > 0 and (a.rotate_deg > 0 or a.zoom > 0):
-        theta = float(np.deg2rad(a.rotate_deg))
-        aug.append(
-            RandAffined(
-                keys,
-                prob=a.affine_prob,
-                rotate_range=(theta,) if model_dims == 2 else (0.0, 0.0, theta),
-                scale_range=(a.zoom,) * model_dims,
-                padding_mode=("border", "zeros"),
-                mode=("bilinear", "nearest"),
-            )
-        )
-    if a.intensity_shift > 0:
-        aug.append(RandShiftIntensityd(KEY, offsets=a.intensity_shift, prob=0.5))
-    if a.noise_std > 0:
-        aug.append(RandGaussianNoised(KEY, std=a.noise_std, prob=0.5))
-    return aug
-
-
 def build_segmentation_pipeline(
     config: ExperimentConfig,
     *,
@@ -266,7 +221,7 @@ def build_segmentation_pipeline(
             )
         )
         desc["patches"] = f"{seg.samples_per_scan} per scan, {pos:g} centred on foreground"
-    aug = _augmentation(config, model_dims)
+    aug = augmentation(config, model_dims, mask_key=MASK)
     desc["augment"] = [type(t).__name__ for t in aug]
     final: list[Any] = [AdaptChannelsd(KEY, in_channels)]
     if normalization.kind == "imagenet":

@@ -46,7 +46,7 @@ def _pool(args: argparse.Namespace, work: Path) -> Path:
 
 
 def _pretrain(args: argparse.Namespace, manifest: Path, start: str, name: str, work: Path) -> Any:
-    from medtl.pretrain import pretrain
+    from medtl.pretraining import pretrain
 
     config = {
         "data": {"manifest": str(manifest), "mode": "2d"},
@@ -88,7 +88,7 @@ def _wire_local_sources(names: list[str]) -> None:
             return local_weight_source(name)
         return original(name)
 
-    import medtl.evaluate.compare  # noqa: F401 - import the modules whose reference is replaced
+    import medtl.comparison.compare  # noqa: F401 - import the modules whose reference is replaced
     import medtl.models.create  # noqa: F401
     import medtl.train.experiment  # noqa: F401
 
@@ -160,7 +160,7 @@ def main() -> int:
     os.environ.setdefault("MEDTL_HOME", str(work / "medtl-home"))
     manifest = _pool(args, work)
 
-    from medtl.pretrain import list_local_sources
+    from medtl.pretraining import list_local_sources
 
     rows = []
     weights: dict[str, str] = {}

@@ -31,9 +31,10 @@ _EXPORTS: dict[str, str] = {
     "load_config": "medtl.config",
     "fine_tune": "medtl.train",
     "predict": "medtl.train",
+    "evaluate": "medtl.train",
     "lr_find": "medtl.train",
-    "compare": "medtl.evaluate",
-    "pretrain": "medtl.pretrain",
+    "compare": "medtl.comparison",
+    "pretrain": "medtl.pretraining",
     # errors
     "MedtlError": "medtl.errors",
 }

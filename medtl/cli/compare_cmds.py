@@ -28,7 +28,7 @@ def _fractions(text: str | None) -> list[float] | None:
 def _finish(result, started: float) -> None:
     from rich.console import Console
 
-    from medtl.evaluate.report import print_summary
+    from medtl.comparison.report import print_summary
 
     # a log file or a pipe gets a table wide enough to read, not rich's 80-column default
     console = Console() if sys.stdout.isatty() else Console(width=140)
@@ -65,7 +65,7 @@ def compare_cmd(
 
     Finished runs are reused when run again; failed runs are recorded and the others go on.
     """
-    from medtl.evaluate.compare import compare, slurm_executor
+    from medtl.comparison.compare import compare, slurm_executor
 
     started = time.perf_counter()
     overrides = {"train.epochs": epochs, "train.devices": devices, "compare.n_resamples": resamples}
@@ -99,7 +99,7 @@ def demo_cmd(
     out: Path | None = typer.Option(None, "--out", help="Comparison folder (default runs/demo)."),
 ) -> None:
     """Compare ImageNet-pretrained MobileNetV2 with training from scratch on the sample radiographs (CPU, offline)."""
-    from medtl.evaluate.demo import run_demo
+    from medtl.comparison.demo import run_demo
 
     started = time.perf_counter()
     print(

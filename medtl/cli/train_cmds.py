@@ -191,7 +191,7 @@ config_app = typer.Typer(help="Check or print an experiment or comparison config
 def config_validate(config: ConfigArg, sets: Set = None) -> None:
     """Check CONFIG (an experiment, or a comparison with a compare section): unknown fields and bad values are
     reported with their path and the allowed values."""
-    from medtl.evaluate.compare_config import CompareConfig, default_arms, load_any_config
+    from medtl.comparison.compare_config import CompareConfig, default_arms, load_any_config
 
     cfg = load_any_config(config, _overrides(sets=sets))
     if isinstance(cfg, CompareConfig):
@@ -209,8 +209,8 @@ def config_validate(config: ConfigArg, sets: Set = None) -> None:
 @config_app.command("show")
 def config_show(config: ConfigArg, sets: Set = None) -> None:
     """Print CONFIG (an experiment or a comparison) with every default filled in."""
+    from medtl.comparison.compare_config import CompareConfig, compare_config_to_yaml, load_any_config
     from medtl.config import config_to_yaml
-    from medtl.evaluate.compare_config import CompareConfig, compare_config_to_yaml, load_any_config
 
     cfg = load_any_config(config, _overrides(sets=sets))
     typer.echo(compare_config_to_yaml(cfg) if isinstance(cfg, CompareConfig) else config_to_yaml(cfg), nl=False)
@@ -234,7 +234,7 @@ def pretrain_cmd(
     sets: Set = None,
 ) -> None:
     """Pretrain an encoder on unlabeled scans (SimCLR or Models Genesis); registers it as weights local:<name>."""
-    from medtl.pretrain import pretrain
+    from medtl.pretraining import pretrain
 
     ov = _overrides(
         epochs=epochs,

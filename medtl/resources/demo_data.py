@@ -8,7 +8,7 @@ heart, spine, ribs, clavicles, vessel markings, scar-like lines, and one opacity
 in the positive class and elongated (same area and contrast) in the negative one.
 
 The module is part of the installed package (``sample_data/`` is not), so the phantom is kept here as a
-copy of ``sample_data/generate.py``'s ``xray_phantom``; ``tests/evaluate/test_demo.py`` checks that both
+copy of ``sample_data/generate.py``'s ``xray_phantom``; ``tests/comparison/test_demo.py`` checks that both
 give identical images for the same random draws.
 
 Determinism: one seeded ``numpy.random.Generator``, UIDs derived by hashing, fixed DICOM file meta, and

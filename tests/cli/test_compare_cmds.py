@@ -81,7 +81,7 @@ def test_compare_bad_input_is_one_line(tmp_path, engine, capsys):
 @pytest.fixture
 def small_demo(monkeypatch):
     """The built-in demo config with 24 generated patients instead of hundreds (the engine is a stand-in)."""
-    import medtl.evaluate.demo as demo
+    import medtl.comparison.demo as demo
 
     real = demo.demo_data_settings
     monkeypatch.setattr(demo, "demo_data_settings", lambda: {**real(), "patients": 24})
@@ -95,7 +95,7 @@ def test_demo_command(tmp_path, engine, small_demo, capsys, monkeypatch):
     assert main(["demo", "--out", str(out)]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "report: " + str(out / "report.html") in text
-    from medtl.evaluate.demo import _raw_config
+    from medtl.comparison.demo import _raw_config
 
     built_in = _raw_config()["compare"]
     weights = {c[0] for c in engine.calls}

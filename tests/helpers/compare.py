@@ -1,6 +1,6 @@
 """A compare experiment without training: a manifest of small radiographs and a stand-in training engine.
 
-Shared by tests/evaluate/test_compare.py and tests/cli/test_compare_cmds.py."""
+Shared by tests/comparison/test_compare.py and tests/cli/test_compare_cmds.py."""
 
 from __future__ import annotations
 

@@ -1,0 +1,287 @@
+"""The ``compare`` section of a comparison config, its arms, and how an arm becomes an :class:`Arm`."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medtl.comparison.results import Arm
+from medtl.errors import ConfigError, MedtlError
+
+__all__ = [
+    "ArmModel",
+    "ArmConfig",
+    "CompareSection",
+    "CompareConfig",
+    "load_compare_config",
+    "default_arms",
+    "arm_spec",
+    "arm_overrides",
+    "arm_config",
+    "load_any_config",
+    "compare_config_to_yaml",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ArmModel(_Section):
+    """The backbone of an arm; unset fields come from the experiment's ``model`` section."""
+
+    arch: str | None = Field(None, description="Architecture (default: the experiment's model.arch).")
+    weights: str = Field("scratch", description="scratch | imagenet | imagenet-inflated | medicalnet | ... | a path.")
+    in_channels: int | None = Field(None, ge=1, description="Model input channels (default: the weights').")
+
+
+class ArmConfig(_Section):
+    """One arm: a name, a backbone with its starting weights, a schedule and a data mode."""
+
+    name: str = Field(description="Short name, used for folders (letters, digits, _ . -).")
+    label: str | None = Field(None, description="Name shown in the report (default: name).")
+    model: ArmModel = ArmModel()
+    schedule: Literal["auto", "fine_tune", "one_cycle"] = Field(
+        "auto", description="auto: fine_tune for pretrained weights, one_cycle for scratch."
+    )
+    mode: Literal["2d", "3d", "2.5d"] | None = Field(None, description="Data mode (default: the experiment's).")
+    augment: dict[str, Any] | None = Field(
+        None,
+        description="Augmentation fields this arm changes (``{flips: [], rotate_deg: 10}``); the others come from "
+        "the experiment's augment section.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"arm name {v!r} may hold only letters, digits, '_', '.', '-'")
+        return v
+
+
+class CompareSection(_Section):
+    """What to compare and how."""
+
+    arms: list[ArmConfig] | None = Field(
+        None, description="Arms; default: every weight source that fits model.arch, plus scratch."
+    )
+    seeds: int = Field(3, ge=1, description="Seeds per arm and fraction (seeds 0..n-1).")
+    fractions: list[float] = Field([0.1, 0.25, 0.5, 1.0], description="Label fractions of the training patients.")
+    primary_metric: Literal["auroc", "accuracy", "balanced_accuracy", "f1"] = Field(
+        "auroc",
+        description="The metric the verdict is about; each run's best checkpoint is chosen on it too "
+        "(train.monitor: val_<primary_metric>) unless the config sets train.monitor.",
+    )
+    reference: str = Field("scratch", description="The arm every other arm is compared with.")
+    n_resamples: int = Field(2000, ge=100, description="Bootstrap resamples over test patients.")
+    dir: Path | None = Field(None, description="Comparison folder (default: <output.dir>/compare-<output.name>).")
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions_ok(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0.0 < f <= 1.0 for f in v):
+            raise ValueError(f"fractions must be in (0, 1] (got {v})")
+        return sorted(set(float(f) for f in v))
+
+
+class CompareConfig(_Section):
+    """An experiment config plus its ``compare`` section."""
+
+    experiment: Any  # medtl.config.ExperimentConfig (validated by load_config)
+    compare: CompareSection = CompareSection()
+
+
+def _resolve(raw: dict[str, Any], base: Path) -> None:
+    """Paths in a YAML file are relative to the file: the experiment's as medtl.config does, then the compare's."""
+    from medtl.config import resolve_config_paths, resolve_relative_path
+
+    resolve_config_paths(raw, base)
+    comp = raw.get("compare")
+    if isinstance(comp, dict):
+        resolve_relative_path(comp, "dir", base)
+        for arm in comp.get("arms") or []:
+            if isinstance(arm, dict):
+                resolve_relative_path(arm.get("model"), "weights", base, only_files=True)
+
+
+def load_compare_config(
+    path_or_dict: str | Path | dict[str, Any] | CompareConfig, overrides: dict[str, Any] | None = None
+) -> CompareConfig:
+    """Read a comparison config: the experiment sections plus an optional ``compare`` section.
+
+    Args:
+        path_or_dict: a YAML file, a dict, or a CompareConfig.
+        overrides: dotted keys for the experiment (``{"train.epochs": 2}``) or ``compare.*``
+            (``{"compare.seeds": 2}``).
+
+    Raises:
+        ConfigError: unknown or invalid fields, with their path and the allowed values.
+    """
+    from medtl.config import apply_overrides, load_config, read_config_file
+
+    if isinstance(path_or_dict, CompareConfig):
+        raw = {**path_or_dict.experiment.to_dict(), "compare": path_or_dict.compare.model_dump(mode="json")}
+        source = "(object)"
+    elif isinstance(path_or_dict, dict):
+        raw = copy.deepcopy(path_or_dict)
+        source = "(dict)"
+    else:
+        path = Path(path_or_dict).expanduser()
+        source = str(path)
+        raw = read_config_file(path)
+        _resolve(raw, path.parent.resolve())
+    raw = apply_overrides(raw, overrides)
+    comp_raw = raw.pop("compare", None) or {}
+    if not isinstance(comp_raw, dict):
+        raise ConfigError(f"invalid config {source}: compare must be a mapping (arms, seeds, fractions...)")
+    try:
+        section = CompareSection.model_validate(comp_raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = "compare." + ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{where}: unknown field")
+            else:
+                problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+        allowed = ", ".join(CompareSection.model_fields)
+        arm_fields = ", ".join(ArmConfig.model_fields)
+        raise ConfigError(
+            f"invalid config {source}: "
+            + "; ".join(problems)
+            + f". compare fields: {allowed}; arm fields: {arm_fields}"
+        ) from None
+    train = raw.setdefault("train", {})
+    if not isinstance(train, dict):
+        raise ConfigError(f"invalid config {source}: train must be a mapping of fields")
+    if "monitor" not in train and not raw.get("segmentation"):
+        # the checkpoint each run tests is the one best on the metric the comparison is about
+        train["monitor"] = f"val_{section.primary_metric}"
+    experiment = load_config(raw)
+    for arm in section.arms or []:
+        if arm.augment:
+            arm_config(experiment, arm, source=source)  # an invalid augment field fails now, not in every run
+    return CompareConfig(experiment=experiment, compare=section)
+
+
+def load_any_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Any:
+    """An experiment config file, or a comparison config file (one with a ``compare`` section).
+
+    Args:
+        path: the YAML file.
+        overrides: dotted keys, for the experiment or ``compare.*``.
+
+    Returns:
+        An :class:`~medtl.config.ExperimentConfig`, or a :class:`CompareConfig`.
+
+    Raises:
+        ConfigError: as :func:`~medtl.config.load_config` and :func:`load_compare_config`.
+    """
+    from medtl.config import load_config, read_config_file
+
+    raw = read_config_file(Path(path).expanduser())
+    if "compare" in raw or any(k == "compare" or k.startswith("compare.") for k in overrides or {}):
+        return load_compare_config(path, overrides)
+    return load_config(path, overrides)
+
+
+def compare_config_to_yaml(cfg: CompareConfig) -> str:
+    """A comparison config as YAML, defaults filled in (arms: the defaults when the file names none)."""
+    import yaml
+
+    section = cfg.compare.model_dump(mode="json")
+    if cfg.compare.arms is None:
+        section["arms"] = [a.model_dump(mode="json", exclude_none=True) for a in default_arms(cfg.experiment)]
+    return yaml.safe_dump({**cfg.experiment.to_dict(), "compare": section}, sort_keys=False, allow_unicode=True)
+
+
+def arm_overrides(arm: ArmConfig) -> dict[str, Any]:
+    """Experiment overrides by dotted key that the arm sets beyond model, schedule and mode (its ``augment``)."""
+    return {f"augment.{k}": v for k, v in (arm.augment or {}).items()}
+
+
+def arm_config(experiment: Any, arm: ArmConfig, *, source: str = "(object)") -> Any:
+    """The experiment config as ``arm`` changes it (augmentation); model and schedule are set per run.
+
+    Raises:
+        ConfigError: an augment field that does not exist or is invalid, naming the arm.
+    """
+    from medtl.config import load_config
+
+    try:
+        return load_config(experiment.to_dict(), arm_overrides(arm))
+    except ConfigError as exc:
+        raise ConfigError(
+            f"arm {arm.name!r} in {source}: {exc}", fix="see `medtl config show` for the fields"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------- arms
+
+
+def _dims_of(experiment: Any) -> int:
+    """Spatial dims of the experiment's models: from data.mode, else the weights, else the architecture."""
+    from medtl.backbones import get_architecture
+    from medtl.weights import get_weight_source
+
+    mode = experiment.data.mode
+    if mode != "auto":
+        return 3 if mode == "3d" else 2
+    src = get_weight_source(experiment.model.weights)
+    return int(src.dims) if src.dims is not None else int(get_architecture(experiment.model.arch).dims)
+
+
+def default_arms(experiment: Any) -> list[ArmConfig]:
+    """Every registered weight source that fits the experiment's architecture and data dims, plus scratch."""
+    from medtl.weights.sources import sources_for_arch
+
+    arch = experiment.model.arch
+    arms = [
+        ArmConfig(name=n, model=ArmModel(arch=arch, weights=n))
+        for n in sources_for_arch(arch, dims=_dims_of(experiment))
+    ]
+    return [*arms, ArmConfig(name="scratch", model=ArmModel(arch=arch, weights="scratch"))]
+
+
+def arm_spec(arm: ArmConfig, experiment: Any) -> Arm:
+    from medtl.weights import get_weight_source
+
+    arch = arm.model.arch or experiment.model.arch
+    weights = arm.model.weights
+    schedule = arm.schedule if arm.schedule != "auto" else ("one_cycle" if weights == "scratch" else "fine_tune")
+    try:  # what the source says; each run adds the file it really loaded and its hash (_merge_provenance)
+        src = get_weight_source(weights)
+        provenance: dict[str, Any] = {
+            "source": src.name,
+            "description": src.description,
+            "license": src.license,
+            "citation": src.citation,
+        }
+    except MedtlError as exc:  # an unknown source fails in its runs, with the error recorded there
+        provenance = {"source": weights, "error": str(exc)}
+    return Arm(
+        name=arm.name,
+        arch=arch,
+        weights=weights,
+        schedule=schedule,
+        mode=arm.mode or experiment.data.mode,
+        in_channels=arm.model.in_channels if arm.model.in_channels is not None else experiment.model.in_channels,
+        label=arm.label or _default_label(arm.name, arch, weights),
+        provenance=provenance,
+        overrides=arm_overrides(arm),
+    )
+
+
+def _default_label(name: str, arch: str, weights: str) -> str:
+    if weights == "scratch":
+        return "scratch" if name == "scratch" else name
+    return f"{arch} {name}" if name == weights else name
+
+
+# ------------------------------------------------------------------------------------------- splits

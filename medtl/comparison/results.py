@@ -1,0 +1,308 @@
+"""The results of a comparison: its arms and one record per (arm, seed, label fraction) run.
+
+These plain data structures are what the summary (:mod:`medtl.comparison.summary`), the report, the plots,
+``results.json`` and ``results.csv`` are made from. They can be built by hand (tests do) or read from finished
+run folders (:func:`record_from_run_dir`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medtl.comparison.stats import METRIC_NAMES, METRICS, PatientPredictions, aggregate_by_patient, compute_metric
+
+if TYPE_CHECKING:
+    from medtl.comparison.summary import Summary
+
+__all__ = [
+    "Arm",
+    "RunRecord",
+    "CompareResults",
+    "record_from_run_dir",
+    "read_metrics_csv",
+    "read_predictions_csv",
+    "RESULTS_CSV_FIELDS",
+]
+
+
+@dataclass
+class Arm:
+    """One arm of a comparison: a backbone, its starting weights and how it is trained.
+
+    Attributes:
+        name: short identifier used in folder names ("imagenet", "scratch").
+        arch: architecture name (see ``medtl backbones``).
+        weights: weight source name or a checkpoint path; "scratch" for random initialisation.
+        schedule: "fine_tune" (frozen body first, then discriminative rates) or "one_cycle".
+        mode: "2d", "3d" or "2.5d".
+        in_channels: input channels of the model (``None`` = the data's own).
+        label: name shown in the report ("MobileNetV2 ImageNet").
+        provenance: the weight source's record (licence, citation, sha256...) once known.
+        load_report: the summary of what was loaded, matched, adapted and left random.
+        overrides: the arm's own experiment overrides by dotted key (its ``augment``).
+    """
+
+    name: str
+    arch: str
+    weights: str = "scratch"
+    schedule: str = "one_cycle"
+    mode: str | None = None
+    in_channels: int | None = None
+    label: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    load_report: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    @property
+    def is_scratch(self) -> bool:
+        return self.weights == "scratch"
+
+
+@dataclass
+class RunRecord:
+    """One training run of one arm with one seed on one label fraction.
+
+    Attributes:
+        arm: the arm's name.
+        seed: the seed (training patients drawn and model initialised with it).
+        fraction: fraction of the training patients whose labels were used.
+        status: "ok", "failed" or "pending".
+        error: the error message of a failed run.
+        run_dir: the run's directory.
+        seconds: wall-clock seconds of the run.
+        best_epoch: the epoch whose checkpoint was evaluated on the test set.
+        n_train_patients: training patients the run used.
+        test_metrics: test metrics, computed by medtl from the per-patient predictions.
+        predictions: per-patient test predictions (probabilities averaged over each patient's scans).
+        curve: one dict per epoch: "epoch", "time_s" and the validation metrics ("val_auroc", ...).
+        fraction_used: share of the training patients whose labels the run actually used (label
+            fractions round up and keep at least one patient per class, so 10% can be 16.7%);
+            ``None`` when not known.
+    """
+
+    arm: str
+    seed: int
+    fraction: float
+    status: str = "pending"
+    error: str | None = None
+    run_dir: str | None = None
+    seconds: float | None = None
+    best_epoch: int | None = None
+    n_train_patients: int | None = None
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    predictions: PatientPredictions | None = None
+    curve: list[dict[str, float]] = field(default_factory=list)
+    fraction_used: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def best_val(self, metric: str) -> float:
+        vals = [c.get(f"val_{metric}", math.nan) for c in self.curve]
+        vals = [v for v in vals if v is not None and np.isfinite(v)]
+        return float(max(vals)) if vals else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["predictions"] = self.predictions.to_dict() if self.predictions is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunRecord:
+        d = dict(d)
+        preds = d.pop("predictions", None)
+        rec = cls(**d)
+        rec.predictions = PatientPredictions.from_dict(preds) if preds else None
+        return rec
+
+
+RESULTS_CSV_FIELDS = [
+    "arm",
+    "arch",
+    "weights",
+    "seed",
+    "fraction",
+    "fraction_used",
+    "status",
+    "error",
+    "n_train_patients",
+    "seconds",
+    "best_epoch",
+    "best_val",
+    *[f"test_{m}" for m in METRIC_NAMES],
+    "run_dir",
+]
+
+
+@dataclass
+class CompareResults:
+    """Everything a comparison produced: its arms, its runs and (once computed) its summary."""
+
+    arms: list[Arm]
+    runs: list[RunRecord]
+    classes: list[str]
+    seeds: list[int]
+    fractions: list[float]
+    primary_metric: str = "auroc"
+    reference: str = "scratch"
+    config: dict[str, Any] = field(default_factory=dict)
+    compare_dir: str | None = None
+    summary: Summary | None = None
+
+    def arm(self, name: str) -> Arm:
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def run(self, arm: str, seed: int, fraction: float) -> RunRecord | None:
+        for r in self.runs:
+            if r.arm == arm and r.seed == seed and abs(r.fraction - fraction) < 1e-9:
+                return r
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "primary_metric": self.primary_metric,
+            "reference": self.reference,
+            "classes": self.classes,
+            "seeds": self.seeds,
+            "fractions": self.fractions,
+            "arms": [asdict(a) for a in self.arms],
+            "summary": self.summary.to_dict() if self.summary else None,
+            "runs": [r.to_dict() for r in self.runs],
+            "config": self.config,
+            "compare_dir": self.compare_dir,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CompareResults:
+        """Arms, runs and settings from :meth:`to_dict` output (the summary is recomputed, not read)."""
+        return cls(
+            arms=[Arm(**a) for a in d["arms"]],
+            runs=[RunRecord.from_dict(r) for r in d["runs"]],
+            classes=list(d["classes"]),
+            seeds=[int(s) for s in d["seeds"]],
+            fractions=[float(f) for f in d["fractions"]],
+            primary_metric=d.get("primary_metric", "auroc"),
+            reference=d.get("reference", "scratch"),
+            config=d.get("config", {}),
+            compare_dir=d.get("compare_dir"),
+        )
+
+    def write_json(self, path: str | Path) -> Path:
+        from medtl.utils import atomic_write_bytes
+
+        text = json.dumps(_jsonable(self.to_dict()), indent=1, allow_nan=False)
+        atomic_write_bytes(path, text.encode())
+        return Path(path)
+
+    def write_csv(self, path: str | Path) -> Path:
+        import io
+
+        from medtl.utils import atomic_write_bytes
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=RESULTS_CSV_FIELDS, lineterminator="\n")
+        w.writeheader()
+        for r in sorted(self.runs, key=lambda r: (r.fraction, r.arm, r.seed)):
+            arm = self.arm(r.arm)
+            row = {
+                "arm": r.arm,
+                "arch": arm.arch,
+                "weights": arm.weights,
+                "seed": r.seed,
+                "fraction": r.fraction,
+                "fraction_used": _num(r.fraction_used),
+                "status": r.status,
+                "error": r.error or "",
+                "n_train_patients": "" if r.n_train_patients is None else r.n_train_patients,
+                "seconds": "" if r.seconds is None else f"{r.seconds:.1f}",
+                "best_epoch": "" if r.best_epoch is None else r.best_epoch,
+                "best_val": _num(r.best_val(self.primary_metric)) if r.ok else "",
+                "run_dir": r.run_dir or "",
+            }
+            for m in METRIC_NAMES:
+                row[f"test_{m}"] = _num(r.test_metrics.get(m, math.nan)) if r.ok else ""
+            w.writerow(row)
+        atomic_write_bytes(path, buf.getvalue().encode())
+        return Path(path)
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None or not np.isfinite(v) else f"{v:.6g}"
+
+
+def _jsonable(obj: Any) -> Any:
+    """Replace nan/inf by None and numpy scalars by Python ones, recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# -------------------------------------------------------------------------------------- run folders
+
+
+def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a run's ``metrics.csv`` as floats (:meth:`medtl.train.rundir.RunDir.read_metrics`)."""
+    from medtl.train.rundir import RunDir
+
+    return RunDir(Path(path).parent).read_metrics()
+
+
+def read_predictions_csv(path: str | Path, classes: list[str]) -> PatientPredictions:
+    """A run's ``predictions_<split>.csv`` aggregated per patient (``label`` may be the class name or index)."""
+    from medtl.train.rundir import RunDir
+
+    path = Path(path)
+    split = path.stem.removeprefix("predictions_")
+    pids, labels, probs = RunDir(path.parent).read_predictions(split, classes)
+    return aggregate_by_patient(pids, labels, probs)
+
+
+def record_from_run_dir(run_dir: str | Path, *, arm: str, seed: int, fraction: float, classes: list[str]) -> RunRecord:
+    """A :class:`RunRecord` from a finished run directory (result.json, metrics.csv, predictions_test.csv).
+
+    Test metrics are recomputed here from the per-patient predictions, so every arm is scored the
+    same way and the paired statistics use exactly the numbers the table shows.
+    """
+    from medtl.train.rundir import RunDir
+
+    run = RunDir(run_dir)
+    rec = RunRecord(arm=arm, seed=seed, fraction=fraction, run_dir=str(run.path))
+    result = run.read_result()
+    rec.status = str(result.get("status", "pending"))
+    rec.error = result.get("error")
+    rec.seconds = result.get("seconds")
+    rec.best_epoch = result.get("best_epoch")
+    used, total = run.train_patient_counts()
+    n_patients = result.get("n_patients")
+    rec.n_train_patients = n_patients.get("train") if isinstance(n_patients, dict) else (used or None)
+    rec.fraction_used = used / total if total else None
+    rec.curve = run.read_metrics()
+    preds = run.predictions_file("test")
+    if rec.status == "ok" and preds.is_file():
+        rec.predictions = read_predictions_csv(preds, classes)
+        rec.test_metrics = {m: compute_metric(m, rec.predictions.labels, rec.predictions.probs) for m in METRICS}
+    elif rec.status == "ok":
+        rec.status = "failed"
+        rec.error = f"{preds} is missing: the run did not write test predictions"
+    return rec

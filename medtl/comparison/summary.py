@@ -1,0 +1,349 @@
+"""The summary of a comparison: per arm and label fraction, the metrics over seeds, the paired difference
+against the reference arm, its verdict sentence, and convergence."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from medtl.comparison.results import CompareResults, RunRecord
+from medtl.comparison.stats import (
+    MIN_SEEDS_FOR_VERDICT,
+    MeanCI,
+    PairedDifference,
+    censored_median,
+    convergence,
+    mean_ci,
+    paired_difference,
+    plateau,
+    seeds_needed,
+    smooth_scores,
+)
+
+__all__ = [
+    "ArmFractionSummary",
+    "Summary",
+    "summarize",
+    "fraction_words",
+    "used_words",
+    "METRIC_WORDS",
+    "CONVERGENCE_TOLERANCE",
+    "CONVERGENCE_WINDOW",
+]
+
+#: How close (in units of the primary metric) to the common validation plateau counts as "reached".
+CONVERGENCE_TOLERANCE = 0.02
+#: Validation scores are smoothed by a trailing mean over this many epochs before looking for the crossing.
+CONVERGENCE_WINDOW = 3
+
+
+def fraction_words(fraction: float) -> str:
+    """'with 10% of the labels' / 'with all the labels'."""
+    if fraction >= 1.0 - 1e-9:
+        return "with all the labels"
+    pct = fraction * 100
+    return f"with {pct:.0f}% of the labels" if abs(pct - round(pct)) < 1e-6 else f"with {pct:.1f}% of the labels"
+
+
+# ------------------------------------------------------------------------------------------ summary
+
+
+@dataclass
+class ArmFractionSummary:
+    """Statistics of one arm at one label fraction.
+
+    Attributes:
+        arm: arm name.
+        fraction: label fraction asked for.
+        n_ok: runs that finished; ``n_failed`` runs that failed.
+        metrics: test metric name -> mean and 95% CI over seeds.
+        best_val: mean/CI over seeds of the best validation primary metric.
+        seconds: mean wall-clock seconds per run.
+        vs_reference: paired difference to the reference arm (None for the reference itself).
+        convergence: per seed, the epoch and seconds at which this arm and the reference reached the
+            lower of their two validation plateaus minus :data:`CONVERGENCE_TOLERANCE`, and their
+            censored medians (see :func:`_convergence`).
+        sentence: the verdict in words.
+        fraction_used: mean over the runs of the share of training patients actually used (``None``
+            when the runs did not record it).
+    """
+
+    arm: str
+    fraction: float
+    n_ok: int
+    n_failed: int
+    metrics: dict[str, MeanCI]
+    best_val: MeanCI
+    seconds: float | None
+    vs_reference: PairedDifference | None = None
+    convergence: dict[str, Any] = field(default_factory=dict)
+    sentence: str = ""
+    fraction_used: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arm": self.arm,
+            "fraction": self.fraction,
+            "fraction_used": self.fraction_used,
+            "n_ok": self.n_ok,
+            "n_failed": self.n_failed,
+            "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
+            "best_val": self.best_val.to_dict(),
+            "seconds": self.seconds,
+            "vs_reference": self.vs_reference.to_dict() if self.vs_reference else None,
+            "convergence": self.convergence,
+            "sentence": self.sentence,
+        }
+
+
+@dataclass
+class Summary:
+    """All statistics of a comparison, one :class:`ArmFractionSummary` per arm and fraction."""
+
+    primary_metric: str
+    reference: str
+    rows: list[ArmFractionSummary]
+    confidence: float = 0.95
+    n_resamples: int = 2000
+    warnings: list[str] = field(default_factory=list)
+    min_seeds: int = MIN_SEEDS_FOR_VERDICT
+    convergence_tolerance: float = CONVERGENCE_TOLERANCE
+    convergence_window: int = CONVERGENCE_WINDOW
+
+    def row(self, arm: str, fraction: float) -> ArmFractionSummary | None:
+        for r in self.rows:
+            if r.arm == arm and abs(r.fraction - fraction) < 1e-9:
+                return r
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "primary_metric": self.primary_metric,
+            "reference": self.reference,
+            "confidence": self.confidence,
+            "n_resamples": self.n_resamples,
+            "min_seeds": self.min_seeds,
+            "convergence_tolerance": self.convergence_tolerance,
+            "convergence_window": self.convergence_window,
+            "warnings": self.warnings,
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+
+METRIC_WORDS = {"auroc": "AUROC", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "f1": "F1"}
+
+
+def used_words(fraction: float, fraction_used: float | None) -> str:
+    """' (16.7% actually used)' when the share of patients used differs from the fraction asked for, else ''."""
+    if fraction_used is None or not np.isfinite(fraction_used) or abs(fraction_used - fraction) < 0.005:
+        return ""
+    return f" ({fraction_used * 100:.1f}% actually used)"
+
+
+def _too_few_seeds(d: PairedDifference) -> str:
+    """What to do when there are too few seeds for a verdict, with a seed count where one can be estimated."""
+    k = d.n_seeds
+    base = f"at least {MIN_SEEDS_FOR_VERDICT} seeds per arm are needed for any verdict (compare.seeds)"
+    if k < 2 or not np.isfinite(d.seed_sd):
+        return f"Run more: {base}; 5 seeds give an interval about half as wide as 3 when training noise dominates."
+    need = seeds_needed(d.difference, d.seed_sd, d.shared_patient_se, d.n_patients, confidence=d.confidence)
+    if need is None:
+        return (
+            f"Run more: {base}. With the seed SD seen here ({d.seed_sd:.3f}) and these test patients "
+            f"(patient SE {d.patient_se:.3f}), even 50 seeds would not resolve a difference this small."
+        )
+    return (
+        f"Run more: {base}; with the seed SD seen here ({d.seed_sd:.3f}), a difference of this size would "
+        f"need about {need} seeds per arm to be resolved."
+    )
+
+
+def _verdict(
+    arm: str,
+    ref: str,
+    d: PairedDifference | None,
+    fraction: float,
+    confidence: float,
+    fraction_used: float | None = None,
+) -> str:
+    words = fraction_words(fraction) + used_words(fraction, fraction_used)
+    if d is None or not np.isfinite(d.difference):
+        return f"{arm} could not be compared with {ref} {words} (no paired test predictions)."
+    m = METRIC_WORDS.get(d.metric, d.metric)
+    diff = f"{d.difference:+.3f} {m}"
+    k = d.n_seeds
+    if k < MIN_SEEDS_FOR_VERDICT:
+        seeds = f"{k} seed" + ("s" if k != 1 else "")
+        return (
+            f"{arm} differed from {ref} by {diff} {words}, but with {seeds} per arm training noise cannot be "
+            f"separated from an effect: no verdict. {_too_few_seeds(d)}"
+        )
+    if not d.estimable:
+        return (
+            f"{arm} differed from {ref} by {diff} {words}, but its uncertainty is not estimable: every seed and "
+            "every resample of test patients gave the same difference (identical arms, or constant outputs). "
+            "No verdict."
+        )
+    pct = f"{confidence * 100:.0f}%"
+    ci = f"({pct} CI {d.low:.3f} to {d.high:.3f}; {k} seeds, {d.n_patients} test patients)"
+    if d.low > 0:
+        return f"{arm} beat {ref} by {d.difference:.3f} {m} {ci} {words}."
+    if d.high < 0:
+        return f"{arm} did worse than {ref} by {-d.difference:.3f} {m} {ci} {words}."
+    return f"{arm} did not beat {ref} {words}: the difference was {diff} {ci}, no significant difference."
+
+
+def _curve(run: RunRecord, metric: str) -> tuple[list[int], list[float], list[float]]:
+    return (
+        [int(x["epoch"]) for x in run.curve],
+        [float(x.get("time_s", math.nan)) for x in run.curve],
+        [float(x.get(f"val_{metric}", math.nan)) for x in run.curve],
+    )
+
+
+def _last(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(max(finite)) if finite else math.nan
+
+
+def _convergence(pairs: list[tuple[RunRecord, RunRecord]], metric: str) -> dict[str, Any]:
+    """Epochs and seconds for an arm and the reference to reach a validation level both of them reach.
+
+    Per seed, each run's validation curve is smoothed (trailing mean over :data:`CONVERGENCE_WINDOW`
+    epochs) and its plateau is the mean of the last third of the smoothed curve; the target is the
+    lower of the two plateaus minus :data:`CONVERGENCE_TOLERANCE`. Both runs are measured against the
+    same target in the same way, so two identical arms get the same answer in distribution (comparing
+    one arm's first crossing with the other's best epoch, a selection-biased maximum, showed "never" for
+    half the seeds of identical arms). A run that does not reach the target (its curve stops or has no
+    scores) is censored at its last epoch and kept in the Kaplan-Meier median, not dropped.
+    """
+    per_seed: dict[str, dict[str, Any]] = {}
+    for run, ref in pairs:
+        if not run.curve or not ref.curve:
+            continue
+        e, t, s = _curve(run, metric)
+        ref_e, ref_t, ref_s = _curve(ref, metric)
+        smooth, ref_smooth = smooth_scores(s, CONVERGENCE_WINDOW), smooth_scores(ref_s, CONVERGENCE_WINDOW)
+        level, ref_level = plateau(smooth), plateau(ref_smooth)
+        target = min(level, ref_level) - CONVERGENCE_TOLERANCE
+        if not np.isfinite(target):
+            continue
+        c = convergence(e, t, smooth, target)
+        cr = convergence(ref_e, ref_t, ref_smooth, target)
+        per_seed[str(run.seed)] = c.to_dict() | {
+            "plateau": level,
+            "reference_plateau": ref_level,
+            "last_epoch": max(e),
+            "last_seconds": _last(t),
+            "reference_epoch": cr.epoch,
+            "reference_seconds": cr.seconds,
+            "reference_reached": cr.reached,
+            "reference_last_epoch": max(ref_e),
+            "reference_last_seconds": _last(ref_t),
+        }
+    if not per_seed:
+        return {}
+    v = list(per_seed.values())
+
+    def median(key: str, limit: str) -> float | None:
+        limits = [c[limit] for c in v]
+        if not all(np.isfinite(x) for x in limits):
+            return None
+        return censored_median([c[key] for c in v], limits)
+
+    return {
+        "per_seed": per_seed,
+        "n": len(v),
+        "n_reached": sum(c["reached"] for c in v),
+        "n_reference_reached": sum(c["reference_reached"] for c in v),
+        "median_epoch": median("epoch", "last_epoch"),
+        "median_seconds": median("seconds", "last_seconds"),
+        "reference_median_epoch": median("reference_epoch", "reference_last_epoch"),
+        "reference_median_seconds": median("reference_seconds", "reference_last_seconds"),
+        "tolerance": CONVERGENCE_TOLERANCE,
+        "window": CONVERGENCE_WINDOW,
+    }
+
+
+def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> Summary:
+    """Per arm and fraction: mean/CI over seeds, the paired difference to the reference arm, convergence.
+
+    The paired difference pairs each arm's run with the reference's run of the same seed (see
+    :func:`~medtl.comparison.stats.paired_difference` for its interval over seeds and patients);
+    convergence is described in :func:`_convergence`.
+    """
+    metric = results.primary_metric
+    ref = results.reference
+    rows: list[ArmFractionSummary] = []
+    for arm in results.arms:
+        for fraction in results.fractions:
+            runs = [r for r in results.runs if r.arm == arm.name and abs(r.fraction - fraction) < 1e-9]
+            ok = sorted((r for r in runs if r.ok), key=lambda r: r.seed)
+            metric_names = sorted({k for r in ok for k in r.test_metrics}, key=lambda k: (k != metric, k))
+            metrics = {
+                k: mean_ci([r.test_metrics.get(k, math.nan) for r in ok], confidence, bounds=(0.0, 1.0))
+                for k in metric_names
+            }
+            secs = [r.seconds for r in ok if r.seconds is not None]
+            used = [r.fraction_used for r in ok if r.fraction_used is not None and np.isfinite(r.fraction_used)]
+            row = ArmFractionSummary(
+                arm=arm.name,
+                fraction=fraction,
+                n_ok=len(ok),
+                n_failed=sum(r.status == "failed" for r in runs),
+                metrics=metrics,
+                best_val=mean_ci([r.best_val(metric) for r in ok], confidence, bounds=(0.0, 1.0)),
+                seconds=float(np.mean(secs)) if secs else None,
+                fraction_used=float(np.mean(used)) if used else None,
+            )
+            ref_runs = {r.seed: r for r in results.runs if r.arm == ref and abs(r.fraction - fraction) < 1e-9 and r.ok}
+            if arm.name != ref and ref_runs:
+                pairs = [(r, ref_runs[r.seed]) for r in ok if r.seed in ref_runs]
+                with_preds = [(a, b) for a, b in pairs if a.predictions is not None and b.predictions is not None]
+                if with_preds:
+                    row.vs_reference = paired_difference(
+                        [a.predictions for a, _ in with_preds],
+                        [b.predictions for _, b in with_preds],
+                        metric,
+                        n_resamples=n_resamples,
+                        confidence=confidence,
+                        seed=seed,
+                    )
+                row.convergence = _convergence(pairs, metric)
+                row.sentence = _verdict(
+                    results.arm(arm.name).display,
+                    results.arm(ref).display,
+                    row.vs_reference,
+                    fraction,
+                    confidence,
+                    row.fraction_used,
+                )
+            rows.append(row)
+    return Summary(metric, ref, rows, confidence, n_resamples, _warnings(results))
+
+
+def _warnings(results: CompareResults) -> list[str]:
+    """Problems a reader must know before trusting a verdict."""
+    out = []
+    for arm in results.arms:
+        runs = [r for r in results.runs if r.arm == arm.name and r.ok and r.predictions is not None]
+        constant = [
+            r for r in runs if len(r.predictions) > 1 and float(np.ptp(r.predictions.probs, axis=0).max()) < 1e-4
+        ]
+        if constant:
+            out.append(
+                f"{arm.display}: in {len(constant)} of {len(runs)} runs the model gave every test patient the same "
+                "probability, to within 0.0001 (it predicts nothing; typical of a network whose batch-norm "
+                "statistics did not settle in a short training). Differences against this arm measure that "
+                "failure, not the value of pretraining; train longer or with smaller batches."
+            )
+        failed = [r for r in results.runs if r.arm == arm.name and r.status == "failed"]
+        if failed:
+            out.append(f"{arm.display}: {len(failed)} run(s) failed; see 'Failed runs'.")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ results

@@ -1,0 +1,366 @@
+"""``pretrain(config)``: unlabeled scans in, a pretrained encoder registered as weights ``local:<name>`` out.
+
+Run folder::
+
+    config.yaml           the resolved config
+    index.csv             the scans found, for a data.folder (image relative to the folder, series)
+    metrics.csv           one row per epoch: epoch, time_s, train_loss, lr, knn_accuracy, knn_balanced_accuracy
+    encoder.safetensors   the encoder's tensors without the classifier (torchvision / MONAI names)
+    source.json           the weight-source record (method, arch, epochs, normalisation, data SHA-256, counts)
+    result.json           status, seconds, final loss, k-NN scores, the weights name
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from medtl.errors import ConfigError, MedtlError, TrainingError
+from medtl.pretraining.config import PretrainConfig, load_pretrain_config
+from medtl.train.trainer import resolve_precision
+from medtl.utils import atomic_write_bytes, medtl_home
+from medtl.weights.local import LOCAL_PREFIX, list_local_sources, local_weights_dir, register_local_source
+
+__all__ = ["PretrainResult", "pretrain", "encoder_state", "METHOD_LABELS"]
+
+RUN_DIR_ENV = "MEDTL_PRETRAIN_RUN_DIR"
+METHOD_LABELS = {"simclr": "SimCLR", "genesis": "Models Genesis restoration"}
+_CITATIONS = {
+    "simclr": "Chen T., Kornblith S., Norouzi M., Hinton G. A Simple Framework for Contrastive Learning of Visual "
+    "Representations. ICML 2020 (SimCLR; head and loss from lightly, Susmelj et al.).",
+    "genesis": "Zhou Z., Sodha V., Rahman Siddiquee M. M. et al. Models Genesis: Generic Autodidactic Models for 3D "
+    "Medical Image Analysis. MICCAI 2019.",
+}
+
+
+@dataclass
+class PretrainResult:
+    """What a pretraining run produced.
+
+    Attributes:
+        run_dir: the run folder.
+        encoder_file: ``encoder.safetensors`` in the run folder (None on non-zero DDP ranks).
+        weights: ``local:<name>`` when registered, else the encoder file's path, usable as ``model.weights``.
+        record: the weight-source record.
+        metrics: one dict per epoch (as in metrics.csv).
+        seconds: wall-clock seconds.
+        encoder: the trained encoder (a MedtlModel on the CPU, eval mode), on every rank.
+        status: ``ok``, or ``worker`` on non-zero DDP ranks.
+    """
+
+    run_dir: Path
+    encoder_file: Path | None
+    weights: str | None
+    record: dict[str, Any]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    encoder: Any = None
+    status: str = "ok"
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.metrics[-1]["train_loss"] if self.metrics else None
+
+
+def _rank0() -> bool:
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def encoder_state(model: Any) -> dict[str, torch.Tensor]:
+    """The encoder's tensors without the classifier, under the network's own names, contiguous on the CPU."""
+    head = model.spec.head_prefixes
+    return {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items() if not k.startswith(head)}
+
+
+def _default_name(cfg: PretrainConfig) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{cfg.model.arch}-{cfg.method}-{stamp}")
+
+
+def _check_name_free(cfg: PretrainConfig, name: str) -> None:
+    if cfg.output.register_weights and not cfg.output.overwrite and LOCAL_PREFIX + name in list_local_sources():
+        raise ConfigError(
+            f"weights local:{name} already exist in {local_weights_dir()}",
+            fix="choose another output.name, or set output.overwrite: true to replace them",
+        )
+
+
+def _knn_probe(cfg: PretrainConfig, pipeline: Any) -> Any:
+    from medtl.data import Manifest
+    from medtl.pretraining.data import LabelledDataset
+    from medtl.pretraining.module import KnnProbe
+
+    manifest = Manifest.from_csv(cfg.knn.manifest)
+    records = manifest.to_dicts()
+    if len(manifest.classes) < 2 or len({str(r["patient_id"]) for r in records}) < 2:
+        raise ConfigError(
+            f"knn.manifest {cfg.knn.manifest} needs two classes and two patients or more for a k-NN score "
+            f"(it has classes {list(manifest.classes)})",
+            fix="point knn.manifest at a labelled manifest, or remove it",
+        )
+    dataset = LabelledDataset(records, pipeline, cache_dir=medtl_home() / "cache" / f"pretrain-{cfg.cache_key()}")
+    return KnnProbe(dataset, [str(r["patient_id"]) for r in records], k=cfg.knn.k, batch_size=cfg.train.batch_size)
+
+
+def pretrain(
+    config: PretrainConfig | dict[str, Any] | str | Path,
+    *,
+    run_dir: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    quiet: bool = False,
+) -> PretrainResult:
+    """Pretrain an encoder on unlabeled scans and register it as weights ``local:<output.name>``.
+
+    Args:
+        config: a YAML file, dict or :class:`~medtl.pretraining.config.PretrainConfig`.
+        run_dir: the run folder (default ``output.dir/output.name``).
+        overrides: dotted-key overrides (``{"train.epochs": 3}``).
+        quiet: no progress lines.
+
+    Returns:
+        A :class:`PretrainResult`; ``result.weights`` goes into ``model.weights`` of a training or compare config.
+
+    Raises:
+        ConfigError, ManifestError, TrainingError, DataLoadError, WeightsError: see their messages.
+    """
+    import lightning.pytorch as pl
+    from monai.data import DataLoader
+
+    import medtl
+    from medtl.pretraining.data import PoolDataset, build_preprocessing, read_pool
+    from medtl.pretraining.module import EpochLog, PretrainModule
+    from medtl.pretraining.views import ContrastiveViews, RestorationViews
+
+    t0 = time.perf_counter()
+    cfg = load_pretrain_config(config, overrides)
+    rank0 = _rank0()
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if run_dir is None and os.environ.get(RUN_DIR_ENV) and not rank0:
+        run_dir = os.environ[RUN_DIR_ENV]  # processes started by Lightning's DDP launcher write rank 0's folder
+    if run_dir is None and cfg.output.name is None and world > 1:
+        raise ConfigError("set output.name when launching with torchrun or SLURM, so every process writes one run")
+    name = cfg.output.name or (Path(run_dir).name if run_dir is not None else _default_name(cfg))
+    run_dir = Path(run_dir) if run_dir is not None else Path(cfg.output.dir) / name
+    if rank0:
+        if _status(run_dir) == "ok":
+            raise TrainingError(
+                f"run directory {run_dir} already holds a pretraining run",
+                path=str(run_dir),
+                fix="choose another output.name, or delete the folder",
+            )
+        _check_name_free(cfg, name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
+    say = (lambda msg: None) if quiet or not rank0 else (lambda msg: print(msg, flush=True))
+    if rank0:
+        _write_json(run_dir / "result.json", {"status": "running", "run_dir": str(run_dir)})
+        atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+    try:
+        pool = read_pool(cfg)
+        if rank0 and pool.index_csv is not None:
+            atomic_write_bytes(run_dir / "index.csv", pool.index_csv)
+        prep = build_preprocessing(cfg, pool.records[0]["image"], pool.records[0].get("series"))
+        pipe = prep.pipeline
+        dims = pipe.model_spatial_dims
+        size = list(cfg.views.size or pipe.size)
+        if len(size) == 1:
+            size = size * dims
+        if len(size) != dims:
+            raise ConfigError(f"views.size {size} must have {dims} values for {dims}D scans")
+        say(
+            f"pretraining {cfg.model.arch} ({cfg.method}, from {cfg.model.weights}) on {len(pool.records)} scans "
+            f"({pool.n_patients} patients, {prep.modality} {prep.mode}); run directory: {run_dir}"
+        )
+        pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+        if cfg.method == "simclr":
+            views: Any = ContrastiveViews(cfg.views, size, pipe.post_eval)
+        else:
+            views = RestorationViews(cfg.views, cfg.genesis, size, pipe.post_eval)
+        views.set_random_state(seed=cfg.train.seed + int(os.environ.get("RANK", "0") or 0))
+        cache_dir = medtl_home() / "cache" / f"pretrain-{cfg.cache_key()}"
+        dataset = PoolDataset(
+            pool.records,
+            pipe.pre,
+            views,
+            cache=cfg.train.cache,
+            cache_dir=cache_dir,
+            num_workers=cfg.train.num_workers,
+        )
+        encoder = medtl.create_model(
+            cfg.model.arch, weights=prep.source, in_channels=pipe.in_channels, num_classes=0, spatial_dims=dims
+        )
+        module = PretrainModule(
+            encoder,
+            method=cfg.method,
+            view_size=size,
+            lr=cfg.train.lr,
+            weight_decay=cfg.train.weight_decay,
+            warmup_epochs=cfg.train.warmup_epochs,
+            simclr=cfg.simclr,
+            genesis=cfg.genesis,
+        )
+        accelerator = {"cuda": "gpu"}.get(cfg.train.accelerator, cfg.train.accelerator)
+        precision = resolve_precision(cfg.train.precision, accelerator)
+        on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+        n_dev = cfg.train.devices * cfg.train.num_nodes
+        per_device = -(-len(dataset) // n_dev)
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.train.batch_size,
+            shuffle=True,
+            num_workers=cfg.train.num_workers,
+            drop_last=per_device > cfg.train.batch_size,  # a last batch of one scan would have no negatives
+            persistent_workers=cfg.train.num_workers > 0,
+            pin_memory=on_gpu,
+        )
+        probe = _knn_probe(cfg, pipe) if cfg.knn.manifest is not None and rank0 else None
+
+        def progress(row: dict[str, Any]) -> None:
+            if row["epoch"] == 1 and log.baseline is not None:
+                say(f"k-NN accuracy of the starting weights ({cfg.model.weights}): {log.baseline['knn_accuracy']:.3f}")
+            knn = f", k-NN accuracy {row['knn_accuracy']:.3f}" if row["knn_accuracy"] == row["knn_accuracy"] else ""
+            say(f"epoch {row['epoch']}/{cfg.train.epochs}: loss {row['train_loss']:.4f}{knn} ({row['time_s']:.0f}s)")
+
+        log = EpochLog(run_dir / "metrics.csv", probe=probe, every=cfg.knn.every, on_row=progress)
+        strategy: Any = "auto"
+        if n_dev > 1:
+            from lightning.pytorch.strategies import DDPStrategy
+
+            # restoration uses the stage outputs only: layers after the last stage (ConvNeXt's final norm) get no
+            # gradient, and DDP must not wait for them
+            strategy = DDPStrategy(find_unused_parameters=cfg.method == "genesis")
+        # noise from Lightning that says nothing about this run
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        for logger_name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+            logging.getLogger(logger_name).setLevel(logging.WARNING)
+        trainer = pl.Trainer(
+            accelerator=accelerator,
+            devices=cfg.train.devices,
+            num_nodes=cfg.train.num_nodes,
+            strategy=strategy,
+            precision=precision,
+            max_epochs=cfg.train.epochs,
+            callbacks=[log],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            sync_batchnorm=cfg.train.sync_batchnorm and n_dev > 1,
+            limit_train_batches=cfg.train.limit_train_batches,
+            deterministic=cfg.train.deterministic,
+            default_root_dir=str(run_dir),
+        )
+        trainer.fit(module, loader)
+        encoder = module.encoder.cpu().eval()
+        if not trainer.is_global_zero:
+            return PretrainResult(run_dir, None, None, {}, [], time.perf_counter() - t0, encoder, status="worker")
+
+        from safetensors.torch import save
+
+        encoder_file = run_dir / "encoder.safetensors"
+        atomic_write_bytes(encoder_file, save(encoder_state(encoder)))
+        norm = pipe.normalization
+        record = {
+            "method": cfg.method,
+            "method_label": METHOD_LABELS[cfg.method],
+            "arch": cfg.model.arch,
+            "spatial_dims": dims,
+            "in_channels": pipe.in_channels,
+            "normalization": norm.to_dict(),
+            "preprocessing": {
+                "modality": prep.modality,
+                "mode": prep.mode,
+                "size": list(pipe.size),
+                **{k: v for k, v in pipe.description.items() if k not in ("augment", "size")},
+            },
+            "input_size": size,
+            "epochs": len(log.rows),
+            "started_from": cfg.model.weights,
+            "data": {
+                "manifest_sha256": pool.manifest_sha256,
+                "n_scans": len(pool.records),
+                "n_patients": pool.n_patients,
+                "modality": prep.modality,
+            },
+            "final_loss": log.rows[-1]["train_loss"] if log.rows else None,
+            "license": "as the owner of the pretraining data states",
+            "citation": _CITATIONS[cfg.method],
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "medtl_version": medtl.__version__,
+        }
+        weights: str | None = str(encoder_file.resolve())
+        if cfg.output.register_weights:
+            register_local_source(name, encoder_file, record, overwrite=cfg.output.overwrite)
+            weights = LOCAL_PREFIX + name
+            record = json.loads((local_weights_dir() / name / "source.json").read_text())
+        _write_json(run_dir / "source.json", record)
+        seconds = time.perf_counter() - t0
+        last = log.rows[-1] if log.rows else {}
+        _write_json(
+            run_dir / "result.json",
+            {
+                "status": "ok",
+                "kind": "pretrain",
+                "run_dir": str(run_dir),
+                "weights": weights,
+                "encoder_file": str(encoder_file),
+                "method": cfg.method,
+                "arch": cfg.model.arch,
+                "epochs_run": len(log.rows),
+                "final_loss": last.get("train_loss"),
+                "first_loss": log.rows[0]["train_loss"] if log.rows else None,
+                "knn_accuracy": _finite(last.get("knn_accuracy")),
+                "knn_balanced_accuracy": _finite(last.get("knn_balanced_accuracy")),
+                "knn_before": log.baseline,
+                "seconds": seconds,
+                "precision": precision,
+                "devices": cfg.train.devices,
+                "n_scans": len(pool.records),
+                "n_patients": pool.n_patients,
+            },
+        )
+        say(f"done in {seconds:.0f}s: encoder {encoder_file}; use it as model.weights: {weights}")
+        return PretrainResult(run_dir, encoder_file, weights, record, list(log.rows), seconds, encoder)
+    except BaseException as exc:
+        if rank0:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt | SystemExit) else "failed"
+            _write_json(
+                run_dir / "result.json",
+                {
+                    "status": status,
+                    "kind": "pretrain",
+                    "run_dir": str(run_dir),
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": None if isinstance(exc, MedtlError) else traceback.format_exc(limit=20),
+                    "seconds": time.perf_counter() - t0,
+                },
+            )
+        raise
+
+
+def _status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "result.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _finite(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and v != v) else float(v)

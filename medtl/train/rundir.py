@@ -112,6 +112,15 @@ class RunDir:
     def predictions_file(self, split: str) -> Path:
         return self.path / f"predictions_{split}.csv"
 
+    @property
+    def overlay_dir(self) -> Path:
+        """``overlays/``: PNGs of predicted masks over their scans (segmentation runs)."""
+        return self.path / "overlays"
+
+    def overlays(self) -> list[Path]:
+        """The overlay PNGs of the run, sorted by name (empty when there are none)."""
+        return sorted(self.overlay_dir.glob("*.png")) if self.overlay_dir.is_dir() else []
+
     def holds_run(self) -> bool:
         """Whether a run has started here (a checkpoint or a result exists)."""
         return self.last_checkpoint.exists() or self.file(self.RESULT).exists()
@@ -275,6 +284,18 @@ class RunDir:
                 pids.append(row.get("patient_id") or row.get("image") or "")
                 probs.append([float(row[c]) for c in cols])
         return pids, labels, np.asarray(probs, dtype=float).reshape(len(labels), len(cols))
+
+    def read_prediction_rows(self, split: str) -> list[dict[str, str]]:
+        """The rows of predictions_<split>.csv as written (segmentation: one row of metrics per scan).
+
+        Raises:
+            RunDirError: the file is missing.
+        """
+        path = self.predictions_file(split)
+        if not path.is_file():
+            raise RunDirError(f"{path} is missing: the run did not write {split} predictions", path=str(path))
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh))
 
     # -- result and card ------------------------------------------------------------------------------
     def write_result(self, result: dict[str, Any]) -> Path:

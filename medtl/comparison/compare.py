@@ -44,6 +44,7 @@ from medtl.comparison.report import ReportFiles, write_report
 from medtl.comparison.results import Arm, CompareResults, RunRecord, record_from_run_dir
 from medtl.comparison.summary import Summary, summarize
 from medtl.errors import ConfigError, TrainingError
+from medtl.train.experiment import read_manifest
 from medtl.train.rundir import RunDir
 
 __all__ = [
@@ -63,11 +64,10 @@ __all__ = [
 
 def _write_shared_splits(experiment: Any, compare_dir: Path) -> Path:
     """Make the train/val/test split by patient once, for every arm; reuse it when it already exists."""
-    from medtl.data import Manifest
     from medtl.data.splits import make_splits, patient_labels, read_splits_csv, write_splits_csv
 
     target = compare_dir / "splits.csv"
-    manifest = Manifest.from_csv(experiment.data.manifest, classes=experiment.data.classes)
+    manifest = read_manifest(experiment)
     if experiment.splits.file is not None:
         src = Path(experiment.splits.file)
         if src.resolve() != target.resolve():
@@ -238,9 +238,7 @@ def compare(
     )
     splits_file = _write_shared_splits(experiment, compare_dir)
     specs = [arm_spec(a, experiment) for a in arm_cfgs]
-    from medtl.data import Manifest
-
-    classes = list(experiment.data.classes or Manifest.from_csv(experiment.data.manifest, check_files=False).classes)
+    classes = list(experiment.data.classes or read_manifest(experiment, check_files=False).classes)
     seed_list = list(range(section.seeds))
     results = CompareResults(
         arms=specs,

@@ -19,6 +19,7 @@ from torch import nn
 
 from medtl.config import ExperimentConfig, load_config
 from medtl.data.dataset import SampleDataset, SegmentationDataset
+from medtl.data.manifest import Manifest
 from medtl.data.splits import check_no_leakage, label_fraction_patients, make_splits, patient_labels, read_splits_csv
 from medtl.errors import ConfigError, DataLoadError, ManifestError, MedtlError, RunDirError, TrainingError
 from medtl.models import expected_input, weight_source_for
@@ -31,6 +32,7 @@ from medtl.utils import hash_patient_id, medtl_home
 from medtl.weights.sources import IMAGENET_MEAN, IMAGENET_STD, Normalization, WeightSource
 
 __all__ = [
+    "read_manifest",
     "Experiment",
     "ScanInfo",
     "prepare_experiment",
@@ -249,6 +251,20 @@ def _split_records(
     return assignment, train_patients, splits
 
 
+def read_manifest(cfg: ExperimentConfig, *, check_files: bool = True) -> Manifest:
+    """The experiment's manifest, read and validated (the one place train, compare and predict read it).
+
+    Raises:
+        ConfigError: ``data.label_column`` is not ``label``. ManifestError: an invalid manifest.
+    """
+    if cfg.data.label_column != "label":
+        raise ConfigError(
+            f"data.label_column {cfg.data.label_column!r}: labels are read from the 'label' column only; "
+            "rename the column in the manifest"
+        )
+    return Manifest.from_csv(cfg.data.manifest, classes=cfg.data.classes, check_files=check_files)
+
+
 def prepare_experiment(
     config: ExperimentConfig | dict[str, Any] | str | Path,
     *,
@@ -266,15 +282,8 @@ def prepare_experiment(
         ManifestError: empty or invalid manifest. TrainingError: a class has no training patients, no
             validation patients, patients crossing splits. ConfigError: a mode that does not fit the scans.
     """
-    from medtl.data import Manifest
-
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
-    if cfg.data.label_column != "label":
-        raise ConfigError(
-            f"data.label_column {cfg.data.label_column!r}: labels are read from the 'label' column only; "
-            "rename the column in the manifest"
-        )
-    manifest = Manifest.from_csv(cfg.data.manifest, classes=cfg.data.classes)
+    manifest = read_manifest(cfg)
     if len(manifest) == 0:
         raise ManifestError(
             f"manifest {cfg.data.manifest} has no rows", path=str(cfg.data.manifest), fix="add one row per scan"

@@ -339,6 +339,8 @@ def _fine_tune(
             metrics[split] = exp.task.metrics(scores, targets)
             columns = exp.task.prediction_columns(with_labels=True)
             run.write_predictions(split, columns, exp.task.prediction_rows(recs, scores, ids, with_labels=True))
+            if split == "test":
+                exp.task.write_extras(run, model, exp.datasets[split], recs)
         model = model.cpu()
         seconds = time.perf_counter() - t_start
         result = {

@@ -255,6 +255,9 @@ class SegmentationTask:
             rows.append(row)
         return rows
 
+    def write_extras(self, run: Any, model: nn.Module, dataset: Any, records: Sequence[dict[str, Any]]) -> None:
+        """Nothing yet besides the predictions."""
+
 
 def _mask_name(image: str, used: set[str]) -> str:
     p = Path(image)

@@ -66,6 +66,9 @@ class Task(Protocol):
     ) -> list[dict[str, Any]]:
         """One dict per scan, keyed by :meth:`prediction_columns`."""
 
+    def write_extras(self, run: Any, model: nn.Module, dataset: Any, records: Sequence[dict[str, Any]]) -> None:
+        """Write what the task adds to a finished run folder besides the predictions (e.g. overlay PNGs)."""
+
 
 @dataclass
 class ClassificationTask:
@@ -145,3 +148,6 @@ class ClassificationTask:
             row["pred"] = self.classes[int(np.argmax(probs))]
             rows.append(row)
         return rows
+
+    def write_extras(self, run: Any, model: nn.Module, dataset: Any, records: Sequence[dict[str, Any]]) -> None:
+        """Nothing besides the predictions."""

@@ -144,3 +144,20 @@ def test_indexes_the_sample_ct_tree_like_its_manifest() -> None:
     indexed = sorted(Path(r["image"]).name for r in result.rows)
     listed = sorted(r["image"] for r in read_rows(sample / "manifest.csv"))
     assert indexed == listed
+
+
+def test_indexing_ordinary_dicom_files_never_imports_pydicom(tmp_path: Path) -> None:
+    """The tag scan reads ordinary headers; pydicom (about 0.5 s to import) is loaded only for the rare file."""
+    import subprocess
+    import sys
+
+    write_ct_stack(tmp_path / "scans" / "pat1", "P1", 4)
+    code = (
+        "import sys; from medtl.data import index_tree; "
+        f"r = index_tree({str(tmp_path / 'scans')!r}); "
+        "print(len(r.rows), 'pydicom' in sys.modules)"
+    )
+    env = {**__import__("os").environ, "MEDTL_HOME": str(tmp_path / "home"), "MEDTL_ID_SECRET": "x" * 32}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "False"]

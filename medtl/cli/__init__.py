@@ -7,9 +7,11 @@ see the traceback instead.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
+import warnings
 
 import typer
 
@@ -42,22 +44,58 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
 
 
+def _interrupt_in(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt behind ``exc``, if any.
+
+    typer answers a KeyboardInterrupt raised inside a command with ``Exit(130)`` and then ``sys.exit(130)``,
+    dropping its message (where the run is and how to resume it). The interrupt is still in the chain of
+    exceptions: ``SystemExit`` -> ``Exit`` (its context) -> ``KeyboardInterrupt`` (its cause).
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        todo += [e.__cause__, e.__context__]
+    return None
+
+
+def _say_interrupted(exc: KeyboardInterrupt) -> int:
+    print(f"interrupted: {' '.join(str(exc).split())}" if str(exc) else "interrupted", file=sys.stderr, flush=True)
+    return 130
+
+
+def _quiet_stderr() -> None:
+    """Keep stderr for medtl's own one line: no notices from libraries that say nothing to a user."""
+    # Lightning logs every SIGTERM it sees ("[rank: 0] Received SIGTERM: 15"); medtl says what it did instead
+    logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
+    # a deprecation inside Lightning's own code with this torch, printed once per training
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``medtl`` console script."""
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _terminate)
+    _quiet_stderr()
     try:
         app(args=argv, prog_name="medtl")
     except SystemExit as exc:
+        interrupt = _interrupt_in(exc) if exc.code == 130 else None
+        if interrupt is not None:
+            return _say_interrupted(interrupt)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except MedtlError as exc:
         if os.environ.get("MEDTL_DEBUG") == "1":
             raise
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:
-        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # outside a command (typer turns those into SystemExit(130))
+        return _say_interrupted(exc)
     return 0
 
 

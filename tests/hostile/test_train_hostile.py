@@ -175,7 +175,11 @@ def test_sigterm_stops_a_run_with_its_resume_command(tmp_path: Path, env) -> Non
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()  # never leave a training process behind
+    run = tmp_path / "runs" / "long"
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    result = json.loads((tmp_path / "runs" / "long" / "result.json").read_text())
-    assert result["status"] == "interrupted" and result["resume"].startswith("medtl train --resume")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"interrupted: run {run} stopped during epoch "), err
+    assert lines[0].endswith(f"continue it with: medtl train --resume {run}"), err
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["resume"] == f"medtl train --resume {run}"

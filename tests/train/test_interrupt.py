@@ -1,0 +1,115 @@
+"""Ctrl-C and SIGTERM on ``medtl train``: exit 130, one line saying where the run is and how to continue it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers.cli import MEDTL
+from helpers.tasks import base_config, make_xray_task
+
+from medtl.cli import main
+
+LIMIT = 240.0  # seconds a run may take to finish its first epoch on a busy 2-core machine
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def test_the_cli_says_what_an_interrupted_command_said(tmp_path: Path, monkeypatch, capsys) -> None:
+    """typer turns a KeyboardInterrupt inside a command into a bare exit 130: its message must still be shown."""
+    import medtl.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("run /x/run stopped during epoch 3; continue it with: medtl train --resume /x/run")
+
+    monkeypatch.setattr(medtl.train, "fine_tune", interrupted)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("data: {manifest: m.csv}\n")
+    assert main(["train", str(cfg)]) == 130
+    err = _lines(capsys.readouterr().err)
+    assert err == ["interrupted: run /x/run stopped during epoch 3; continue it with: medtl train --resume /x/run"]
+
+
+def test_a_keyboard_interrupt_without_a_message_still_says_interrupted(tmp_path: Path, monkeypatch, capsys) -> None:
+    import medtl.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(medtl.train, "fine_tune", interrupted)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("data: {manifest: m.csv}\n")
+    assert main(["train", str(cfg)]) == 130
+    assert _lines(capsys.readouterr().err) == ["interrupted"]
+
+
+@pytest.mark.slow
+def test_sigterm_and_ctrl_c_stop_a_run_with_one_line_naming_it_and_its_resume_command(tmp_path: Path) -> None:
+    """Both signals, each on its own training process (run side by side to halve the wait; ~45 s on 2 cores).
+
+    tests/hostile/test_train_hostile.py checks SIGTERM in the default run.
+    """
+    task = make_xray_task(tmp_path / "xray", n_patients=16, size=16)
+    env = dict(os.environ, MEDTL_HOME=str(tmp_path / "medtl-home"), HF_HUB_OFFLINE="1", MEDTL_DEBUG="0")
+    procs: dict[str, tuple[subprocess.Popen[str], Path]] = {}
+    try:
+        for sig in ("SIGTERM", "SIGINT"):
+            cfg = base_config(
+                task,
+                tmp_path / "runs",
+                preprocess={"size": [16, 16]},
+                model={"arch": "resnet18", "weights": "scratch"},
+                train={"epochs": 500, "threads": 1, "limit_train_batches": 1},
+            )
+            cfg["output"]["name"] = sig.lower()
+            path = tmp_path / f"{sig}.yaml"
+            path.write_text(yaml.safe_dump(cfg))
+            proc = subprocess.Popen(
+                [MEDTL, "train", str(path)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                errors="replace",
+            )
+            procs[sig] = (proc, tmp_path / "runs" / sig.lower())
+        deadline = time.monotonic() + LIMIT
+        waiting = dict(procs)
+        while waiting and time.monotonic() < deadline:
+            for sig, (proc, run) in list(waiting.items()):
+                metrics = run / "metrics.csv"
+                if proc.poll() is not None:
+                    pytest.fail(f"{sig} run ended before the signal: {proc.communicate()}")
+                if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:  # one epoch: last.ckpt exists
+                    proc.send_signal(getattr(signal, sig))
+                    del waiting[sig]
+            time.sleep(0.2)
+        assert not waiting, f"no epoch finished within {LIMIT:.0f} s: {sorted(waiting)}"
+        for sig, (proc, run) in procs.items():
+            start = time.monotonic()
+            out, err = proc.communicate(timeout=60)  # a graceful stop takes seconds, not minutes
+            assert time.monotonic() - start < 60
+            assert proc.returncode == 130, (sig, out, err)
+            assert "Traceback" not in err and "Received SIGTERM" not in err, err
+            lines = _lines(err)
+            assert len(lines) == 1, (sig, err)
+            assert lines[0].startswith(f"interrupted: run {run} stopped during epoch "), lines[0]
+            assert lines[0].endswith(f"continue it with: medtl train --resume {run}"), lines[0]
+            result = json.loads((run / "result.json").read_text())
+            assert result["status"] == "interrupted", (sig, result)
+            assert result["resume"] == f"medtl train --resume {run}"
+            assert (run / "last.ckpt").is_file() and not (run / ".lock").exists()
+            assert not [p.name for p in run.iterdir() if ".tmp-" in p.name]
+    finally:
+        for proc, _ in procs.values():
+            if proc.poll() is None:
+                proc.kill()  # never leave a training process behind
+                proc.communicate()

@@ -113,3 +113,57 @@ def test_sigterm_and_ctrl_c_stop_a_run_with_one_line_naming_it_and_its_resume_co
             if proc.poll() is None:
                 proc.kill()  # never leave a training process behind
                 proc.communicate()
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_compare_writes_the_report_of_the_finished_runs(tmp_path: Path) -> None:
+    """Ctrl-C while the second run trains: exit 130, one line, results and report of the first run (~40 s)."""
+    task = make_xray_task(tmp_path / "xray", n_patients=16, size=16)
+    cfg = base_config(
+        task,
+        tmp_path / "runs",
+        preprocess={"size": [16, 16]},
+        train={"epochs": 12, "threads": 1, "limit_train_batches": 1},
+    )
+    cfg["compare"] = {
+        "arms": [{"name": "first", "model": {"weights": "scratch"}}, {"name": "scratch"}],
+        "seeds": 1,
+        "fractions": [1.0],
+        "n_resamples": 200,
+    }
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "cmp"
+    env = dict(os.environ, MEDTL_HOME=str(tmp_path / "medtl-home"), HF_HUB_OFFLINE="1", MEDTL_DEBUG="0")
+    proc = subprocess.Popen(
+        [MEDTL, "compare", str(path), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        errors="replace",
+    )
+    second = out / "runs" / "scratch" / "frac1-seed0" / "metrics.csv"
+    try:
+        deadline = time.monotonic() + LIMIT
+        while time.monotonic() < deadline and proc.poll() is None and not second.is_file():
+            time.sleep(0.2)  # metrics.csv of the second run: the first is recorded, the second is training
+        assert proc.poll() is None, proc.communicate()
+        assert second.is_file(), f"the second run did not start within {LIMIT:.0f} s"
+        proc.send_signal(signal.SIGINT)
+        out_text, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, (out_text, err)
+    assert "Traceback" not in err, err
+    lines = _lines(err)
+    assert len(lines) == 1 and lines[0].startswith("interrupted"), err
+    assert f"partial report of the finished runs: {out / 'report.html'}" in " ".join(out_text.split())
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [(r["arm"], r["status"]) for r in runs] == [("first", "ok")], runs
+    assert (out / "report.html").is_file() and (out / "report.md").is_file()
+    assert "first" in (out / "report.md").read_text()
+    assert json.loads((second.parent / "result.json").read_text())["status"] == "interrupted"
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]

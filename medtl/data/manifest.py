@@ -5,7 +5,8 @@ A manifest is a CSV file with the columns
 ``image``
     a scan file (DICOM, ``.nii``/``.nii.gz``) or a DICOM folder, relative to the CSV's folder (or absolute);
 ``label``
-    the class name;
+    the class name (optional when the manifest is read with ``labels_required=False``, as segmentation does: see
+    below);
 ``patient_id`` (optional)
     the patient; when absent (or empty in a row) it is read from the DICOM ``PatientID`` header, and for
     NIfTI files the file name stands in (with a warning);
@@ -25,6 +26,11 @@ When ``patient_id`` is not given for a DICOM row, it is the PatientID of the ser
 holding several patients' series without a ``series`` column is an error that lists the series to choose from,
 because a guess could put one patient's scan in two splits.
 
+A manifest read with ``labels_required=False`` (a segmentation manifest: ``image, mask[, patient_id]``) may leave
+out the label column, or leave it empty in every row. It then has one class, :data:`UNLABELLED`, that every row
+belongs to, and :attr:`Manifest.labelled` is False: splits are made by patient without stratification and a label
+fraction keeps a fraction of the training patients. A label column with some cells filled is checked as above.
+
 Other columns are kept. Loading validates every row and raises one :class:`~medtl.errors.ManifestError`
 that lists every problem with its CSV row number (the header is row 1, the first scan row 2, as a
 spreadsheet shows them). Patient IDs are always stored pseudonymised with
@@ -42,11 +48,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from medtl.data.manifest_csv import Record, parse_table, read_table
+from medtl.data.manifest_csv import UNLABELLED, Record, parse_table, read_table
 from medtl.data.splits import SPLITS
 from medtl.errors import ManifestError
 
-__all__ = ["Manifest", "Record"]
+__all__ = ["Manifest", "Record", "UNLABELLED"]
 
 
 class Manifest:
@@ -54,6 +60,9 @@ class Manifest:
 
     Build one with :meth:`from_csv`. A manifest is a sequence of :class:`Record`; :meth:`to_dicts` gives the
     dicts MONAI datasets take.
+
+    Attributes:
+        labelled: False for a manifest read without labels (its one class is :data:`UNLABELLED`).
     """
 
     def __init__(
@@ -63,11 +72,13 @@ class Manifest:
         *,
         path: str | os.PathLike[str] | None = None,
         root: str | os.PathLike[str] | None = None,
+        labelled: bool = True,
     ) -> None:
         self.records: list[Record] = list(records)
         self.classes: list[str] = list(classes)
         self.path: Path | None = None if path is None else Path(path)
         self.root: Path = Path(root) if root is not None else (self.path.parent if self.path else Path.cwd())
+        self.labelled = labelled
 
     # ------------------------------------------------------------------ loading
 
@@ -80,6 +91,7 @@ class Manifest:
         check_files: bool = True,
         label_column: str = "label",
         image_column: str = "image",
+        labels_required: bool = True,
     ) -> Manifest:
         """Read and validate a manifest CSV.
 
@@ -89,26 +101,30 @@ class Manifest:
             check_files: check that every image exists (a folder must hold at least one file).
             label_column: the column holding the labels.
             image_column: the column holding the scan paths.
+            labels_required: False: a manifest without labels (no label column, or an empty one) is read as
+                :attr:`labelled` False with the one class :data:`UNLABELLED`; ``classes`` must then be None.
 
         Returns:
             The manifest.
 
         Raises:
-            ManifestError: the file is missing or empty, a required column is missing, or any row has a
-                problem; the message lists every problem with its row number.
+            ManifestError: the file is missing or empty, a required column is missing, ``classes`` were given for
+                a manifest without labels, or any row has a problem; the message lists every problem with its row
+                number.
         """
         path = Path(path).expanduser()
         table = read_table(path)
         path = path.resolve()
-        records, class_names = parse_table(
+        records, class_names, labelled = parse_table(
             table,
             path=path,
             classes=classes,
             check_files=check_files,
             label_column=label_column,
             image_column=image_column,
+            labels_required=labels_required,
         )
-        return cls(records, class_names, path=path, root=path.parent)
+        return cls(records, class_names, path=path, root=path.parent, labelled=labelled)
 
     # ------------------------------------------------------------------ access
 
@@ -123,6 +139,8 @@ class Manifest:
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{c}: {n}" for c, n in zip(self.classes, self.class_counts(), strict=True))
+        if not self.labelled:
+            counts = "no labels"
         return f"Manifest({self.path}, {len(self)} scans, {len(set(self.patients))} patients; {counts})"
 
     @property
@@ -156,7 +174,9 @@ class Manifest:
 
     def subset(self, indices: Iterable[int]) -> Manifest:
         """A manifest of the records at ``indices`` (same classes, path and root)."""
-        return Manifest([self.records[i] for i in indices], self.classes, path=self.path, root=self.root)
+        return Manifest(
+            [self.records[i] for i in indices], self.classes, path=self.path, root=self.root, labelled=self.labelled
+        )
 
     def filter(
         self,
@@ -203,4 +223,4 @@ class Manifest:
     def with_splits(self, assignment: dict[str, str]) -> Manifest:
         """A copy whose records take their split from ``assignment`` (patient ID -> split)."""
         records = [replace(r, split=assignment.get(r.patient_id, r.split)) for r in self.records]
-        return Manifest(records, self.classes, path=self.path, root=self.root)
+        return Manifest(records, self.classes, path=self.path, root=self.root, labelled=self.labelled)

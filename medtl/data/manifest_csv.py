@@ -22,13 +22,16 @@ from medtl.errors import ManifestError, MedtlError
 from medtl.io import select_series
 from medtl.utils import hash_patient_id
 
-__all__ = ["Record", "read_table", "parse_table", "read_dicom_patient_id", "is_nifti", "nifti_stem"]
+__all__ = ["UNLABELLED", "Record", "read_table", "parse_table", "read_dicom_patient_id", "is_nifti", "nifti_stem"]
 
 logger = logging.getLogger("medtl.data.manifest")
 
 _SPLIT_ALIASES = {"training": "train", "valid": "val", "validation": "val", "testing": "test", "tst": "test"}
 # how many files of a DICOM folder to try before giving up on finding a PatientID
 _MAX_HEADER_TRIES = 16
+#: The one class of a manifest read without labels (``labels_required=False`` and no label column): every row
+#: belongs to it, so code that groups scans by label (splits, label fractions, counts) sees a single group.
+UNLABELLED = "unlabelled"
 
 
 def is_nifti(path: str | os.PathLike[str]) -> bool:
@@ -170,11 +173,17 @@ def parse_table(
     check_files: bool,
     label_column: str,
     image_column: str,
-) -> tuple[list[Record], list[str]]:
+    labels_required: bool = True,
+) -> tuple[list[Record], list[str], bool]:
     """Check the header and every row of a manifest table (see :meth:`medtl.data.Manifest.from_csv`).
 
+    With ``labels_required=False`` the label column may be absent (or empty in every row): every record then has
+    label 0 and the label name :data:`UNLABELLED`, the only class. A label column with some cells filled is
+    checked as always.
+
     Returns:
-        The records, and the class names in class-index order.
+        The records, the class names in class-index order (``[UNLABELLED]`` for a manifest without labels), and
+        whether the manifest gives labels.
 
     Raises:
         ManifestError: any problem, all of them listed with their row numbers.
@@ -199,9 +208,16 @@ def parse_table(
         "series": "series",
     }
     col = {key: lookup.get(name.lower()) for key, name in wanted.items()}
+    unlabelled = not labels_required and _label_column_unused(table, col["label"])
+    if unlabelled and classes is not None:
+        raise ManifestError(
+            f"manifest {path} has no {label_column!r} values, but the classes {list(classes)} were given for them",
+            path=str(path),
+            fix=f"add a {label_column!r} column with a class per row, or leave data.classes unset",
+        )
 
     header_problems = []
-    for key in ("image", "label"):
+    for key in ("image",) if unlabelled else ("image", "label"):
         if col[key] is None:
             name = wanted[key]
             close = difflib.get_close_matches(name, [h for h in header if h], n=1)
@@ -268,7 +284,9 @@ def parse_table(
             else:
                 seen[key] = n
 
-        if not label:
+        if unlabelled:
+            label = UNLABELLED
+        elif not label:
             row_problems.append(f"empty {wanted['label']!r}")
         elif allowed is not None and label not in allowed:
             close = difflib.get_close_matches(label, allowed, n=1)
@@ -321,7 +339,8 @@ def parse_table(
             }
         )
 
-    problems.extend(_label_problems([(p["row"], p["label_name"]) for p in parsed], allowed))
+    if not unlabelled:
+        problems.extend(_label_problems([(p["row"], p["label_name"]) for p in parsed], allowed))
     if problems:
         err = ManifestError(
             f"manifest {path} has {len(problems)} problem(s): " + "; ".join(problems),
@@ -341,7 +360,10 @@ def parse_table(
         warnings.warn(msg, UserWarning, stacklevel=3)
         logger.warning(msg)
 
-    class_names = list(allowed) if allowed is not None else sorted({p["label_name"] for p in parsed})
+    if unlabelled:
+        class_names = [UNLABELLED]
+    else:
+        class_names = list(allowed) if allowed is not None else sorted({p["label_name"] for p in parsed})
     index = {c: i for i, c in enumerate(class_names)}
     records = [
         Record(
@@ -356,7 +378,14 @@ def parse_table(
         )
         for p in parsed
     ]
-    return records, class_names
+    return records, class_names, not unlabelled
+
+
+def _label_column_unused(table: list[list[str]], index: int | None) -> bool:
+    """Whether a manifest gives no labels: no label column, or one left empty in every row (a spreadsheet's)."""
+    if index is None:
+        return True
+    return not any(index < len(r) and r[index].strip() for r in table[1:])
 
 
 _MISSING_MARKERS = frozenset({"nan", "na", "n/a", "null", "<na>", "nat"})

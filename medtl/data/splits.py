@@ -2,6 +2,11 @@
 
 Splits are always by patient, never by image or slice: slices of one patient in both training and test
 inflate accuracy by tens of points. Every function is seeded and deterministic.
+
+Stratification is by each patient's label. Records without a label (a segmentation manifest read without a label
+column gives every record label 0, :data:`~medtl.data.manifest_csv.UNLABELLED`; a plain dict may have no ``label``
+key at all) form one stratum, so the same functions split them by patient without stratification, and a label
+fraction keeps that fraction of the training patients.
 """
 
 from __future__ import annotations
@@ -36,10 +41,14 @@ def _records(manifest: Any) -> list[dict[str, Any]]:
 
 
 def patient_labels(manifest: Any) -> dict[str, int]:
-    """One label per patient: the most frequent label among the patient's scans (ties: the lowest index)."""
+    """One label per patient: the most frequent label among the patient's scans (ties: the lowest index).
+
+    A record without a label (no ``label`` key, or None) counts as label 0: unlabelled records form one stratum.
+    """
     counts: dict[str, Counter[int]] = defaultdict(Counter)
     for rec in _records(manifest):
-        counts[str(rec["patient_id"])][int(rec["label"])] += 1
+        label = rec.get("label")
+        counts[str(rec["patient_id"])][0 if label is None else int(label)] += 1
     return {p: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for p, c in counts.items()}
 
 
@@ -75,13 +84,14 @@ def make_splits(
 ) -> dict[str, str]:
     """Assign every patient to ``train``, ``val`` or ``test``.
 
-    Stratified by the patient's label. If the manifest has a ``split`` on every row (and
-    ``use_manifest_split``), that is used instead, after checking each patient sits in one split.
+    Stratified by the patient's label (records without one: a single stratum, see the module docstring). If the
+    manifest has a ``split`` on every row (and ``use_manifest_split``), that is used instead, after checking each
+    patient sits in one split.
     With ``folds``, a stratified test set of ``test_fraction`` is held out first, the other patients are
     divided into ``folds`` stratified folds and fold ``fold`` is the validation set.
 
     Args:
-        manifest: a Manifest or a list of record dicts (``patient_id``, ``label``, optional ``split``).
+        manifest: a Manifest or a list of record dicts (``patient_id``, optional ``label`` and ``split``).
         seed: the seed; the same seed gives the same split.
         val_fraction: fraction of patients for validation (ignored with ``folds``).
         test_fraction: fraction of patients for the test set.

@@ -12,6 +12,7 @@ from helpers.dicom import NEW, write_image
 from pydicom.uid import generate_uid
 
 from medtl.data import Manifest, Record
+from medtl.data.manifest import UNLABELLED
 from medtl.errors import ManifestError
 from medtl.utils import hash_patient_id
 
@@ -246,4 +247,50 @@ def test_missing_value_markers_as_labels_are_an_error(tree: Path, marker: str) -
 def test_empty_labels_are_an_error(tree: Path) -> None:
     csv = write_csv(tree / "m.csv", "image,label,patient_id\nscans/a,yes,P1\nscans/b.dcm, ,P2\n")
     with pytest.raises(ManifestError, match="row 3: empty 'label'"):
+        Manifest.from_csv(csv)
+
+
+# ------------------------------------------------------------------ manifests without labels (segmentation)
+
+
+def test_without_labels_required_a_manifest_without_a_label_column_has_one_unlabelled_class(tree: Path) -> None:
+    text = "image,mask,patient_id\nscans/a,ma.nii.gz,P1\nscans/b.dcm,mb.nii.gz,P2\nscans/c.nii.gz,mc,P1\n"
+    csv = write_csv(tree / "seg.csv", text)
+    m = Manifest.from_csv(csv, labels_required=False)
+    assert not m.labelled and m.classes == [UNLABELLED] and m.labels == [0, 0, 0]
+    assert [r.label_name for r in m] == [UNLABELLED] * 3
+    assert m.patients == [hash_patient_id("P1"), hash_patient_id("P2"), hash_patient_id("P1")]
+    assert [r.extra["mask"] for r in m] == ["ma.nii.gz", "mb.nii.gz", "mc"]
+    assert m.to_dicts()[0]["label"] == 0 and "no labels" in repr(m)
+    # subsets keep knowing it
+    assert not m.subset([0]).labelled and not m.filter(patients=[hash_patient_id("P2")]).labelled
+    assert not m.with_splits({}).labelled
+
+
+def test_a_label_column_left_empty_in_every_row_counts_as_no_labels(tree: Path) -> None:
+    csv = write_csv(tree / "seg.csv", "image,label,mask,patient_id\nscans/a,,ma,P1\nscans/b.dcm, ,mb,P2\n")
+    m = Manifest.from_csv(csv, labels_required=False)
+    assert not m.labelled and m.classes == [UNLABELLED]
+    with pytest.raises(ManifestError, match="row 2: empty 'label'"):  # a classification manifest still needs them
+        Manifest.from_csv(csv)
+
+
+def test_without_labels_required_labels_that_are_there_are_checked_and_used(tree: Path) -> None:
+    csv = write_csv(tree / "seg.csv", "image,label,mask,patient_id\nscans/a,big,ma,P1\nscans/b.dcm,small,mb,P2\n")
+    m = Manifest.from_csv(csv, labels_required=False)
+    assert m.labelled and m.classes == ["big", "small"] and m.labels == [0, 1]
+    partial = write_csv(tree / "partial.csv", "image,label,mask,patient_id\nscans/a,big,ma,P1\nscans/b.dcm,,mb,P2\n")
+    with pytest.raises(ManifestError, match="row 3: empty 'label'"):
+        Manifest.from_csv(partial, labels_required=False)
+
+
+def test_classes_given_for_a_manifest_without_labels_is_an_error(tree: Path) -> None:
+    csv = write_csv(tree / "seg.csv", "image,mask,patient_id\nscans/a,ma,P1\n")
+    with pytest.raises(ManifestError, match=r"has no 'label' values, but the classes \['a', 'b'\] were given"):
+        Manifest.from_csv(csv, classes=["a", "b"], labels_required=False)
+
+
+def test_a_classification_manifest_without_a_label_column_is_still_an_error(tree: Path) -> None:
+    csv = write_csv(tree / "seg.csv", "image,mask,patient_id\nscans/a,ma,P1\n")
+    with pytest.raises(ManifestError, match="missing column 'label'"):
         Manifest.from_csv(csv)

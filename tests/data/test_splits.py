@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medtl.data.splits import (
@@ -104,3 +105,37 @@ def test_splits_csv_round_trip(tmp_path: Path) -> None:
 def test_empty_manifest() -> None:
     with pytest.raises(ManifestError, match="no rows"):
         make_splits([])
+
+
+def _unlabelled(n_patients: int = 40, scans: int = 2, with_key: bool = True) -> list[dict]:
+    recs = []
+    for i in range(n_patients):
+        for s in range(scans):
+            rec = {"patient_id": f"u{i:03d}", "image": f"u{i}_{s}", "row": len(recs) + 2}
+            if with_key:
+                rec["label"] = 0  # what a manifest read without labels gives every row
+            recs.append(rec)
+    return recs
+
+
+@pytest.mark.parametrize("with_key", [True, False])
+def test_records_without_labels_are_split_by_patient_without_stratification(with_key: bool) -> None:
+    recs = _unlabelled(with_key=with_key)
+    a = make_splits(recs, seed=3, val_fraction=0.2, test_fraction=0.25)
+    check_no_leakage(recs, a)
+    assert set(a) == {r["patient_id"] for r in recs}
+    assert Counter(a.values()) == {"test": 10, "val": 8, "train": 22}
+    assert a == make_splits(_unlabelled(with_key=not with_key), seed=3, val_fraction=0.2, test_fraction=0.25)
+    assert set(patient_labels(recs).values()) == {0}
+    folds = make_splits(recs, seed=3, folds=4, fold=1, test_fraction=0.25)
+    check_no_leakage(recs, folds)
+    assert Counter(folds.values()) == {"test": 10, "val": 8, "train": 22}
+
+
+def test_a_label_fraction_of_unlabelled_patients_keeps_that_fraction_nested() -> None:
+    recs = _unlabelled(with_key=False)
+    train = sorted(p for p, s in make_splits(recs, seed=0).items() if s == "train")
+    labels = patient_labels(recs)
+    chosen = {f: label_fraction_patients(train, labels, f, seed=0) for f in (0.25, 0.5, 1.0)}
+    assert [len(chosen[f]) for f in (0.25, 0.5, 1.0)] == [int(np.ceil(f * len(train))) for f in (0.25, 0.5, 1.0)]
+    assert set(chosen[0.25]) <= set(chosen[0.5]) <= set(chosen[1.0]) == set(train)

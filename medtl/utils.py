@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import hashlib
 import hmac
 import logging
@@ -171,11 +172,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise MedtlError(
-            f"cannot write {path} ({exc.strerror or exc})",
-            path=str(path),
-            fix="check that the folder exists, is writable and has free space",
-        ) from None
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = f"free space on the disk holding {path.parent} (or write elsewhere), then run the command again"
+        elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            fix = f"make {path.parent} writable (or write elsewhere)"
+        else:
+            fix = "check that the folder exists, is writable and has free space"
+        raise MedtlError(f"cannot write {path} ({exc.strerror or exc})", path=str(path), fix=fix) from None
 
 
 def medtl_home() -> Path:

@@ -3,10 +3,11 @@
 The same orientation, spacing and intensity handling as classification, applied to the image and its label map
 together (the mask always with nearest-neighbour interpolation). Stages:
 
-* ``pre`` (deterministic, cached): load both, check that the mask lies on the image's grid and holds only known
-  label values, reorient and resample both, intensity on the image; 2D: resize both to ``preprocess.size``;
-  3D: keep the whole volume, padded to at least the patch size, with the foreground/background voxel indices
-  precomputed for patch sampling.
+* ``pre`` (deterministic, cached): load both (the mask: a label-map NIfTI, or a DICOM SEG placed on the image's
+  grid by :mod:`medtl.io.dicom_seg`, its segments matched to ``segmentation.classes`` by label), check that the
+  mask lies on the image's grid and holds only known label values, reorient and resample both, intensity on the
+  image; 2D: resize both to ``preprocess.size``; 3D: keep the whole volume, padded to at least the patch size,
+  with the foreground/background voxel indices precomputed for patch sampling.
 * ``post_train``: 3D: ``RandCropByPosNegLabeld`` patches (foreground oversampling); flips and affine
   augmentation of both; intensity augmentation of the image; channels and normalisation of the weights.
 * ``post_eval``: channels and normalisation only (validation and test run on whole volumes with a sliding window).
@@ -42,6 +43,7 @@ from medtl.weights.sources import Normalization
 __all__ = [
     "MASK",
     "CheckMaskd",
+    "LoadMaskd",
     "RecordSpacingd",
     "check_mask",
     "build_segmentation_pipeline",
@@ -91,6 +93,28 @@ def check_mask(image: Any, mask: Any, classes: list[str], image_path: str, mask_
             fix="add the missing classes to segmentation.classes, or fix the mask",
         )
     return mask
+
+
+class LoadMaskd(MapTransform):
+    """Read ``d["mask"]`` (a path) into a label map: a NIfTI (or any scan :func:`~medtl.io.read_scan` reads) as it
+    is; a DICOM SEG onto the grid of the already loaded ``d["image"]``, each segment given the label value of the
+    class of its SegmentLabel (:func:`medtl.io.dicom_seg.read_dicom_seg`)."""
+
+    def __init__(self, classes: list[str]) -> None:
+        super().__init__([MASK])
+        self.classes = classes
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from medtl.io.dicom_seg import is_dicom_seg, read_dicom_seg
+        from medtl.io.scan import read_scan
+
+        d = dict(data)
+        path = str(d[MASK])
+        if is_dicom_seg(path):
+            d[MASK] = read_dicom_seg(path, d[KEY], classes=self.classes, image_path=str(d.get("_path") or ""))
+        else:
+            d[MASK] = read_scan(path)
+        return d
 
 
 class CheckMaskd(MapTransform):
@@ -168,7 +192,7 @@ def build_segmentation_pipeline(
     keys = [KEY, MASK]
     pre: list[Any] = [
         LoadScand(keys=[KEY], series_key="series"),
-        LoadScand(keys=[MASK], series_key=None),
+        LoadMaskd(list(seg.classes)),
         ExpectScand(KEY, dims=scan_dims, channels=scan_channels, flat=flat_volumes, modality=modality),
         ExpectScand(MASK, dims=scan_dims, channels=1, flat=flat_volumes),
         CheckMaskd(list(seg.classes)),

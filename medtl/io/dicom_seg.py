@@ -1,0 +1,542 @@
+"""DICOM Segmentation objects (SEG) in and out, with highdicom: label maps on the grid of the image medtl reads.
+
+Reading (:func:`read_dicom_seg`, :func:`seg_to_label_map`): a SEG file (SOP Class Segmentation Storage
+1.2.840.10008.5.1.4.1.1.66.4, or Label Map Segmentation Storage ...66.7) becomes a one-channel label map on the
+voxel grid of the image it segments, as :func:`medtl.io.read_scan` returns that image (same array axes, same RAS
+affine). Every SEG frame is placed by its own ImagePositionPatient, ImageOrientationPatient and PixelSpacing,
+mapped through the inverse of the image's affine: neither the order of the frames nor the order of the slices
+matters, and a frame that does not fall on the image's voxels (another grid) is an error.
+
+Segments become label values:
+
+* with ``classes`` (a segmentation config's ``segmentation.classes``), each segment's SegmentLabel is looked up in
+  the classes (case and surrounding spaces ignored), then, failing that, the meaning of its segmented property
+  type (e.g. "Lung"); the class's index is the label value. A segment that matches no class is an error that
+  lists the segments and the classes.
+* without ``classes``, the label value is the segment number.
+
+Two segments claiming one voxel cannot be a label map: an error naming both segments. A BINARY frame counts where
+its pixel is 1, a FRACTIONAL frame where it is at least half its MaximumFractionalValue; in a LABELMAP frame the
+pixel value is the segment number.
+
+Writing (:func:`build_dicom_seg`, :func:`write_dicom_seg`): a label map with its RAS affine (for instance a
+predicted NIfTI mask written on the input's grid) becomes a BINARY SEG with one segment per foreground class,
+referencing every instance of the source series; each source frame takes the label-map voxels at its own pixels'
+world positions.
+
+highdicom is an optional dependency (``pip install 'medtl[seg]'``), imported only here, when a SEG is read or
+written.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medtl.errors import DataLoadError, UnsupportedScanError
+
+__all__ = [
+    "SEGMENTATION_STORAGE",
+    "LABEL_MAP_SEGMENTATION_STORAGE",
+    "SEG_SOP_CLASSES",
+    "is_dicom_seg",
+    "read_dicom_seg",
+    "seg_to_label_map",
+    "source_datasets",
+    "build_dicom_seg",
+    "write_dicom_seg",
+]
+
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
+SEG_SOP_CLASSES = (SEGMENTATION_STORAGE, LABEL_MAP_SEGMENTATION_STORAGE)
+INSTALL_FIX = "pip install 'medtl[seg]'"
+# a frame pixel must land this close to a voxel centre of the image (in voxels) to be that voxel
+GRID_TOLERANCE_VOXELS = 1e-2
+_LPS_RAS = np.array([-1.0, -1.0, 1.0])
+
+
+def _highdicom(path: str | os.PathLike[str] | None = None) -> Any:
+    try:
+        import highdicom
+    except ImportError:
+        raise DataLoadError(
+            "reading or writing DICOM SEG needs highdicom, which is not installed",
+            path=None if path is None else str(path),
+            fix=INSTALL_FIX,
+        ) from None
+    return highdicom
+
+
+def is_dicom_seg(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a file holding a DICOM Segmentation object (from its SOP Class UID; pixels not read)."""
+    p = Path(path)
+    if not p.is_file() or p.name.lower().endswith((".nii", ".nii.gz")):
+        return False
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception:  # noqa: BLE001 - anything pydicom cannot read is not a SEG
+        return False
+    return str(ds.get("SOPClassUID", "")) in SEG_SOP_CLASSES
+
+
+# ------------------------------------------------------------------------------------------------ geometry
+
+
+def _item(fg: Any, sequence: str) -> Any:
+    seq = fg.get(sequence) if fg is not None else None
+    return seq[0] if seq else None
+
+
+def _frame_geometry(ds: Any) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per frame of ``ds``: ``(ImagePositionPatient, ImageOrientationPatient, PixelSpacing)`` in LPS mm.
+
+    Multi-frame objects give them in their functional groups (per frame, or shared); single-frame images as
+    top-level attributes.
+
+    Raises:
+        UnsupportedScanError: a frame without a position, orientation or pixel spacing.
+    """
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    shared = _item(ds, "SharedFunctionalGroupsSequence")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    out = []
+    for f in range(n):
+        fg = per_frame[f] if per_frame is not None and f < len(per_frame) else None
+        pos = _item(fg, "PlanePositionSequence") or _item(shared, "PlanePositionSequence")
+        ori = _item(fg, "PlaneOrientationSequence") or _item(shared, "PlaneOrientationSequence")
+        meas = _item(fg, "PixelMeasuresSequence") or _item(shared, "PixelMeasuresSequence")
+        ipp = (pos or ds).get("ImagePositionPatient")
+        iop = (ori or ds).get("ImageOrientationPatient")
+        spacing = (meas or ds).get("PixelSpacing")
+        if ipp is None or iop is None or spacing is None:
+            missing = [k for k, v in (("ImagePositionPatient", ipp), ("ImageOrientationPatient", iop),
+                                      ("PixelSpacing", spacing)) if v is None]  # fmt: skip
+            raise UnsupportedScanError(
+                f"{getattr(ds, 'filename', None) or 'a DICOM object'}: frame {f + 1} has no {', '.join(missing)}, "
+                "so it cannot be placed in the image's space",
+                path=str(getattr(ds, "filename", "") or "") or None,
+                fix="DICOM SEG is supported for cross-sectional series (CT, MR, PET) with plane positions",
+            )
+        out.append(
+            (
+                np.asarray([float(v) for v in ipp]),
+                np.asarray([float(v) for v in iop]),
+                np.asarray([float(v) for v in spacing]),
+            )
+        )
+    return out
+
+
+def _frame_voxels(
+    geometry: tuple[np.ndarray, np.ndarray, np.ndarray], rows: int, cols: int, inverse_affine: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """Voxel indices ``(rows, cols, 3)`` of a frame's pixels in an image with ``inverse_affine`` (world RAS ->
+    voxel), and the largest distance of a pixel from its voxel centre, in voxels."""
+    ipp, iop, spacing = geometry
+    origin = ipp * _LPS_RAS
+    along_row = iop[:3] * _LPS_RAS * spacing[1]  # column index c moves along the row cosines by the column spacing
+    along_col = iop[3:6] * _LPS_RAS * spacing[0]  # row index r moves along the column cosines by the row spacing
+    rot, shift = inverse_affine[:3, :3], inverse_affine[:3, 3]
+    o, dc, dr = rot @ origin + shift, rot @ along_row, rot @ along_col
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    ijk = o + c[..., None] * dc + r[..., None] * dr
+    rounded = np.rint(ijk)
+    return rounded.astype(np.int64), float(np.abs(ijk - rounded).max()) if ijk.size else 0.0
+
+
+def _affine_4x4(affine: Any) -> np.ndarray:
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape == (4, 4):
+        return a
+    out = np.eye(4)  # a 2D image's (3, 3) affine: x, y in-plane; one slice in z
+    out[:2, :2], out[:2, 3] = a[:2, :2], a[:2, 2]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def _segment_values(seg: Any, classes: Sequence[str] | None, path: Path) -> dict[int, int]:
+    """Segment number -> label value (see the module docstring)."""
+    values: dict[int, int] = {}
+    described: list[str] = []
+    lookup = {str(c).strip().lower(): i for i, c in enumerate(classes or [])}
+    for item in seg.SegmentSequence:
+        number = int(item.SegmentNumber)
+        label = str(item.get("SegmentLabel", "")).strip()
+        prop = item.get("SegmentedPropertyTypeCodeSequence")
+        meaning = str(prop[0].get("CodeMeaning", "")).strip() if prop else ""
+        described.append(f"{number} {label or meaning or '(no label)'!r}")
+        if classes is None:
+            values[number] = number
+            continue
+        index = lookup.get(label.lower(), lookup.get(meaning.lower()))
+        if index is None:
+            continue
+        values[number] = index
+    if classes is not None and len(values) < len(seg.SegmentSequence):
+        pairs = zip(described, seg.SegmentSequence, strict=True)
+        unknown = [d for d, item in pairs if int(item.SegmentNumber) not in values]
+        raise DataLoadError(
+            f"DICOM SEG {path}: segment(s) {', '.join(unknown)} match none of segmentation.classes {list(classes)} "
+            "(by SegmentLabel or segmented property type)",
+            path=str(path),
+            fix="name each class in segmentation.classes after a segment's label, or relabel the segments",
+        )
+    return values
+
+
+def _frame_masks(seg: Any, path: Path) -> tuple[np.ndarray, list[list[int]]]:
+    """The frames as ``(n, rows, cols)`` and, per frame, the segment number of its foreground (BINARY,
+    FRACTIONAL), or an empty list when the pixel values are the segment numbers (LABELMAP)."""
+    frames = np.asarray(seg.pixel_array)
+    n = int(seg.get("NumberOfFrames", 1) or 1)
+    frames = frames.reshape(n, int(seg.Rows), int(seg.Columns))
+    kind = str(seg.get("SegmentationType", "BINARY")).upper()
+    if kind == "LABELMAP":
+        return frames.astype(np.int64), [[] for _ in range(n)]
+    if kind == "FRACTIONAL":
+        frames = frames >= max(1, int(seg.get("MaximumFractionalValue", 255))) / 2
+    else:
+        frames = frames > 0
+    per_frame = seg.get("PerFrameFunctionalGroupsSequence") or []
+    shared = _item(seg, "SharedFunctionalGroupsSequence")
+    numbers = []
+    for f in range(n):
+        item = _item(per_frame[f], "SegmentIdentificationSequence") if f < len(per_frame) else None
+        item = item or _item(shared, "SegmentIdentificationSequence")  # one segment: shared by all frames
+        if item is None:
+            raise DataLoadError(
+                f"DICOM SEG {path}: frame {f + 1} does not say which segment it holds (no "
+                "SegmentIdentificationSequence)",
+                path=str(path),
+                fix="write the SEG with a DICOM-conformant tool (highdicom, dcmqi)",
+            )
+        numbers.append([int(item.ReferencedSegmentNumber)])
+    return frames.astype(np.int64), numbers
+
+
+def seg_to_label_map(
+    path: str | os.PathLike[str],
+    affine: Any,
+    shape: Sequence[int],
+    *,
+    classes: Sequence[str] | None = None,
+    series_uid: str | None = None,
+    image_name: str = "the image",
+) -> np.ndarray:
+    """A DICOM SEG as a label map on an image's grid (see the module docstring).
+
+    Args:
+        path: the SEG file.
+        affine: the image's voxel-to-world RAS affine (4x4; a 2D image's 3x3 is taken as one slice).
+        shape: the image's spatial shape, as :func:`medtl.io.read_scan` gives it (X, Y[, Z]).
+        classes: class names in label-value order (index 0 the background); segments are matched by label.
+        series_uid: the image's SeriesInstanceUID; when given, the SEG must reference that series.
+        image_name: how errors name the image (its path).
+
+    Returns:
+        An integer array of ``shape``.
+
+    Raises:
+        DataLoadError: not a SEG, highdicom missing, another series or grid, unknown segments, overlaps.
+    """
+    path = Path(path)
+    hd = _highdicom(path)
+    try:
+        seg = hd.seg.segread(str(path))
+    except Exception as exc:  # noqa: BLE001 - a broken file: one line with its path
+        raise DataLoadError(
+            f"cannot read DICOM SEG {path}: {' '.join(str(exc).split())[:200]}", path=str(path)
+        ) from None
+    if str(seg.SOPClassUID) not in SEG_SOP_CLASSES:
+        raise DataLoadError(
+            f"{path} is not a DICOM Segmentation (SOP Class {seg.SOPClassUID})",
+            path=str(path),
+            fix="give a label-map NIfTI or a DICOM SEG as the mask",
+        )
+    referenced = [str(s.SeriesInstanceUID) for s in seg.get("ReferencedSeriesSequence") or []]
+    if series_uid and referenced and series_uid not in referenced:
+        raise DataLoadError(
+            f"DICOM SEG {path} segments series {', '.join(referenced)}, not {image_name} (series {series_uid})",
+            path=str(path),
+            fix="pair each SEG with the series it references in the manifest",
+        )
+    spatial = tuple(int(s) for s in shape)
+    grid = spatial + (1,) * (3 - len(spatial))
+    inverse = np.linalg.inv(_affine_4x4(affine))
+    values = _segment_values(seg, classes, path)
+    frames, numbers = _frame_masks(seg, path)
+    names = {int(s.SegmentNumber): str(s.get("SegmentLabel", s.SegmentNumber)) for s in seg.SegmentSequence}
+    lut = np.zeros(max(values, default=0) + 1, dtype=np.int64)  # segment number -> label value
+    for number, value in values.items():
+        lut[number] = value
+    out = np.zeros(grid, dtype=np.int64)
+    owner = np.zeros(grid, dtype=np.int64)  # the segment number that set each voxel
+    for f, geometry in enumerate(_frame_geometry(seg)):
+        ijk, off = _frame_voxels(geometry, frames.shape[1], frames.shape[2], inverse)
+        frame = frames[f]
+        hit = frame > 0
+        if not hit.any():
+            continue
+        where = ijk[hit]
+        if off > GRID_TOLERANCE_VOXELS or (where < 0).any() or (where >= np.asarray(grid)).any():
+            problem = (
+                f"lies {off:.3g} voxels off the image's voxel centres"
+                if off > GRID_TOLERANCE_VOXELS
+                else "falls outside the image"
+            )
+            raise DataLoadError(
+                f"DICOM SEG {path}: frame {f + 1} (ImagePositionPatient {geometry[0].round(3).tolist()}) {problem} "
+                f"{image_name} ({'x'.join(map(str, spatial))} voxels)",
+                path=str(path),
+                fix="pair each SEG with the image series it was drawn on",
+            )
+        segs = frame[hit] if not numbers[f] else np.full(len(where), numbers[f][0])
+        unknown = sorted(set(np.unique(segs).tolist()) - set(values))
+        if unknown:
+            raise DataLoadError(
+                f"DICOM SEG {path}: frame {f + 1} holds segment number(s) {unknown} that its SegmentSequence does "
+                "not describe",
+                path=str(path),
+                fix="write the SEG with a DICOM-conformant tool (highdicom, dcmqi)",
+            )
+        i, j, k = where.T
+        previous = owner[i, j, k]
+        clash = (previous > 0) & (previous != segs)
+        if clash.any():
+            a, b = int(previous[clash][0]), int(segs[clash][0])
+            raise DataLoadError(
+                f"DICOM SEG {path}: segments {a} {names.get(a)!r} and {b} {names.get(b)!r} overlap "
+                f"({int(clash.sum())} voxel(s) in frame {f + 1}), so the SEG is not one label map",
+                path=str(path),
+                fix="write non-overlapping segments (one class per voxel), or a label-map NIfTI",
+            )
+        owner[i, j, k] = segs
+        out[i, j, k] = lut[segs]
+    return out.reshape(spatial)
+
+
+def read_dicom_seg(
+    path: str | os.PathLike[str], image: Any, *, classes: Sequence[str] | None = None, image_path: str | None = None
+) -> Any:
+    """A DICOM SEG as a one-channel ``MetaTensor`` label map on the grid of ``image`` (see the module docstring).
+
+    Args:
+        path: the SEG file.
+        image: the image it segments, as :func:`medtl.io.read_scan` returns it, or that image's path.
+        classes: class names in label-value order; segments are matched to them by label.
+        image_path: how errors name the image (default: the image's file name).
+
+    Returns:
+        ``MetaTensor`` ``(1, *spatial)`` float32 with the image's affine.
+
+    Raises:
+        DataLoadError: see :func:`seg_to_label_map`.
+    """
+    from medtl.io.scan import _metatensor, read_scan
+
+    if isinstance(image, str | os.PathLike):
+        image = read_scan(image)
+    meta = dict(getattr(image, "meta", {}) or {})
+    affine = np.asarray(meta.get("affine", np.eye(4)), dtype=np.float64)
+    name = image_path or str(meta.get("filename_or_obj", "the image"))
+    label = seg_to_label_map(
+        path,
+        affine,
+        tuple(image.shape[1:]),
+        classes=classes,
+        series_uid=str(meta.get("series_uid") or "") or None,
+        image_name=name,
+    )
+    keep = {k: meta[k] for k in ("spacing", "series_uid", "study_uid", "patient_id") if k in meta}
+    return _metatensor(
+        label[None].astype(np.float32),
+        affine,
+        keep | {"filename_or_obj": str(path), "source_format": "dicom-seg", "modality": "SEG", "kind": "seg"},
+    )
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def source_datasets(path: str | os.PathLike[str], series: str | None = None) -> list[Any]:
+    """The headers (no pixel data) of every instance of the series :func:`medtl.io.read_scan` reads at ``path``."""
+    import pydicom
+
+    from medtl.io.scan import select_series
+
+    chosen = select_series(path, series)
+    if chosen.kind == "nifti":
+        raise DataLoadError(
+            f"{path} is a NIfTI file: a DICOM SEG references DICOM instances",
+            path=str(path),
+            fix="give the DICOM series the NIfTI was converted from, or leave out --dicom-seg",
+        )
+    return [pydicom.dcmread(str(f), stop_before_pixels=True) for f in chosen.files]
+
+
+# patient and study attributes a SEG copies from its source and must hold, if only empty (DICOM type 2); many
+# exported series leave some out
+_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+
+
+def _with_type2(ds: Any) -> Any:
+    missing = [k for k in _TYPE2 if k not in ds]
+    if not missing:
+        return ds
+    ds = copy.deepcopy(ds)
+    for keyword in missing:
+        setattr(ds, keyword, "")
+    return ds
+
+
+def _property_type(hd: Any, name: str) -> Any:
+    from pydicom.sr.codedict import codes
+
+    word = "".join(part.capitalize() for part in name.replace("-", " ").replace("_", " ").split())
+    try:
+        return getattr(codes.SCT, word)
+    except AttributeError:  # a class SNOMED CT does not name: a local code
+        return hd.sr.CodedConcept(value=name[:16], scheme_designator="99MEDTL", meaning=name[:64])
+
+
+def build_dicom_seg(
+    label_map: np.ndarray,
+    affine: Any,
+    sources: Sequence[Any],
+    *,
+    classes: Sequence[str],
+    algorithm_version: str,
+    algorithm_parameters: dict[str, str] | None = None,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+    series_number: int = 300,
+    series_description: str = "medtl segmentation",
+    manufacturer: str = "medtl",
+    software_version: str = "medtl",
+    segment_creator: str = "AUTOMATIC",
+) -> Any:
+    """A highdicom BINARY ``Segmentation`` of ``sources`` from a label map on a grid given by ``affine``.
+
+    Each source frame takes, for each of its pixels, the label-map voxel at the pixel's world position (the label
+    map need not be stored in the source's slice order or orientation, only cover its pixels on voxel centres).
+
+    Args:
+        label_map: integer label values ``(X, Y, Z)`` (0 background, i: ``classes[i]``).
+        affine: voxel-to-world RAS affine of ``label_map``.
+        sources: the source series' datasets (headers suffice; :func:`source_datasets`).
+        classes: class names; one segment per foreground class, numbered by label value, labelled by name.
+        algorithm_version: the algorithm identification's version (for medtl: the run's architecture and weights).
+        algorithm_parameters: further algorithm identification parameters.
+        series_uid, sop_uid: the SEG's UIDs (default: new ones).
+        series_number, series_description, manufacturer, software_version: the SEG's series and equipment.
+        segment_creator: the segments' algorithm type (AUTOMATIC for predictions, MANUAL for reference masks).
+
+    Raises:
+        DataLoadError: highdicom missing; a source pixel off the label map's voxel centres or outside it.
+    """
+    hd = _highdicom()
+    from pydicom.sr.codedict import codes
+
+    sources = [_with_type2(ds) for ds in sources]
+    data = np.asarray(label_map)
+    data = data.reshape(data.shape + (1,) * (3 - data.ndim))
+    inverse = np.linalg.inv(_affine_4x4(affine))
+    frames = []
+    for ds in sources:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        for f, geometry in enumerate(_frame_geometry(ds)):
+            ijk, off = _frame_voxels(geometry, rows, cols, inverse)
+            if off > GRID_TOLERANCE_VOXELS or (ijk < 0).any() or (ijk >= np.asarray(data.shape)).any():
+                raise DataLoadError(
+                    f"source instance {ds.SOPInstanceUID} (frame {f + 1}) does not lie on the mask's voxels "
+                    f"({'x'.join(map(str, data.shape))}; up to {off:.3g} voxels off or outside)",
+                    path=str(getattr(ds, "filename", "") or "") or None,
+                    fix="write the mask on the source series' own grid (medtl predict does)",
+                )
+            i, j, k = np.moveaxis(ijk, -1, 0)
+            frames.append(data[i, j, k])
+    pixels = np.stack(frames).astype(np.uint16 if len(classes) > 255 else np.uint8)
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="medtl",
+        family=codes.cid7162.ArtificialIntelligence,
+        version=algorithm_version[:64],
+        parameters=algorithm_parameters,
+    )
+    automatic = segment_creator.upper() != "MANUAL"
+    segments = [
+        hd.seg.SegmentDescription(
+            segment_number=value,
+            segment_label=str(name)[:64],
+            segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=_property_type(hd, str(name)),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+            if automatic
+            else hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+            algorithm_identification=algorithm if automatic else None,
+        )
+        for value, name in enumerate(classes)
+        if value > 0
+    ]
+    seg = hd.seg.Segmentation(
+        source_images=list(sources),
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments,
+        series_instance_uid=series_uid or hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=sop_uid or hd.UID(),
+        instance_number=1,
+        manufacturer=manufacturer,
+        manufacturer_model_name="medtl",
+        software_versions=software_version,
+        device_serial_number="0",
+        content_description=series_description[:64],
+        omit_empty_frames=bool(pixels.any()),  # an empty prediction keeps its frames: a SEG needs at least one
+    )
+    seg.SeriesDescription = series_description[:64]
+    return seg
+
+
+def write_dicom_seg(
+    label_map: np.ndarray,
+    affine: Any,
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    classes: Sequence[str],
+    series: str | None = None,
+    **kwargs: Any,
+) -> Path:
+    """Write a label map as a DICOM SEG referencing the series at ``source`` (arguments as
+    :func:`build_dicom_seg`); returns ``out``."""
+    seg = build_dicom_seg(label_map, affine, source_datasets(source, series), classes=classes, **kwargs)
+    import io
+
+    from medtl.utils import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    seg.save_as(buffer, enforce_file_format=True)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, buffer.getvalue())
+    return out

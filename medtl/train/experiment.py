@@ -41,6 +41,7 @@ __all__ = [
     "make_dataset",
     "attach_masks",
     "segmentation_task",
+    "PatientSegmentationDataset",
     "class_balance",
 ]
 
@@ -254,15 +255,27 @@ def _split_records(
 def read_manifest(cfg: ExperimentConfig, *, check_files: bool = True) -> Manifest:
     """The experiment's manifest, read and validated (the one place train, compare and predict read it).
 
+    A classification manifest needs a ``label`` column. A segmentation manifest (the config has a ``segmentation``
+    section) may leave it out: ``image, mask[, patient_id]`` is enough, and the manifest then has the one class
+    :data:`~medtl.data.manifest.UNLABELLED` (``labelled`` False), so patients are split without stratification and
+    a label fraction keeps that fraction of the training patients. When the column is there, its labels stratify
+    the split as in classification.
+
     Raises:
-        ConfigError: ``data.label_column`` is not ``label``. ManifestError: an invalid manifest.
+        ConfigError: ``data.label_column`` is not ``label``. ManifestError: an invalid manifest (a classification
+            manifest without a ``label`` column among them).
     """
     if cfg.data.label_column != "label":
         raise ConfigError(
             f"data.label_column {cfg.data.label_column!r}: labels are read from the 'label' column only; "
             "rename the column in the manifest"
         )
-    return Manifest.from_csv(cfg.data.manifest, classes=cfg.data.classes, check_files=check_files)
+    return Manifest.from_csv(
+        cfg.data.manifest,
+        classes=cfg.data.classes,
+        check_files=check_files,
+        labels_required=cfg.segmentation is None,
+    )
 
 
 def prepare_experiment(
@@ -346,7 +359,7 @@ def make_dataset(
 ) -> SampleDataset | SegmentationDataset:
     cfg = exp.config
     if cfg.segmentation is not None:
-        return SegmentationDataset(
+        return PatientSegmentationDataset(
             records,
             exp.pipeline,
             train=train,
@@ -367,6 +380,24 @@ def make_dataset(
         num_workers=cfg.train.num_workers,
         seed=cfg.train.seed,
     )
+
+
+class PatientSegmentationDataset(SegmentationDataset):
+    """A :class:`~medtl.data.dataset.SegmentationDataset` whose samples also hold ``patient``: the index of the
+    scan's patient among the dataset's patients (sorted pseudonyms), from which
+    :class:`~medtl.train.segmentation.SegmentationTask` computes its per-patient means."""
+
+    def __init__(self, records: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
+        super().__init__(records, *args, **kwargs)
+        ids = sorted({str(r.get("patient_id", "")) for r in self.records})
+        index = {p: i for i, p in enumerate(ids)}
+        self.patient_index = [index[str(r.get("patient_id", ""))] for r in self.records]
+
+    def __getitem__(self, idx: int) -> dict[str, Any] | list[dict[str, Any]]:
+        out = super().__getitem__(idx)
+        for sample in out if isinstance(out, list) else [out]:
+            sample.setdefault("patient", self.patient_index[idx])
+        return out
 
 
 def segmentation_task(cfg: ExperimentConfig, pipeline: Pipeline) -> SegmentationTask:

@@ -13,7 +13,25 @@ surface Dice are 1 and HD95 is 0 (a correct "nothing here"); when it is absent f
 surface Dice are 0 and HD95 is undefined (NaN, left out of the means and counted in ``hd95_undefined``).
 
 The engine sees one row per scan: the per-class metrics as "scores", written to ``predictions_<split>.csv``
-through :class:`~medtl.train.rundir.RunDir`.
+through :class:`~medtl.train.rundir.RunDir` (columns ``image, mask, patient_id, dice`` and ``<metric>_<class>``).
+The per-scan "target" of a row is the index of the scan's patient within its dataset (the ``patient`` of a
+sample, which :class:`~medtl.train.experiment.PatientSegmentationDataset` adds; -1 when a dataset gives none).
+
+Metrics of a split (``metrics`` in ``result.json``; ``val_<name>`` per epoch in ``metrics.csv``):
+
+* per scan: ``dice``, ``hd95``, ``surface_dice``: for each foreground class the mean over scans, then the mean
+  over classes; ``dice_<class>``, ``hd95_<class>``, ``surface_dice_<class>``: the per-class means over scans;
+* per patient: ``dice_patient``, ``hd95_patient``, ``surface_dice_patient``: for each class, the mean over
+  patients of each patient's mean over its scans, then the mean over classes (equal to the per-scan means when
+  every patient has one scan; a patient with many scans weighs as much as one with a single scan);
+  ``<metric>_patient_<class>`` per class and ``n_patients``. Left out when the scans' patients are unknown;
+* ``n`` (scans) and ``hd95_undefined`` (scan-class pairs whose HD95 is undefined).
+
+The run's checkpoint is chosen by ``train.monitor``, ``val_dice`` by default: the per-scan mean Dice (or
+``val_surface_dice``, ``val_loss``). The per-patient means are reported beside it, not monitored.
+
+After the test predictions, :meth:`SegmentationTask.write_extras` draws up to three test scans with their
+predicted and reference masks into the run folder's ``overlays/`` (:mod:`medtl.train.overlay`).
 """
 
 from __future__ import annotations
@@ -29,9 +47,18 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["SegmentationTask", "segmentation_metrics", "make_segmentation_loss", "sliding_window", "segment_scans"]
+__all__ = [
+    "SegmentationTask",
+    "segmentation_metrics",
+    "patient_means",
+    "make_segmentation_loss",
+    "sliding_window",
+    "segment_scans",
+]
 
 SEG_METRICS = ("dice", "hd95", "surface_dice")
+#: How many test scans a run draws into ``overlays/``.
+OVERLAY_SCANS = 3
 
 
 class _CrossEntropy(nn.Module):
@@ -112,6 +139,23 @@ def segmentation_metrics(
     return out
 
 
+def patient_means(table: np.ndarray, patients: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per-class means over patients of each patient's mean over its scans (NaN values left out at both steps).
+
+    Args:
+        table: per-scan metrics ``(n_scans, n_metrics, n_classes)``.
+        patients: the patient index of each scan (``(n_scans,)``).
+
+    Returns:
+        ``(n_metrics, n_classes)`` means, and the number of patients.
+    """
+    ids = np.unique(patients)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a patient or class whose values are all NaN
+        per_patient = np.stack([np.nanmean(table[patients == i], axis=0) for i in ids])  # (P, M, K)
+        return np.nanmean(per_patient, axis=0), int(ids.size)
+
+
 @dataclass
 class SegmentationTask:
     """One label per voxel, from a list of classes (index 0: the background).
@@ -133,6 +177,19 @@ class SegmentationTask:
     tolerance_mm: float = 1.0
     spatial_dims: int = 3
     name: str = "segmentation"
+
+    def __post_init__(self) -> None:
+        from medtl.errors import ConfigError
+
+        keys = [f"{m}{suffix}" for m in SEG_METRICS for suffix in ("", "_patient")]
+        keys += [f"{m}{part}_{c}" for m in SEG_METRICS for part in ("", "_patient") for c in self.classes[1:]]
+        clash = sorted({k for k in keys if keys.count(k) > 1})
+        if clash:
+            raise ConfigError(
+                f"segmentation.classes {self.classes} give metric names that clash ({', '.join(clash)}): a class "
+                "named 'patient' or 'patient_<another class>' reads like a per-patient metric",
+                fix="rename that class",
+            )
 
     @property
     def num_outputs(self) -> int:
@@ -168,7 +225,8 @@ class SegmentationTask:
     def evaluate_batch(
         self, predictor: Callable[[torch.Tensor], torch.Tensor], batch: dict[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-scan rows of a batch of whole scans: ``(metrics (B, 3*(K-1)), zeros (B,), scans (B,), losses (B,))``."""
+        """Per-scan rows of a batch of whole scans: ``(metrics (B, 3*(K-1)), patients (B,), scans (B,), losses (B,))``
+        (patients: the batch's ``patient`` indices, -1 without them)."""
         image, mask = batch["image"], batch["mask"]
         logits = self.infer(predictor, image).float()
         if not torch.isfinite(logits).all():
@@ -189,7 +247,13 @@ class SegmentationTask:
             rows.append(m.reshape(-1))
         scores = torch.as_tensor(np.stack(rows), dtype=torch.float64)
         scans = torch.as_tensor(batch["scan"]).reshape(-1)
-        return scores, torch.zeros(len(rows), dtype=torch.long), scans, torch.tensor(losses, dtype=torch.float64)
+        patient = batch.get("patient")
+        patients = (
+            torch.full((len(rows),), -1, dtype=torch.long)
+            if patient is None
+            else torch.as_tensor(patient).reshape(-1).long().to(scans.device)
+        )
+        return scores, patients, scans, torch.tensor(losses, dtype=torch.float64)
 
     def sample_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         loss_fn = self.make_loss()
@@ -210,7 +274,12 @@ class SegmentationTask:
         return scores.double().numpy().reshape(-1, 3, k)
 
     def metrics(self, scores: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
-        """Means over scans: ``dice``, ``hd95``, ``surface_dice`` (averaged over foreground classes) and per class."""
+        """Means over scans and over patients, overall and per class (see the module docstring).
+
+        Args:
+            scores: per-scan rows of :meth:`evaluate_batch`.
+            targets: each scan's patient index (-1: unknown; then no per-patient means).
+        """
         t = self._table(scores)
         out: dict[str, Any] = {"n": int(t.shape[0])}
         if t.shape[0] == 0:
@@ -218,13 +287,22 @@ class SegmentationTask:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: mean undefined
             per_class = np.nanmean(t, axis=0)  # (3, K-1)
+        self._add_means(out, per_class, "")
+        out["hd95_undefined"] = int(np.isnan(t[:, 1, :]).sum())
+        patients = np.asarray(targets, dtype=np.int64).reshape(-1)
+        if patients.shape[0] == t.shape[0] and (patients >= 0).all():
+            per_class, out["n_patients"] = patient_means(t, patients)
+            self._add_means(out, per_class, "_patient")
+        return out
+
+    def _add_means(self, out: dict[str, Any], per_class: np.ndarray, suffix: str) -> None:
         for i, name in enumerate(SEG_METRICS):
             vals = per_class[i]
-            out[name] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                out[f"{name}{suffix}"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
             for c, cls in enumerate(self.foreground):
-                out[f"{name}_{cls}"] = float(vals[c])
-        out["hd95_undefined"] = int(np.isnan(t[:, 1, :]).sum())
-        return out
+                out[f"{name}{suffix}_{cls}"] = float(vals[c])
 
     def monitor_value(self, metrics: dict[str, Any], key: str) -> float:
         return float(metrics[key])
@@ -256,7 +334,28 @@ class SegmentationTask:
         return rows
 
     def write_extras(self, run: Any, model: nn.Module, dataset: Any, records: Sequence[dict[str, Any]]) -> None:
-        """Nothing yet besides the predictions."""
+        """Overlay PNGs of the first :data:`OVERLAY_SCANS` scans of ``dataset`` in ``run.overlay_dir``, named
+        ``<scan name>.png`` (:func:`medtl.train.overlay.write_overlays`; the masks predicted by a sliding window)."""
+        from medtl.train.overlay import write_overlays
+
+        if not records or len(dataset) == 0:
+            return
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        was_training = model.training
+        model.eval()
+        try:
+            write_overlays(
+                run.overlay_dir,
+                lambda x: self.infer(model, x).float(),
+                dataset,
+                records,
+                self.classes,
+                max_scans=OVERLAY_SCANS,
+                device=device,
+            )
+        finally:
+            model.train(was_training)
 
 
 def _mask_name(image: str, used: set[str]) -> str:

@@ -59,3 +59,28 @@ def seg_config(manifest: Path, out: Path, **sections: dict[str, Any]) -> dict[st
     for key, value in sections.items():
         cfg.setdefault(key, {}).update(value)
     return cfg
+
+
+def make_sphere_task(
+    root: Path, n_patients: int = 8, shape: tuple[int, int, int] = (24, 20, 12), seed: int = 0
+) -> Path:
+    """3D CT-like volumes (HU) holding a bright ball of random place (radius 4-6 voxels in-plane) on a 1 x 1 x 2.5 mm
+    grid; the mask is the ball (label 1). A manifest without a label column."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*(np.arange(n, dtype=float) for n in shape), indexing="ij")
+    affine = np.diag([1.0, 1.0, 2.5, 1.0])
+    rows: list[dict[str, Any]] = []
+    for i in range(n_patients):
+        r = rng.uniform(4, 6)
+        c = [rng.uniform(r + 1, n - r - 1) for n in shape[:2]] + [rng.uniform(3, shape[2] - 3)]
+        ball = ((x - c[0]) ** 2 + (y - c[1]) ** 2 + ((z - c[2]) * 2.5) ** 2 <= r * r).astype(np.uint8)
+        img = rng.normal(-600, 60, shape) + 700.0 * ball
+        write_nifti(root / f"vol_{i:03d}.nii.gz", img.astype(np.float32), affine)
+        write_nifti(root / f"ball_{i:03d}.nii.gz", ball, affine)
+        rows.append({"image": f"vol_{i:03d}.nii.gz", "mask": f"ball_{i:03d}.nii.gz", "patient_id": f"B{i:03d}"})
+    path = root / "manifest.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path

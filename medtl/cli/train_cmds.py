@@ -125,22 +125,79 @@ def _fmt_metrics(m: dict[str, Any]) -> str:
 def predict_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
     inputs: Annotated[list[Path], typer.Argument(help="Scan files, DICOM folders, NIfTI files or manifest CSVs.")],
-    out: Annotated[Path, typer.Option("--out", help="Output CSV (image, patient_id, prob_<class>..., pred).")] = Path(
-        "predictions.csv"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Classification runs: the output CSV (image, patient_id, prob_<class>..., pred; default "
+            "predictions.csv). Segmentation runs: a folder (default masks) that receives one NIfTI label map per "
+            "input, <name>_mask.nii.gz, on the input's own grid and affine (plus <name>_seg.dcm with --dicom-seg).",
+        ),
+    ] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    dicom_seg: Annotated[
+        bool,
+        typer.Option(
+            "--dicom-seg",
+            help="Segmentation runs with DICOM series inputs: also write each mask as a DICOM SEG (<name>_seg.dcm, "
+            "one segment per foreground class) referencing the source series.",
+        ),
+    ] = False,
 ) -> None:
-    """Per-scan class probabilities with the run's own preprocessing."""
+    """Per-scan class probabilities (classification runs) or one mask per scan (segmentation runs), with the run's
+    own preprocessing."""
     from medtl.train import predict
+    from medtl.train.predict import default_output
 
-    rows = predict(run_dir, list(inputs), out=out, batch_size=batch_size)
-    typer.echo(f"{len(rows)} scan(s) -> {out}")
+    out = out or default_output(run_dir)
+    rows = predict(run_dir, list(inputs), out=out, batch_size=batch_size, dicom_seg=dicom_seg)
+    if rows and "mask_file" in rows[0]:
+        extra = " and DICOM SEG" if dicom_seg else ""
+        typer.echo(f"{len(rows)} scan(s) -> NIfTI masks{extra} in {out}")
+    else:
+        typer.echo(f"{len(rows)} scan(s) -> {out}")
+
+
+def _fmt_seg(m: dict[str, Any], classes: list[str]) -> str:
+    parts = [f"n {m.get('n', 0)}"] if "n" in m else []
+    for k in ("dice", "hd95", "surface_dice"):
+        v = m.get(k)
+        if v is None:
+            continue
+        per = "  ".join(f"{c} {m[f'{k}_{c}']:.4f}" for c in classes if isinstance(m.get(f"{k}_{c}"), float))
+        parts.append(f"{k} {v:.4f}" + (f" ({per})" if per and len(classes) > 1 else ""))
+    return "  ".join(parts)
+
+
+def _echo_segmentation(m: dict[str, Any]) -> None:
+    fg = list(m["classes"][1:])
+    typer.echo(f"scans: {_fmt_seg(m, fg)}")
+    typer.echo(f"patients ({m['n_patients']}, mean of per-patient means): {_fmt_seg(m['patient_mean'], fg)}")
+    for p in m["patients"]:
+        typer.echo(f"  {p['patient_id']} ({p['n_scans']} scan(s)): {_fmt_seg(p, fg)}")
+    if m.get("hd95_undefined"):
+        typer.echo(f"hd95 undefined (a class in only one of prediction and reference) in {m['hd95_undefined']} case(s)")
+    for split, sm in m["seen"].items():
+        typer.echo(f"patients the run saw in {split} (not in the metrics above): {_fmt_seg(sm, fg)}")
 
 
 def evaluate_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
-    manifest: Annotated[Path, typer.Argument(help="A labelled manifest CSV; every row is evaluated.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Also write the predictions CSV here.")] = None,
+    manifest: Annotated[
+        Path,
+        typer.Argument(
+            help="A labelled manifest CSV; every row is evaluated. Segmentation runs: image, mask (NIfTI label map "
+            "or DICOM SEG), patient_id."
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Also write the predictions CSV here (segmentation: per-scan metrics, and per-patient means in "
+            "<stem>_patients.csv next to it).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     allow_seen: Annotated[
         bool,
@@ -150,7 +207,8 @@ def evaluate_cmd(
         ),
     ] = False,
 ) -> None:
-    """Per-scan metrics of a run on a labelled manifest (patients the run has not seen)."""
+    """Metrics of a run on a labelled manifest (patients the run has not seen): accuracy, AUROC... for
+    classification; Dice, HD95 and surface Dice per scan, per patient and overall for segmentation."""
     from medtl.train import evaluate
 
     m = evaluate(run_dir, manifest, out=out, allow_seen=allow_seen)
@@ -158,6 +216,8 @@ def evaluate_cmd(
         from medtl.train.rundir import json_clean
 
         typer.echo(json.dumps(json_clean(m)))
+    elif m.get("task") == "segmentation":
+        _echo_segmentation(m)
     else:
         typer.echo(_fmt_metrics(m))
         typer.echo(f"confusion matrix (rows: true {m['classes']}): {m['confusion_matrix']}")

@@ -24,6 +24,8 @@ __all__ = [
     "unwrap_load_error",
     "AdaptChannels",
     "AdaptChannelsd",
+    "ModelInput",
+    "ModelInputd",
     "ExpectScan",
     "ExpectScand",
     "modality_class",
@@ -136,6 +138,57 @@ class AdaptChannelsd(MapTransform):
     def __init__(self, keys: Any, channels: int) -> None:
         super().__init__(keys)
         self.op = AdaptChannels(channels)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for k in self.key_iterator(d):
+            d[k] = self.op(d[k])
+        return d
+
+
+class ModelInput(Transform):
+    """The last step of a sample: a plain float32 tensor with the model's channels and the weights' mean/std.
+
+    MetaTensor metadata is dropped first: training and inference need only the values, and every torch
+    operation on a MetaTensor pays for copying its metadata (on 64x64 slices that was most of the time of the
+    per-sample transforms, benchmarks/README.md). The arithmetic is MONAI ``NormalizeIntensity``'s with
+    ``subtrahend``/``divisor`` channel-wise, ``(x[c] - mean[c]) / std[c]``, so the values are the same bits.
+
+    Args:
+        channels: the channel count of the model input (see :class:`AdaptChannels`).
+        mean, std: per-channel statistics (one value per model channel), or None for no normalisation.
+    """
+
+    def __init__(self, channels: int, mean: list[float] | None = None, std: list[float] | None = None) -> None:
+        if (
+            (mean is None) != (std is None)
+            or (mean is not None and len(mean) != channels)
+            or (std is not None and len(std) != channels)
+        ):
+            raise ConfigError(
+                f"normalisation statistics must give one mean and one std per model channel ({channels}); got "
+                f"mean {mean} and std {std}"
+            )
+        self.adapt = AdaptChannels(channels)
+        self.mean = None if mean is None else [float(m) for m in mean]
+        self.std = None if std is None else [float(s) for s in std]
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        x = img.as_subclass(torch.Tensor) if isinstance(img, torch.Tensor) else torch.as_tensor(np.asarray(img))
+        x = self.adapt(x.to(torch.float32))
+        if self.mean is None or self.std is None:
+            return x
+        return torch.stack([(x[c] - m) / s for c, (m, s) in enumerate(zip(self.mean, self.std, strict=True))])
+
+
+class ModelInputd(MapTransform):
+    """Dict twin of :class:`ModelInput`."""
+
+    def __init__(
+        self, keys: Any, channels: int, mean: list[float] | None = None, std: list[float] | None = None
+    ) -> None:
+        super().__init__(keys)
+        self.op = ModelInput(channels, mean, std)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -48,6 +48,7 @@ from medtl.transforms.checks import (
     ExpectScan,
     ExpectScand,
     Guard,
+    ModelInputd,
     RandGuard,
     default_size,
     modality_class,
@@ -285,13 +286,20 @@ def build_pipeline(
 
     aug = augmentation(config, model_dims)
     desc["augment"] = [type(t).__name__ for t in aug]
-    final: list[Any] = [AdaptChannelsd(KEY, in_channels)]
+    # plain tensors from here on (ModelInputd drops the MetaTensor a random transform may have made): the
+    # normalisation runs on every sample of every epoch, and on a MetaTensor each operation copies metadata
+    final: list[Any]
     if norm.kind == "imagenet":
         mean, std = channel_stats(norm, in_channels)
-        final.append(NormalizeIntensityd(KEY, subtrahend=mean, divisor=std, channel_wise=True))
+        final = [ModelInputd(KEY, in_channels, mean, std)]
     elif norm.kind == "zscore_nonzero":
-        final.append(NormalizeIntensityd(KEY, nonzero=True, channel_wise=True))
-    final.append(EnsureTyped(KEY, data_type="tensor", dtype=torch.float32, track_meta=False))
+        final = [
+            ModelInputd(KEY, in_channels),
+            NormalizeIntensityd(KEY, nonzero=True, channel_wise=True),
+            EnsureTyped(KEY, data_type="tensor", dtype=torch.float32, track_meta=False),
+        ]
+    else:
+        final = [ModelInputd(KEY, in_channels)]
     desc["normalization"] = norm.to_dict()
     desc["in_channels"] = in_channels
     return Pipeline(

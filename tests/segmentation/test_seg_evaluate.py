@@ -164,3 +164,39 @@ def test_cli_evaluate_and_predict_dicom_seg_on_a_trained_run(tmp_path: Path) -> 
     proc = medtl(env, "predict", run, tmp_path / "v0.nii.gz", "--out", tmp_path / "m2", "--dicom-seg", limit=120)
     assert_one_line_error(proc, "--dicom-seg", "v0.nii.gz")
     assert "--dicom-seg" in medtl(env, "predict", "--help").stdout
+
+
+def test_evaluate_takes_dicom_seg_reference_masks(tmp_path: Path) -> None:
+    import importlib.util
+    import sys
+
+    pytest.importorskip("highdicom")
+    spec = importlib.util.spec_from_file_location("medtl_sample_dicom_seg", SAMPLE / "dicom_seg.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    (row,) = module.write_ct_seg(tmp_path / "ct_seg", ct_dir=SAMPLE / "ct")
+    manifest = tmp_path / "seg.csv"
+    manifest.write_text(f"image,mask,patient_id\n{SAMPLE / 'ct' / row['image'][6:]},ct_seg/{row['mask']},S1\n")
+
+    class Background(torch.nn.Module):  # predicts nothing: every reference class is missed
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([torch.ones_like(x[:, :1]), torch.zeros_like(x[:, :1]), torch.zeros_like(x[:, :1])], 1)
+
+    cfg = load_config(
+        {
+            "data": {"manifest": "unused.csv", "modality": "CT", "mode": "3d"},
+            "model": {"arch": "resnet10_3d"},
+            "preprocess": {"orientation": "RAS", "ct_window": [-1000, 400]},
+            "segmentation": {"classes": ["background", "lung", "nodule"], "patch_size": [32, 32, 32]},
+        }
+    )
+    pipeline = build_segmentation_pipeline(
+        cfg, modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")
+    )
+    task = SegmentationTask(["background", "lung", "nodule"], roi_size=[32, 32, 32], spatial_dims=3)
+    (tmp_path / "run").mkdir()
+    loaded = LoadedRun(RunDir(tmp_path / "run"), cfg, task, pipeline, Background(), {}, tmp_path / "run" / "x.ckpt")
+    m = evaluate_segmentation(loaded, manifest, device="cpu")
+    # both classes are in the SEG (read onto the series' grid) and missed: Dice 0, HD95 undefined
+    assert m["n"] == 1 and m["dice_lung"] == 0.0 and m["dice_nodule"] == 0.0 and m["hd95_undefined"] == 2

@@ -5,7 +5,8 @@ Reading (:func:`read_dicom_seg`, :func:`seg_to_label_map`): a SEG file (SOP Clas
 voxel grid of the image it segments, as :func:`medtl.io.read_scan` returns that image (same array axes, same RAS
 affine). Every SEG frame is placed by its own ImagePositionPatient, ImageOrientationPatient and PixelSpacing,
 mapped through the inverse of the image's affine: neither the order of the frames nor the order of the slices
-matters, and a frame that does not fall on the image's voxels (another grid) is an error.
+matters, and a frame that does not fall on the image's voxels (another grid) is an error. A 2D image without plane
+positions (a radiograph) takes its SEG frames pixel for pixel.
 
 Segments become label values:
 
@@ -123,7 +124,7 @@ def _frame_geometry(ds: Any) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
                 f"{getattr(ds, 'filename', None) or 'a DICOM object'}: frame {f + 1} has no {', '.join(missing)}, "
                 "so it cannot be placed in the image's space",
                 path=str(getattr(ds, "filename", "") or "") or None,
-                fix="DICOM SEG is supported for cross-sectional series (CT, MR, PET) with plane positions",
+                fix="DICOM SEG is supported for series with plane positions (CT, MR, PET) and for single 2D images",
             )
         out.append(
             (
@@ -150,6 +151,31 @@ def _frame_voxels(
     ijk = o + c[..., None] * dc + r[..., None] * dr
     rounded = np.rint(ijk)
     return rounded.astype(np.int64), float(np.abs(ijk - rounded).max()) if ijk.size else 0.0
+
+
+def _frames_voxels(
+    ds: Any, rows: int, cols: int, inverse_affine: np.ndarray, grid: Sequence[int]
+) -> list[tuple[np.ndarray, float, str]]:
+    """Per frame of ``ds``: voxel indices ``(rows, cols, 3)``, distance from voxel centres and a description.
+
+    A single 2D image (one slice in ``grid``) whose frames carry no plane position (a radiograph) is matched pixel
+    for pixel instead: frame pixel (row r, column c) is voxel (c, r, 0), as :func:`medtl.io.read_scan` lays out 2D
+    images; the frame must then have the image's size.
+    """
+    try:
+        geometries = _frame_geometry(ds)
+    except UnsupportedScanError:
+        if grid[2] != 1 or (cols, rows) != tuple(grid[:2]):
+            raise
+        r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        ijk = np.stack([c, r, np.zeros_like(r)], -1).astype(np.int64)
+        n = int(ds.get("NumberOfFrames", 1) or 1)
+        return [(ijk, 0.0, "(a 2D frame without position)") for _ in range(n)]
+    out = []
+    for ipp, iop, spacing in geometries:
+        ijk, off = _frame_voxels((ipp, iop, spacing), rows, cols, inverse_affine)
+        out.append((ijk, off, f"(ImagePositionPatient {ipp.round(3).tolist()})"))
+    return out
 
 
 def _affine_4x4(affine: Any) -> np.ndarray:
@@ -254,10 +280,17 @@ def seg_to_label_map(
     try:
         seg = hd.seg.segread(str(path))
     except Exception as exc:  # noqa: BLE001 - a broken file: one line with its path
-        raise DataLoadError(
-            f"cannot read DICOM SEG {path}: {' '.join(str(exc).split())[:200]}", path=str(path)
-        ) from None
-    if str(seg.SOPClassUID) not in SEG_SOP_CLASSES:
+        # highdicom refuses some objects it writes itself (0.28: a radiograph's SEG, whose pixel measures have no
+        # slice thickness); what is read here are standard attributes, which pydicom gives as well
+        import pydicom
+
+        try:
+            seg = pydicom.dcmread(str(path))
+        except Exception:  # noqa: BLE001
+            raise DataLoadError(
+                f"cannot read DICOM SEG {path}: {' '.join(str(exc).split())[:200]}", path=str(path)
+            ) from None
+    if str(seg.get("SOPClassUID", "")) not in SEG_SOP_CLASSES:
         raise DataLoadError(
             f"{path} is not a DICOM Segmentation (SOP Class {seg.SOPClassUID})",
             path=str(path),
@@ -281,8 +314,8 @@ def seg_to_label_map(
         lut[number] = value
     out = np.zeros(grid, dtype=np.int64)
     owner = np.zeros(grid, dtype=np.int64)  # the segment number that set each voxel
-    for f, geometry in enumerate(_frame_geometry(seg)):
-        ijk, off = _frame_voxels(geometry, frames.shape[1], frames.shape[2], inverse)
+    placed = _frames_voxels(seg, frames.shape[1], frames.shape[2], inverse, grid)
+    for f, (ijk, off, where_text) in enumerate(placed):
         frame = frames[f]
         hit = frame > 0
         if not hit.any():
@@ -295,7 +328,7 @@ def seg_to_label_map(
                 else "falls outside the image"
             )
             raise DataLoadError(
-                f"DICOM SEG {path}: frame {f + 1} (ImagePositionPatient {geometry[0].round(3).tolist()}) {problem} "
+                f"DICOM SEG {path}: frame {f + 1} {where_text} {problem} "
                 f"{image_name} ({'x'.join(map(str, spatial))} voxels)",
                 path=str(path),
                 fix="pair each SEG with the image series it was drawn on",
@@ -464,8 +497,7 @@ def build_dicom_seg(
     frames = []
     for ds in sources:
         rows, cols = int(ds.Rows), int(ds.Columns)
-        for f, geometry in enumerate(_frame_geometry(ds)):
-            ijk, off = _frame_voxels(geometry, rows, cols, inverse)
+        for f, (ijk, off, _) in enumerate(_frames_voxels(ds, rows, cols, inverse, data.shape)):
             if off > GRID_TOLERANCE_VOXELS or (ijk < 0).any() or (ijk >= np.asarray(data.shape)).any():
                 raise DataLoadError(
                     f"source instance {ds.SOPInstanceUID} (frame {f + 1}) does not lie on the mask's voxels "

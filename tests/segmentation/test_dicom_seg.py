@@ -239,3 +239,27 @@ def test_sample_seg_is_deterministic_and_lies_on_its_ct_series(tmp_path: Path) -
     hu = np.asarray(image[0])
     assert np.median(hu[mask == 1]) < -600 and np.median(hu[mask == 0]) < -600  # lung; air outside the body
     assert np.median(hu[mask == 2]) > -300 and (mask == 2).sum() > 20  # the nodule is soft tissue
+
+
+def test_a_radiograph_mask_goes_to_seg_and_back_pixel_for_pixel(tmp_path: Path) -> None:
+    from helpers.dicom import write_radiograph
+
+    from medtl.io.dicom_seg import write_dicom_seg
+
+    path = write_radiograph(tmp_path / "cxr.dcm", np.zeros((30, 40), np.uint16), "PAT-9")  # 30 rows, 40 columns
+    image = read_scan(path)
+    assert tuple(image.shape[1:]) == (40, 30)
+    mask = np.zeros((40, 30, 1), np.uint8)
+    mask[5:20, 3:9, 0] = 1  # not symmetric: a transposed frame would not match
+    seg_file = write_dicom_seg(
+        mask, image.affine, path, tmp_path / "cxr_seg.dcm", classes=["bg", "lung"], algorithm_version="v"
+    )
+    back = read_dicom_seg(seg_file, image, classes=["bg", "lung"])
+    np.testing.assert_array_equal(np.asarray(back[0]), mask[..., 0])
+    # highdicom 0.28 writes this SEG but its segread refuses it (pixel measures without a slice thickness): pydicom
+    seg = pydicom.dcmread(seg_file)
+    assert seg.SOPClassUID == SEGMENTATION_STORAGE and seg.NumberOfFrames == 1
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == (
+        pydicom.dcmread(path).SOPInstanceUID
+    )
+    np.testing.assert_array_equal(seg.pixel_array, mask[..., 0].T)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from medtl.utils import atomic_write_bytes
+from medtl.train.rundir import RunDir
 
 __all__ = ["PretrainModule", "EpochLog", "KnnProbe", "METRICS_COLUMNS"]
 
@@ -155,28 +152,49 @@ class EpochLog(pl.Callback):
     rank holds one identical encoder (parameters are kept equal by DDP already).
 
     Args:
-        path: metrics.csv.
+        run: the run folder (its metrics.csv is written, through :class:`~medtl.train.rundir.RunDir`).
         probe: an optional :class:`KnnProbe`.
         every: run the probe every this many epochs (and after the last).
         on_row: called with each row on rank 0 (progress lines).
     """
 
-    def __init__(self, path: str | Path, probe: KnnProbe | None = None, every: int = 5, on_row: Any = None) -> None:
-        self.path = Path(path)
+    def __init__(self, run: RunDir, probe: KnnProbe | None = None, every: int = 5, on_row: Any = None) -> None:
+        self.run = run
         self.probe = probe
         self.every = every
         self.on_row = on_row
         self.rows: list[dict[str, Any]] = []
         self.baseline: dict[str, float] | None = None
+        self.elapsed_before = 0.0
         self._sum = 0.0
         self._n = 0
         self._t0 = time.perf_counter()
+
+    @property
+    def state_key(self) -> str:
+        return "EpochLog"
+
+    def state_dict(self) -> dict[str, Any]:
+        """The rows so far and the baseline travel in last.ckpt, so a resumed run logs every epoch once."""
+        return {"rows": [dict(r) for r in self.rows], "baseline": self.baseline, "elapsed": self._elapsed()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [dict(r) for r in state_dict.get("rows", [])]
+        self.baseline = state_dict.get("baseline")
+        self.elapsed_before = float(state_dict.get("elapsed", 0.0))
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + (time.perf_counter() - self._t0)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and self.probe is not None and self.baseline is None:
             # the starting weights' score: what pretraining has to beat
             self.baseline = self.probe.score(pl_module.encoder)
         self._t0 = time.perf_counter()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:  # a resumed run: metrics.csv says what its checkpoint holds
+            self.write()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._sum, self._n = 0.0, 0
@@ -195,7 +213,7 @@ class EpochLog(pl.Callback):
         epoch = trainer.current_epoch + 1
         row: dict[str, Any] = {
             "epoch": epoch,
-            "time_s": time.perf_counter() - self._t0,
+            "time_s": self._elapsed(),
             "train_loss": float(totals[0] / max(totals[1], 1.0)),
             "lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
             "knn_accuracy": float("nan"),
@@ -205,8 +223,7 @@ class EpochLog(pl.Callback):
         if trainer.is_global_zero:
             if self.probe is not None and (epoch % self.every == 0 or last):
                 row.update(self.probe.score(pl_module.encoder))
-            self.rows.append(row)
-            self._write()
+            self.rows = [r for r in self.rows if r["epoch"] != epoch] + [row]
             if self.on_row is not None:
                 self.on_row(row)
 
@@ -216,10 +233,6 @@ class EpochLog(pl.Callback):
                 if buf.is_floating_point():
                     buf.copy_(trainer.strategy.reduce(buf.detach().clone(), reduce_op="mean"))
 
-    def _write(self) -> None:
-        out = io.StringIO()
-        w = csv.DictWriter(out, fieldnames=METRICS_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        for r in self.rows:
-            w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
-        atomic_write_bytes(self.path, out.getvalue().encode())
+    def write(self) -> None:
+        """Rewrite metrics.csv (called once the epoch's checkpoint is on disk, and when a run starts)."""
+        self.run.write_metrics(self.rows, METRICS_COLUMNS)

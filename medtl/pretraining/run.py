@@ -5,17 +5,24 @@ Run folder::
     config.yaml           the resolved config
     index.csv             the scans found, for a data.folder (image relative to the folder, series)
     metrics.csv           one row per epoch: epoch, time_s, train_loss, lr, knn_accuracy, knn_balanced_accuracy
+    last.ckpt             the full state of the last epoch (encoder, method head, optimizer, log) for ``resume``
     encoder.safetensors   the encoder's tensors without the classifier (torchvision / MONAI names)
     source.json           the weight-source record (method, arch, epochs, normalisation, data SHA-256, counts)
-    result.json           status, seconds, final loss, k-NN scores, the weights name
+    result.json           status (running | ok | failed | interrupted), seconds, final loss, k-NN scores, weights
+    .lock                 the PID and host of the process writing the folder
+
+The files are written through :class:`~medtl.train.rundir.RunDir`, as a training run's are: atomically, under the
+folder's lock (a second pretraining into a folder in use is refused), with the same statuses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+import signal
 import time
 import traceback
 import warnings
@@ -25,15 +32,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from medtl.errors import ConfigError, MedtlError, TrainingError
 from medtl.pretraining.config import PretrainConfig, load_pretrain_config
+from medtl.train.rundir import RunDir, json_clean
 from medtl.train.trainer import resolve_precision
 from medtl.utils import atomic_write_bytes, medtl_home
 from medtl.weights.local import LOCAL_PREFIX, list_local_sources, local_weights_dir, register_local_source
 
-__all__ = ["PretrainResult", "pretrain", "encoder_state", "METHOD_LABELS"]
+__all__ = ["PretrainResult", "PretrainInterrupted", "pretrain", "encoder_state", "METHOD_LABELS"]
 
 RUN_DIR_ENV = "MEDTL_PRETRAIN_RUN_DIR"
 METHOD_LABELS = {"simclr": "SimCLR", "genesis": "Models Genesis restoration"}
@@ -78,8 +85,60 @@ def _rank0() -> bool:
     return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+class PretrainInterrupted(KeyboardInterrupt):
+    """A pretraining run stopped by Ctrl-C or SIGTERM; the message says where it is and how to continue it."""
+
+    def __init__(self, run: RunDir, epoch: int) -> None:
+        how = (
+            f"continue it with: medtl pretrain --resume {run.path}"
+            if run.last_checkpoint.is_file()
+            else "it stopped before its first checkpoint; start it again"
+        )
+        super().__init__(f"pretraining run {run.path} stopped during epoch {epoch + 1}; {how}")
+
+
+def _write_json(run: RunDir, name: str, obj: Any) -> None:
+    run.write_text(name, json.dumps(json_clean(obj), indent=2, allow_nan=False) + "\n")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+# what a resumed run may change: where it is written, and a longer run (recorded in result.json)
+_RESUMABLE = ("train.epochs", "output.dir", "output.name")
+
+
+def _resume_config(run: RunDir, asked: PretrainConfig | None) -> tuple[PretrainConfig, dict[str, Any]]:
+    """The saved config of a run to resume; the asked one may differ only by a longer ``train.epochs``.
+
+    Raises:
+        TrainingError: the asked config differs in other fields (they are listed), or asks for fewer epochs.
+    """
+    saved = load_pretrain_config(run.file(RunDir.CONFIG))
+    if asked is None:
+        return saved, {}
+    a, s = _flatten(asked.to_dict()), _flatten(saved.to_dict())
+    differ = sorted(k for k in set(a) | set(s) if a.get(k) != s.get(k) and not k.startswith(_RESUMABLE))
+    if differ:
+        shown = "; ".join(f"{k}: run {s.get(k)!r}, asked {a.get(k)!r}" for k in differ[:8])
+        raise TrainingError(
+            f"cannot resume {run.path} with another config ({len(differ)} field(s) differ: {shown})",
+            path=str(run.path),
+            fix="resume with the run's own config.yaml (only train.epochs may extend it), or start a new run",
+        )
+    if asked.train.epochs < saved.train.epochs:
+        raise TrainingError(
+            f"cannot resume {run.path} with fewer epochs ({asked.train.epochs} < {saved.train.epochs})",
+            path=str(run.path),
+        )
+    if asked.train.epochs == saved.train.epochs:
+        return saved, {}
+    changes = {"train.epochs": [saved.train.epochs, asked.train.epochs]}
+    return load_pretrain_config(saved.to_dict(), {"train.epochs": asked.train.epochs}), changes
 
 
 def encoder_state(model: Any) -> dict[str, torch.Tensor]:
@@ -119,26 +178,97 @@ def _knn_probe(cfg: PretrainConfig, pipeline: Any) -> Any:
 
 
 def pretrain(
-    config: PretrainConfig | dict[str, Any] | str | Path,
+    config: PretrainConfig | dict[str, Any] | str | Path | None,
     *,
     run_dir: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     quiet: bool = False,
+    resume: bool = False,
 ) -> PretrainResult:
     """Pretrain an encoder on unlabeled scans and register it as weights ``local:<output.name>``.
 
     Args:
-        config: a YAML file, dict or :class:`~medtl.pretraining.config.PretrainConfig`.
+        config: a YAML file, dict or :class:`~medtl.pretraining.config.PretrainConfig`; with ``resume`` it may be
+            None (the run's own config.yaml is used) and otherwise must equal it except for a longer
+            ``train.epochs``.
         run_dir: the run folder (default ``output.dir/output.name``).
         overrides: dotted-key overrides (``{"train.epochs": 3}``).
         quiet: no progress lines.
+        resume: continue the interrupted or failed run in ``run_dir`` from its last.ckpt, with its own config.
 
     Returns:
         A :class:`PretrainResult`; ``result.weights`` goes into ``model.weights`` of a training or compare config.
 
     Raises:
         ConfigError, ManifestError, TrainingError, DataLoadError, WeightsError: see their messages.
+        RunLockedError: another live process writes the run folder.
+        PretrainInterrupted: Ctrl-C or SIGTERM (result.json says ``interrupted`` and how to resume).
     """
+    t0 = time.perf_counter()
+    rank0 = _rank0()
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if run_dir is None and os.environ.get(RUN_DIR_ENV) and not rank0:
+        run_dir = os.environ[RUN_DIR_ENV]  # processes started by Lightning's DDP launcher write rank 0's folder
+    changes: dict[str, Any] = {}
+    if resume:
+        if run_dir is None:
+            raise TrainingError("resume needs the run folder to continue", fix="pass --resume RUN_DIR")
+        run = RunDir(run_dir)
+        if not run.last_checkpoint.is_file() or not run.file(RunDir.CONFIG).is_file():
+            raise TrainingError(
+                f"cannot resume {run.path}: it holds no pretraining run with a last.ckpt (a run stopped before its "
+                "first epoch ended, or another folder)",
+                path=str(run.path),
+                fix="start a new pretraining run instead",
+            )
+        if rank0 and run.status == "ok":
+            raise TrainingError(
+                f"pretraining run {run.path} has finished already; its encoder is {run.file('encoder.safetensors')}",
+                path=str(run.path),
+                fix="start a new run (another output.name) to pretrain longer",
+            )
+        asked = None
+        if config is not None or overrides:
+            asked = load_pretrain_config(config if config is not None else run.file(RunDir.CONFIG), overrides)
+        cfg, changes = _resume_config(run, asked)
+        name = cfg.output.name or run.path.name
+    else:
+        if config is None:
+            raise ConfigError("pretrain needs a config (or resume=True with a run folder)")
+        cfg = load_pretrain_config(config, overrides)
+        if run_dir is None and cfg.output.name is None and world > 1:
+            raise ConfigError("set output.name when launching with torchrun or SLURM, so every process writes one run")
+        name = cfg.output.name or (Path(run_dir).name if run_dir is not None else _default_name(cfg))
+        run = RunDir(Path(run_dir) if run_dir is not None else Path(cfg.output.dir) / name)
+        if rank0 and run.status == "ok":
+            raise TrainingError(
+                f"run directory {run.path} already holds a pretraining run",
+                path=str(run.path),
+                fix="choose another output.name, or delete the folder",
+            )
+    if rank0:
+        _check_name_free(cfg, name)
+    run.path.mkdir(parents=True, exist_ok=True)
+    os.environ[RUN_DIR_ENV] = str(run.path.resolve())
+    if not rank0:
+        return _pretrain(cfg, run, name, resume, changes, quiet, t0, rank0)
+    with run.lock():  # a second pretraining into this folder is refused while this one lives
+        if not resume:  # a failed or interrupted attempt left here: start afresh, not from its checkpoint
+            for stale in (run.last_checkpoint, run.file(RunDir.METRICS), run.file("encoder.safetensors")):
+                stale.unlink(missing_ok=True)
+        return _pretrain(cfg, run, name, resume, changes, quiet, t0, rank0)
+
+
+def _pretrain(
+    cfg: PretrainConfig,
+    run: RunDir,
+    name: str,
+    resume: bool,
+    changes: dict[str, Any],
+    quiet: bool,
+    t0: float,
+    rank0: bool,
+) -> PretrainResult:
     import lightning.pytorch as pl
     from monai.data import DataLoader
 
@@ -146,35 +276,17 @@ def pretrain(
     from medtl.pretraining.data import PoolDataset, build_preprocessing, read_pool
     from medtl.pretraining.module import EpochLog, PretrainModule
     from medtl.pretraining.views import ContrastiveViews, RestorationViews
+    from medtl.train.callbacks import AtomicCheckpointIO, LastCheckpoint
 
-    t0 = time.perf_counter()
-    cfg = load_pretrain_config(config, overrides)
-    rank0 = _rank0()
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if run_dir is None and os.environ.get(RUN_DIR_ENV) and not rank0:
-        run_dir = os.environ[RUN_DIR_ENV]  # processes started by Lightning's DDP launcher write rank 0's folder
-    if run_dir is None and cfg.output.name is None and world > 1:
-        raise ConfigError("set output.name when launching with torchrun or SLURM, so every process writes one run")
-    name = cfg.output.name or (Path(run_dir).name if run_dir is not None else _default_name(cfg))
-    run_dir = Path(run_dir) if run_dir is not None else Path(cfg.output.dir) / name
-    if rank0:
-        if _status(run_dir) == "ok":
-            raise TrainingError(
-                f"run directory {run_dir} already holds a pretraining run",
-                path=str(run_dir),
-                fix="choose another output.name, or delete the folder",
-            )
-        _check_name_free(cfg, name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
+    run_dir = run.path
     say = (lambda msg: None) if quiet or not rank0 else (lambda msg: print(msg, flush=True))
     if rank0:
-        _write_json(run_dir / "result.json", {"status": "running", "run_dir": str(run_dir)})
-        atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+        run.write_result({"status": "running", "kind": "pretrain"})
+        run.write_config(cfg)
     try:
         pool = read_pool(cfg)
         if rank0 and pool.index_csv is not None:
-            atomic_write_bytes(run_dir / "index.csv", pool.index_csv)
+            run.write_text("index.csv", pool.index_csv.decode())
         prep = build_preprocessing(cfg, pool.records[0]["image"], pool.records[0].get("series"))
         pipe = prep.pipeline
         dims = pipe.model_spatial_dims
@@ -184,8 +296,9 @@ def pretrain(
         if len(size) != dims:
             raise ConfigError(f"views.size {size} must have {dims} values for {dims}D scans")
         say(
-            f"pretraining {cfg.model.arch} ({cfg.method}, from {cfg.model.weights}) on {len(pool.records)} scans "
-            f"({pool.n_patients} patients, {prep.modality} {prep.mode}); run directory: {run_dir}"
+            f"{'resuming' if resume else 'pretraining'} {cfg.model.arch} ({cfg.method}, from {cfg.model.weights}) on "
+            f"{len(pool.records)} scans ({pool.n_patients} patients, {prep.modality} {prep.mode}); "
+            f"run directory: {run_dir}"
         )
         pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
         if cfg.method == "simclr":
@@ -237,7 +350,17 @@ def pretrain(
             knn = f", k-NN accuracy {row['knn_accuracy']:.3f}" if row["knn_accuracy"] == row["knn_accuracy"] else ""
             say(f"epoch {row['epoch']}/{cfg.train.epochs}: loss {row['train_loss']:.4f}{knn} ({row['time_s']:.0f}s)")
 
-        log = EpochLog(run_dir / "metrics.csv", probe=probe, every=cfg.knn.every, on_row=progress)
+        log = EpochLog(run, probe=probe, every=cfg.knn.every, on_row=progress)
+        # last.ckpt: the full state of the latest epoch, for resume; metrics.csv is rewritten once it is on disk
+        last = LastCheckpoint(
+            log,
+            dirpath=run_dir,
+            filename="last",
+            save_top_k=1,
+            save_on_train_epoch_end=True,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
         strategy: Any = "auto"
         if n_dev > 1:
             from lightning.pytorch.strategies import DDPStrategy
@@ -248,6 +371,7 @@ def pretrain(
         # noise from Lightning that says nothing about this run
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         for logger_name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
             logging.getLogger(logger_name).setLevel(logging.WARNING)
         trainer = pl.Trainer(
@@ -257,9 +381,9 @@ def pretrain(
             strategy=strategy,
             precision=precision,
             max_epochs=cfg.train.epochs,
-            callbacks=[log],
+            callbacks=[log, last],
+            plugins=[AtomicCheckpointIO()],
             logger=False,
-            enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
             sync_batchnorm=cfg.train.sync_batchnorm and n_dev > 1,
@@ -267,14 +391,21 @@ def pretrain(
             deterministic=cfg.train.deterministic,
             default_root_dir=str(run_dir),
         )
-        trainer.fit(module, loader)
+        try:
+            trainer.fit(module, loader, ckpt_path=str(run.last_checkpoint) if resume else None)
+        except SystemExit:
+            if not trainer.interrupted:
+                raise
+            # Lightning turns Ctrl-C into SystemExit(1) after a graceful stop, and ignores SIGINT from then on
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise PretrainInterrupted(run, trainer.current_epoch) from None
         encoder = module.encoder.cpu().eval()
         if not trainer.is_global_zero:
             return PretrainResult(run_dir, None, None, {}, [], time.perf_counter() - t0, encoder, status="worker")
 
         from safetensors.torch import save
 
-        encoder_file = run_dir / "encoder.safetensors"
+        encoder_file = run.file("encoder.safetensors")
         atomic_write_bytes(encoder_file, save(encoder_state(encoder)))
         norm = pipe.normalization
         record = {
@@ -310,56 +441,52 @@ def pretrain(
             register_local_source(name, encoder_file, record, overwrite=cfg.output.overwrite)
             weights = LOCAL_PREFIX + name
             record = json.loads((local_weights_dir() / name / "source.json").read_text())
-        _write_json(run_dir / "source.json", record)
+        _write_json(run, "source.json", record)
         seconds = time.perf_counter() - t0
-        last = log.rows[-1] if log.rows else {}
-        _write_json(
-            run_dir / "result.json",
+        last_row = log.rows[-1] if log.rows else {}
+        run.write_result(
             {
                 "status": "ok",
                 "kind": "pretrain",
-                "run_dir": str(run_dir),
                 "weights": weights,
                 "encoder_file": str(encoder_file),
                 "method": cfg.method,
                 "arch": cfg.model.arch,
                 "epochs_run": len(log.rows),
-                "final_loss": last.get("train_loss"),
+                "epochs_planned": cfg.train.epochs,
+                "resumed_with": changes or None,
+                "final_loss": last_row.get("train_loss"),
                 "first_loss": log.rows[0]["train_loss"] if log.rows else None,
-                "knn_accuracy": _finite(last.get("knn_accuracy")),
-                "knn_balanced_accuracy": _finite(last.get("knn_balanced_accuracy")),
+                "knn_accuracy": _finite(last_row.get("knn_accuracy")),
+                "knn_balanced_accuracy": _finite(last_row.get("knn_balanced_accuracy")),
                 "knn_before": log.baseline,
                 "seconds": seconds,
                 "precision": precision,
                 "devices": cfg.train.devices,
                 "n_scans": len(pool.records),
                 "n_patients": pool.n_patients,
-            },
+            }
         )
         say(f"done in {seconds:.0f}s: encoder {encoder_file}; use it as model.weights: {weights}")
         return PretrainResult(run_dir, encoder_file, weights, record, list(log.rows), seconds, encoder)
     except BaseException as exc:
         if rank0:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt | SystemExit) else "failed"
-            _write_json(
-                run_dir / "result.json",
-                {
-                    "status": status,
-                    "kind": "pretrain",
-                    "run_dir": str(run_dir),
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "traceback": None if isinstance(exc, MedtlError) else traceback.format_exc(limit=20),
-                    "seconds": time.perf_counter() - t0,
-                },
-            )
+            interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+            with contextlib.suppress(MedtlError):  # an unwritable folder: the original error is the one to see
+                run.write_result(
+                    {
+                        "status": "interrupted" if interrupted else "failed",
+                        "kind": "pretrain",
+                        "error": "interrupted" if interrupted else f"{type(exc).__name__}: {exc}",
+                        "error_type": type(exc).__name__,
+                        "traceback": None
+                        if isinstance(exc, MedtlError | KeyboardInterrupt)
+                        else traceback.format_exc(limit=20),
+                        "seconds": time.perf_counter() - t0,
+                        "resume": f"medtl pretrain --resume {run_dir}" if run.last_checkpoint.is_file() else None,
+                    }
+                )
         raise
-
-
-def _status(run_dir: Path) -> str | None:
-    try:
-        return json.loads((run_dir / "result.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _finite(v: Any) -> float | None:

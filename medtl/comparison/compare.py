@@ -13,6 +13,11 @@ A comparison is a normal experiment config plus a ``compare`` section::
       fractions: [0.1, 0.25, 0.5, 1.0]
       primary_metric: auroc
 
+A config with a ``segmentation`` section compares segmentation runs: ``primary_metric`` is then ``dice``
+(default), ``hd95`` (mm, lower is better) or ``surface_dice``, each computed per scan over the foreground
+classes, averaged per patient and then over patients (:mod:`medtl.comparison.patient_values`); the report
+adds each arm's example overlays.
+
 How it stays fair: the train/val/test split by patient is made once and written to
 ``<compare dir>/splits.csv``; every run reuses it, so all arms are validated and tested on exactly the
 same patients. For each seed and label fraction every arm trains on the same (stratified, nested)
@@ -40,6 +45,7 @@ from medtl.comparison.compare_config import (
     load_compare_config,
 )
 from medtl.comparison.launch import Job, config_key, execute, is_finished, slurm_executor, train_run
+from medtl.comparison.metric_specs import check_metric_for_task, default_metric, metric_spec
 from medtl.comparison.report import ReportFiles, write_report
 from medtl.comparison.results import Arm, CompareResults, RunRecord, record_from_run_dir
 from medtl.comparison.summary import Summary, summarize
@@ -208,6 +214,10 @@ def compare(
     else:
         cfg = load_compare_config(config, {**exp_over, **comp_over})
     experiment, section = cfg.experiment, cfg.compare
+    task = "segmentation" if experiment.segmentation is not None else "classification"
+    if section.primary_metric is None:  # a CompareConfig built by hand; load_compare_config fills it in
+        section.primary_metric = default_metric(task)
+    check_metric_for_task(section.primary_metric, task)
     arm_cfgs = section.arms if section.arms is not None else default_arms(experiment)
     names = [a.name for a in arm_cfgs]
     if len(set(names)) != len(names):
@@ -238,7 +248,10 @@ def compare(
     )
     splits_file = _write_shared_splits(experiment, compare_dir)
     specs = [arm_spec(a, experiment) for a in arm_cfgs]
-    classes = list(experiment.data.classes or read_manifest(experiment, check_files=False).classes)
+    if experiment.segmentation is not None:
+        classes = list(experiment.segmentation.classes)
+    else:
+        classes = list(experiment.data.classes or read_manifest(experiment, check_files=False).classes)
     seed_list = list(range(section.seeds))
     results = CompareResults(
         arms=specs,
@@ -250,6 +263,7 @@ def compare(
         reference=section.reference,
         config={**experiment.to_dict(), "compare": section.model_dump(mode="json")},
         compare_dir=str(compare_dir),
+        task=task,
     )
     # fractions outermost: an interrupted comparison has all arms at the first fractions
     plan = [(arm, seed, f) for f in section.fractions for seed in seed_list for arm in specs]
@@ -273,15 +287,16 @@ def compare(
     def record(i: int, seconds: float | None = None) -> None:
         arm, seed, fraction = plan[i]
         run_dir = run_dir_for(compare_dir, arm.name, seed, fraction)
-        rec = record_from_run_dir(run_dir, arm=arm.name, seed=seed, fraction=fraction, classes=classes)
+        rec = record_from_run_dir(run_dir, arm=arm.name, seed=seed, fraction=fraction, classes=classes, task=task)
         if seconds is not None and rec.seconds is None:
             rec.seconds = seconds
         _merge_provenance(arm, RunDir(run_dir))
         results.runs.append(rec)
         tag = f"[{i + 1}/{len(plan)}] {arm.name} seed {seed} {fraction * 100:g}% labels"
         if rec.ok:
-            value = rec.test_metrics.get(section.primary_metric, float("nan"))
-            say(f"{tag}: done, test {section.primary_metric} per patient {value:.3f}")
+            spec = metric_spec(section.primary_metric)
+            value = spec.amount(rec.test_metrics.get(section.primary_metric, float("nan")))
+            say(f"{tag}: done, test {section.primary_metric} per patient {value}")
         else:
             say(f"{tag}: FAILED: {rec.error}")
         results.runs.sort(key=lambda r: _order[(r.arm, r.seed, r.fraction)])

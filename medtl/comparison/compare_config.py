@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from medtl.comparison.metric_specs import check_metric_for_task, default_metric
 from medtl.comparison.results import Arm
 from medtl.errors import ConfigError, MedtlError
 
@@ -25,6 +26,9 @@ __all__ = [
     "load_any_config",
     "compare_config_to_yaml",
 ]
+
+#: Classification metrics, then segmentation ones (``medtl.comparison.metric_specs`` says which task each fits).
+PrimaryMetric = Literal["auroc", "accuracy", "balanced_accuracy", "f1", "dice", "hd95", "surface_dice"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -73,10 +77,13 @@ class CompareSection(_Section):
     )
     seeds: int = Field(3, ge=1, description="Seeds per arm and fraction (seeds 0..n-1).")
     fractions: list[float] = Field([0.1, 0.25, 0.5, 1.0], description="Label fractions of the training patients.")
-    primary_metric: Literal["auroc", "accuracy", "balanced_accuracy", "f1"] = Field(
-        "auroc",
-        description="The metric the verdict is about; each run's best checkpoint is chosen on it too "
-        "(train.monitor: val_<primary_metric>) unless the config sets train.monitor.",
+    primary_metric: PrimaryMetric | None = Field(
+        None,
+        description="The metric the verdict is about. Classification: auroc (default), accuracy, balanced_accuracy, "
+        "f1. Segmentation (a config with a segmentation section): dice (default), hd95 (95% Hausdorff distance in "
+        "mm, lower is better) or surface_dice; each the mean over foreground classes per scan, averaged per patient "
+        "(HD95 over the scans where it is defined), then over patients. Each run's best checkpoint is chosen on it "
+        "too (train.monitor: val_<primary_metric>) unless the config sets train.monitor.",
     )
     reference: str = Field("scratch", description="The arm every other arm is compared with.")
     n_resamples: int = Field(2000, ge=100, description="Bootstrap resamples over test patients.")
@@ -157,17 +164,40 @@ def load_compare_config(
             + "; ".join(problems)
             + f". compare fields: {allowed}; arm fields: {arm_fields}"
         ) from None
+    task = "segmentation" if raw.get("segmentation") else "classification"
+    if section.primary_metric is None:
+        section.primary_metric = default_metric(task)
+    try:
+        check_metric_for_task(section.primary_metric, task)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid config {source}: {exc}") from None
     train = raw.setdefault("train", {})
     if not isinstance(train, dict):
         raise ConfigError(f"invalid config {source}: train must be a mapping of fields")
-    if "monitor" not in train and not raw.get("segmentation"):
+    if "monitor" not in train:
         # the checkpoint each run tests is the one best on the metric the comparison is about
-        train["monitor"] = f"val_{section.primary_metric}"
+        train["monitor"] = _monitor_for(section.primary_metric)
     experiment = load_config(raw)
     for arm in section.arms or []:
         if arm.augment:
             arm_config(experiment, arm, source=source)  # an invalid augment field fails now, not in every run
     return CompareConfig(experiment=experiment, compare=section)
+
+
+def _monitor_for(metric: str) -> str:
+    """``val_<metric>``; for HD95, ``val_dice`` until the engine can keep the checkpoint of the lowest val_hd95.
+
+    Choosing a checkpoint by the lowest HD95 needs ``train.monitor: val_hd95`` with Lightning's mode "min"; the
+    config accepts it once :class:`~medtl.config.sections.TrainConfig` lists it (and the trainer then minimises it).
+    """
+    from typing import get_args
+
+    from medtl.config.sections import TrainConfig
+
+    monitor = f"val_{metric}"
+    if metric == "hd95" and monitor not in get_args(TrainConfig.model_fields["monitor"].annotation):
+        return "val_dice"
+    return monitor
 
 
 def load_any_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Any:

@@ -59,6 +59,30 @@ class PatientPredictions:
         """Probability of the positive (last) class, for binary tasks."""
         return self.probs[:, -1]
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return METRIC_NAMES
+
+    @property
+    def strata(self) -> np.ndarray:
+        """The bootstrap resamples patients within each class, so every resample keeps the class balance."""
+        return self.labels
+
+    def metric(self, name: str) -> float:
+        """One of :data:`METRIC_NAMES` over the units (:func:`compute_metric`)."""
+        return compute_metric(name, self.labels, self.probs)
+
+    def weighted(self, name: str, counts: np.ndarray) -> np.ndarray:
+        """The metric on many resamples at once, one row of unit counts each (:func:`weighted_metric`)."""
+        return weighted_metric(name, self.labels, self.probs, counts)
+
+    def same_units(self, other: PatientPredictions) -> bool:
+        return (
+            len(self) == len(other)
+            and np.array_equal(self.labels, other.labels)
+            and bool((self.patient_id == other.patient_id).all())
+        )
+
     def to_dict(self) -> dict[str, list]:
         return {
             "patient_id": [str(p) for p in self.patient_id],

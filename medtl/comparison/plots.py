@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from medtl.comparison.metric_specs import metric_spec
 from medtl.comparison.results import CompareResults
-from medtl.comparison.summary import METRIC_WORDS, Summary
+from medtl.comparison.summary import Summary
 
 __all__ = ["plot_label_efficiency", "plot_learning_curves", "plot_roc_curves"]
 
@@ -60,7 +61,7 @@ def plot_label_efficiency(results: CompareResults, summary: Summary, path: str |
     ax.set_xticks([f * 100 for f in results.fractions])
     ax.set_xticklabels([f"{f * 100:g}%" for f in results.fractions])
     ax.set_xlabel("training labels used")
-    ax.set_ylabel(f"test {METRIC_WORDS.get(metric, metric)}")
+    ax.set_ylabel(_text(f"test {metric_spec(metric).label}"))
     n_seeds = len(results.seeds)
     ax.set_title(f"Label efficiency (mean of {n_seeds} seeds, 95% CI over seeds)")
     ax.grid(alpha=0.3)
@@ -99,7 +100,7 @@ def plot_learning_curves(results: CompareResults, path: str | Path) -> Path:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"validation {METRIC_WORDS.get(metric, metric)}")
+    axes[0][0].set_ylabel(_text(f"validation {metric_spec(metric).label}"))
     handles, labels = axes[0][-1].get_legend_handles_labels()
     if handles:
         axes[0][-1].legend(handles, labels, fontsize="small")

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medtl.comparison.stats import METRIC_NAMES, METRICS, PatientPredictions, aggregate_by_patient, compute_metric
+from medtl.comparison.metric_specs import SEGMENTATION_METRICS, metric_spec
+from medtl.comparison.patient_values import PatientValues, aggregate_scan_rows
+from medtl.comparison.stats import METRIC_NAMES, PatientData, PatientPredictions, aggregate_by_patient
 
 if TYPE_CHECKING:
     from medtl.comparison.summary import Summary
@@ -28,6 +30,8 @@ __all__ = [
     "record_from_run_dir",
     "read_metrics_csv",
     "read_predictions_csv",
+    "read_segmentation_predictions",
+    "results_csv_fields",
     "RESULTS_CSV_FIELDS",
 ]
 
@@ -83,9 +87,12 @@ class RunRecord:
         seconds: wall-clock seconds of the run.
         best_epoch: the epoch whose checkpoint was evaluated on the test set.
         n_train_patients: training patients the run used.
-        test_metrics: test metrics, computed by medtl from the per-patient predictions.
-        predictions: per-patient test predictions (probabilities averaged over each patient's scans).
-        curve: one dict per epoch: "epoch", "time_s" and the validation metrics ("val_auroc", ...).
+        test_metrics: test metrics, computed by medtl from the per-patient predictions (segmentation: the mean
+            over patients of per-patient Dice, HD95 in mm, surface Dice, overall and per class).
+        predictions: per-patient test predictions: probabilities averaged over each patient's scans
+            (classification, :class:`PatientPredictions`), or metric values averaged over each patient's scans
+            (segmentation, :class:`PatientValues`).
+        curve: one dict per epoch: "epoch", "time_s" and the validation metrics ("val_auroc", "val_dice", ...).
         fraction_used: share of the training patients whose labels the run actually used (label
             fractions round up and keep at least one patient per class, so 10% can be 16.7%);
             ``None`` when not known.
@@ -101,7 +108,7 @@ class RunRecord:
     best_epoch: int | None = None
     n_train_patients: int | None = None
     test_metrics: dict[str, float] = field(default_factory=dict)
-    predictions: PatientPredictions | None = None
+    predictions: PatientData | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
     fraction_used: float | None = None
 
@@ -110,9 +117,17 @@ class RunRecord:
         return self.status == "ok"
 
     def best_val(self, metric: str) -> float:
+        """The best validation value of ``metric`` over the epochs (the lowest for HD95)."""
         vals = [c.get(f"val_{metric}", math.nan) for c in self.curve]
         vals = [v for v in vals if v is not None and np.isfinite(v)]
-        return float(max(vals)) if vals else math.nan
+        if not vals:
+            return math.nan
+        return float(max(vals)) if metric_spec(metric).higher_is_better else float(min(vals))
+
+    def n_left_out(self, metric: str) -> int:
+        """Test patients left out of ``metric`` because it was undefined for all their scans (segmentation)."""
+        p = self.predictions
+        return p.n_left_out(metric) if isinstance(p, PatientValues) and metric in p.values else 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -124,10 +139,15 @@ class RunRecord:
         d = dict(d)
         preds = d.pop("predictions", None)
         rec = cls(**d)
-        rec.predictions = PatientPredictions.from_dict(preds) if preds else None
+        if preds:
+            kind = PatientValues if preds.get("kind") == "segmentation" else PatientPredictions
+            rec.predictions = kind.from_dict(preds)
         return rec
 
 
+#: The columns of results.csv for a classification comparison; a segmentation comparison has ``test_dice``,
+#: ``test_hd95`` (mm), ``test_surface_dice``, their per-class forms and ``hd95_patients_left_out`` instead of
+#: the classification metrics (:func:`results_csv_fields`).
 RESULTS_CSV_FIELDS = [
     "arm",
     "arch",
@@ -160,6 +180,19 @@ class CompareResults:
     config: dict[str, Any] = field(default_factory=dict)
     compare_dir: str | None = None
     summary: Summary | None = None
+    task: str = "classification"
+    overlays: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def is_segmentation(self) -> bool:
+        return self.task == "segmentation"
+
+    def metric_names(self) -> list[str]:
+        """The test metrics of the runs: the task's metrics first, then (segmentation) their per-class forms."""
+        if not self.is_segmentation:
+            return list(METRIC_NAMES)
+        per_class = sorted({k for r in self.runs for k in r.test_metrics if k not in SEGMENTATION_METRICS})
+        return [*SEGMENTATION_METRICS, *per_class]
 
     def arm(self, name: str) -> Arm:
         for a in self.arms:
@@ -175,6 +208,7 @@ class CompareResults:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "task": self.task,
             "primary_metric": self.primary_metric,
             "reference": self.reference,
             "classes": self.classes,
@@ -185,6 +219,7 @@ class CompareResults:
             "runs": [r.to_dict() for r in self.runs],
             "config": self.config,
             "compare_dir": self.compare_dir,
+            "overlays": self.overlays,
         }
 
     @classmethod
@@ -200,6 +235,8 @@ class CompareResults:
             reference=d.get("reference", "scratch"),
             config=d.get("config", {}),
             compare_dir=d.get("compare_dir"),
+            task=d.get("task", "classification"),
+            overlays={k: list(v) for k, v in (d.get("overlays") or {}).items()},
         )
 
     def write_json(self, path: str | Path) -> Path:
@@ -215,7 +252,9 @@ class CompareResults:
         from medtl.utils import atomic_write_bytes
 
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=RESULTS_CSV_FIELDS, lineterminator="\n")
+        metrics = self.metric_names()
+        fields = results_csv_fields(metrics, segmentation=self.is_segmentation)
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         for r in sorted(self.runs, key=lambda r: (r.fraction, r.arm, r.seed)):
             arm = self.arm(r.arm)
@@ -234,11 +273,20 @@ class CompareResults:
                 "best_val": _num(r.best_val(self.primary_metric)) if r.ok else "",
                 "run_dir": r.run_dir or "",
             }
-            for m in METRIC_NAMES:
+            for m in metrics:
                 row[f"test_{m}"] = _num(r.test_metrics.get(m, math.nan)) if r.ok else ""
+            if self.is_segmentation:
+                row["hd95_patients_left_out"] = r.n_left_out("hd95") if r.ok else ""
             w.writerow(row)
         atomic_write_bytes(path, buf.getvalue().encode())
         return Path(path)
+
+
+def results_csv_fields(metrics: list[str], *, segmentation: bool = False) -> list[str]:
+    """The columns of results.csv for these test metrics."""
+    fields = [f for f in RESULTS_CSV_FIELDS if not f.startswith("test_") and f != "run_dir"]
+    fields += [f"test_{m}" for m in metrics]
+    return fields + (["hd95_patients_left_out"] if segmentation else []) + ["run_dir"]
 
 
 def _num(v: float | None) -> str:
@@ -278,11 +326,23 @@ def read_predictions_csv(path: str | Path, classes: list[str]) -> PatientPredict
     return aggregate_by_patient(pids, labels, probs)
 
 
-def record_from_run_dir(run_dir: str | Path, *, arm: str, seed: int, fraction: float, classes: list[str]) -> RunRecord:
+def read_segmentation_predictions(run_dir: str | Path, split: str = "test") -> PatientValues:
+    """A segmentation run's ``predictions_<split>.csv`` (one row per scan) as per-patient values."""
+    from medtl.train.rundir import RunDir
+
+    run = RunDir(run_dir)
+    return aggregate_scan_rows(run.read_prediction_rows(split), source=str(run.predictions_file(split)))
+
+
+def record_from_run_dir(
+    run_dir: str | Path, *, arm: str, seed: int, fraction: float, classes: list[str], task: str | None = None
+) -> RunRecord:
     """A :class:`RunRecord` from a finished run directory (result.json, metrics.csv, predictions_test.csv).
 
     Test metrics are recomputed here from the per-patient predictions, so every arm is scored the
-    same way and the paired statistics use exactly the numbers the table shows.
+    same way and the paired statistics use exactly the numbers the table shows. A segmentation run
+    (``"task": "segmentation"`` in result.json, or ``task``) is read as per-scan metric rows averaged per patient
+    (:mod:`medtl.comparison.patient_values`).
     """
     from medtl.train.rundir import RunDir
 
@@ -300,8 +360,11 @@ def record_from_run_dir(run_dir: str | Path, *, arm: str, seed: int, fraction: f
     rec.curve = run.read_metrics()
     preds = run.predictions_file("test")
     if rec.status == "ok" and preds.is_file():
-        rec.predictions = read_predictions_csv(preds, classes)
-        rec.test_metrics = {m: compute_metric(m, rec.predictions.labels, rec.predictions.probs) for m in METRICS}
+        if (result.get("task") or task) == "segmentation":
+            rec.predictions = read_segmentation_predictions(run.path)
+        else:
+            rec.predictions = read_predictions_csv(preds, classes)
+        rec.test_metrics = {m: rec.predictions.metric(m) for m in rec.predictions.metric_names}
     elif rec.status == "ok":
         rec.status = "failed"
         rec.error = f"{preds} is missing: the run did not write test predictions"

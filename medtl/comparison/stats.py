@@ -22,6 +22,7 @@ from scipy import stats as _sps
 
 from medtl.comparison.convergence import Convergence, censored_median, convergence, plateau, smooth_scores
 from medtl.comparison.delong import DeLongResult, delong_test
+from medtl.comparison.patient_values import PatientValues
 from medtl.comparison.patients import (
     METRIC_NAMES,
     METRICS,
@@ -29,9 +30,9 @@ from medtl.comparison.patients import (
     aggregate_by_patient,
     binary_auroc,
     compute_metric,
-    look_metric,
     weighted_metric,
 )
+from medtl.utils import look_up_option
 
 __all__ = [
     "MIN_SEEDS_FOR_VERDICT",
@@ -39,6 +40,8 @@ __all__ = [
     "METRICS",
     "MeanCI",
     "PatientPredictions",
+    "PatientValues",
+    "PatientData",
     "PairedDifference",
     "DeLongResult",
     "Convergence",
@@ -60,6 +63,12 @@ __all__ = [
 
 #: Below this many seeds per arm, training noise cannot be told apart from an effect: no verdict.
 MIN_SEEDS_FOR_VERDICT = 3
+
+#: What a run contributes to a paired difference: per-patient class probabilities (classification; the metric is
+#: computed over the patients) or per-patient metric values (segmentation; the metric is their mean). Both give
+#: ``patient_id``, ``strata``, ``metric_names``, ``align``, ``same_units`` and ``weighted(metric, counts)``, the
+#: metric on every bootstrap resample at once.
+PatientData = PatientPredictions | PatientValues
 
 
 # --------------------------------------------------------------------------------------------- seeds
@@ -268,13 +277,9 @@ def _combine(seed_sd: float, shared_var: float, n_seeds: int, n_patients: int) -
     return math.sqrt(var), df
 
 
-def _same_units(p: PatientPredictions, q: PatientPredictions) -> bool:
-    return len(p) == len(q) and np.array_equal(p.labels, q.labels) and bool((p.patient_id == q.patient_id).all())
-
-
 def paired_difference(
-    a: PatientPredictions | Sequence[PatientPredictions],
-    b: PatientPredictions | Sequence[PatientPredictions],
+    a: PatientData | Sequence[PatientData],
+    b: PatientData | Sequence[PatientData],
     metric: str = "auroc",
     *,
     n_resamples: int = 2000,
@@ -284,16 +289,19 @@ def paired_difference(
     """Difference ``metric(a) - metric(b)`` on the patients both arms predicted, over seeds and patients.
 
     ``a`` and ``b`` are lists with one entry per seed, paired by position (a single
-    :class:`PatientPredictions` is one seed). The difference is the mean of the per-seed differences
-    ``d_s``. It varies for two reasons: each training run's quality varies by seed, and the test patients
-    are a sample. Both count:
+    :class:`PatientPredictions` or :class:`PatientValues` is one seed). For classification the metric is
+    computed over the patients' probabilities; for segmentation it is the mean over patients of per-patient
+    values (Dice, HD95 in mm, ...; per foreground class, then over the classes; patients where a value is
+    undefined are left out of that arm's mean, in every resample alike). The difference is the mean of the
+    per-seed differences ``d_s``. It varies for two reasons: each training run's quality varies by seed, and
+    the test patients are a sample. Both count:
 
     ``se**2 = seed_sd**2 / k + shared``
 
     where ``seed_sd`` is the SD of the ``k`` per-seed differences and ``shared`` is the patient variance
-    common to all seeds: the mean covariance between different seeds' differences over a stratified
-    patient bootstrap (patients drawn with replacement within each class; the metric is evaluated on
-    every resample). Patient noise that differs between seeds already shows in ``seed_sd``, so only
+    common to all seeds: the mean covariance between different seeds' differences over a patient
+    bootstrap (patients drawn with replacement, within each class for classification; the metric is
+    evaluated on every resample). Patient noise that differs between seeds already shows in ``seed_sd``, so only
     the shared part is added; nothing is counted twice. The interval is ``d ± t * se`` and the p-value
     the two-sided t-test of ``d / se`` with the same degrees of freedom (Welch-Satterthwaite over the
     two parts, made conservative as :func:`_combine` explains), so interval and p-value come from one
@@ -313,16 +321,18 @@ def paired_difference(
     outputs) is "not estimable", never p = 0. For binary AUROC, DeLong's test is run on the
     seed-averaged scores as a second opinion.
     """
-    list_a = [a] if isinstance(a, PatientPredictions) else list(a)
-    list_b = [b] if isinstance(b, PatientPredictions) else list(b)
+    list_a = [a] if isinstance(a, PatientData) else list(a)
+    list_b = [b] if isinstance(b, PatientData) else list(b)
     if len(list_a) != len(list_b):
         raise ValueError(f"{len(list_a)} prediction sets for a but {len(list_b)} for b; they must pair up")
-    metric = look_metric(metric)
     nan = math.nan
     if not list_a:
         return PairedDifference(metric, nan, nan, nan, nan, nan, nan, 0, 0, None, 0, confidence=confidence)
     ref = list_a[0]
-    if not all(_same_units(ref, p) for p in list_a[1:] + list_b):
+    if any(type(p) is not type(ref) for p in list_a + list_b):
+        raise ValueError("a and b must hold the same kind of per-patient data (all classification or all segmentation)")
+    metric = look_up_option(metric, ref.metric_names, what="metric")
+    if not all(ref.same_units(p) for p in list_a[1:] + list_b):
         # restrict every set to the units all of them share, in one order
         for p in list_a[1:] + list_b:
             ref, _ = ref.align(p)
@@ -331,17 +341,16 @@ def paired_difference(
     k = len(list_a)
     if len(ref) == 0:
         return PairedDifference(metric, nan, nan, nan, nan, nan, nan, 0, 0, None, k, confidence=confidence)
-    labels = ref.labels
     n_patients = len(set(ref.patient_id.tolist()))
     # row 0: every unit once, the observed data (equal to compute_metric, which the tests check); then the resamples
     counts = np.vstack(
         [
             np.ones((1, len(ref)), dtype=np.int64),
-            cluster_resample_counts(ref.patient_id, strata=labels, n_resamples=n_resamples, seed=seed),
+            cluster_resample_counts(ref.patient_id, strata=ref.strata, n_resamples=n_resamples, seed=seed),
         ]
     )
-    va = np.stack([weighted_metric(metric, labels, p.probs, counts) for p in list_a], axis=1)
-    vb = np.stack([weighted_metric(metric, labels, p.probs, counts) for p in list_b], axis=1)
+    va = np.stack([p.weighted(metric, counts) for p in list_a], axis=1)
+    vb = np.stack([p.weighted(metric, counts) for p in list_b], axis=1)
     per_seed = va[0] - vb[0]
     d = float(np.mean(per_seed))
     boot = (va - vb)[1:]
@@ -362,10 +371,10 @@ def paired_difference(
             low, high = d - tcrit * se, d + tcrit * se
             p_value = float(min(1.0, 2 * _sps.t.sf(abs(d) / se, df)))
     dl = None
-    if metric == "auroc" and ref.probs.shape[1] == 2:
+    if isinstance(ref, PatientPredictions) and metric == "auroc" and ref.probs.shape[1] == 2:
         mean_a = np.mean([p.scores for p in list_a], axis=0)
         mean_b = np.mean([p.scores for p in list_b], axis=0)
-        dl = delong_test(labels, mean_a, mean_b, confidence=confidence)
+        dl = delong_test(ref.labels, mean_a, mean_b, confidence=confidence)
     return PairedDifference(
         metric,
         float(np.mean(va[0])),

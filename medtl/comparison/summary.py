@@ -9,11 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from medtl.comparison.metric_specs import METRIC_SPECS, SCORE_TOLERANCE, MetricSpec, metric_spec
 from medtl.comparison.results import CompareResults, RunRecord
 from medtl.comparison.stats import (
     MIN_SEEDS_FOR_VERDICT,
     MeanCI,
     PairedDifference,
+    PatientPredictions,
     censored_median,
     convergence,
     mean_ci,
@@ -34,8 +36,9 @@ __all__ = [
     "CONVERGENCE_WINDOW",
 ]
 
-#: How close (in units of the primary metric) to the common validation plateau counts as "reached".
-CONVERGENCE_TOLERANCE = 0.02
+#: How close (in units of the primary metric) to the common validation plateau counts as "reached"; a metric in mm
+#: (HD95) has its own (:attr:`~medtl.comparison.metric_specs.MetricSpec.convergence_tolerance`, 1 mm).
+CONVERGENCE_TOLERANCE = SCORE_TOLERANCE
 #: Validation scores are smoothed by a trailing mean over this many epochs before looking for the crossing.
 CONVERGENCE_WINDOW = 3
 
@@ -64,11 +67,14 @@ class ArmFractionSummary:
         seconds: mean wall-clock seconds per run.
         vs_reference: paired difference to the reference arm (None for the reference itself).
         convergence: per seed, the epoch and seconds at which this arm and the reference reached the
-            lower of their two validation plateaus minus :data:`CONVERGENCE_TOLERANCE`, and their
-            censored medians (see :func:`_convergence`).
+            worse of their two validation plateaus less the tolerance, and their censored medians (see
+            :func:`_convergence`).
         sentence: the verdict in words.
         fraction_used: mean over the runs of the share of training patients actually used (``None``
             when the runs did not record it).
+        left_out: segmentation: metric -> per run (seed order), the test patients left out of it because it
+            was undefined on all their scans (HD95 when a class is in only one of prediction and reference);
+            only metrics with a patient left out appear.
     """
 
     arm: str
@@ -82,6 +88,7 @@ class ArmFractionSummary:
     convergence: dict[str, Any] = field(default_factory=dict)
     sentence: str = ""
     fraction_used: float | None = None
+    left_out: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +103,7 @@ class ArmFractionSummary:
             "vs_reference": self.vs_reference.to_dict() if self.vs_reference else None,
             "convergence": self.convergence,
             "sentence": self.sentence,
+            "left_out": self.left_out,
         }
 
 
@@ -112,6 +120,12 @@ class Summary:
     min_seeds: int = MIN_SEEDS_FOR_VERDICT
     convergence_tolerance: float = CONVERGENCE_TOLERANCE
     convergence_window: int = CONVERGENCE_WINDOW
+    task: str = "classification"
+
+    @property
+    def spec(self) -> MetricSpec:
+        """The primary metric's record: direction, unit, digits."""
+        return metric_spec(self.primary_metric)
 
     def row(self, arm: str, fraction: float) -> ArmFractionSummary | None:
         for r in self.rows:
@@ -121,7 +135,10 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "task": self.task,
             "primary_metric": self.primary_metric,
+            "higher_is_better": self.spec.higher_is_better,
+            "unit": self.spec.unit,
             "reference": self.reference,
             "confidence": self.confidence,
             "n_resamples": self.n_resamples,
@@ -133,7 +150,7 @@ class Summary:
         }
 
 
-METRIC_WORDS = {"auroc": "AUROC", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "f1": "F1"}
+METRIC_WORDS = {name: spec.words for name, spec in METRIC_SPECS.items()}
 
 
 def used_words(fraction: float, fraction_used: float | None) -> str:
@@ -146,17 +163,18 @@ def used_words(fraction: float, fraction_used: float | None) -> str:
 def _too_few_seeds(d: PairedDifference) -> str:
     """What to do when there are too few seeds for a verdict, with a seed count where one can be estimated."""
     k = d.n_seeds
+    spec = metric_spec(d.metric)
     base = f"at least {MIN_SEEDS_FOR_VERDICT} seeds per arm are needed for any verdict (compare.seeds)"
     if k < 2 or not np.isfinite(d.seed_sd):
         return f"Run more: {base}; 5 seeds give an interval about half as wide as 3 when training noise dominates."
     need = seeds_needed(d.difference, d.seed_sd, d.shared_patient_se, d.n_patients, confidence=d.confidence)
     if need is None:
         return (
-            f"Run more: {base}. With the seed SD seen here ({d.seed_sd:.3f}) and these test patients "
-            f"(patient SE {d.patient_se:.3f}), even 50 seeds would not resolve a difference this small."
+            f"Run more: {base}. With the seed SD seen here ({spec.amount(d.seed_sd)}) and these test patients "
+            f"(patient SE {spec.amount(d.patient_se)}), even 50 seeds would not resolve a difference this small."
         )
     return (
-        f"Run more: {base}; with the seed SD seen here ({d.seed_sd:.3f}), a difference of this size would "
+        f"Run more: {base}; with the seed SD seen here ({spec.amount(d.seed_sd)}), a difference of this size would "
         f"need about {need} seeds per arm to be resolved."
     )
 
@@ -169,11 +187,13 @@ def _verdict(
     confidence: float,
     fraction_used: float | None = None,
 ) -> str:
+    """The verdict sentence; its direction follows the metric's ("beat" is a lower HD95, a higher Dice)."""
     words = fraction_words(fraction) + used_words(fraction, fraction_used)
     if d is None or not np.isfinite(d.difference):
         return f"{arm} could not be compared with {ref} {words} (no paired test predictions)."
-    m = METRIC_WORDS.get(d.metric, d.metric)
-    diff = f"{d.difference:+.3f} {m}"
+    spec = metric_spec(d.metric)
+    m = spec.words
+    diff = f"{spec.amount(d.difference, sign=True)} {m}"
     k = d.n_seeds
     if k < MIN_SEEDS_FOR_VERDICT:
         seeds = f"{k} seed" + ("s" if k != 1 else "")
@@ -188,11 +208,19 @@ def _verdict(
             "No verdict."
         )
     pct = f"{confidence * 100:.0f}%"
-    ci = f"({pct} CI {d.low:.3f} to {d.high:.3f}; {k} seeds, {d.n_patients} test patients)"
-    if d.low > 0:
-        return f"{arm} beat {ref} by {d.difference:.3f} {m} {ci} {words}."
-    if d.high < 0:
-        return f"{arm} did worse than {ref} by {-d.difference:.3f} {m} {ci} {words}."
+    tail = f"{k} seeds, {d.n_patients} test patients"
+    if d.low > 0 or d.high < 0:
+        verb = "beat" if spec.better(d.difference) else "did worse than"
+        if spec.higher_is_better:
+            ci = f"({pct} CI {spec.amount(d.low)} to {spec.amount(d.high)}; {tail})"
+            return f"{arm} {verb} {ref} by {spec.amount(abs(d.difference))} {m} {ci} {words}."
+        # lower is better: say which way and by how much, with the interval of that same amount
+        way = "lower" if d.difference < 0 else "higher"
+        lo, hi = sorted((abs(d.low), abs(d.high)))
+        ci = f"({pct} CI {spec.amount(lo)} to {spec.amount(hi)} {way}; {tail})"
+        return f"{arm} {verb} {ref}: {m} {spec.amount(abs(d.difference))} {way} {ci} {words}."
+    lower = "" if spec.higher_is_better else f"; lower {m} is better"
+    ci = f"({pct} CI {spec.amount(d.low)} to {spec.amount(d.high)}; {tail}{lower})"
     return f"{arm} did not beat {ref} {words}: the difference was {diff} {ci}, no significant difference."
 
 
@@ -214,12 +242,17 @@ def _convergence(pairs: list[tuple[RunRecord, RunRecord]], metric: str) -> dict[
 
     Per seed, each run's validation curve is smoothed (trailing mean over :data:`CONVERGENCE_WINDOW`
     epochs) and its plateau is the mean of the last third of the smoothed curve; the target is the
-    lower of the two plateaus minus :data:`CONVERGENCE_TOLERANCE`. Both runs are measured against the
+    worse of the two plateaus less the metric's tolerance (:data:`CONVERGENCE_TOLERANCE` for scores in
+    [0, 1]): for a lower-is-better metric (HD95) the higher plateau plus 1 mm, reached when the curve
+    crosses it from above. Both runs are measured against the
     same target in the same way, so two identical arms get the same answer in distribution (comparing
     one arm's first crossing with the other's best epoch, a selection-biased maximum, showed "never" for
     half the seeds of identical arms). A run that does not reach the target (its curve stops or has no
     scores) is censored at its last epoch and kept in the Kaplan-Meier median, not dropped.
     """
+    spec = metric_spec(metric)
+    up = spec.higher_is_better
+    tol = spec.convergence_tolerance
     per_seed: dict[str, dict[str, Any]] = {}
     for run, ref in pairs:
         if not run.curve or not ref.curve:
@@ -228,11 +261,11 @@ def _convergence(pairs: list[tuple[RunRecord, RunRecord]], metric: str) -> dict[
         ref_e, ref_t, ref_s = _curve(ref, metric)
         smooth, ref_smooth = smooth_scores(s, CONVERGENCE_WINDOW), smooth_scores(ref_s, CONVERGENCE_WINDOW)
         level, ref_level = plateau(smooth), plateau(ref_smooth)
-        target = min(level, ref_level) - CONVERGENCE_TOLERANCE
+        target = min(level, ref_level) - tol if up else max(level, ref_level) + tol
         if not np.isfinite(target):
             continue
-        c = convergence(e, t, smooth, target)
-        cr = convergence(ref_e, ref_t, ref_smooth, target)
+        c = convergence(e, t, smooth, target, higher_is_better=up)
+        cr = convergence(ref_e, ref_t, ref_smooth, target, higher_is_better=up)
         per_seed[str(run.seed)] = c.to_dict() | {
             "plateau": level,
             "reference_plateau": ref_level,
@@ -263,7 +296,8 @@ def _convergence(pairs: list[tuple[RunRecord, RunRecord]], metric: str) -> dict[
         "median_seconds": median("seconds", "last_seconds"),
         "reference_median_epoch": median("reference_epoch", "reference_last_epoch"),
         "reference_median_seconds": median("reference_seconds", "reference_last_seconds"),
-        "tolerance": CONVERGENCE_TOLERANCE,
+        "tolerance": tol,
+        "higher_is_better": up,
         "window": CONVERGENCE_WINDOW,
     }
 
@@ -277,6 +311,7 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
     """
     metric = results.primary_metric
     ref = results.reference
+    best_bounds = metric_spec(metric).bounds
     rows: list[ArmFractionSummary] = []
     for arm in results.arms:
         for fraction in results.fractions:
@@ -284,7 +319,7 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
             ok = sorted((r for r in runs if r.ok), key=lambda r: r.seed)
             metric_names = sorted({k for r in ok for k in r.test_metrics}, key=lambda k: (k != metric, k))
             metrics = {
-                k: mean_ci([r.test_metrics.get(k, math.nan) for r in ok], confidence, bounds=(0.0, 1.0))
+                k: mean_ci([r.test_metrics.get(k, math.nan) for r in ok], confidence, bounds=metric_spec(k).bounds)
                 for k in metric_names
             }
             secs = [r.seconds for r in ok if r.seconds is not None]
@@ -295,9 +330,10 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
                 n_ok=len(ok),
                 n_failed=sum(r.status == "failed" for r in runs),
                 metrics=metrics,
-                best_val=mean_ci([r.best_val(metric) for r in ok], confidence, bounds=(0.0, 1.0)),
+                best_val=mean_ci([r.best_val(metric) for r in ok], confidence, bounds=best_bounds),
                 seconds=float(np.mean(secs)) if secs else None,
                 fraction_used=float(np.mean(used)) if used else None,
+                left_out={k: [r.n_left_out(k) for r in ok] for k in metric_names if any(r.n_left_out(k) for r in ok)},
             )
             ref_runs = {r.seed: r for r in results.runs if r.arm == ref and abs(r.fraction - fraction) < 1e-9 and r.ok}
             if arm.name != ref and ref_runs:
@@ -322,7 +358,17 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
                     row.fraction_used,
                 )
             rows.append(row)
-    return Summary(metric, ref, rows, confidence, n_resamples, _warnings(results))
+    spec = metric_spec(metric)
+    return Summary(
+        metric,
+        ref,
+        rows,
+        confidence,
+        n_resamples,
+        _warnings(results),
+        convergence_tolerance=spec.convergence_tolerance,
+        task=results.task,
+    )
 
 
 def _warnings(results: CompareResults) -> list[str]:
@@ -331,7 +377,11 @@ def _warnings(results: CompareResults) -> list[str]:
     for arm in results.arms:
         runs = [r for r in results.runs if r.arm == arm.name and r.ok and r.predictions is not None]
         constant = [
-            r for r in runs if len(r.predictions) > 1 and float(np.ptp(r.predictions.probs, axis=0).max()) < 1e-4
+            r
+            for r in runs
+            if isinstance(r.predictions, PatientPredictions)
+            and len(r.predictions) > 1
+            and float(np.ptp(r.predictions.probs, axis=0).max()) < 1e-4
         ]
         if constant:
             out.append(
@@ -339,6 +389,22 @@ def _warnings(results: CompareResults) -> list[str]:
                 "probability, to within 0.0001 (it predicts nothing; typical of a network whose batch-norm "
                 "statistics did not settle in a short training). Differences against this arm measure that "
                 "failure, not the value of pretraining; train longer or with smaller batches."
+            )
+        empty = [r for r in runs if results.is_segmentation and r.test_metrics.get("dice", math.nan) == 0.0]
+        if empty:
+            out.append(
+                f"{arm.display}: in {len(empty)} of {len(runs)} runs the Dice was 0 for every test patient (the "
+                "model found none of the foreground classes). Differences against this arm measure that failure, "
+                "not the value of pretraining; train longer."
+            )
+        left = [(r, r.n_left_out(results.primary_metric)) for r in runs]
+        left = [(r, n) for r, n in left if n]
+        if left and results.primary_metric == "hd95":
+            n_total = sum(n for _, n in left)
+            out.append(
+                f"{arm.display}: {n_total} test patient(s) over {len(left)} run(s) were left out of HD95, which is "
+                "undefined when a class is in only one of the predicted and the reference mask (their Dice for "
+                "that class is 0); see 'Patients left out of HD95'."
             )
         failed = [r for r in results.runs if r.arm == arm.name and r.status == "failed"]
         if failed:

@@ -372,22 +372,11 @@ def _splits_of(loaded: LoadedRun, records: list[dict[str, Any]], manifest: str |
 
 def _segmentation_records(loaded: LoadedRun, manifest: str | Path) -> list[dict[str, Any]]:
     """The rows of a segmentation manifest with absolute ``mask`` paths; the ``label`` column is optional."""
-    import inspect
-
     from medtl.data import Manifest
-    from medtl.data.manifest_csv import read_table
     from medtl.train.experiment import attach_masks
 
     path = Path(manifest)
-    if "labels_required" in inspect.signature(Manifest.from_csv).parameters:
-        records = Manifest.from_csv(path, labels_required=False).to_dicts()
-    else:
-        # a reader that requires a label column: a segmentation manifest's labels (strata) are not scored, so
-        # without one the image column stands in for it
-        table = [row for row in read_table(path) if any(cell.strip() for cell in row)]
-        header = {cell.strip().lower() for cell in table[0]} if table else set()
-        label_column = "label" if "label" in header or not table else "image"
-        records = Manifest.from_csv(path, label_column=label_column).to_dicts()
+    records = Manifest.from_csv(path, labels_required=False).to_dicts()
     seg = loaded.config.segmentation
     attach_masks(records, path, seg.mask_column if seg is not None else "mask")
     return records

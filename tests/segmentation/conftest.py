@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from seg_tasks import make_disc_task
-
-SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
-
-
-def sample_module(name: str) -> ModuleType:
-    """``sample_data/<name>.py`` (a script folder, not a package), loaded by path once."""
-    key = f"medtl_sample_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, SAMPLE / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
+from seg_tasks import make_disc_task, sample_module
 
 
 @pytest.fixture(scope="session")

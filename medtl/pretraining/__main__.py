@@ -8,6 +8,7 @@ The same as ``medtl pretrain``; Lightning's DDP launcher restarts this command o
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import yaml
@@ -16,8 +17,15 @@ from medtl.errors import MedtlError
 from medtl.pretraining import pretrain
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a cluster's time limit, ``kill``) stops like Ctrl-C: status interrupted, the resume command."""
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _terminate)
     if not args or args[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0 if args else 2

@@ -101,3 +101,45 @@ def test_an_interrupted_pretraining_says_so_and_resumes_to_the_end(
 def test_resume_needs_a_checkpoint(tmp_path: Path, home: Path) -> None:
     with pytest.raises(TrainingError, match="holds no pretraining run with a last.ckpt"):
         pretrain(None, run_dir=tmp_path / "nothing", resume=True)
+
+
+@pytest.mark.slow
+def test_sigterm_on_python_m_medtl_pretraining_then_resume(pool, tmp_path: Path) -> None:
+    """The module's command line, as a cluster job runs it: SIGTERM, exit 130 with one line, then --resume (~60 s)."""
+    import os
+    import signal
+    import time
+
+    import yaml
+
+    cfg = _config(pool, tmp_path, epochs=4)
+    path = tmp_path / "pretrain.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, MEDTL_HOME=str(tmp_path / "medtl-home"), HF_HUB_OFFLINE="1")
+    run = tmp_path / "runs" / "pool"
+    command = [sys.executable, "-m", "medtl.pretraining"]
+    proc = subprocess.Popen([*command, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (run / "metrics.csv").is_file() and _epochs(run):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip() and "Warning" not in line and "warn(" not in line]
+    assert lines[-1] == (
+        f"interrupted: pretraining run {run} stopped during epoch 2; continue it with: medtl pretrain --resume {run}"
+    ), err
+    assert "Traceback" not in err
+    assert RunDir(run).status == "interrupted"
+    done = subprocess.run([*command, "--resume", str(run)], capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert RunDir(run).read_result()["status"] == "ok"
+    assert _epochs(run) == [1, 2, 3, 4]

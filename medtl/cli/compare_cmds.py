@@ -63,10 +63,11 @@ def compare_cmd(
 ) -> None:
     """Train every arm x seed x label fraction on the same patients and report whether pretraining helped.
 
-    Classification: compare.primary_metric auroc (default), accuracy, balanced_accuracy or f1. Segmentation (a
-    config with a segmentation section): dice (default), hd95 (mm, lower is better) or surface_dice, per patient;
-    the report then shows each arm's example overlays. Finished runs are reused when run again; failed runs are
-    recorded and the others go on.
+    compare.primary_metric, classification: auroc (default), accuracy, balanced_accuracy or f1.
+
+    Segmentation (a config with a segmentation section): dice (default), hd95 (mm, lower is better), surface_dice.
+
+    Finished runs are reused when run again; failed runs are recorded and the others go on.
     """
     from medtl.comparison.compare import compare, slurm_executor
 

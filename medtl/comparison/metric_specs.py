@@ -140,5 +140,5 @@ def check_metric_for_task(metric: str, task: str, *, where: str = "compare.prima
     kind = f"a {spec.task} metric" if spec is not None else "not a metric medtl compares"
     raise ConfigError(
         f"{where} {metric!r} is {kind}; a {task} comparison uses {', '.join(allowed)}",
-        fix=f"set {where} to one of: {', '.join(allowed)}",
+        fix=f"leave {where} out for {default_metric(task)}, or set one of those",
     )

@@ -63,6 +63,11 @@ def _intro(results: CompareResults, summary: Summary, n_patients: int) -> str:
         f"{n_ok} runs finished, {n_failed} failed. "
     )
     same = f"on the same {n_patients or 'n/a'} test patients for every arm"
+    train = results.config.get("train") or {}
+    if train.get("select") == "last":
+        head += "Each run was tested with the weights of its last epoch. "
+    elif train.get("monitor"):
+        head += f"Each run was tested with its checkpoint best on {train['monitor']} (validation patients). "
     if not results.is_segmentation:
         return (
             head + f"Primary metric: test {m}, computed per patient (each patient's scan probabilities averaged) "

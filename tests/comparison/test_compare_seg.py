@@ -18,7 +18,8 @@ from helpers.compare import FakeSegEngine, seg_compare_yaml, write_manifest, wri
 
 import medtl.train
 from medtl.comparison.compare import compare, load_compare_config
-from medtl.comparison.patient_values import aggregate_scan_rows
+from medtl.comparison.patient_values import PatientValues, aggregate_scan_rows
+from medtl.comparison.results import CompareResults
 from medtl.comparison.stats import paired_difference
 from medtl.errors import ConfigError
 
@@ -80,6 +81,13 @@ def test_dice_is_the_default_and_the_better_arm_beats_scratch(tmp_path, monkeypa
     assert "test_auroc" not in table[0]
     data = json.loads((out / "results.json").read_text())
     assert data["task"] == "segmentation" and data["summary"]["primary_metric"] == "dice"
+    # results.json holds the per-patient values: read back, they give the same numbers
+    again = CompareResults.from_dict(data)
+    assert again.task == "segmentation"
+    for rec, back in zip(res.results.runs, again.runs, strict=True):
+        assert isinstance(back.predictions, PatientValues)
+        assert back.predictions.metric("hd95") == pytest.approx(rec.test_metrics["hd95"], abs=1e-12)
+        np.testing.assert_array_equal(back.predictions.n_scans, rec.predictions.n_scans)
 
 
 @pytest.mark.parametrize("better", ["imagenet-inflated", "scratch"])
@@ -277,6 +285,10 @@ def test_end_to_end_on_the_sample_ct_phantoms(tmp_path):
             np.mean([np.mean([float(r["dice_lung"]), float(r["dice_nodule"])]) for r in rows]), abs=1e-5
         )
         assert 0.0 <= rec.test_metrics["dice"] <= 1.0 and "val_hd95" in rec.curve[0]
+    # the MedicalNet-format file was read as such: wrapper and prefix removed, encoder tensors loaded
+    loaded = res.results.arm("medicalnet-file").load_report
+    assert "stripped prefix 'module.'" in loaded and "resnet_10.pth" in loaded, loaded
+    assert "random initialisation" in res.results.arm("scratch").load_report
     d = res.summary.row("medicalnet-file", 1.0).vs_reference
     assert d is not None and d.metric == "hd95" and d.n_seeds == 1
     md = (out / "report.md").read_text()

@@ -372,7 +372,11 @@ def _pretrain(
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-        for logger_name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        for logger_name in (
+            "lightning.pytorch.utilities.rank_zero",
+            "lightning.fabric.utilities.rank_zero",
+            "lightning.pytorch.trainer.connectors.signal_connector",  # "Received SIGTERM": the interrupt line says it
+        ):
             logging.getLogger(logger_name).setLevel(logging.WARNING)
         trainer = pl.Trainer(
             accelerator=accelerator,

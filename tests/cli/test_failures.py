@@ -126,3 +126,23 @@ def test_a_failing_arm_keeps_the_runs_that_finished(tmp_path: Path, engine, monk
     assert [(r["arm"], r["status"]) for r in runs] == [("scratch", "ok"), ("mine", "failed")]
     assert (out / "runs" / "scratch" / "frac1-seed0" / "result.json").is_file()
     assert len(engine.calls) == 1  # the second seed was not started
+
+
+def test_demo_offline_on_a_fresh_cache_stops_at_the_first_imagenet_run(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``medtl demo`` offline without cached ImageNet weights: one line, exit != 0, no scratch runs trained."""
+    import medtl.comparison.demo as demo
+
+    task = make_xray_task(tmp_path / "xray", n_patients=24, size=32)
+    monkeypatch.setattr(demo, "prepare_demo_data", lambda folder: task)  # the demo's 800 radiographs take a while
+    monkeypatch.setenv("MEDTL_HOME", str(tmp_path / "medtl-home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # nothing cached
+    monkeypatch.setenv("MEDTL_OFFLINE", "1")
+    monkeypatch.delenv("MEDTL_DEBUG", raising=False)
+    out = tmp_path / "demo"
+    code = main(["demo", "--out", str(out)])
+    captured = capsys.readouterr()
+    line = assert_one_line_error(subprocess.CompletedProcess(["medtl"], code, captured.out, captured.err), "imagenet")
+    assert "not cached" in line and "medtl weights import" in line, line
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [r["status"] for r in runs] == ["failed"], runs
+    assert not (out / "runs" / "scratch").exists()

@@ -193,7 +193,7 @@ def _verdict(
         return f"{arm} could not be compared with {ref} {words} (no paired test predictions)."
     spec = metric_spec(d.metric)
     m = spec.words
-    diff = f"{spec.amount(d.difference, sign=True)} {m}"
+    diff = f"{spec.amount(d.difference, sign=True)} {m}" + ("" if spec.higher_is_better else " (lower is better)")
     k = d.n_seeds
     if k < MIN_SEEDS_FOR_VERDICT:
         seeds = f"{k} seed" + ("s" if k != 1 else "")
@@ -219,8 +219,7 @@ def _verdict(
         lo, hi = sorted((abs(d.low), abs(d.high)))
         ci = f"({pct} CI {spec.amount(lo)} to {spec.amount(hi)} {way}; {tail})"
         return f"{arm} {verb} {ref}: {m} {spec.amount(abs(d.difference))} {way} {ci} {words}."
-    lower = "" if spec.higher_is_better else f"; lower {m} is better"
-    ci = f"({pct} CI {spec.amount(d.low)} to {spec.amount(d.high)}; {tail}{lower})"
+    ci = f"({pct} CI {spec.amount(d.low)} to {spec.amount(d.high)}; {tail})"
     return f"{arm} did not beat {ref} {words}: the difference was {diff} {ci}, no significant difference."
 
 

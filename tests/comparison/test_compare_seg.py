@@ -293,9 +293,14 @@ def test_end_to_end_on_the_sample_ct_phantoms(tmp_path):
     assert d is not None and d.metric == "hd95" and d.n_seeds == 1
     md = (out / "report.md").read_text()
     assert "test HD95 (mm) (mean)" in md and "no verdict" in md
-    for rec in res.results.runs:
-        for png in (Path(rec.run_dir) / "overlays").glob("*.png"):  # once segmentation runs draw overlays
-            assert f"overlays/{rec.arm}/{png.name}" in md
+    html = (out / "report.html").read_text()
+    for rec in res.results.runs:  # each run drew overlays of test scans; the report shows its own copies
+        pngs = sorted((Path(rec.run_dir) / "overlays").glob("*.png"))
+        assert pngs
+        for png in pngs:
+            assert f"(overlays/{rec.arm}/{png.name})" in md
+            assert (out / "overlays" / rec.arm / png.name).read_bytes() == png.read_bytes()
+            assert base64.b64encode(png.read_bytes()).decode() in html
 
 
 def test_the_shipped_segmentation_comparison_config_loads():

@@ -5,7 +5,8 @@ Run folder::
     config.yaml           the resolved config
     index.csv             the scans found, for a data.folder (image relative to the folder, series)
     metrics.csv           one row per epoch: epoch, time_s, train_loss, lr, knn_accuracy, knn_balanced_accuracy
-    last.ckpt             the full state of the last epoch (encoder, method head, optimizer, log) for ``resume``
+    last.ckpt             the full state of the last epoch (encoder, method head, optimizer, log) for ``resume``;
+                          removed once the run has finished
     encoder.safetensors   the encoder's tensors without the classifier (torchvision / MONAI names)
     source.json           the weight-source record (method, arch, epochs, normalisation, data SHA-256, counts)
     result.json           status (running | ok | failed | interrupted), seconds, final loss, k-NN scores, weights
@@ -214,18 +215,18 @@ def pretrain(
         if run_dir is None:
             raise TrainingError("resume needs the run folder to continue", fix="pass --resume RUN_DIR")
         run = RunDir(run_dir)
+        if rank0 and run.status == "ok":
+            raise TrainingError(
+                f"pretraining run {run.path} has finished already; its encoder is {run.file('encoder.safetensors')}",
+                path=str(run.path),
+                fix="start a new run (another output.name) to pretrain longer",
+            )
         if not run.last_checkpoint.is_file() or not run.file(RunDir.CONFIG).is_file():
             raise TrainingError(
                 f"cannot resume {run.path}: it holds no pretraining run with a last.ckpt (a run stopped before its "
                 "first epoch ended, or another folder)",
                 path=str(run.path),
                 fix="start a new pretraining run instead",
-            )
-        if rank0 and run.status == "ok":
-            raise TrainingError(
-                f"pretraining run {run.path} has finished already; its encoder is {run.file('encoder.safetensors')}",
-                path=str(run.path),
-                fix="start a new run (another output.name) to pretrain longer",
             )
         asked = None
         if config is not None or overrides:
@@ -471,6 +472,8 @@ def _pretrain(
                 "n_patients": pool.n_patients,
             }
         )
+        # the encoder is in encoder.safetensors; the full state (optimizer included, ~3x its size) served resume only
+        run.last_checkpoint.unlink(missing_ok=True)
         say(f"done in {seconds:.0f}s: encoder {encoder_file}; use it as model.weights: {weights}")
         return PretrainResult(run_dir, encoder_file, weights, record, list(log.rows), seconds, encoder)
     except BaseException as exc:

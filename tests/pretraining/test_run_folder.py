@@ -92,6 +92,7 @@ def test_an_interrupted_pretraining_says_so_and_resumes_to_the_end(
     done = RunDir(run).read_result()
     assert done["status"] == "ok" and done["epochs_run"] == 2 and done["resumed_with"] is None
     assert json.loads((run / "source.json").read_text())["epochs"] == 2
+    assert not (run / "last.ckpt").exists()  # only resume needed it; the encoder is in encoder.safetensors
     with pytest.raises(TrainingError, match="has finished already"):
         pretrain(None, run_dir=run, resume=True, quiet=True)
     with pytest.raises(TrainingError, match="already holds a pretraining run"):

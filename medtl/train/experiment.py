@@ -259,7 +259,9 @@ def read_manifest(cfg: ExperimentConfig, *, check_files: bool = True) -> Manifes
     section) may leave it out: ``image, mask[, patient_id]`` is enough, and the manifest then has the one class
     :data:`~medtl.data.manifest.UNLABELLED` (``labelled`` False), so patients are split without stratification and
     a label fraction keeps that fraction of the training patients. When the column is there, its labels stratify
-    the split as in classification.
+    the split as in classification (e.g. ``nodule`` / ``no_nodule``: write such a column to stratify by what the
+    masks hold). Strata are not derived from the masks themselves: that would read every label map before the
+    split, and compare reads manifests without opening any file.
 
     Raises:
         ConfigError: ``data.label_column`` is not ``label``. ManifestError: an invalid manifest (a classification
@@ -458,7 +460,11 @@ def class_weights(labels: list[int], n_classes: int) -> list[float]:
 
 
 def class_balance(exp: Experiment) -> torch.utils.data.Sampler | None:
-    """The training sampler ``train.class_balance`` asks for (``sampler``: inverse-frequency draws)."""
+    """The training sampler ``train.class_balance`` asks for (``sampler``: inverse-frequency draws).
+
+    In segmentation the frequencies are those of the manifest's labels (the split's strata); a manifest without
+    labels has one, so the draws are uniform.
+    """
     if exp.config.train.class_balance != "sampler":
         return None
     labels = exp.datasets["train"].labels

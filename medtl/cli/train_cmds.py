@@ -277,7 +277,11 @@ def config_show(config: ConfigArg, sets: Set = None) -> None:
 
 
 def pretrain_cmd(
-    config: Annotated[Path, typer.Argument(help="Pretraining config (YAML).")],
+    config: Annotated[Path | None, typer.Argument(help="Pretraining config (YAML); optional with --resume.")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue the interrupted pretraining run in this folder (its own config)."),
+    ] = None,
     epochs: Epochs = None,
     weights: Annotated[
         str | None, typer.Option("--weights", help="Override model.weights (where pretraining starts).")
@@ -294,6 +298,7 @@ def pretrain_cmd(
     sets: Set = None,
 ) -> None:
     """Pretrain an encoder on unlabeled scans (SimCLR or Models Genesis); registers it as weights local:<name>."""
+    from medtl.errors import ConfigError
     from medtl.pretraining import pretrain
 
     ov = _overrides(
@@ -310,7 +315,9 @@ def pretrain_cmd(
         num_workers=num_workers,
         sets=sets,
     )
-    result = pretrain(config, overrides=ov)
+    if config is None and resume is None:
+        raise ConfigError("give a pretraining config, or --resume RUN to continue a run")
+    result = pretrain(config, run_dir=resume, resume=resume is not None, overrides=ov)
     if result.status != "ok":  # a DDP worker process
         return
     typer.echo(f"run: {result.run_dir}\nuse it as model.weights: {result.weights}")

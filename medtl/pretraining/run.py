@@ -38,7 +38,7 @@ from medtl.errors import ConfigError, MedtlError, TrainingError
 from medtl.pretraining.config import PretrainConfig, load_pretrain_config
 from medtl.train.rundir import RunDir, json_clean
 from medtl.train.trainer import resolve_precision
-from medtl.utils import atomic_write_bytes, medtl_home
+from medtl.utils import medtl_home
 from medtl.weights.local import LOCAL_PREFIX, list_local_sources, local_weights_dir, register_local_source
 
 __all__ = ["PretrainResult", "PretrainInterrupted", "pretrain", "encoder_state", "METHOD_LABELS"]
@@ -410,8 +410,7 @@ def _pretrain(
 
         from safetensors.torch import save
 
-        encoder_file = run.file("encoder.safetensors")
-        atomic_write_bytes(encoder_file, save(encoder_state(encoder)))
+        encoder_file = run.write_bytes("encoder.safetensors", save(encoder_state(encoder)))
         norm = pipe.normalization
         record = {
             "method": cfg.method,

@@ -147,10 +147,14 @@ class RunDir:
         return ckpt, note
 
     # -- generic --------------------------------------------------------------------------------------
-    def _write_text(self, name: str, text: str) -> Path:
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        """Write a file of the folder atomically (e.g. an encoder's safetensors)."""
         path = self.file(name)
-        atomic_write_bytes(path, text.encode())
+        atomic_write_bytes(path, data)
         return path
+
+    def _write_text(self, name: str, text: str) -> Path:
+        return self.write_bytes(name, text.encode())
 
     def _write_json(self, name: str, obj: Any) -> Path:
         return self._write_text(name, json.dumps(json_clean(obj), indent=2, allow_nan=False) + "\n")

@@ -131,12 +131,16 @@ def resolve_local_source(name: str, *, verify: bool = False) -> tuple[Path, dict
     return file, record
 
 
+def _count(n: Any, noun: str) -> str:
+    return f"? {noun}s" if n is None else f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _description(record: dict[str, Any]) -> str:
     data = record.get("data") or {}
     start = record.get("started_from") or "scratch"
     return (
         f"pretrained here on {data.get('n_scans', '?')} unlabeled scans ({data.get('n_patients', '?')} patients) "
-        f"with {record.get('method_label', record.get('method', '?'))} for {record.get('epochs', '?')} epochs, "
+        f"with {record.get('method_label', record.get('method', '?'))} for {_count(record.get('epochs'), 'epoch')}, "
         f"starting from {start}"
     )
 

@@ -112,3 +112,12 @@ def test_pretrain_command_reports_a_bad_config_in_one_line(tmp_path: Path, capsy
     assert main(["pretrain", str(cfg)]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "method" in err[0] and "simclr" in err[0]
+
+
+def test_pretrain_command_needs_a_config_or_a_run_to_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pretrain"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "--resume" in err[0]
+    assert main(["pretrain", "--resume", str(tmp_path / "no-such-run")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "no-such-run" in err[0]

@@ -61,6 +61,6 @@ def test_a_local_encoder_is_an_arm_of_compare(pool: dict[str, Path], tmp_path: P
     scratch = json.loads((run_dir_for(out, "scratch", 0, 1.0) / "load_report.json").read_text())
     assert not scratch["matched"]
 
-    origin = f"pretrained here on {n_scans} unlabeled scans (16 patients) with SimCLR for 1 epochs"
+    origin = f"pretrained here on {n_scans} unlabeled scans (16 patients) with SimCLR for 1 epoch"
     for name in ("report.md", "report.html"):
         assert origin in (out / name).read_text(), name

@@ -47,6 +47,8 @@ bench: $(STAMP)
 
 sample-data: $(STAMP)
 	$(BIN)/python sample_data/generate.py
+	$(BIN)/python sample_data/masks.py
+	$(BIN)/python sample_data/dicom_seg.py
 
 clean:
 	rm -rf $(VENV) .cache

@@ -18,21 +18,31 @@ from medtl.utils import hash_patient_id
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 TASKS = ("ct", "ct_nifti", "xray")
+#: segmentation tasks drawn from the phantoms above: masks.py (NIfTI label maps) and dicom_seg.py (a DICOM SEG)
+MASK_TASKS = ("ct_nifti_masks", "xray_masks", "ct_seg")
 
 
-def _load_generator():
-    # sample_data/ is a data folder with its generating script, not an importable package: load the script by path
-    spec = importlib.util.spec_from_file_location("medtl_sample_generate", SAMPLE / "generate.py")
+def _load_script(name: str):
+    # sample_data/ is a data folder with its generating scripts, not an importable package: load a script by path
+    spec = importlib.util.spec_from_file_location(f"medtl_sample_{name}", SAMPLE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
 
 
+def _load_generator():
+    return _load_script("generate")
+
+
 @pytest.fixture(scope="module")
 def regenerated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sample_data")
     _load_generator().generate(out)
+    masks = _load_script("masks")
+    for task in ("ct_nifti_masks", "xray_masks"):
+        masks.generate(out, task=task)
+    _load_script("dicom_seg").generate(out)
     return out
 
 
@@ -40,7 +50,7 @@ def _files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", TASKS + MASK_TASKS)
 def test_committed_data_equals_a_fresh_run(task: str, regenerated: Path) -> None:
     committed, fresh = SAMPLE / task, regenerated / task
     names = _files(committed)

@@ -215,7 +215,7 @@ def _predict_masks(
         if p.suffix.lower() == ".csv":
             from medtl.data import Manifest
 
-            records += Manifest.from_csv(p).to_dicts()
+            records += Manifest.from_csv(p, labels_required=False).to_dicts()
         elif not p.exists():
             raise NoImagesError(f"input {p} does not exist", path=str(p), fix="check the path")
         else:

@@ -430,7 +430,7 @@ def attach_masks(records: list[dict[str, Any]], manifest: Path, column: str) -> 
         raise ManifestError(
             f"manifest {manifest} has no {column!r} column; a segmentation manifest names each scan's label map",
             path=str(manifest),
-            fix=f"add a {column!r} column (label-map NIfTI paths relative to the CSV) or set segmentation.mask_column",
+            fix=f"add a {column!r} column (label-map NIfTI or DICOM SEG paths relative to the CSV) or set segmentation.mask_column",
         )
     problems = []
     for r in records:

@@ -322,8 +322,9 @@ def compare(
     summary = summarize(results, n_resamples=section.n_resamples)
     files = write_report(results, compare_dir, summary=summary)
     if interrupted:
-        say(f"partial report of the finished runs: {files.report_html}; run the same command again to go on")
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt(
+            f"partial report of the finished runs: {files.report_html}; run the same command again to go on"
+        )
     fatal = _fatal_error(None, results)
     if fatal:
         raise TrainingError(f"{fatal}; the report of what finished is {files.report_html}")

@@ -159,8 +159,8 @@ def test_ctrl_c_on_compare_writes_the_report_of_the_finished_runs(tmp_path: Path
     assert proc.returncode == 130, (out_text, err)
     assert "Traceback" not in err, err
     lines = _lines(err)
-    assert len(lines) == 1 and lines[0].startswith("interrupted"), err
-    assert f"partial report of the finished runs: {out / 'report.html'}" in " ".join(out_text.split())
+    assert len(lines) == 1 and lines[0].startswith("interrupted: partial report of the finished runs: "), err
+    assert f"{out / 'report.html'}; run the same command again to go on" in lines[0], err
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [(r["arm"], r["status"]) for r in runs] == [("first", "ok")], runs
     assert (out / "report.html").is_file() and (out / "report.md").is_file()

@@ -20,7 +20,8 @@ import torch
 from medtl.config import ExperimentConfig, load_config
 from medtl.data.splits import patient_labels
 from medtl.errors import ConfigError, MedtlError, TrainingError
-from medtl.train.experiment import Experiment, check_pseudonyms, class_balance, prepare_experiment
+from medtl.train.datasets import class_balance
+from medtl.train.experiment import Experiment, check_pseudonyms, prepare_experiment
 from medtl.train.inference import make_loader, predict_dataset
 from medtl.train.rundir import RunDir
 from medtl.train.trainer import build_trainer, quiet_lightning, resolve_precision

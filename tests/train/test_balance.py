@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medtl.config import load_config
-from medtl.train.experiment import class_balance, class_weights
+from medtl.train.datasets import class_balance, class_weights
 from medtl.train.metrics import aggregate_by_scan, classification_metrics
 
 

@@ -102,44 +102,13 @@ def _write_json(run: RunDir, name: str, obj: Any) -> None:
     run.write_text(name, json.dumps(json_clean(obj), indent=2, allow_nan=False) + "\n")
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out |= _flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
-    return out
-
-
-# what a resumed run may change: where it is written, and a longer run (recorded in result.json)
-_RESUMABLE = ("train.epochs", "output.dir", "output.name")
-
-
 def _resume_config(run: RunDir, asked: PretrainConfig | None) -> tuple[PretrainConfig, dict[str, Any]]:
-    """The saved config of a run to resume; the asked one may differ only by a longer ``train.epochs``.
-
-    Raises:
-        TrainingError: the asked config differs in other fields (they are listed), or asks for fewer epochs.
-    """
+    """The saved config of a run to resume and the changes ``asked`` makes (see :meth:`RunDir.resume_changes`)."""
     saved = load_pretrain_config(run.file(RunDir.CONFIG))
-    if asked is None:
-        return saved, {}
-    a, s = _flatten(asked.to_dict()), _flatten(saved.to_dict())
-    differ = sorted(k for k in set(a) | set(s) if a.get(k) != s.get(k) and not k.startswith(_RESUMABLE))
-    if differ:
-        shown = "; ".join(f"{k}: run {s.get(k)!r}, asked {a.get(k)!r}" for k in differ[:8])
-        raise TrainingError(
-            f"cannot resume {run.path} with another config ({len(differ)} field(s) differ: {shown})",
-            path=str(run.path),
-            fix="resume with the run's own config.yaml (only train.epochs may extend it), or start a new run",
-        )
-    if asked.train.epochs < saved.train.epochs:
-        raise TrainingError(
-            f"cannot resume {run.path} with fewer epochs ({asked.train.epochs} < {saved.train.epochs})",
-            path=str(run.path),
-        )
-    if asked.train.epochs == saved.train.epochs:
-        return saved, {}
-    changes = {"train.epochs": [saved.train.epochs, asked.train.epochs]}
-    return load_pretrain_config(saved.to_dict(), {"train.epochs": asked.train.epochs}), changes
+    changes = run.resume_changes(saved.to_dict(), asked.to_dict() if asked is not None else None)
+    if changes:
+        saved = load_pretrain_config(saved.to_dict(), {"train.epochs": changes["train.epochs"][1]})
+    return saved, changes
 
 
 def encoder_state(model: Any) -> dict[str, torch.Tensor]:

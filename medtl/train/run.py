@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 RUN_DIR_ENV = "MEDTL_RUN_DIR"
 PARALLEL_ENV = "MEDTL_PARALLEL_RUNS"
-# fields a resumed run may change: where it is written, and a longer run (recorded in result.json)
-_RESUMABLE = ("train.epochs", "output.dir", "output.name")
 
 
 @dataclass
@@ -119,47 +117,12 @@ def _default_run_dir(cfg: ExperimentConfig) -> Path:
     return out
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out |= _flatten(v, key + ".")
-        else:
-            out[key] = v
-    return out
-
-
 def _resume_config(run: RunDir, asked: ExperimentConfig | None) -> tuple[ExperimentConfig, dict[str, Any]]:
-    """The saved config of a run to resume; the asked config may differ only in train.epochs (an extension).
-
-    Returns:
-        ``(config, changes)``: the config to continue with and the allowed changes made (for result.json).
-
-    Raises:
-        TrainingError: the asked config differs in other fields (they are listed).
-    """
+    """The saved config of a run to resume and the changes ``asked`` makes (see :meth:`RunDir.resume_changes`)."""
     saved = run.read_config()
-    if asked is None:
-        return saved, {}
-    a, s = _flatten(asked.to_dict()), _flatten(saved.to_dict())
-    differ = sorted(k for k in set(a) | set(s) if a.get(k) != s.get(k) and not k.startswith(_RESUMABLE))
-    if differ:
-        shown = "; ".join(f"{k}: run {s.get(k)!r}, asked {a.get(k)!r}" for k in differ[:8])
-        raise TrainingError(
-            f"cannot resume {run.path} with another config ({len(differ)} field(s) differ: {shown})",
-            path=str(run.path),
-            fix="resume with the run's own config.yaml (only --epochs may extend it), or start a new run",
-        )
-    changes = {}
-    if asked.train.epochs != saved.train.epochs:
-        if asked.train.epochs < saved.train.epochs:
-            raise TrainingError(
-                f"cannot resume {run.path} with fewer epochs ({asked.train.epochs} < {saved.train.epochs})",
-                path=str(run.path),
-            )
-        changes["train.epochs"] = [saved.train.epochs, asked.train.epochs]
-        saved = load_config(saved.to_dict(), {"train.epochs": asked.train.epochs})
+    changes = run.resume_changes(saved.to_dict(), asked.to_dict() if asked is not None else None)
+    if changes:
+        saved = load_config(saved.to_dict(), {"train.epochs": changes["train.epochs"][1]})
     return saved, changes
 
 

@@ -301,6 +301,40 @@ class RunDir:
         with open(path, newline="") as fh:
             return list(csv.DictReader(fh))
 
+    # -- resume ---------------------------------------------------------------------------------------
+    def resume_changes(self, saved: dict[str, Any], asked: dict[str, Any] | None) -> dict[str, list[Any]]:
+        """What resuming this run with the config ``asked`` changes in its ``saved`` config (both as dicts).
+
+        Only a longer ``train.epochs`` (and where the run is written) may differ: a resumed run continues the
+        run that was started, or it is a new run.
+
+        Returns:
+            ``{}``, or ``{"train.epochs": [saved, asked]}`` (recorded in result.json).
+
+        Raises:
+            TrainingError: other fields differ (they are listed), or fewer epochs are asked.
+        """
+        from medtl.errors import TrainingError
+
+        if asked is None:
+            return {}
+        a, s = _flatten(asked), _flatten(saved)
+        differ = sorted(k for k in set(a) | set(s) if a.get(k) != s.get(k) and not k.startswith(RESUMABLE))
+        if differ:
+            shown = "; ".join(f"{k}: run {s.get(k)!r}, asked {a.get(k)!r}" for k in differ[:8])
+            raise TrainingError(
+                f"cannot resume {self.path} with another config ({len(differ)} field(s) differ: {shown})",
+                path=str(self.path),
+                fix="resume with the run's own config.yaml (only train.epochs, --epochs, may extend it), "
+                "or start a new run",
+            )
+        old, new = s.get("train.epochs"), a.get("train.epochs")
+        if old == new:
+            return {}
+        if new < old:
+            raise TrainingError(f"cannot resume {self.path} with fewer epochs ({new} < {old})", path=str(self.path))
+        return {"train.epochs": [old, new]}
+
     # -- result and card ------------------------------------------------------------------------------
     def write_result(self, result: dict[str, Any]) -> Path:
         return self._write_json(self.RESULT, {"run_dir": str(self.path), **result})
@@ -375,6 +409,17 @@ class RunDir:
         if host and host != socket.gethostname():
             return f"{pid} on {host}"  # cannot check another machine's processes: assume it lives
         return f"{pid}" if _pid_alive(pid) else None
+
+
+#: what a resumed run may change: where it is written, and a longer run
+RESUMABLE = ("train.epochs", "output.dir", "output.name")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
 
 
 def _fmt(v: Any) -> str:

@@ -240,21 +240,27 @@ class TrainConfig(_Section):
     precise_bn_batches: int = Field(
         20,
         ge=0,
-        description="Before each validation, re-estimate batch-norm statistics over up to this many training "
-        "batches with the current weights (precise BN; 0 turns it off). Short runs and high learning rates "
-        "otherwise leave running statistics that lag the weights, and a network trained from scratch can give "
-        "the same output for every scan in eval mode. Kept on by default: without it medtl's scratch arm fell "
-        "from 0.60 to 0.40 accuracy on the MNI tissue benchmark (benchmarks/README.md); it costs one forward "
-        "pass over those batches per epoch (+0.5x CPU per epoch there).",
+        description="Re-estimate batch-norm statistics over up to this many training batches with the current "
+        "weights (precise BN; 0 turns it off) before the validations whose checkpoint can be tested: every "
+        "validation with select: best or early stopping (the monitor compares them), only the last one with "
+        "select: last (earlier validations are then progress reports with the running statistics). Short runs "
+        "and high learning rates otherwise leave running statistics that lag the weights, and a network trained "
+        "from scratch can give the same output for every scan in eval mode: without it medtl's scratch arm fell "
+        "from 0.60 to 0.40 accuracy on the MNI tissue benchmark (benchmarks/README.md). Its batches are drawn "
+        "with the random state put back afterwards, so it never changes the weights training reaches (with "
+        "num_workers 0; workers keep their own augmentation state). Each pass costs a forward pass over those "
+        "batches (before every validation: +0.5x CPU per epoch on that benchmark).",
     )
     limit_train_batches: int | None = Field(None, ge=1, description="Cap on batches per epoch (quick checks).")
     deterministic: bool = Field(False, description="Ask torch for deterministic algorithms.")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd with Nesterov momentum.")
     select: Literal["best", "last"] = Field(
-        "best",
-        description="Checkpoint that is tested and predicts: best (by train.monitor on the validation patients) "
-        "or last (the final epoch). With a small validation set best can be a lucky epoch: on the MNI tissue "
-        "benchmark last scored 0.046 higher for ImageNet arms (2 seeds).",
+        "last",
+        description="Checkpoint that is tested and predicts (saved as best.ckpt): last (the final epoch, as a plain "
+        "training loop uses) or best (by train.monitor on the validation patients). Default last: with the small "
+        "validation sets of transfer learning best picks a lucky epoch, and on the MNI tissue benchmark the last "
+        "epoch scored higher for both arms (benchmarks/README.md); it also lets precise BN run once per run "
+        "instead of before every validation.",
     )
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd: momentum.")
     accumulate_grad_batches: int = Field(1, ge=1, description="Batches whose gradients are summed per step.")

@@ -19,12 +19,20 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, PersistentDataset
 from monai.data import Dataset as MonaiDataset
+from monai.transforms import Compose, Randomizable, Transform
 from torch.utils.data import Dataset
 
 from medtl.errors import DataLoadError, TrainingError
 from medtl.transforms.checks import unwrap_load_error
 
-__all__ = ["SampleDataset", "SegmentationDataset", "slice_indices", "stamp"]
+__all__ = [
+    "SampleDataset",
+    "SegmentationDataset",
+    "slice_indices",
+    "stamp",
+    "transform_random_states",
+    "restore_random_states",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,38 @@ def slice_indices(depth: int, n: int | None, margin: float = 0.0) -> list[int]:
     if n is None or n >= hi - lo:
         return list(range(lo, hi))
     return [int(round(v)) for v in np.linspace(lo, hi - 1, n)]
+
+
+def transform_random_states(transform: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """The generator state of every random transform inside ``transform`` (Compose, guards, dict twins).
+
+    With :func:`restore_random_states`, a caller can draw samples and then put augmentation back where it was.
+    """
+    found: list[tuple[Any, dict[str, Any]]] = []
+    seen: set[int] = set()
+
+    def walk(obj: Any, depth: int) -> None:
+        if depth > 8 or id(obj) in seen:
+            return
+        seen.add(id(obj))
+        rng = getattr(obj, "R", None)
+        if isinstance(obj, Randomizable) and isinstance(rng, np.random.RandomState):
+            found.append((rng, rng.get_state(legacy=False)))
+        children = list(getattr(obj, "transforms", None) or ())
+        children += (
+            [v for v in vars(obj).values() if isinstance(v, Transform | Compose)] if hasattr(obj, "__dict__") else []
+        )
+        for child in children:
+            walk(child, depth + 1)
+
+    walk(transform, 0)
+    return found
+
+
+def restore_random_states(states: list[tuple[Any, dict[str, Any]]]) -> None:
+    """Put back the states :func:`transform_random_states` returned."""
+    for rng, state in states:
+        rng.set_state(state)
 
 
 class SampleDataset(Dataset):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import lightning.pytorch as pl
@@ -14,10 +15,11 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from medtl.config import TrainConfig
+from medtl.data.dataset import restore_random_states, transform_random_states
 from medtl.errors import TrainingError
 from medtl.train.schedule import PlanScheduler, make_plan, set_frozen
 
-__all__ = ["TaskModule", "recalibrate_batchnorm"]
+__all__ = ["TaskModule", "recalibrate_batchnorm", "untouched_random_state"]
 
 
 def _memory_format(model: nn.Module) -> torch.memory_format:
@@ -60,6 +62,27 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], *, 
             m.running_var.copy_(var)
             m.num_batches_tracked.copy_(n)
     return used
+
+
+@contextlib.contextmanager
+def untouched_random_state(loader: Any) -> Iterator[None]:
+    """Restore, on leaving, the random state that drawing batches from ``loader`` advances.
+
+    torch's CPU (and CUDA) generators (the shuffling sampler and dropout) and the random transforms of the
+    dataset's sample pipeline. Workers of a loader with ``num_workers > 0`` hold their own transform states,
+    which cannot be restored from here: with workers, the draws still advance them.
+    """
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    post = getattr(getattr(loader, "dataset", None), "post", None)
+    states = transform_random_states(post) if post is not None else []
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        restore_random_states(states)
 
 
 class TaskModule(pl.LightningModule):
@@ -180,10 +203,29 @@ class TaskModule(pl.LightningModule):
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
         return loss
 
-    def on_validation_start(self) -> None:
+    def precise_bn_due(self) -> bool:
+        """Whether the coming validation recalibrates batch-norm statistics first (precise BN).
+
+        Only where the statistics reach a result. A checkpoint is written right after each validation with the
+        statistics that validation used. With ``train.select: best`` any epoch's checkpoint may be the one tested,
+        and the monitor compares validations, so every validation recalibrates; early stopping also reads every
+        validation. Otherwise (``select: last``, no early stopping) only the last epoch's checkpoint is tested and
+        predicts, so only the last validation recalibrates: the earlier ones are progress reports, computed with
+        the running statistics (which lag the weights in the first epochs of a scratch run). Recalibrating
+        before every validation cost 2.7 CPU s per epoch on the MNI benchmark, half of a plain loop's whole
+        epoch (benchmarks/README.md); once per run it costs one forward pass over those batches.
+        """
         trainer = self.trainer
         # only validations inside fit(): the train loader exists and the weights have just moved
         if trainer.sanity_checking or trainer.state.fn != "fit" or not self.cfg.precise_bn_batches:
+            return False
+        if self.cfg.select == "best" or trainer.early_stopping_callbacks:
+            return True
+        return trainer.max_epochs is None or trainer.max_epochs < 0 or self.current_epoch >= trainer.max_epochs - 1
+
+    def on_validation_start(self) -> None:
+        trainer = self.trainer
+        if not self.precise_bn_due():
             return
         loader = trainer.train_dataloader
         if loader is None:
@@ -199,7 +241,9 @@ class TaskModule(pl.LightningModule):
                     return
                 yield batch["image"].to(self.device)
 
-        with trainer.precision_plugin.forward_context():
+        # the recalibration draws batches (shuffling, augmentation, dropout) from the generators training uses:
+        # put them back, so that whether and when it runs never changes the weights training reaches
+        with untouched_random_state(loader), trainer.precision_plugin.forward_context():
             recalibrate_batchnorm(self.model, images(), max_batches=self.cfg.precise_bn_batches)
         if trainer.world_size > 1:  # every rank saw its own shard: average the estimates
             for m in _batchnorms(self.model):

@@ -81,17 +81,33 @@ def build_trainer(
     mode = "min" if t.monitor == "val_loss" else "max"
     on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
     metrics_cb = MetricsCSV(run, ["epoch", "time_s", "train_loss", *(f"val_{k}" for k in exp.task.metric_names), "lr"])
-    # best.ckpt: weights only (what predict needs); last.ckpt: full state (optimizer, schedule, RNG) for --resume
-    best_cb = ModelCheckpoint(
-        dirpath=run.path,
-        filename="best",
-        monitor=t.monitor,
-        mode=mode,
-        save_top_k=1,
-        save_weights_only=True,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
+    # best.ckpt: weights only, the checkpoint that is tested and predicts; last.ckpt: full state (optimizer,
+    # schedule, RNG) for --resume
+    if t.select == "last":
+        # the final epoch is the selected one: best.ckpt holds it, so predict uses the weights the run tested (and
+        # whose batch-norm statistics precise BN recalibrated). Written at the final epoch only, or each epoch when
+        # early stopping may end the run sooner.
+        best_cb = ModelCheckpoint(
+            dirpath=run.path,
+            filename="best",
+            monitor=None,
+            save_top_k=1,
+            save_weights_only=True,
+            every_n_epochs=1 if t.patience else t.epochs,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+    else:
+        best_cb = ModelCheckpoint(
+            dirpath=run.path,
+            filename="best",
+            monitor=t.monitor,
+            mode=mode,
+            save_top_k=1,
+            save_weights_only=True,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
     last_cb = LastCheckpoint(  # no monitor, top 1: the latest epoch, under a fixed name; then metrics.csv
         metrics_cb,
         dirpath=run.path,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -130,20 +129,13 @@ def load_compare_config(
     Raises:
         ConfigError: unknown or invalid fields, with their path and the allowed values.
     """
-    from medtl.config import apply_overrides, load_config, read_config_file
+    from medtl.config import load_config
+    from medtl.config.loading import raw_config
 
-    if isinstance(path_or_dict, CompareConfig):
-        raw = {**path_or_dict.experiment.to_dict(), "compare": path_or_dict.compare.model_dump(mode="json")}
-        source = "(object)"
-    elif isinstance(path_or_dict, dict):
-        raw = copy.deepcopy(path_or_dict)
-        source = "(dict)"
-    else:
-        path = Path(path_or_dict).expanduser()
-        source = str(path)
-        raw = read_config_file(path)
-        _resolve(raw, path.parent.resolve())
-    raw = apply_overrides(raw, overrides)
+    given = path_or_dict
+    if isinstance(given, CompareConfig):
+        given = {**given.experiment.to_dict(), "compare": given.compare.model_dump(mode="json")}
+    raw, source = raw_config(given, overrides, _resolve)
     comp_raw = raw.pop("compare", None) or {}
     if not isinstance(comp_raw, dict):
         raise ConfigError(f"invalid config {source}: compare must be a mapping (arms, seeds, fractions...)")

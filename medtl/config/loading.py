@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,25 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return raw
 
 
+def raw_config(
+    path_or_dict: str | Path | dict[str, Any],
+    overrides: dict[str, Any] | None,
+    resolve: Callable[[dict[str, Any], Path], None],
+) -> tuple[dict[str, Any], str]:
+    """The mapping of a config before validation, and where it came from (its path, or ``(dict)``).
+
+    A dict is copied; a file is read and ``resolve`` makes its relative paths relative to the file. The overrides
+    (dotted keys or nested dicts) are applied last.
+    """
+    if isinstance(path_or_dict, dict):
+        raw, source = copy.deepcopy(path_or_dict), "(dict)"
+    else:
+        path = Path(path_or_dict).expanduser()
+        raw, source = read_config_file(path), str(path)
+        resolve(raw, path.parent.resolve())
+    return apply_overrides(raw, overrides), source
+
+
 def load_config(
     path_or_dict: str | Path | dict[str, Any] | ExperimentConfig, overrides: dict[str, Any] | None = None
 ) -> ExperimentConfig:
@@ -146,18 +166,8 @@ def load_config(
         ConfigError: the file is missing or not YAML, or a field is unknown or invalid (with its path and
             the allowed values).
     """
-    if isinstance(path_or_dict, ExperimentConfig):
-        raw = path_or_dict.to_dict()
-        source = "(object)"
-    elif isinstance(path_or_dict, dict):
-        raw = copy.deepcopy(path_or_dict)
-        source = "(dict)"
-    else:
-        path = Path(path_or_dict).expanduser()
-        source = str(path)
-        raw = read_config_file(path)
-        resolve_config_paths(raw, path.parent.resolve())
-    raw = apply_overrides(raw, overrides)
+    given = path_or_dict.to_dict() if isinstance(path_or_dict, ExperimentConfig) else path_or_dict
+    raw, source = raw_config(given, overrides, resolve_config_paths)
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:

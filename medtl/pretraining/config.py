@@ -21,7 +21,6 @@ allowed fields. Relative paths in a YAML file are relative to that file. Example
 
 from __future__ import annotations
 
-import copy
 import difflib
 import hashlib
 import json
@@ -31,7 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medtl.config import PreprocessConfig, apply_overrides, read_config_file, resolve_relative_path
+from medtl.config import PreprocessConfig, resolve_relative_path
+from medtl.config.loading import raw_config
 from medtl.errors import ConfigError
 
 __all__ = [
@@ -241,6 +241,15 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     return f"invalid pretraining config {source}: " + "; ".join(lines)
 
 
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Paths in a pretraining config file are relative to the file."""
+    resolve_relative_path(raw.get("data"), "manifest", base)
+    resolve_relative_path(raw.get("data"), "folder", base)
+    resolve_relative_path(raw.get("knn"), "manifest", base)
+    resolve_relative_path(raw.get("output"), "dir", base)
+    resolve_relative_path(raw.get("model"), "weights", base, only_files=True)
+
+
 def load_pretrain_config(
     path_or_dict: str | Path | dict[str, Any] | PretrainConfig, overrides: dict[str, Any] | None = None
 ) -> PretrainConfig:
@@ -254,21 +263,8 @@ def load_pretrain_config(
         ConfigError: the file is missing or not YAML, or a field is unknown or invalid (with its path and the
             allowed values).
     """
-    if isinstance(path_or_dict, PretrainConfig):
-        raw, source = path_or_dict.to_dict(), "(object)"
-    elif isinstance(path_or_dict, dict):
-        raw, source = copy.deepcopy(path_or_dict), "(dict)"
-    else:
-        path = Path(path_or_dict).expanduser()
-        source = str(path)
-        raw = read_config_file(path)
-        base = path.parent.resolve()
-        resolve_relative_path(raw.get("data"), "manifest", base)
-        resolve_relative_path(raw.get("data"), "folder", base)
-        resolve_relative_path(raw.get("knn"), "manifest", base)
-        resolve_relative_path(raw.get("output"), "dir", base)
-        resolve_relative_path(raw.get("model"), "weights", base, only_files=True)
-    raw = apply_overrides(raw, overrides)
+    given = path_or_dict.to_dict() if isinstance(path_or_dict, PretrainConfig) else path_or_dict
+    raw, source = raw_config(given, overrides, _resolve_paths)
     try:
         return PretrainConfig.model_validate(raw)
     except ValidationError as exc:

@@ -36,6 +36,7 @@ import torch
 
 from medtl.errors import ConfigError, MedtlError, TrainingError
 from medtl.pretraining.config import PretrainConfig, load_pretrain_config
+from medtl.train.run import Interrupted, is_rank_zero_env
 from medtl.train.rundir import RunDir, json_clean
 from medtl.train.trainer import resolve_precision
 from medtl.utils import medtl_home
@@ -82,20 +83,11 @@ class PretrainResult:
         return self.metrics[-1]["train_loss"] if self.metrics else None
 
 
-def _rank0() -> bool:
-    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
-
-
-class PretrainInterrupted(KeyboardInterrupt):
+class PretrainInterrupted(Interrupted):
     """A pretraining run stopped by Ctrl-C or SIGTERM; the message says where it is and how to continue it."""
 
-    def __init__(self, run: RunDir, epoch: int) -> None:
-        how = (
-            f"continue it with: medtl pretrain --resume {run.path}"
-            if run.last_checkpoint.is_file()
-            else "it stopped before its first checkpoint; start it again"
-        )
-        super().__init__(f"pretraining run {run.path} stopped during epoch {epoch + 1}; {how}")
+    command = "medtl pretrain"
+    kind = "pretraining run"
 
 
 def _write_json(run: RunDir, name: str, obj: Any) -> None:
@@ -175,7 +167,7 @@ def pretrain(
         PretrainInterrupted: Ctrl-C or SIGTERM (result.json says ``interrupted`` and how to resume).
     """
     t0 = time.perf_counter()
-    rank0 = _rank0()
+    rank0 = is_rank_zero_env()
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if run_dir is None and os.environ.get(RUN_DIR_ENV) and not rank0:
         run_dir = os.environ[RUN_DIR_ENV]  # processes started by Lightning's DDP launcher write rank 0's folder

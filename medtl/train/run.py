@@ -60,16 +60,20 @@ class RunResult:
 class Interrupted(KeyboardInterrupt):
     """A run stopped by Ctrl-C or SIGTERM; the message says where it is and how to continue it."""
 
+    command = "medtl train"
+    kind = "run"
+
     def __init__(self, run: RunDir, epoch: int) -> None:
         how = (
-            f"continue it with: medtl train --resume {run.path}"
+            f"continue it with: {self.command} --resume {run.path}"
             if run.last_checkpoint.is_file()
             else "it stopped before its first checkpoint; start it again"
         )
-        super().__init__(f"run {run.path} stopped during epoch {epoch + 1}; {how}")
+        super().__init__(f"{self.kind} {run.path} stopped during epoch {epoch + 1}; {how}")
 
 
-def _is_rank_zero_env() -> bool:
+def is_rank_zero_env() -> bool:
+    """Whether this process is rank 0 by the environment torchrun/SLURM/Lightning set (before any Trainer)."""
     return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
@@ -158,7 +162,7 @@ def fine_tune(
     """
 
     t_start = time.perf_counter()
-    rank0 = _is_rank_zero_env()
+    rank0 = is_rank_zero_env()
     if run_dir is None and not rank0 and os.environ.get(RUN_DIR_ENV):
         run_dir = os.environ[RUN_DIR_ENV]
     if resume:

@@ -11,6 +11,7 @@ import torch
 from monai.transforms import (
     MapTransform,
     Randomizable,
+    RandomizableTransform,
     Transform,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "AdaptChannelsd",
     "ModelInput",
     "ModelInputd",
+    "RandFlipTensord",
     "ExpectScan",
     "ExpectScand",
     "modality_class",
@@ -194,6 +196,36 @@ class ModelInputd(MapTransform):
         d = dict(data)
         for k in self.key_iterator(d):
             d[k] = self.op(d[k])
+        return d
+
+
+class RandFlipTensord(RandomizableTransform, MapTransform):
+    """Flip ``spatial_axis`` with probability ``prob``: MONAI ``RandFlipd`` for samples that need no metadata.
+
+    It draws from its generator exactly as ``RandFlipd`` does (one ``rand() < prob`` per call), so a seeded
+    pipeline flips the same samples, but it flips plain tensors with ``torch.flip`` and keeps them plain:
+    ``RandFlipd`` turns every sample into a MetaTensor and records the transform for inversion, even when it does
+    not flip, which cost 2.8 ms per 64x64 sample, more than the rest of the per-sample work (benchmarks/README.md).
+    Classification samples are never inverted, so nothing is lost; segmentation keeps ``RandFlipd``.
+
+    Args:
+        keys: keys of the channel-first images to flip together.
+        prob: probability of flipping.
+        spatial_axis: spatial axis (0 = the first after the channel).
+    """
+
+    def __init__(self, keys: Any, prob: float, spatial_axis: int) -> None:
+        MapTransform.__init__(self, keys)
+        RandomizableTransform.__init__(self, prob)
+        self.spatial_axis = spatial_axis
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        if self._do_transform:
+            for k in self.key_iterator(d):
+                img = d[k] if isinstance(d[k], torch.Tensor) else torch.as_tensor(np.asarray(d[k]))
+                d[k] = torch.flip(img, dims=(self.spatial_axis + 1,))
         return d
 
 

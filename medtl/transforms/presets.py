@@ -49,6 +49,7 @@ from medtl.transforms.checks import (
     ExpectScand,
     Guard,
     ModelInputd,
+    RandFlipTensord,
     RandGuard,
     default_size,
     modality_class,
@@ -172,7 +173,10 @@ def augmentation(config: ExperimentConfig, model_dims: int, *, mask_key: str | N
     keys = [KEY] if mask_key is None else [KEY, mask_key]
     for axis in flip_axes(config, model_dims):
         if a.flip_prob > 0:
-            aug.append(RandFlipd(keys, prob=a.flip_prob, spatial_axis=axis))
+            # classification samples are plain tensors and are never inverted: the flip keeps them plain (RandFlipd's
+            # MetaTensor bookkeeping was the largest per-sample cost); a mask keeps MONAI's RandFlipd
+            flip = RandFlipd if mask_key is not None else RandFlipTensord
+            aug.append(flip(keys, prob=a.flip_prob, spatial_axis=axis))
     if a.affine_prob > 0 and (a.rotate_deg > 0 or a.zoom > 0):
         theta = float(np.deg2rad(a.rotate_deg))
         rotate = (theta,) if model_dims == 2 else (0.0, 0.0, theta)

@@ -8,7 +8,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd, RandFlipd
 
 from medtl.errors import ConfigError
-from medtl.transforms.checks import AdaptChannelsd, ModelInput, ModelInputd
+from medtl.transforms.checks import AdaptChannelsd, ModelInput, ModelInputd, RandFlipTensord
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -49,3 +49,19 @@ def test_model_input_adapts_channels_and_refuses_mismatched_statistics() -> None
     assert torch.equal(ModelInput(1)(rgb), rgb.mean(dim=0, keepdim=True))
     with pytest.raises(ConfigError, match="one mean and one std per model channel"):
         ModelInput(3, [0.5], [0.2])
+
+
+def test_rand_flip_tensor_flips_the_same_samples_as_monai_rand_flipd_and_stays_plain() -> None:
+    torch.manual_seed(0)
+    imgs = [torch.rand(1, 5, 7) for _ in range(40)]
+    for axis in (0, 1):
+        ours, theirs = RandFlipTensord("image", prob=0.5, spatial_axis=axis), RandFlipd("image", 0.5, axis)
+        ours.set_random_state(seed=3)
+        theirs.set_random_state(seed=3)
+        flipped = 0
+        for img in imgs:
+            a = ours({"image": img})["image"]
+            b = theirs({"image": img})["image"]
+            assert type(a) is torch.Tensor and torch.equal(a, b.as_subclass(torch.Tensor))
+            flipped += not torch.equal(a, img)
+        assert 10 < flipped < 30  # about half of them

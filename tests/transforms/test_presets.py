@@ -234,14 +234,14 @@ def test_flips_are_named_by_anatomy(mode: str, flip: str, dim: int) -> None:
     shape = (3 if mode == "2.5d" else 1, *([4, 5, 6][:dims]))
     img = torch.arange(float(np.prod(shape))).reshape(shape)
     assert torch.equal(p.post_train({"image": img.clone()})["image"], img.flip(dim))
-    assert p.description["augment"] == ["RandFlipd"]
+    assert p.description["augment"] == ["RandFlipTensord"]
 
 
 def test_default_augmentation_is_a_left_right_flip_only() -> None:
     cfg = load_config({"data": {"manifest": "m.csv"}, "model": {"arch": "resnet18"}})
     assert cfg.augment.flips == ["left_right"] and cfg.augment.flip_axes is None
     p = _pipe(cfg, modality="XR", mode="2d", scan_dims=2)
-    assert p.description["augment"] == ["RandFlipd"]  # no rotation, zoom or intensity shift by default
+    assert p.description["augment"] == ["RandFlipTensord"]  # no rotation, zoom or intensity shift by default
     img = torch.arange(20.0).reshape(1, 4, 5)
     seen = set()
     for seed in range(12):

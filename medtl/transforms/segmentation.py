@@ -46,6 +46,7 @@ __all__ = [
     "LoadMaskd",
     "RecordSpacingd",
     "check_mask",
+    "ExpectVolumed",
     "build_segmentation_pipeline",
     "build_inference_transforms",
     "patch_size_of",
@@ -83,6 +84,13 @@ def check_mask(image: Any, mask: Any, classes: list[str], image_path: str, mask_
             f"{where}: the mask has {mask.shape[0]} channels, a label map has 1", path=mask_path, fix=fix
         )
     values = torch.unique(torch.as_tensor(mask))
+    if values.is_floating_point() and not torch.isfinite(values).all():
+        raise DataLoadError(
+            f"{where}: the mask holds non-finite values (NaN or infinity); a label map holds the integers "
+            f"0..{len(classes) - 1}",
+            path=mask_path,
+            fix="write the mask again as an integer label map",
+        )
     bad = [float(v) for v in values if float(v) != round(float(v)) or not 0 <= float(v) < len(classes)]
     if bad:
         shown = ", ".join(f"{v:g}" for v in bad[:8])
@@ -113,8 +121,52 @@ class LoadMaskd(MapTransform):
         if is_dicom_seg(path):
             d[MASK] = read_dicom_seg(path, d[KEY], classes=self.classes, image_path=str(d.get("_path") or ""))
         else:
+            _refuse_non_mask(path)
             d[MASK] = read_scan(path)
+        channels = int(d[MASK].shape[0])
+        if channels != 1:
+            raise DataLoadError(
+                f"mask {path} holds {channels} volumes (a 4D file); a label map is one volume of class values "
+                f"0..{len(self.classes) - 1}",
+                path=path,
+                fix="save one 3D label map per image (its classes as values, not one volume per class)",
+            )
         return d
+
+
+def _refuse_non_mask(path: str) -> None:
+    """A mask cell must name one file: a label-map NIfTI (or another single label-map file), or a DICOM SEG, which
+    the caller has already recognised. A folder or a DICOM image would be read as an image and fail later with a
+    message about images.
+
+    Raises:
+        DataLoadError: ``path`` is a folder, or a DICOM object other than a Segmentation.
+    """
+    from pathlib import Path
+
+    from medtl.io.nifti import is_nifti_path
+
+    p = Path(path)
+    fix = "name a label-map NIfTI (values 0..K-1 on the image's grid) or a DICOM SEG file in the mask column"
+    if p.is_dir():
+        raise DataLoadError(f"mask {path} is a folder, not a label map", path=path, fix=fix)
+    if not p.is_file() or is_nifti_path(p):
+        return
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
+    except Exception:  # noqa: BLE001 - not DICOM: read_scan says what it is
+        return
+    sop = str(ds.get("SOPClassUID", "") or "")
+    if not sop:
+        return
+    modality = str(ds.get("Modality", "") or "") or "DICOM"
+    raise DataLoadError(
+        f"mask {path} is a {modality} image (SOP Class {sop}), not a DICOM Segmentation (SEG) or a label map",
+        path=path,
+        fix=fix,
+    )
 
 
 class CheckMaskd(MapTransform):
@@ -147,6 +199,26 @@ class RecordSpacingd(MapTransform):
         return d
 
 
+class ExpectVolumed(MapTransform):
+    """Refuse a one-slice volume for a 3D segmentation model: padded to a 3D window it would be segmented as a
+    slab of zeros around one slice, a silently wrong mask (a 2D image belongs to a 2D run)."""
+
+    def __init__(self) -> None:
+        super().__init__([KEY])
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        img = data[KEY]
+        if img.ndim == 4 and int(img.shape[-1]) == 1:
+            meta = getattr(img, "meta", {}) or {}
+            path = str(meta.get("filename_or_obj") or data.get("_path") or "the scan")
+            raise DataLoadError(
+                f"{path} is a single slice (shape {tuple(img.shape[1:])}) but this segmentation model takes 3D volumes",
+                path=path,
+                fix="give it a volume of several slices, or segment 2D images with a 2D run (data.mode 2d)",
+            )
+        return dict(data)
+
+
 def patch_size_of(config: ExperimentConfig, model_dims: int) -> list[int]:
     """The training patch and sliding-window size (2D: the whole image, ``preprocess.size``)."""
     seg = config.segmentation
@@ -157,7 +229,11 @@ def patch_size_of(config: ExperimentConfig, model_dims: int) -> list[int]:
     if len(size) == 1:
         size = size * model_dims
     if len(size) != model_dims:
-        raise ConfigError(f"segmentation.patch_size / preprocess.size {size} must have {model_dims} values")
+        field = "segmentation.patch_size" if seg and seg.patch_size and model_dims == 3 else "preprocess.size"
+        raise ConfigError(
+            f"{field} {size} has {len(size)} value(s), but a {model_dims}D segmentation model needs {model_dims}",
+            fix=f"give {model_dims} sizes in voxels, multiples of 32, e.g. {[32] * model_dims}",
+        )
     return size
 
 
@@ -197,6 +273,8 @@ def build_segmentation_pipeline(
         ExpectScand(MASK, dims=scan_dims, channels=1, flat=flat_volumes),
         CheckMaskd(list(seg.classes)),
     ]
+    if model_dims == 3:
+        pre.insert(3, ExpectVolumed())
     desc: dict[str, Any] = {"modality": modality, "mode": mode, "task": "segmentation"}
     if scan_dims == 3:
         if config.preprocess.orientation:
@@ -297,6 +375,8 @@ def build_inference_transforms(
         LoadScand(keys=[KEY], series_key="series"),
         ExpectScand(KEY, dims=scan_dims, channels=scan_channels, flat=flat_volumes, modality=modality),
     ]
+    if model_dims == 3:
+        t.append(ExpectVolumed())
     if scan_dims == 3:
         if config.preprocess.orientation:
             t.append(

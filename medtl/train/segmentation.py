@@ -181,6 +181,17 @@ class SegmentationTask:
     def __post_init__(self) -> None:
         from medtl.errors import ConfigError
 
+        spelled: dict[str, list[str]] = {}
+        for c in self.classes:
+            spelled.setdefault(" ".join(str(c).split()).casefold(), []).append(str(c))
+        same = [names for names in spelled.values() if len(names) > 1]
+        if same:
+            raise ConfigError(
+                f"segmentation.classes {self.classes} names one class more than once "
+                f"({' and '.join(repr(n) for n in same[0])} differ only by case or spacing): DICOM SEG segments are "
+                "matched to classes with case ignored, and the metric columns would read alike",
+                fix="list each class once, with one spelling",
+            )
         keys = [f"{m}{suffix}" for m in SEG_METRICS for suffix in ("", "_patient")]
         keys += [f"{m}{part}_{c}" for m in SEG_METRICS for part in ("", "_patient") for c in self.classes[1:]]
         clash = sorted({k for k in keys if keys.count(k) > 1})
@@ -401,14 +412,16 @@ def segment_scans(
     Returns:
         One row per scan: ``image``, ``mask_file`` and the voxel count of each class.
     """
+    import gzip
+
     import nibabel as nib
     from monai.data import MetaTensor
     from monai.transforms import Invertd
 
     from medtl.errors import DataLoadError
+    from medtl.utils import atomic_write_bytes
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     model = model.to(device).eval()
     invert = Invertd(keys="pred", transform=transforms, orig_keys="image", nearest_interp=True, to_tensor=True)
@@ -439,7 +452,9 @@ def segment_scans(
         nifti = nib.Nifti1Image(data, _affine_4x4(inverted.affine))
         nifti.header.set_xyzt_units("mm")
         nifti.set_qform(nifti.affine, code=1)
-        nib.save(nifti, str(out / name))
+        # written whole or not at all (the folder is made with the first mask): an interrupted or failing predict
+        # leaves no half-written file
+        atomic_write_bytes(out / name, gzip.compress(nifti.to_bytes(), compresslevel=6, mtime=0))
         counts = np.bincount(data.ravel(), minlength=task.num_outputs)
         rows.append(
             {"image": str(r["image"]), "mask_file": str(out / name)}

@@ -194,7 +194,17 @@ def _segment_values(seg: Any, classes: Sequence[str] | None, path: Path) -> dict
     """Segment number -> label value (see the module docstring)."""
     values: dict[int, int] = {}
     described: list[str] = []
-    lookup = {str(c).strip().lower(): i for i, c in enumerate(classes or [])}
+    lookup: dict[str, int] = {}
+    for i, c in enumerate(classes or []):
+        key = str(c).strip().lower()
+        if key in lookup:  # a segment labelled so would fit two classes: no silent choice of one
+            raise DataLoadError(
+                f"DICOM SEG {path}: segmentation.classes {list(classes or [])} holds {classes[lookup[key]]!r} and "
+                f"{c!r}, which segment labels cannot tell apart (case is ignored)",
+                path=str(path),
+                fix="list each class once, with one spelling",
+            )
+        lookup[key] = i
     for item in seg.SegmentSequence:
         number = int(item.SegmentNumber)
         label = str(item.get("SegmentLabel", "")).strip()

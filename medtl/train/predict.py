@@ -198,6 +198,7 @@ def _predict_masks(
         raise TrainingError(
             f"run {loaded.run.path} segments: predict needs an output folder for the masks", fix="pass --out DIR"
         )
+    _check_output_folder(Path(out))
     pre = loaded.preprocessing
     transforms = build_inference_transforms(
         loaded.config,
@@ -236,6 +237,60 @@ def _predict_masks(
         for row, r in zip(rows, records, strict=True):
             row["seg_file"] = str(_write_seg(loaded, r, Path(row["mask_file"])))
     return rows
+
+
+def _writable_ancestor(path: Path) -> tuple[Path, str | None]:
+    """The nearest existing folder at or above ``path`` and, if it cannot receive files there, why not."""
+    import os
+
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        return p, f"{p} is a file, not a folder"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return p, f"{p} is not writable"
+    return p, None
+
+
+def _check_output_folder(out: Path) -> None:
+    """Refuse, before any scan is segmented, an ``--out`` that cannot become a folder of masks.
+
+    Raises:
+        MedtlError: ``out`` is a file, lies under a file, or its nearest existing folder is not writable.
+    """
+    if out.exists() and not out.is_dir():
+        raise MedtlError(
+            f"--out {out} is a file; a segmentation run writes one mask per scan into a folder",
+            path=str(out),
+            fix="give a folder (new or existing) as --out",
+        )
+    _, problem = _writable_ancestor(out)
+    if problem:
+        raise MedtlError(
+            f"cannot write the masks into {out}: {problem}",
+            path=str(out),
+            fix="make it writable or give another folder as --out",
+        )
+
+
+def _check_output_file(out: Path) -> None:
+    """Refuse, before any scan is scored, an ``--out`` CSV path that cannot be written.
+
+    Raises:
+        MedtlError: ``out`` is a folder, lies under a file, or its nearest existing folder is not writable.
+    """
+    if out.is_dir():
+        raise MedtlError(
+            f"--out {out} is a folder; evaluate writes a CSV file there (and <name>_patients.csv next to it)",
+            path=str(out),
+            fix=f"give a file name, e.g. --out {out / 'scores.csv'}",
+        )
+    _, problem = _writable_ancestor(out.parent)
+    if problem:
+        raise MedtlError(
+            f"cannot write {out}: {problem}", path=str(out), fix="make it writable or give another path as --out"
+        )
 
 
 def _write_seg(loaded: LoadedRun, record: dict[str, Any], mask_file: Path) -> Path:
@@ -361,9 +416,10 @@ def _splits_of(loaded: LoadedRun, records: list[dict[str, Any]], manifest: str |
     seen = Counter(w for w in where if w in ("train", "val"))
     if seen and not allow_seen:
         rows = [str(r.get("row")) for r, w in zip(records, where, strict=True) if w in ("train", "val")][:8]
+        verbs = "/".join({"train": "trained", "val": "validated"}[k] for k in sorted(seen))
         raise TrainingError(
-            f"manifest {manifest} holds {sum(seen.values())} row(s) of patients the run "
-            f"{'/'.join(sorted(seen))} on (rows {', '.join(rows)}...): their metrics would be inflated",
+            f"manifest {manifest} holds {sum(seen.values())} row(s) of patients the run {verbs} on "
+            f"(rows {', '.join(rows)}...): their metrics would be inflated",
             path=str(manifest),
             fix="evaluate on other patients, or pass --allow-seen to score them separately",
         )
@@ -421,6 +477,8 @@ def evaluate_segmentation(
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
     if loaded.task.name != "segmentation":
         raise TrainingError(f"run {loaded.run.path} does not segment", fix="use evaluate for classification runs")
+    if out is not None:
+        _check_output_file(Path(out))
     task = loaded.task
     records = _segmentation_records(loaded, manifest)
     where = _splits_of(loaded, records, manifest, allow_seen)

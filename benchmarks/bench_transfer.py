@@ -67,11 +67,22 @@ ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "no_precise_bn": {"all": {"train.precise_bn_batches": 0}},
     "no_freeze": {"imagenet": {"train.freeze_epochs": 0}},
     "flat_rates": {"imagenet": {"train.lr_mult": 1.0, "train.unfreeze_lr_factor": 1.0}},
-    "one_cycle_imagenet": {"imagenet": {"train.schedule": "one_cycle"}},
+    "flat_rates_range": {
+        "imagenet": {"train.lr_mult": 1.0, "train.unfreeze_lr_factor": 1.0, "preprocess.intensity": "range"}
+    },
+    # the discriminative rates of before the flat default (fastai's: stem at lr / 10, half the rate after unfreezing)
+    "discriminative_rates": {"imagenet": {"train.lr_mult": 10.0, "train.unfreeze_lr_factor": 0.5}},
+    # (a compare arm's schedule wins over train.schedule: an ablation of the schedule sets the arm's)
+    "one_cycle_imagenet": {"imagenet": {"arm.schedule": "one_cycle"}},
+    # the plain loop's schedule for the ImageNet arm: everything trains from the start, one rate, 1e-3
+    "one_cycle_imagenet_1e-3": {"imagenet": {"arm.schedule": "one_cycle", "train.lr": 1e-3}},
     "scratch_lr3e-3": {"scratch": {"train.lr": 3e-3}},
     "size224": {"all": {"preprocess.size": [224, 224]}},
     "pad_crop": {"all": {"preprocess.resize": "pad_crop"}},
     "csv_logger": {"all": {"train.loggers": ["csv"]}},
+    # the checkpoint tested: best on the 50 validation patches (precise BN before every validation) vs the last
+    "select_best": {"all": {"train.select": "best"}},
+    "select_last": {"all": {"train.select": "last"}},
 }
 
 
@@ -235,6 +246,7 @@ def plain_loop(
     return _metrics(prob, yte, n_classes) | {
         "s_per_epoch": train_s / epochs,
         "cpu_per_epoch": train_cpu / epochs,
+        "fit_cpu_per_epoch": train_cpu / epochs,
         "seconds": time.perf_counter() - t0,
         "cpu_s": time.process_time() - c0,
     }
@@ -298,6 +310,28 @@ def last_epoch_metrics(run_dir: Path) -> dict[str, float]:
     return {f"last_{k}": float(m[k]) for k in ("accuracy", "balanced_accuracy", "auroc")}
 
 
+FIT_CPU: list[float] = []  # CPU seconds of each medtl fit (training loop, validations, precise BN, checkpoints)
+
+
+def _time_fits() -> None:
+    """Record the process CPU time of each medtl ``Trainer.fit``: the part of a run that the plain loop's
+    "training only" figure compares with (setup, caching and the final test are left out, as in the loop)."""
+    from medtl.train.module import TaskModule
+
+    if getattr(TaskModule, "_bench_timed", False):
+        return
+
+    def on_train_start(self: Any) -> None:
+        self._bench_c0 = time.process_time()
+
+    def on_train_end(self: Any) -> None:
+        FIT_CPU.append(time.process_time() - self._bench_c0)
+
+    TaskModule.on_train_start = on_train_start  # type: ignore[method-assign]
+    TaskModule.on_train_end = on_train_end  # type: ignore[method-assign]
+    TaskModule._bench_timed = True  # type: ignore[attr-defined]
+
+
 def medtl_runs(
     cfg: dict[str, Any],
     out_dir: Path,
@@ -313,6 +347,7 @@ def medtl_runs(
     """
     import medtl
 
+    _time_fits()
     arm_overrides = arm_overrides or {}
     common = arm_overrides.get("all", {})
     groups: list[tuple[list[str], dict[str, Any]]] = []
@@ -334,10 +369,20 @@ def medtl_runs(
                 cpu.append(now - mark[0])
                 mark[0] = now
 
+        fits_before = len(FIT_CPU)
         if len(arms) == 1:  # compare needs its reference among the arms run
             overrides = {**overrides, "compare.reference": arms[0]}
+        # "arm.<field>" keys change the compare arm itself (its schedule wins over train.schedule)
+        arm_fields = {k.removeprefix("arm."): v for k, v in overrides.items() if k.startswith("arm.")}
+        overrides = {k: v for k, v in overrides.items() if not k.startswith("arm.")}
+        run_cfg = cfg
+        if arm_fields:
+            run_cfg = json.loads(json.dumps(cfg))
+            for a in run_cfg["compare"]["arms"]:
+                if a["name"] in arms:
+                    a.update(arm_fields)
         res = medtl.compare(
-            cfg,
+            run_cfg,
             out_dir=out_dir / "-".join(arms),
             seeds=seeds,
             arms=arms,
@@ -347,6 +392,7 @@ def medtl_runs(
         # runs finish in plan order: seed-major, arms in config order
         order = [(seed, arm) for seed in range(seeds) for arm in arms]
         cpu_of = dict(zip(order, cpu, strict=False))
+        fit_of = dict(zip(order, FIT_CPU[fits_before:], strict=False))
         for rec in sorted(res.results.runs, key=lambda r: (r.arm, r.seed)):
             if not rec.ok:
                 out.setdefault(rec.arm, []).append({"error": rec.error})  # type: ignore[dict-item]
@@ -361,6 +407,7 @@ def medtl_runs(
                 "best_epoch": float(result.get("best_epoch") or math.nan),
             }
             row["cpu_per_epoch"] = row["cpu_s"] / len(rows)
+            row["fit_cpu_per_epoch"] = fit_of.get((rec.seed, rec.arm), math.nan) / len(rows)
             if last_epoch:
                 row |= last_epoch_metrics(run)
             out.setdefault(rec.arm, []).append(row)
@@ -373,7 +420,10 @@ def medtl_runs(
 def table(title: str, results: dict[str, list[dict[str, float]]]) -> str:
     """Markdown table: per seed, then the mean (and SD of accuracy) per arm."""
     last = any("last_accuracy" in r for runs in results.values() for r in runs)
-    head = "| arm | seed | accuracy | bal. acc. | AUROC | s/epoch (wall) | CPU s/epoch | best epoch |"
+    head = (
+        "| arm | seed | accuracy | bal. acc. | AUROC | s/epoch (wall) | CPU s/epoch (run) "
+        "| CPU s/epoch (training) | best epoch |"
+    )
     if last:
         head += " last-epoch acc. |"
     lines = [f"\n{title}", head, "|" + "---|" * (head.count("|") - 1)]
@@ -389,7 +439,8 @@ def table(title: str, results: dict[str, list[dict[str, float]]]) -> str:
                 continue
             line = (
                 f"| {arm} | {seed} | {r['accuracy']:.3f} | {r['balanced_accuracy']:.3f} | {r['auroc']:.3f} "
-                f"| {r['s_per_epoch']:.2f} | {fmt([r], 'cpu_per_epoch', '.2f')} | {fmt([r], 'best_epoch', '.0f')} |"
+                f"| {r['s_per_epoch']:.2f} | {fmt([r], 'cpu_per_epoch', '.2f')} "
+                f"| {fmt([r], 'fit_cpu_per_epoch', '.2f')} | {fmt([r], 'best_epoch', '.0f')} |"
             )
             lines.append(line + (f" {fmt([r], 'last_accuracy')} |" if last else ""))
         ok = [r for r in runs if "error" not in r]
@@ -399,9 +450,36 @@ def table(title: str, results: dict[str, list[dict[str, float]]]) -> str:
             line = (
                 f"| **{arm} mean** | {len(ok)} | **{statistics.mean(acc):.3f}** (SD {sd:.3f}) "
                 f"| {fmt(ok, 'balanced_accuracy')} | {fmt(ok, 'auroc')} | {fmt(ok, 's_per_epoch', '.2f')} "
-                f"| {fmt(ok, 'cpu_per_epoch', '.2f')} | |"
+                f"| {fmt(ok, 'cpu_per_epoch', '.2f')} | {fmt(ok, 'fit_cpu_per_epoch', '.2f')} | |"
             )
             lines.append(line + (f" {fmt(ok, 'last_accuracy')} |" if last else ""))
+    return "\n".join(lines)
+
+
+def ratio_table(plain: dict[str, list[dict[str, float]]], medtl: dict[str, list[dict[str, float]]]) -> str:
+    """medtl / plain per arm: mean test accuracy and CPU seconds per epoch (training loop; whole run)."""
+
+    def mean(rows: list[dict[str, float]], key: str) -> float:
+        vals = [r[key] for r in rows if key in r and not math.isnan(r[key])]
+        return statistics.mean(vals) if vals else math.nan
+
+    lines = [
+        "\nmedtl / plain (same run)",
+        "| arm | accuracy medtl / plain | ratio | CPU s/epoch, training loop: medtl / plain | ratio "
+        "| CPU s/epoch, whole medtl run / plain training | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm in plain:
+        p, m = plain[arm], [r for r in medtl.get(arm, []) if "error" not in r]
+        if not m:
+            continue
+        acc = (mean(m, "accuracy"), mean(p, "accuracy"))
+        fit = (mean(m, "fit_cpu_per_epoch"), mean(p, "fit_cpu_per_epoch"))
+        run = (mean(m, "cpu_per_epoch"), mean(p, "cpu_per_epoch"))
+        lines.append(
+            f"| {arm} | {acc[0]:.3f} / {acc[1]:.3f} | {acc[0] / acc[1]:.2f} | {fit[0]:.2f} / {fit[1]:.2f} "
+            f"| {fit[0] / fit[1]:.2f}x | {run[0]:.2f} / {run[1]:.2f} | {run[0] / run[1]:.2f}x |"
+        )
     return "\n".join(lines)
 
 
@@ -460,6 +538,8 @@ def main() -> int:
         res = medtl_runs(cfg, work / "medtl-default", seeds=args.seeds, last_epoch=args.last_epoch)
         print(table("medtl compare, defaults", res), flush=True)
         report["medtl"] = res
+        if "plain" in report:
+            print(ratio_table(report["plain"], res), flush=True)
     for name in [a for a in args.ablate.split(",") if a]:
         res = medtl_runs(
             cfg, work / f"ablate-{name}", seeds=args.seeds, arm_overrides=ABLATIONS[name], last_epoch=args.last_epoch

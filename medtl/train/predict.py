@@ -412,7 +412,14 @@ def _splits_of(loaded: LoadedRun, records: list[dict[str, Any]], manifest: str |
         raise TrainingError(f"manifest {manifest} has no rows to evaluate on", path=str(manifest))
     check_pseudonyms(loaded.run.path, loaded.preprocessing.get("pseudonym_check"))
     assignment = loaded.run.read_splits() if loaded.run.file(RunDir.SPLITS).is_file() else {}
-    where = [assignment.get(str(r.get("patient_id")), "new") for r in records]
+    own = _run_scan_splits(loaded, assignment)
+    where = []
+    for r in records:
+        by_patient = assignment.get(str(r.get("patient_id")), "new")
+        # a scan the run itself trained or validated on is seen whatever patient ID this manifest gives it (none:
+        # a NIfTI file's name stands in, which would pass the run's own scans off as new patients)
+        by_scan = own.get((_resolved(r.get("image")), r.get("series") or None))
+        where.append(by_scan if by_scan in ("train", "val") and by_patient not in ("train", "val") else by_patient)
     seen = Counter(w for w in where if w in ("train", "val"))
     if seen and not allow_seen:
         rows = [str(r.get("row")) for r, w in zip(records, where, strict=True) if w in ("train", "val")][:8]
@@ -424,6 +431,31 @@ def _splits_of(loaded: LoadedRun, records: list[dict[str, Any]], manifest: str |
             fix="evaluate on other patients, or pass --allow-seen to score them separately",
         )
     return where
+
+
+def _resolved(image: Any) -> str:
+    return str(Path(str(image)).resolve()) if image else ""
+
+
+def _run_scan_splits(loaded: LoadedRun, assignment: dict[str, str]) -> dict[tuple[str, str | None], str]:
+    """``(image path, series) -> split`` of the scans of the run's own manifest (its config's ``data.manifest``);
+    empty when that manifest is gone or no longer reads (then only patient IDs tell seen rows)."""
+    import warnings
+
+    from medtl.data import Manifest
+
+    path = Path(str(loaded.config.data.manifest))
+    if not assignment or not path.is_file():
+        return {}
+    try:
+        with warnings.catch_warnings():  # the run's own manifest: its warnings were given when it trained
+            warnings.simplefilter("ignore")
+            manifest = Manifest.from_csv(path, labels_required=False, check_files=False)
+    except (MedtlError, OSError, ValueError):
+        return {}
+    return {
+        (_resolved(r.image), r.series or None): assignment[r.patient_id] for r in manifest if r.patient_id in assignment
+    }
 
 
 def _segmentation_records(loaded: LoadedRun, manifest: str | Path) -> list[dict[str, Any]]:

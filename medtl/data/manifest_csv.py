@@ -357,8 +357,8 @@ def parse_table(
             "stands in for its patient, so two scans of one patient would count as two patients. Add a "
             "patient_id column to keep a patient's scans in one split."
         )
+        # once: a logger call as well printed it twice on the command line (warnings are shown by default)
         warnings.warn(msg, UserWarning, stacklevel=3)
-        logger.warning(msg)
 
     if unlabelled:
         class_names = [UNLABELLED]

@@ -396,6 +396,23 @@ def test_evaluate_refuses_a_folder_as_out_before_scoring(seg_run, tmp_path: Path
     assert "is a folder" in line and list((tmp_path / "scores").iterdir()) == []
 
 
+def test_evaluate_knows_the_runs_own_scans_without_a_patient_id(seg_run, tmp_path: Path, run_medtl) -> None:
+    """Without patient_id a NIfTI file's name stands in for its patient: the run's own scans used to pass for new
+    patients (exit 0, inflated metrics). They are told by their paths in the run's manifest."""
+    run, task = seg_run
+    m = _manifest(tmp_path / "m.csv", [[task / "vol_000.nii.gz", task / "ball_000.nii.gz"]], header="image,mask")
+    with pytest.warns(UserWarning, match="no patient_id"):
+        line = assert_one_line_error(run_medtl("evaluate", run, m), "m.csv", "row(s) of patients the run")
+    assert "--allow-seen" in line and "rows 2" in line
+    # a copy of the file elsewhere is another scan as far as paths go: scored as new
+    copy = tmp_path / "copy.nii.gz"
+    copy.write_bytes((task / "vol_000.nii.gz").read_bytes())
+    m = _manifest(tmp_path / "n.csv", [[copy, task / "ball_000.nii.gz"]], header="image,mask")
+    with pytest.warns(UserWarning, match="no patient_id"):
+        proc = run_medtl("evaluate", run, m)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_evaluate_in_a_new_process_says_one_line(seg_run, tmp_path: Path) -> None:
     """The installed command, as a user starts it: a 4D mask."""
     run, task = seg_run

@@ -233,9 +233,15 @@ def _segment_values(seg: Any, classes: Sequence[str] | None, path: Path) -> dict
 def _frame_masks(seg: Any, path: Path) -> tuple[np.ndarray, list[list[int]]]:
     """The frames as ``(n, rows, cols)`` and, per frame, the segment number of its foreground (BINARY,
     FRACTIONAL), or an empty list when the pixel values are the segment numbers (LABELMAP)."""
-    frames = np.asarray(seg.pixel_array)
     n = int(seg.get("NumberOfFrames", 1) or 1)
-    frames = frames.reshape(n, int(seg.Rows), int(seg.Columns))
+    try:
+        frames = np.asarray(seg.pixel_array).reshape(n, int(seg.Rows), int(seg.Columns))
+    except Exception as exc:  # noqa: BLE001 - a truncated or damaged SEG: one line naming the SEG, not its image
+        raise DataLoadError(
+            f"cannot read the frames of DICOM SEG {path}: {' '.join(str(exc).split())[:200]}",
+            path=str(path),
+            fix="copy or export the SEG again",
+        ) from None
     kind = str(seg.get("SegmentationType", "BINARY")).upper()
     if kind == "LABELMAP":
         return frames.astype(np.int64), [[] for _ in range(n)]

@@ -94,11 +94,14 @@ def check_mask(image: Any, mask: Any, classes: list[str], image_path: str, mask_
     bad = [float(v) for v in values if float(v) != round(float(v)) or not 0 <= float(v) < len(classes)]
     if bad:
         shown = ", ".join(f"{v:g}" for v in bad[:8])
+        fix = "add the missing classes to segmentation.classes, or fix the mask"
+        if bad == [255.0]:  # a binary mask saved as a black-and-white picture
+            fix = f"a mask saved as a 0/255 picture: store each class as its value 1..{len(classes) - 1}, not 255"
         raise DataLoadError(
             f"{where}: the mask holds label value(s) {shown}, but segmentation.classes {classes} allows "
             f"0..{len(classes) - 1}",
             path=mask_path,
-            fix="add the missing classes to segmentation.classes, or fix the mask",
+            fix=fix,
         )
     return mask
 

@@ -89,6 +89,13 @@ def _ball(task: Path, i: int = 0) -> np.ndarray:
     return np.asarray(nib.load(str(task / f"ball_{i:03d}.nii.gz")).dataobj)
 
 
+def _new_scan(task: Path, folder: Path, i: int = 0) -> Path:
+    """A copy of the task's scan ``i`` outside the run's manifest: a scan the run has not seen."""
+    copy = folder / f"new_{i:03d}.nii.gz"
+    copy.write_bytes((task / f"vol_{i:03d}.nii.gz").read_bytes())
+    return copy
+
+
 def _nifti(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
     nib.save(nib.Nifti1Image(data, affine), str(path))
     return path
@@ -112,6 +119,7 @@ def _bad_masks(task: Path, folder: Path) -> dict[str, tuple[Path, tuple[str, ...
     value[0, 0, 0] = 3
     moved = AFFINE.copy()
     moved[0, 3] = 5.0
+    picture = ball.astype(np.uint8) * 255
     half = ball.astype(np.float32) * 0.5
     nan = ball.astype(np.float32)
     nan[0, 0, 0] = np.nan
@@ -119,6 +127,7 @@ def _bad_masks(task: Path, folder: Path) -> dict[str, tuple[Path, tuple[str, ...
     (folder / "a_folder").mkdir()
     return {
         "value_outside_classes": (_nifti(folder / "v3.nii.gz", value), ("label value(s) 3", "0..2")),
+        "a_0_255_picture": (_nifti(folder / "white.nii.gz", picture), ("label value(s) 255", "not 255")),
         "other_grid": (_nifti(folder / "grid.nii.gz", ball[:, :, :10]), ("differ in grid", "(24, 20, 10)")),
         "other_affine": (_nifti(folder / "moved.nii.gz", ball, moved), ("differ in geometry", "5 mm")),
         "four_d": (_nifti(folder / "m4.nii.gz", np.stack([ball, ball], -1)), ("holds 2 volumes", "3D label map")),
@@ -129,27 +138,37 @@ def _bad_masks(task: Path, folder: Path) -> dict[str, tuple[Path, tuple[str, ...
     }
 
 
-@pytest.mark.parametrize(
-    "case",
-    ["value_outside_classes", "other_grid", "other_affine", "four_d", "float_half", "nan", "empty_file", "a_folder"],
-)
+BAD_MASKS = [
+    "value_outside_classes",
+    "a_0_255_picture",
+    "other_grid",
+    "other_affine",
+    "four_d",
+    "float_half",
+    "nan",
+    "empty_file",
+    "a_folder",
+]
+
+
+@pytest.mark.parametrize("case", BAD_MASKS)
 def test_a_bad_mask_is_one_line_naming_it_and_nothing_is_written(seg_run, tmp_path: Path, run_medtl, case) -> None:
     run, task = seg_run
     mask, words = _bad_masks(task, tmp_path)[case]
-    image = task / "vol_000.nii.gz"
+    image = _new_scan(task, tmp_path)
     scores = tmp_path / "scores.csv"
     proc = run_medtl("evaluate", run, _manifest(tmp_path / "m.csv", [[image, mask, "NEW1"]]), "--out", scores)
     line = assert_one_line_error(proc, mask.name, *words)
     assert "row 2" in line  # the manifest row to fix
     if case in ("value_outside_classes", "other_grid", "other_affine", "float_half"):
-        assert "vol_000.nii.gz" in line  # both files named
+        assert "new_000.nii.gz" in line  # both files named
     assert not scores.exists() and no_leftovers(tmp_path) == []
 
 
 def test_a_good_mask_of_a_new_patient_is_scored(seg_run, tmp_path: Path, run_medtl) -> None:
     """The twin of the cases above: the same image with its own mask, integer or float 0/1 alike."""
     run, task = seg_run
-    image = task / "vol_000.nii.gz"
+    image = _new_scan(task, tmp_path)
     as_float = _nifti(tmp_path / "f.nii.gz", _ball(task).astype(np.float32))
     copy = tmp_path / "copy.nii.gz"
     copy.write_bytes(image.read_bytes())
@@ -180,12 +199,12 @@ def test_a_bad_mask_in_training_stops_the_run_with_one_line(seg_run, tmp_path: P
 
 def test_mask_cells_missing_empty_or_without_a_column(seg_run, tmp_path: Path, run_medtl) -> None:
     run, task = seg_run
-    image, other = task / "vol_000.nii.gz", task / "vol_001.nii.gz"
+    image, other, third = (_new_scan(task, tmp_path, i) for i in range(3))
     ok = task / "ball_000.nii.gz"
     m = _manifest(tmp_path / "missing.csv", [[image, tmp_path / "nope.nii.gz", "N1"]])
     line = assert_one_line_error(run_medtl("evaluate", run, m), "missing.csv", "nope.nii.gz", "does not exist")
     assert "row 2" in line
-    m = _manifest(tmp_path / "holes.csv", [[image, ok, "N1"], [other, "", "N2"], [task / "vol_002.nii.gz", " ", "N3"]])
+    m = _manifest(tmp_path / "holes.csv", [[image, ok, "N1"], [other, "", "N2"], [third, " ", "N3"]])
     line = assert_one_line_error(run_medtl("evaluate", run, m), "holes.csv", "row 3: empty 'mask'", "row 4")
     assert "row 2" not in line
     m = _manifest(tmp_path / "nocol.csv", [[image, "ball", "N1"]], header="image,label,patient_id")
@@ -294,6 +313,11 @@ def test_bad_dicom_seg_masks_are_one_line_errors(seg_run, dicom_pair, tmp_path: 
     assert "CT image" in line and "not a DICOM Segmentation" in line
     line = evaluate(b)  # a whole DICOM folder
     assert "is a folder" in line
+    # a SEG cut short: its header reads, its frames do not
+    whole = _seg(tmp_path / "whole.dcm", datasets_a, ["ball"], _box()).read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(whole[: len(whole) - 400])
+    line = evaluate(tmp_path / "cut.dcm")
+    assert "cannot read the frames of DICOM SEG" in line and "export the SEG again" in line
 
 
 # ------------------------------------------------------------------------------------------ predict
@@ -390,7 +414,7 @@ def test_a_2d_run_refuses_a_volume(seg_run, tmp_path: Path, run_medtl) -> None:
 
 def test_evaluate_refuses_a_folder_as_out_before_scoring(seg_run, tmp_path: Path, run_medtl) -> None:
     run, task = seg_run
-    m = _manifest(tmp_path / "m.csv", [[task / "vol_000.nii.gz", task / "ball_000.nii.gz", "N1"]])
+    m = _manifest(tmp_path / "m.csv", [[_new_scan(task, tmp_path), task / "ball_000.nii.gz", "N1"]])
     (tmp_path / "scores").mkdir()
     line = assert_one_line_error(run_medtl("evaluate", run, m, "--out", tmp_path / "scores"), "scores")
     assert "is a folder" in line and list((tmp_path / "scores").iterdir()) == []
@@ -417,7 +441,7 @@ def test_evaluate_in_a_new_process_says_one_line(seg_run, tmp_path: Path) -> Non
     """The installed command, as a user starts it: a 4D mask."""
     run, task = seg_run
     mask = _nifti(tmp_path / "m4.nii.gz", np.stack([_ball(task)] * 3, -1))
-    m = _manifest(tmp_path / "m.csv", [[task / "vol_000.nii.gz", mask, "N1"]])
+    m = _manifest(tmp_path / "m.csv", [[_new_scan(task, tmp_path), mask, "N1"]])
     env = dict(os.environ, MEDTL_DEBUG="0")
     assert_one_line_error(medtl(env, "evaluate", run, m, limit=SLOW_START), "m4.nii.gz", "holds 3 volumes")
 

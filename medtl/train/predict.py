@@ -172,6 +172,8 @@ def predict(
         raise TrainingError(
             f"run {loaded.run.path} classifies: --dicom-seg is for segmentation runs", fix="leave out --dicom-seg"
         )
+    if out is not None:
+        _check_output_file(Path(out), [Path(i) for i in inputs])
     records, labelled = records_from_inputs(list(inputs), loaded.classes)
     scores, _, ids = predict_dataset(
         loaded.model,
@@ -232,6 +234,7 @@ def _predict_masks(
                 path=nifti[0],
                 fix="give the DICOM series instead, or leave out --dicom-seg (the NIfTI masks are written anyway)",
             )
+    _check_not_inside_inputs(Path(out), [Path(str(r["image"])) for r in records])
     rows = segment_scans(loaded.model, loaded.task, transforms, records, Path(out), device=inference_device(device))  # type: ignore[arg-type]
     if dicom_seg:
         for row, r in zip(rows, records, strict=True):
@@ -274,18 +277,47 @@ def _check_output_folder(out: Path) -> None:
         )
 
 
-def _check_output_file(out: Path) -> None:
-    """Refuse, before any scan is scored, an ``--out`` CSV path that cannot be written.
+def _check_not_inside_inputs(out: Path, images: list[Path]) -> None:
+    """Refuse an ``--out`` folder that is, or lies inside, an input scan folder: the masks written there would
+    become part of that folder, and the next read of the series would meet them.
 
     Raises:
-        MedtlError: ``out`` is a folder, lies under a file, or its nearest existing folder is not writable.
+        MedtlError: ``out`` is an input folder or inside one.
+    """
+    target = out.resolve()
+    for image in images:
+        folder = image.resolve()
+        if folder.is_dir() and (target == folder or folder in target.parents):
+            raise MedtlError(
+                f"--out {out} is inside the input scan folder {image}: the masks would be mixed into the scan's "
+                "own files",
+                path=str(out),
+                fix="give a folder outside the inputs as --out",
+            )
+
+
+def _check_output_file(out: Path, inputs: list[Path] | None = None) -> None:
+    """Refuse, before any scan is scored, an ``--out`` CSV path that cannot be written, or that would overwrite
+    an input (the manifest).
+
+    Raises:
+        MedtlError: ``out`` is a folder or an input file, lies under a file, or its nearest existing folder is not
+            writable.
     """
     if out.is_dir():
         raise MedtlError(
-            f"--out {out} is a folder; evaluate writes a CSV file there (and <name>_patients.csv next to it)",
+            f"--out {out} is a folder; a CSV file is written there (for a segmentation evaluate, also "
+            "<name>_patients.csv next to it)",
             path=str(out),
             fix=f"give a file name, e.g. --out {out / 'scores.csv'}",
         )
+    for given in inputs or []:
+        if given.is_file() and given.resolve() == out.resolve():
+            raise MedtlError(
+                f"--out {out} is the input {given}: writing the results would overwrite it",
+                path=str(out),
+                fix="give another file name as --out",
+            )
     _, problem = _writable_ancestor(out.parent)
     if problem:
         raise MedtlError(
@@ -378,6 +410,8 @@ def evaluate(
     loaded = load_run(run_dir)
     if loaded.task.name == "segmentation":
         return evaluate_segmentation(loaded, manifest, out=out, allow_seen=allow_seen)
+    if out is not None:
+        _check_output_file(Path(out), [Path(manifest)])
     records, _ = records_from_inputs([manifest], loaded.classes)
     where = _splits_of(loaded, records, manifest, allow_seen)
     scores, targets, ids = predict_dataset(
@@ -510,7 +544,8 @@ def evaluate_segmentation(
     if loaded.task.name != "segmentation":
         raise TrainingError(f"run {loaded.run.path} does not segment", fix="use evaluate for classification runs")
     if out is not None:
-        _check_output_file(Path(out))
+        _check_output_file(Path(out), [Path(manifest)])
+        _check_output_file(_patients_csv(Path(out)), [Path(manifest)])
     task = loaded.task
     records = _segmentation_records(loaded, manifest)
     where = _splits_of(loaded, records, manifest, allow_seen)

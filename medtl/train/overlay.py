@@ -260,7 +260,16 @@ def write_overlays(
 
     write = write or atomic_write_bytes
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a full disk or a file in the way: one line naming the folder, as for every run file
+        from medtl.errors import MedtlError
+
+        raise MedtlError(
+            f"cannot create the overlay folder {out} ({exc.strerror or exc})",
+            path=str(out),
+            fix="free space or make the run folder writable, then run the command again",
+        ) from None
     used: set[str] = set()
     written: dict[Path, Overlay] = {}
     for idx in range(min(max_scans, len(records), len(dataset))):

@@ -357,6 +357,16 @@ def test_predict_into_a_read_only_folder(seg_run, tmp_path: Path, run_medtl) -> 
         folder.chmod(stat.S_IRWXU)
 
 
+def test_predict_does_not_write_masks_into_an_input_series_folder(seg_run, dicom_pair, run_medtl) -> None:
+    run, _ = seg_run
+    a, *_ = dicom_pair
+    files = sorted(p.name for p in a.iterdir())
+    for out in (a, a / "masks"):
+        line = assert_one_line_error(run_medtl("predict", run, a, "--out", out), "seriesA")
+        assert "inside the input scan folder" in line
+    assert sorted(p.name for p in a.iterdir()) == files
+
+
 def test_dicom_seg_output_needs_a_dicom_input(seg_run, dicom_pair, tmp_path: Path, run_medtl) -> None:
     run, task = seg_run
     out = tmp_path / "masks"
@@ -418,6 +428,21 @@ def test_evaluate_refuses_a_folder_as_out_before_scoring(seg_run, tmp_path: Path
     (tmp_path / "scores").mkdir()
     line = assert_one_line_error(run_medtl("evaluate", run, m, "--out", tmp_path / "scores"), "scores")
     assert "is a folder" in line and list((tmp_path / "scores").iterdir()) == []
+
+
+def test_evaluate_refuses_to_overwrite_its_manifest(seg_run, tmp_path: Path, run_medtl) -> None:
+    run, task = seg_run
+    m = _manifest(tmp_path / "m.csv", [[_new_scan(task, tmp_path), task / "ball_000.nii.gz", "N1"]])
+    before = m.read_bytes()
+    line = assert_one_line_error(run_medtl("evaluate", run, m, "--out", m), "m.csv")
+    assert "would overwrite it" in line and m.read_bytes() == before
+    # nor with the per-patient file written next to --out
+    patients_of = tmp_path / "x.csv"
+    _manifest(tmp_path / "x_patients.csv", [[_new_scan(task, tmp_path, 1), task / "ball_001.nii.gz", "N2"]])
+    line = assert_one_line_error(
+        run_medtl("evaluate", run, tmp_path / "x_patients.csv", "--out", patients_of), "x_patients.csv"
+    )
+    assert "would overwrite it" in line and not patients_of.exists()
 
 
 def test_evaluate_knows_the_runs_own_scans_without_a_patient_id(seg_run, tmp_path: Path, run_medtl) -> None:
@@ -500,3 +525,15 @@ def test_a_patch_larger_than_the_volume_pads_it_with_background(seg_run) -> None
     d = pipe.pre({"image": str(image), "mask": str(mask), "_path": str(image), "_mask_path": str(mask)})
     assert tuple(d["image"].shape) == (1, 64, 64, 64) and tuple(d["mask"].shape) == (1, 64, 64, 64)
     assert int(d["mask"].sum()) == int(_ball(task).sum())  # every ball voxel kept, none added
+
+
+def test_an_overlay_folder_that_cannot_be_made_is_one_error_naming_it(tmp_path: Path) -> None:
+    """A file where a run's overlays/ should go (or a full disk) ends the run with medtl's one line, not OSError."""
+    from medtl.errors import MedtlError
+    from medtl.train.overlay import write_overlays
+
+    blocker = tmp_path / "run"
+    blocker.write_text("x")
+    with pytest.raises(MedtlError, match=r"cannot create the overlay folder .*run/overlays") as err:
+        write_overlays(blocker / "overlays", lambda x: x, [], [], CLASSES)
+    assert "\n" not in str(err.value)

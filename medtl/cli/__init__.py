@@ -77,11 +77,24 @@ def _quiet_stderr() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> str:
+    """A warning as the user reads it: one line, no source file, line number or code."""
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``medtl`` console script."""
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _terminate)
     _quiet_stderr()
+    format_warning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
+    try:
+        return _run(argv)
+    finally:
+        warnings.formatwarning = format_warning
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         app(args=argv, prog_name="medtl")
     except SystemExit as exc:

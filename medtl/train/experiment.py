@@ -185,13 +185,28 @@ class Experiment:
         from medtl.models import create_model
 
         seg = self.config.segmentation
-        return create_model(
+        model = create_model(
             self.config.model.arch,
             weights=self.source if pretrained else "scratch",
             in_channels=self.pipeline.in_channels,
             num_classes=self.task.num_outputs,
             spatial_dims=self.pipeline.model_spatial_dims,
             **({"task": "segmentation", "decoder_channels": seg.decoder_channels} if seg is not None else {}),
+        )
+        if seg is not None:
+            self._check_window(list(self.pipeline.size), tuple(model.stride))
+        return model
+
+    def _check_window(self, size: list[int], stride: tuple[int, ...]) -> None:
+        """A segmentation window (patch or 2D image) the encoder cannot halve evenly is a config error."""
+        if not any(n % s for n, s in zip(size, stride, strict=False)):
+            return
+        field = "segmentation.patch_size" if self.pipeline.model_spatial_dims == 3 else "preprocess.size"
+        fixed = [max(s, round(n / s) * s) for n, s in zip(size, stride, strict=False)]
+        raise ConfigError(
+            f"{field} {size} must be a multiple of {list(stride)} on every axis "
+            f"({self.config.model.arch} halves its input that many times)",
+            fix=f"set {field} to e.g. {fixed}",
         )
 
     def preprocessing(self) -> dict[str, Any]:

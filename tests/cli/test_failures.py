@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import helpers.compare as helpers
@@ -146,3 +147,15 @@ def test_demo_offline_on_a_fresh_cache_stops_at_the_first_imagenet_run(tmp_path:
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [r["status"] for r in runs] == ["failed"], runs
     assert not (out / "runs" / "scratch").exists()
+
+
+def test_a_warning_is_one_line_without_source_code() -> None:
+    code = (
+        "import warnings, medtl.cli as cli\n"
+        "msg = 'manifest m.csv has no patient_id column;\\n  each scan is its own patient'\n"
+        "cli.app = lambda **kw: warnings.warn(msg)\n"
+        "raise SystemExit(cli.main([]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "warning: manifest m.csv has no patient_id column; each scan is its own patient\n"

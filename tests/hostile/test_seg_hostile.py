@@ -497,12 +497,6 @@ def test_patch_size_of_the_wrong_length(seg_run, tmp_path: Path, run_medtl) -> N
     assert_one_line_error(run_medtl("train", path), "segmentation.patch_size [32, 32]", "needs 3")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="SegmentationModel.forward raises a plain ValueError mid-training (medtl/models/segmentation.py); "
-    "the config does not check multiples of 32 (medtl/config/sections.py)",
-)
 def test_patch_size_not_a_multiple_of_the_encoder_reduction(seg_run, tmp_path: Path, run_medtl) -> None:
     _, task = seg_run
     path = tmp_path / "cfg.yaml"

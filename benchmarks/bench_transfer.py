@@ -65,6 +65,7 @@ ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "scratch_percentiles": {"scratch": {"preprocess.intensity": "percentiles"}},
     "scratch_imagenet_norm": {"scratch": {"preprocess.normalization": "imagenet"}},
     "no_precise_bn": {"all": {"train.precise_bn_batches": 0}},
+    "no_precise_bn_imagenet": {"imagenet": {"train.precise_bn_batches": 0}},
     "no_freeze": {"imagenet": {"train.freeze_epochs": 0}},
     "flat_rates": {"imagenet": {"train.lr_mult": 1.0, "train.unfreeze_lr_factor": 1.0}},
     "flat_rates_range": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,27 @@ def test_transform_key_changes_with_preprocessing_only() -> None:
     a = load_config(MINIMAL)
     assert a.transform_key() == load_config(MINIMAL, {"train.epochs": 3}).transform_key()
     assert a.transform_key() != load_config(MINIMAL, {"preprocess.size": [32, 32]}).transform_key()
+
+
+def test_hd95_and_loss_monitors_are_minimised_the_others_maximised() -> None:
+    from medtl.config.sections import TrainConfig
+
+    assert TrainConfig(monitor="val_hd95").monitor_mode == "min"
+    assert TrainConfig(monitor="val_loss").monitor_mode == "min"
+    assert TrainConfig(monitor="val_dice").monitor_mode == "max"
+    assert TrainConfig().monitor_mode == "max"  # val_auroc
+
+
+@pytest.mark.parametrize(
+    ("classes", "words"),
+    [
+        (["background"], "at least one other class"),
+        (["background", "Lung", "lung "], "'Lung' and 'lung '"),
+        (["background", "lung", "lung"], "list each class once"),
+    ],
+)
+def test_segmentation_classes_are_distinct_whatever_their_case(classes: list[str], words: str) -> None:
+    from medtl.config.sections import SegmentationConfig
+
+    with pytest.raises(ValueError, match=re.escape(words)):
+        SegmentationConfig(classes=classes)

@@ -177,19 +177,8 @@ def load_compare_config(
 
 
 def _monitor_for(metric: str) -> str:
-    """``val_<metric>``; for HD95, ``val_dice`` until the engine can keep the checkpoint of the lowest val_hd95.
-
-    Choosing a checkpoint by the lowest HD95 needs ``train.monitor: val_hd95`` with Lightning's mode "min"; the
-    config accepts it once :class:`~medtl.config.sections.TrainConfig` lists it (and the trainer then minimises it).
-    """
-    from typing import get_args
-
-    from medtl.config.sections import TrainConfig
-
-    monitor = f"val_{metric}"
-    if metric == "hd95" and monitor not in get_args(TrainConfig.model_fields["monitor"].annotation):
-        return "val_dice"
-    return monitor
+    """``val_<metric>``: the checkpoint monitor of a primary metric (val_hd95 is minimised, the others maximised)."""
+    return f"val_{metric}"
 
 
 def load_any_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Any:

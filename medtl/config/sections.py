@@ -177,7 +177,9 @@ class ModelConfig(_Section):
     )
 
 
-SEGMENTATION_MONITORS = ("val_dice", "val_surface_dice")
+SEGMENTATION_MONITORS = ("val_dice", "val_surface_dice", "val_hd95")
+#: monitors whose best value is the lowest
+MINIMIZED_MONITORS = ("val_loss", "val_hd95")
 
 # Bump when the code of the preprocessing changes what a cached sample holds, so stale disk caches are not reused.
 PIPELINE_VERSION = 2
@@ -185,6 +187,11 @@ PIPELINE_VERSION = 2
 
 class TrainConfig(_Section):
     """How to train."""
+
+    @property
+    def monitor_mode(self) -> str:
+        """``min`` for a monitor whose best value is the lowest (val_loss, val_hd95), else ``max``."""
+        return "min" if self.monitor in MINIMIZED_MONITORS else "max"
 
     def lr_for(self, schedule: str) -> float:
         """``lr``, or the default of ``schedule`` (fine_tune 1e-3, one_cycle 3e-3)."""
@@ -237,8 +244,19 @@ class TrainConfig(_Section):
     seed: int = Field(0, description="Seed of weights initialisation, shuffling and augmentation.")
     patience: int | None = Field(None, ge=1, description="Early stopping after this many epochs without progress.")
     monitor: Literal[
-        "val_auroc", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_f1", "val_dice", "val_surface_dice"
-    ] = Field("val_auroc", description="Metric of the best checkpoint; a segmentation run uses val_dice by default.")
+        "val_auroc",
+        "val_loss",
+        "val_accuracy",
+        "val_balanced_accuracy",
+        "val_f1",
+        "val_dice",
+        "val_surface_dice",
+        "val_hd95",
+    ] = Field(
+        "val_auroc",
+        description="Metric of the best checkpoint (select: best) and of early stopping; a segmentation run uses "
+        "val_dice by default. val_loss and val_hd95 are minimised, the others maximised.",
+    )
     cache: Literal["memory", "disk", "none"] = Field(
         "memory", description="Cache preprocessed scans: memory (CacheDataset), disk (PersistentDataset), none."
     )
@@ -354,8 +372,14 @@ class SegmentationConfig(_Section):
     @field_validator("classes")
     @classmethod
     def _two_classes(cls, v: list[str]) -> list[str]:
-        if len(v) < 2 or len(set(v)) != len(v):
-            raise ValueError(f"classes must hold a background and at least one other class, all distinct (got {v})")
+        if len(v) < 2:
+            raise ValueError("classes must hold the background and at least one other class, e.g. [background, lesion]")
+        seen: dict[str, str] = {}
+        for name in v:
+            key = " ".join(name.split()).casefold()  # DICOM SEG segments are matched to classes with case ignored
+            if key in seen:
+                raise ValueError(f"classes list {seen[key]!r} and {name!r}, the same class; list each class once")
+            seen[key] = name
         return v
 
     @field_validator("patch_size")

@@ -78,7 +78,7 @@ def build_trainer(
 
     t = cfg.train
     accelerator = {"cuda": "gpu"}.get(t.accelerator, t.accelerator)
-    mode = "min" if t.monitor == "val_loss" else "max"
+    mode = t.monitor_mode
     on_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
     metrics_cb = MetricsCSV(run, ["epoch", "time_s", "train_loss", *(f"val_{k}" for k in exp.task.metric_names), "lr"])
     # best.ckpt: weights only, the checkpoint that is tested and predicts; last.ckpt: full state (optimizer,

@@ -15,7 +15,7 @@ from monai.transforms import (
     Transform,
 )
 
-from medtl.errors import ConfigError, DataLoadError
+from medtl.errors import ConfigError, DataLoadError, MedtlError
 
 __all__ = [
     "KEY",
@@ -86,8 +86,9 @@ class Guard(Transform):
             row = data.get("row") if isinstance(data, Mapping) else None
             where = f" (manifest row {row})" if row not in (None, "") else ""
             msg = " ".join(str(root).split())[:500]
+            what = msg if isinstance(root, MedtlError) else f"{type(root).__name__}: {msg}"  # medtl's own: as is
             raise DataLoadError(
-                f"scan {path}{where} failed in {self.stage}: {type(root).__name__}: {msg}",
+                f"scan {path}{where} failed in {self.stage}: {what}",
                 path=None if path is None else str(path),
                 fix="fix or remove this row of the manifest",
             ) from exc

@@ -477,9 +477,9 @@ def test_evaluate_in_a_new_process_says_one_line(seg_run, tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("classes", "words"),
     [
-        (["background", "ball", "ball"], ("segmentation.classes", "distinct")),
+        (["background", "ball", "ball"], ("segmentation.classes", "list each class once")),
         (["background"], ("segmentation.classes", "at least one other class")),
-        (["background", "Ball", "ball"], ("'Ball' and 'ball'", "one spelling")),
+        (["background", "Ball", "ball"], ("'Ball' and 'ball'", "list each class once")),
     ],
 )
 def test_classes_with_duplicates_or_only_background(seg_run, tmp_path: Path, run_medtl, classes, words) -> None:

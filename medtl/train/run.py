@@ -280,7 +280,7 @@ def _fine_tune(
             return RunResult(run.path, {}, run.best_checkpoint, None, time.perf_counter() - t_start, status="worker")
 
         best_path = Path(best_cb.best_model_path) if best_cb.best_model_path else run.best_checkpoint
-        if cfg.train.select == "last" or not best_path.is_file():
+        if not best_path.is_file():  # select: last writes best.ckpt at the final epoch; a run stopped sooner has none
             best_path = run.last_checkpoint
         state = torch.load(best_path, map_location="cpu", weights_only=True)
         module.load_state_dict(state["state_dict"])

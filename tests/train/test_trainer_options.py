@@ -92,6 +92,11 @@ def test_default_learning_rates_follow_the_schedule_and_select_last_tests_the_fi
     )
     result = fine_tune(cfg, quiet=True)
     res = RunDir(result.run_dir).read_result()
-    assert res["best_epoch"] == 2 and res["best_checkpoint"].endswith("last.ckpt")
+    assert res["best_epoch"] == 2 and res["best_checkpoint"].endswith("best.ckpt")
+    best, last = (
+        torch.load(result.run_dir / n, map_location="cpu", weights_only=True) for n in ("best.ckpt", "last.ckpt")
+    )
+    assert best["epoch"] == last["epoch"] == 1  # the final epoch (0-based), the weights the run tested
+    assert all(torch.equal(v, last["state_dict"][k]) for k, v in best["state_dict"].items())
     lrs = [r["lr"] for r in RunDir(result.run_dir).read_metrics()]
     assert max(lrs) <= 3e-3 and max(lrs) > 1e-3  # scratch, one_cycle: peak 3e-3

@@ -55,30 +55,38 @@ def slice_indices(depth: int, n: int | None, margin: float = 0.0) -> list[int]:
     return [int(round(v)) for v in np.linspace(lo, hi - 1, n)]
 
 
-def transform_random_states(transform: Any) -> list[tuple[Any, dict[str, Any]]]:
-    """The generator state of every random transform inside ``transform`` (Compose, guards, dict twins).
-
-    With :func:`restore_random_states`, a caller can draw samples and then put augmentation back where it was.
-    """
-    found: list[tuple[Any, dict[str, Any]]] = []
+def random_transforms(transform: Any) -> list[Any]:
+    """Every random transform inside ``transform`` with its own generator (Compose, guards, dict twins such as
+    RandFlipd's RandFlip), in a fixed order: what checkpoints save and :func:`transform_random_states` puts back."""
+    found: list[Any] = []
     seen: set[int] = set()
 
     def walk(obj: Any, depth: int) -> None:
         if depth > 8 or id(obj) in seen:
             return
         seen.add(id(obj))
-        rng = getattr(obj, "R", None)
-        if isinstance(obj, Randomizable) and isinstance(rng, np.random.RandomState):
-            found.append((rng, rng.get_state(legacy=False)))
+        if isinstance(obj, Randomizable) and isinstance(getattr(obj, "R", None), np.random.RandomState):
+            found.append(obj)
         children = list(getattr(obj, "transforms", None) or ())
-        children += (
-            [v for v in vars(obj).values() if isinstance(v, Transform | Compose)] if hasattr(obj, "__dict__") else []
-        )
+        for value in vars(obj).values() if hasattr(obj, "__dict__") else ():
+            children += [c for c in (value if isinstance(value, list | tuple) else (value,)) if _is_transform(c)]
         for child in children:
             walk(child, depth + 1)
 
     walk(transform, 0)
     return found
+
+
+def _is_transform(obj: Any) -> bool:
+    return isinstance(obj, Transform | Randomizable | Compose)
+
+
+def transform_random_states(transform: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """The generator state of every random transform inside ``transform`` (see :func:`random_transforms`).
+
+    With :func:`restore_random_states`, a caller can draw samples and then put augmentation back where it was.
+    """
+    return [(t.R, t.R.get_state(legacy=False)) for t in random_transforms(transform)]
 
 
 def restore_random_states(states: list[tuple[Any, dict[str, Any]]]) -> None:

@@ -123,24 +123,9 @@ class RngState(pl.Callback):
 
     def _randomizables(self) -> list[Any]:
         """Every random generator of the training transforms, nested ones included (RandFlipd's RandFlip...)."""
-        from monai.transforms import Randomizable, Transform
+        from medtl.data.dataset import random_transforms
 
-        found: list[Any] = []
-        seen: set[int] = set()
-
-        def walk(obj: Any) -> None:
-            if id(obj) in seen:
-                return
-            seen.add(id(obj))
-            if isinstance(obj, Randomizable) and isinstance(getattr(obj, "R", None), np.random.RandomState):
-                found.append(obj)
-            for value in vars(obj).values():
-                for child in value if isinstance(value, list | tuple) else (value,):
-                    if isinstance(child, Transform | Randomizable):
-                        walk(child)
-
-        walk(self.dataset.post)
-        return found
+        return random_transforms(self.dataset.post)
 
     def state_dict(self) -> dict[str, Any]:
         np_state = np.random.get_state()

@@ -82,7 +82,7 @@ def write_ct_seg(out: Path, seed: int | None = None, ct_dir: Path | None = None)
     """
     import pydicom
 
-    from medtl.io.dicom_seg import build_dicom_seg
+    from medtl.io.dicom_seg_write import build_dicom_seg
 
     gen = _generator()
     seed = gen.SEED if seed is None else seed

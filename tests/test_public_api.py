@@ -17,7 +17,7 @@ def test_functions_are_not_shadowed_by_packages() -> None:
     importlib.import_module("medtl.comparison.compare")
     importlib.import_module("medtl.pretraining")
     from medtl.comparison.compare import compare
-    from medtl.train.predict import evaluate
+    from medtl.train.scoring import evaluate
 
     assert medtl.compare is compare
     assert medtl.evaluate is evaluate

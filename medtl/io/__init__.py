@@ -10,8 +10,8 @@ MONAI and torch are imported only when a scan is read or a transform is built, s
 Modules: ``scan`` (read_scan, select_series), ``scan_index`` (inspect_path: what a path holds, from headers),
 ``output`` (convert, output-path checks), ``load_transforms`` (LoadScan, LoadScand), ``dicom/`` (headers, series
 assembly, pixel decoding), ``nifti``, ``geometry`` (slice spacing, affines, orientation), ``index_cache`` (the
-on-disk header cache), ``memory`` (refusing reads larger than memory), ``dicom_seg`` (DICOM SEG masks in and out,
-with highdicom).
+on-disk header cache), ``memory`` (refusing reads larger than memory), ``dicom_seg`` and ``dicom_seg_write``
+(DICOM SEG in and out, with highdicom).
 """
 
 from __future__ import annotations

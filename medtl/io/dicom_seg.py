@@ -20,10 +20,7 @@ Two segments claiming one voxel cannot be a label map: an error naming both segm
 its pixel is 1, a FRACTIONAL frame where it is at least half its MaximumFractionalValue; in a LABELMAP frame the
 pixel value is the segment number.
 
-Writing (:func:`build_dicom_seg`, :func:`write_dicom_seg`): a label map with its RAS affine (for instance a
-predicted NIfTI mask written on the input's grid) becomes a BINARY SEG with one segment per foreground class,
-referencing every instance of the source series; each source frame takes the label-map voxels at its own pixels'
-world positions.
+Writing is :mod:`medtl.io.dicom_seg_write`.
 
 highdicom is an optional dependency (``pip install 'medtl[seg]'``), imported only here, when a SEG is read or
 written.
@@ -31,7 +28,6 @@ written.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,9 +44,6 @@ __all__ = [
     "is_dicom_seg",
     "read_dicom_seg",
     "seg_to_label_map",
-    "source_datasets",
-    "build_dicom_seg",
-    "write_dicom_seg",
 ]
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -415,176 +408,3 @@ def read_dicom_seg(
 
 
 # ------------------------------------------------------------------------------------------------ writing
-
-
-def source_datasets(path: str | os.PathLike[str], series: str | None = None) -> list[Any]:
-    """The headers (no pixel data) of every instance of the series :func:`medtl.io.read_scan` reads at ``path``."""
-    import pydicom
-
-    from medtl.io.scan import select_series
-
-    chosen = select_series(path, series)
-    if chosen.kind == "nifti":
-        raise DataLoadError(
-            f"{path} is a NIfTI file: a DICOM SEG references DICOM instances",
-            path=str(path),
-            fix="give the DICOM series the NIfTI was converted from, or leave out --dicom-seg",
-        )
-    return [pydicom.dcmread(str(f), stop_before_pixels=True) for f in chosen.files]
-
-
-# patient and study attributes a SEG copies from its source and must hold, if only empty (DICOM type 2); many
-# exported series leave some out
-_TYPE2 = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-)
-
-
-def _with_type2(ds: Any) -> Any:
-    missing = [k for k in _TYPE2 if k not in ds]
-    if not missing:
-        return ds
-    ds = copy.deepcopy(ds)
-    for keyword in missing:
-        setattr(ds, keyword, "")
-    return ds
-
-
-def _property_type(hd: Any, name: str) -> Any:
-    from pydicom.sr.codedict import codes
-
-    word = "".join(part.capitalize() for part in name.replace("-", " ").replace("_", " ").split())
-    try:
-        return getattr(codes.SCT, word)
-    except AttributeError:  # a class SNOMED CT does not name: a local code
-        return hd.sr.CodedConcept(value=name[:16], scheme_designator="99MEDTL", meaning=name[:64])
-
-
-def build_dicom_seg(
-    label_map: np.ndarray,
-    affine: Any,
-    sources: Sequence[Any],
-    *,
-    classes: Sequence[str],
-    algorithm_version: str,
-    algorithm_parameters: dict[str, str] | None = None,
-    series_uid: str | None = None,
-    sop_uid: str | None = None,
-    series_number: int = 300,
-    series_description: str = "medtl segmentation",
-    manufacturer: str = "medtl",
-    software_version: str = "medtl",
-    segment_creator: str = "AUTOMATIC",
-) -> Any:
-    """A highdicom BINARY ``Segmentation`` of ``sources`` from a label map on a grid given by ``affine``.
-
-    Each source frame takes, for each of its pixels, the label-map voxel at the pixel's world position (the label
-    map need not be stored in the source's slice order or orientation, only cover its pixels on voxel centres).
-
-    Args:
-        label_map: integer label values ``(X, Y, Z)`` (0 background, i: ``classes[i]``).
-        affine: voxel-to-world RAS affine of ``label_map``.
-        sources: the source series' datasets (headers suffice; :func:`source_datasets`).
-        classes: class names; one segment per foreground class, numbered by label value, labelled by name.
-        algorithm_version: the algorithm identification's version (for medtl: the run's architecture and weights).
-        algorithm_parameters: further algorithm identification parameters.
-        series_uid, sop_uid: the SEG's UIDs (default: new ones).
-        series_number, series_description, manufacturer, software_version: the SEG's series and equipment.
-        segment_creator: the segments' algorithm type (AUTOMATIC for predictions, MANUAL for reference masks).
-
-    Raises:
-        DataLoadError: highdicom missing; a source pixel off the label map's voxel centres or outside it.
-    """
-    hd = _highdicom()
-    from pydicom.sr.codedict import codes
-
-    sources = [_with_type2(ds) for ds in sources]
-    data = np.asarray(label_map)
-    data = data.reshape(data.shape + (1,) * (3 - data.ndim))
-    inverse = np.linalg.inv(_affine_4x4(affine))
-    frames = []
-    for ds in sources:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        for f, (ijk, off, _) in enumerate(_frames_voxels(ds, rows, cols, inverse, data.shape)):
-            if off > GRID_TOLERANCE_VOXELS or (ijk < 0).any() or (ijk >= np.asarray(data.shape)).any():
-                raise DataLoadError(
-                    f"source instance {ds.SOPInstanceUID} (frame {f + 1}) does not lie on the mask's voxels "
-                    f"({'x'.join(map(str, data.shape))}; up to {off:.3g} voxels off or outside)",
-                    path=str(getattr(ds, "filename", "") or "") or None,
-                    fix="write the mask on the source series' own grid (medtl predict does)",
-                )
-            i, j, k = np.moveaxis(ijk, -1, 0)
-            frames.append(data[i, j, k])
-    pixels = np.stack(frames).astype(np.uint16 if len(classes) > 255 else np.uint8)
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name="medtl",
-        family=codes.cid7162.ArtificialIntelligence,
-        version=algorithm_version[:64],
-        parameters=algorithm_parameters,
-    )
-    automatic = segment_creator.upper() != "MANUAL"
-    segments = [
-        hd.seg.SegmentDescription(
-            segment_number=value,
-            segment_label=str(name)[:64],
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=_property_type(hd, str(name)),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
-            if automatic
-            else hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-            algorithm_identification=algorithm if automatic else None,
-        )
-        for value, name in enumerate(classes)
-        if value > 0
-    ]
-    seg = hd.seg.Segmentation(
-        source_images=list(sources),
-        pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segments,
-        series_instance_uid=series_uid or hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=sop_uid or hd.UID(),
-        instance_number=1,
-        manufacturer=manufacturer,
-        manufacturer_model_name="medtl",
-        software_versions=software_version,
-        device_serial_number="0",
-        content_description=series_description[:64],
-        omit_empty_frames=bool(pixels.any()),  # an empty prediction keeps its frames: a SEG needs at least one
-    )
-    seg.SeriesDescription = series_description[:64]
-    return seg
-
-
-def write_dicom_seg(
-    label_map: np.ndarray,
-    affine: Any,
-    source: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    classes: Sequence[str],
-    series: str | None = None,
-    **kwargs: Any,
-) -> Path:
-    """Write a label map as a DICOM SEG referencing the series at ``source`` (arguments as
-    :func:`build_dicom_seg`); returns ``out``."""
-    seg = build_dicom_seg(label_map, affine, source_datasets(source, series), classes=classes, **kwargs)
-    import io
-
-    from medtl.utils import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    seg.save_as(buffer, enforce_file_format=True)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, buffer.getvalue())
-    return out

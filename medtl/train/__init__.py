@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from medtl.train.experiment import Experiment, prepare_experiment
 from medtl.train.lr_find import LRFindResult, lr_find
-from medtl.train.predict import LoadedRun, evaluate, load_run, predict
+from medtl.train.predict import LoadedRun, load_run, predict
 from medtl.train.run import RunResult, fine_tune
 from medtl.train.rundir import RunDir
+from medtl.train.scoring import evaluate
 from medtl.train.task import ClassificationTask, Task
 
 __all__ = [

@@ -244,7 +244,7 @@ def test_sample_seg_is_deterministic_and_lies_on_its_ct_series(tmp_path: Path) -
 def test_a_radiograph_mask_goes_to_seg_and_back_pixel_for_pixel(tmp_path: Path) -> None:
     from helpers.dicom import write_radiograph
 
-    from medtl.io.dicom_seg import write_dicom_seg
+    from medtl.io.dicom_seg_write import write_dicom_seg
 
     path = write_radiograph(tmp_path / "cxr.dcm", np.zeros((30, 40), np.uint16), "PAT-9")  # 30 rows, 40 columns
     image = read_scan(path)

@@ -16,8 +16,9 @@ from seg_tasks import seg_config, write_nifti
 
 from medtl.config import load_config
 from medtl.errors import TrainingError
-from medtl.train.predict import LoadedRun, evaluate_segmentation
+from medtl.train.predict import LoadedRun
 from medtl.train.rundir import RunDir
+from medtl.train.scoring import evaluate_segmentation
 from medtl.train.segmentation import SegmentationTask
 from medtl.transforms.segmentation import build_segmentation_pipeline
 from medtl.utils import hash_patient_id

@@ -1,0 +1,248 @@
+"""Score a finished run on a labelled manifest: ``evaluate`` (classification or segmentation).
+
+Rows of the run's own training or validation patients (by patient ID, or by scan path in the run's manifest)
+would inflate the metrics: they are refused, or with ``allow_seen`` scored apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medtl.errors import MedtlError, TrainingError
+from medtl.train.experiment import check_pseudonyms
+from medtl.train.inference import eval_dataset, inference_device, predict_dataset, records_from_inputs
+from medtl.train.predict import LoadedRun, _check_output_file, load_run
+from medtl.train.rundir import RunDir, write_prediction_csv
+
+__all__ = ["evaluate", "evaluate_segmentation"]
+
+
+def evaluate(
+    run_dir: str | Path, manifest: str | Path, *, out: str | Path | None = None, allow_seen: bool = False
+) -> dict[str, Any]:
+    """Per-scan metrics of a run on a labelled manifest.
+
+    Rows of patients the run trained or validated on would inflate the metrics: they are refused, or with
+    ``allow_seen`` scored apart (``result["seen"]``) while the headline metrics cover unseen patients only.
+
+    A segmentation run is scored on a manifest with ``image``, a mask column (``segmentation.mask_column``: NIfTI
+    label maps or DICOM SEG) and ``patient_id`` (a ``label`` column is optional): see
+    :func:`evaluate_segmentation`.
+
+    Returns:
+        ``{"n", "accuracy", "balanced_accuracy", "auroc", "f1", "confusion_matrix", "classes", "seen"}``; with
+        ``out``, every row's prediction is written there as CSV, with a ``split`` column (train, val, test or new).
+        Segmentation: see :func:`evaluate_segmentation`.
+
+    Raises:
+        TrainingError: the manifest has no rows, or holds rows of the run's training/validation patients.
+    """
+    loaded = load_run(run_dir)
+    if loaded.task.name == "segmentation":
+        return evaluate_segmentation(loaded, manifest, out=out, allow_seen=allow_seen)
+    if out is not None:
+        _check_output_file(Path(out), [Path(manifest)])
+    records, _ = records_from_inputs([manifest], loaded.classes)
+    where = _splits_of(loaded, records, manifest, allow_seen)
+    scores, targets, ids = predict_dataset(
+        loaded.model,
+        eval_dataset(loaded.config, loaded.pipeline, records),
+        loaded.task,
+        batch_size=loaded.config.train.batch_size,
+        device=inference_device(),
+    )
+    if out is not None:
+        rows = loaded.task.prediction_rows(records, scores, ids, with_labels=True)
+        for row, sid in zip(rows, ids.tolist(), strict=True):
+            row["split"] = where[sid]
+        write_prediction_csv(Path(out), loaded.task.prediction_columns(with_labels=True) + ["split"], rows)
+    group = [where[i] for i in ids.tolist()]
+    unseen = torch.tensor([g not in ("train", "val") for g in group])
+    result = loaded.task.metrics(scores[unseen], targets[unseen]) | {"classes": loaded.classes, "seen": {}}
+    for split in ("train", "val"):
+        sel = torch.tensor([g == split for g in group])
+        if bool(sel.any()):
+            result["seen"][split] = loaded.task.metrics(scores[sel], targets[sel])
+    return result
+
+
+def _splits_of(loaded: LoadedRun, records: list[dict[str, Any]], manifest: str | Path, allow_seen: bool) -> list[str]:
+    """Each record's split in the run (train, val, test, or new: a patient the run never saw).
+
+    Raises:
+        TrainingError: no records; rows of the run's training/validation patients without ``allow_seen``.
+    """
+    if not records:
+        raise TrainingError(f"manifest {manifest} has no rows to evaluate on", path=str(manifest))
+    check_pseudonyms(loaded.run.path, loaded.preprocessing.get("pseudonym_check"))
+    assignment = loaded.run.read_splits() if loaded.run.file(RunDir.SPLITS).is_file() else {}
+    own = _run_scan_splits(loaded, assignment)
+    where = []
+    for r in records:
+        by_patient = assignment.get(str(r.get("patient_id")), "new")
+        # a scan the run itself trained or validated on is seen whatever patient ID this manifest gives it (none:
+        # a NIfTI file's name stands in, which would pass the run's own scans off as new patients)
+        by_scan = own.get((_resolved(r.get("image")), r.get("series") or None))
+        where.append(by_scan if by_scan in ("train", "val") and by_patient not in ("train", "val") else by_patient)
+    seen = Counter(w for w in where if w in ("train", "val"))
+    if seen and not allow_seen:
+        rows = [str(r.get("row")) for r, w in zip(records, where, strict=True) if w in ("train", "val")][:8]
+        verbs = "/".join({"train": "trained", "val": "validated"}[k] for k in sorted(seen))
+        raise TrainingError(
+            f"manifest {manifest} holds {sum(seen.values())} row(s) of patients the run {verbs} on "
+            f"(rows {', '.join(rows)}...): their metrics would be inflated",
+            path=str(manifest),
+            fix="evaluate on other patients, or pass --allow-seen to score them separately",
+        )
+    return where
+
+
+def _resolved(image: Any) -> str:
+    return str(Path(str(image)).resolve()) if image else ""
+
+
+def _run_scan_splits(loaded: LoadedRun, assignment: dict[str, str]) -> dict[tuple[str, str | None], str]:
+    """``(image path, series) -> split`` of the scans of the run's own manifest (its config's ``data.manifest``);
+    empty when that manifest is gone or no longer reads (then only patient IDs tell seen rows)."""
+    import warnings
+
+    from medtl.data import Manifest
+
+    path = Path(str(loaded.config.data.manifest))
+    if not assignment or not path.is_file():
+        return {}
+    try:
+        with warnings.catch_warnings():  # the run's own manifest: its warnings were given when it trained
+            warnings.simplefilter("ignore")
+            manifest = Manifest.from_csv(path, labels_required=False, check_files=False)
+    except (MedtlError, OSError, ValueError):
+        return {}
+    return {
+        (_resolved(r.image), r.series or None): assignment[r.patient_id] for r in manifest if r.patient_id in assignment
+    }
+
+
+def _segmentation_records(loaded: LoadedRun, manifest: str | Path) -> list[dict[str, Any]]:
+    """The rows of a segmentation manifest with absolute ``mask`` paths; the ``label`` column is optional."""
+    from medtl.data import Manifest
+    from medtl.train.experiment import attach_masks
+
+    path = Path(manifest)
+    records = Manifest.from_csv(path, labels_required=False).to_dicts()
+    seg = loaded.config.segmentation
+    attach_masks(records, path, seg.mask_column if seg is not None else "mask")
+    return records
+
+
+def evaluate_segmentation(
+    run: str | Path | LoadedRun,
+    manifest: str | Path,
+    *,
+    out: str | Path | None = None,
+    allow_seen: bool = False,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Dice, HD95 and surface Dice of a segmentation run on a manifest of images and reference masks.
+
+    Each scan goes through the run's own preprocessing and sliding-window inference, and is scored per foreground
+    class on the preprocessed grid as in training (:class:`~medtl.train.segmentation.SegmentationTask`: both masks
+    empty = Dice 1, HD95 0; one empty = Dice 0, HD95 undefined). Patients the run trained or validated on are
+    refused, or with ``allow_seen`` scored apart.
+
+    Args:
+        run: a finished segmentation run folder (or a loaded run).
+        manifest: CSV with ``image``, the run's mask column (NIfTI label maps or DICOM SEG) and ``patient_id``.
+        out: write the per-scan rows here as CSV (the columns of the run's ``predictions_test.csv`` and ``split``),
+            and the per-patient means next to it, ``<stem>_patients.csv``.
+        allow_seen: score the run's own training/validation patients separately instead of refusing.
+        device: default cuda when available.
+
+    Returns:
+        The overall means over unseen scans (``n``, ``dice``, ``hd95``, ``surface_dice``, per class
+        ``<metric>_<class>``, ``hd95_undefined``, and the task's per-patient means where it gives them), plus
+        ``task``, ``classes``, ``n_patients``, ``patient_mean`` (the means of the per-patient rows' columns),
+        ``scans`` (per-scan rows), ``patients`` (per-patient rows: ``patient_id`` (pseudonym), ``n_scans`` and
+        the mean of each per-scan column) and ``seen`` (split -> means of the seen patients' scans).
+
+    Raises:
+        TrainingError: not a segmentation run; no rows; rows of seen patients without ``allow_seen``.
+        ManifestError: a missing mask column or file.
+    """
+    from medtl.data.dataset import SegmentationDataset
+
+    loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    if loaded.task.name != "segmentation":
+        raise TrainingError(f"run {loaded.run.path} does not segment", fix="use evaluate for classification runs")
+    if out is not None:
+        _check_output_file(Path(out), [Path(manifest)])
+        _check_output_file(_patients_csv(Path(out)), [Path(manifest)])
+    task = loaded.task
+    records = _segmentation_records(loaded, manifest)
+    where = _splits_of(loaded, records, manifest, allow_seen)
+    dataset = SegmentationDataset(records, loaded.pipeline, train=False, cache="none")
+    scores, _, ids = predict_dataset(
+        loaded.model,
+        dataset,  # type: ignore[arg-type]
+        task,
+        batch_size=loaded.config.train.batch_size,
+        device=inference_device(device),
+    )
+    # each scan's patient index as its target, as the run's own test metrics take it (per-patient means)
+    pids = sorted({str(r.get("patient_id", "")) for r in records})
+    targets = torch.tensor([pids.index(str(records[i].get("patient_id", ""))) for i in ids.tolist()], dtype=torch.long)
+    rows = task.prediction_rows(records, scores, ids, with_labels=True)
+    group = [where[i] for i in ids.tolist()]
+    for row, split in zip(rows, group, strict=True):
+        row["split"] = split
+    columns = task.prediction_columns(with_labels=True)
+    metric_columns = columns[columns.index("dice") :]
+    unseen = torch.tensor([g not in ("train", "val") for g in group], dtype=torch.bool)
+    unseen_rows = [r for r, g in zip(rows, group, strict=True) if g not in ("train", "val")]
+    patients = _patient_means(unseen_rows, metric_columns)
+    result: dict[str, Any] = task.metrics(scores[unseen], targets[unseen])
+    result |= {
+        "task": "segmentation",
+        "classes": list(task.classes),
+        "n_patients": len(patients),
+        "patient_mean": {c: _nanmean([p[c] for p in patients]) for c in metric_columns},
+        "scans": rows,
+        "patients": patients,
+        "seen": {},
+    }
+    for split in ("train", "val"):
+        sel = torch.tensor([g == split for g in group], dtype=torch.bool)
+        if bool(sel.any()):
+            result["seen"][split] = task.metrics(scores[sel], targets[sel])
+    if out is not None:
+        out = Path(out)
+        write_prediction_csv(out, columns + ["split"], rows)
+        write_prediction_csv(_patients_csv(out), ["patient_id", "n_scans", *metric_columns], patients)
+    return result
+
+
+def _patients_csv(out: Path) -> Path:
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return out.with_name(f"{stem}_patients.csv")
+
+
+def _nanmean(values: list[float]) -> float:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(arr)) if np.isfinite(arr).any() else math.nan
+
+
+def _patient_means(rows: list[dict[str, Any]], columns: list[str]) -> list[dict[str, Any]]:
+    """One row per patient: ``patient_id``, ``n_scans`` and the mean of each metric over the patient's scans
+    (undefined values, HD95 of a class missing from one mask, left out)."""
+    by_patient: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_patient.setdefault(str(row.get("patient_id", "")), []).append(row)
+    return [
+        {"patient_id": pid, "n_scans": len(group)} | {c: _nanmean([float(r[c]) for r in group]) for c in columns}
+        for pid, group in sorted(by_patient.items())
+    ]

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from helpers.cli import assert_one_line_error, medtl, no_leftovers
 from helpers.dicom import write_radiograph, write_series
-from segmentation.seg_tasks import make_disc_task, make_sphere_task, seg_config
+from helpers.seg_tasks import make_disc_task, make_sphere_task, seg_config
 
 from medtl.cli import main
 from medtl.train import fine_tune

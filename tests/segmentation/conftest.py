@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from seg_tasks import make_disc_task, sample_module
+from helpers.seg_tasks import make_disc_task, sample_module
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from seg_tasks import SAMPLE, sample_module, seg_config
+from helpers.seg_tasks import SAMPLE, sample_module, seg_config
 
 from medtl.io import read_scan
 from medtl.train.experiment import prepare_experiment, read_manifest

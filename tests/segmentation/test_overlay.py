@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.seg_tasks import make_sphere_task, seg_config
 from PIL import Image
-from seg_tasks import make_sphere_task, seg_config
 
 from medtl.train.experiment import prepare_experiment
 from medtl.train.overlay import choose_slice, display_range, overlay_name, render_overlay, write_overlays

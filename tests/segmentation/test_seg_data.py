@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from seg_tasks import make_disc_task, seg_config, write_nifti
+from helpers.seg_tasks import make_disc_task, seg_config, write_nifti
 
 from medtl.errors import DataLoadError, ManifestError
 from medtl.train.experiment import prepare_experiment

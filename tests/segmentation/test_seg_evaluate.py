@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.cli import assert_one_line_error, medtl
-from seg_tasks import seg_config, write_nifti
+from helpers.seg_tasks import seg_config, write_nifti
 
 from medtl.config import load_config
 from medtl.errors import TrainingError

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from seg_tasks import write_nifti
+from helpers.seg_tasks import write_nifti
 
 from medtl.config import load_config
 from medtl.train.segmentation import SegmentationTask, segment_scans
@@ -78,7 +78,7 @@ def test_mask_after_resampling_comes_back_on_the_input_grid(tmp_path: Path) -> N
 
 @pytest.mark.slow  # trains a one-epoch run first (about a minute on 2 shared cores)
 def test_predict_on_a_run_folder_writes_masks_on_the_input_grid(tmp_path: Path) -> None:
-    from seg_tasks import seg_config
+    from helpers.seg_tasks import seg_config
 
     from medtl.train import predict
     from medtl.train.run import fine_tune

@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from seg_tasks import seg_config
+from helpers.seg_tasks import seg_config
 
 from medtl.train.run import fine_tune
 from medtl.train.rundir import RunDir

@@ -57,6 +57,47 @@ MASK = "mask"
 GEOMETRY_TOLERANCE_MM = 1e-3
 
 
+def onto_image_grid(image: Any, mask: Any) -> Any:
+    """The mask on the image's voxel grid when its grid is the image's up to the order and direction of the axes
+    and a shift by whole voxels (a label map saved in another orientation, or a crop that covers the image).
+
+    That resampling is exact (each image voxel centre is a mask voxel centre, within 1e-3 voxel), so it is nearest
+    neighbour without interpolation: axes are permuted, flipped and indexed. Any other grid is returned unchanged
+    for :func:`check_mask` to refuse.
+    """
+    a = np.asarray(getattr(mask, "affine", np.eye(4)), dtype=np.float64)
+    b = np.asarray(getattr(image, "affine", np.eye(4)), dtype=np.float64)
+    dims = image.ndim - 1
+    if a.shape != b.shape or a.shape[0] != dims + 1 or mask.ndim != image.ndim:
+        return mask
+    if tuple(mask.shape[1:]) == tuple(image.shape[1:]) and np.allclose(a, b, atol=GEOMETRY_TOLERANCE_MM, rtol=0):
+        return mask
+    try:
+        to_mask = np.linalg.inv(a) @ b  # image voxel index -> mask voxel index
+    except np.linalg.LinAlgError:
+        return mask
+    rot, shift = to_mask[:dims, :dims], to_mask[:dims, dims]
+    signed = np.round(rot)
+    if not np.allclose(rot, signed, atol=1e-3) or not np.allclose(shift, np.round(shift), atol=1e-3):
+        return mask
+    if sorted(np.abs(signed).sum(axis=0).tolist()) != [1.0] * dims or (np.abs(signed).sum(axis=1) != 1).any():
+        return mask
+    order = [int(np.flatnonzero(signed[:, i])[0]) for i in range(dims)]  # mask axis of each image axis
+    index = []
+    for i, j in enumerate(order):
+        idx = signed[j, i] * np.arange(image.shape[i + 1]) + round(shift[j])
+        if idx.min() < 0 or idx.max() >= mask.shape[j + 1]:
+            return mask  # the image reaches outside the mask
+        index.append(idx.astype(np.int64))
+    data = torch.as_tensor(np.asarray(mask))[0].permute(*order)
+    data = data[np.ix_(*index)][None]
+    from monai.data import MetaTensor
+
+    dropped = ("affine", "original_affine", "spatial_shape")  # the mask's own grid: no longer true
+    meta = {k: v for k, v in getattr(mask, "meta", {}).items() if k not in dropped}
+    return MetaTensor(data.clone(), affine=torch.as_tensor(b), meta=meta)
+
+
 def check_mask(image: Any, mask: Any, classes: list[str], image_path: str, mask_path: str) -> torch.Tensor:
     """The mask as a one-channel label map on the image's grid, or a :class:`DataLoadError` naming both files.
 
@@ -65,6 +106,7 @@ def check_mask(image: Any, mask: Any, classes: list[str], image_path: str, mask_
     """
     where = f"mask {mask_path} and image {image_path}"
     fix = f"write the mask on the image's grid (same size and affine), with values 0..{len(classes) - 1}"
+    mask = onto_image_grid(image, mask)
     if tuple(mask.shape[1:]) != tuple(image.shape[1:]):
         raise DataLoadError(
             f"{where} differ in grid: mask {tuple(mask.shape[1:])} voxels, image {tuple(image.shape[1:])}",

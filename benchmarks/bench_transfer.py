@@ -83,6 +83,8 @@ ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "csv_logger": {"all": {"train.loggers": ["csv"]}},
     # the checkpoint tested: best on the 50 validation patches (precise BN before every validation) vs the last
     "select_best": {"all": {"train.select": "best"}},
+    # OneCycleLR's default warm-up share (the plain loop's) instead of medtl's 0.25
+    "pct_start_0.3": {"all": {"train.pct_start": 0.3}},
     "select_last": {"all": {"train.select": "last"}},
 }
 

@@ -61,3 +61,8 @@ def test_cpu_smoke_prints_finite_rates_and_trains_the_sample_configs(tmp_path: P
         assert all(math.isfinite(v) and v > 0 for v in values), row
         assert math.isclose(values[2], values[0] / values[1], rel_tol=0.5)  # the mean ratio is near the ratio of means
     assert "1x24x24x24" in rates[0] and "3x48x48" in rates[1]
+
+    (seg,) = _table(out, "(d)")
+    volume, window, precision, seconds = seg.split()
+    assert (volume, window, precision) == ("64x64x32", "32x32x32", "32")
+    assert math.isfinite(float(seconds)) and float(seconds) > 0

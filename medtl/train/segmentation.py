@@ -57,8 +57,6 @@ __all__ = [
 ]
 
 SEG_METRICS = ("dice", "hd95", "surface_dice")
-#: val_hd95 logged when HD95 is undefined on every validation scan: worse than any real distance
-UNDEFINED_HD95_MM = 1.0e6
 #: How many test scans a run draws into ``overlays/``.
 OVERLAY_SCANS = 3
 
@@ -318,14 +316,9 @@ class SegmentationTask:
                 out[f"{name}{suffix}_{cls}"] = float(vals[c])
 
     def monitor_value(self, metrics: dict[str, Any], key: str) -> float:
-        """The logged value; an HD95 undefined on every scan (e.g. nothing predicted yet) logs as the worst one.
-
-        Early stopping stops on a non-finite monitor, so "worst" is a large finite distance, not infinity.
-        """
-        value = float(metrics[key])
-        if key == "hd95" and math.isnan(value):
-            return UNDEFINED_HD95_MM
-        return value
+        """The logged value (an HD95 undefined on every scan logs NaN: the checkpoint and early stopping count it
+        as no improvement)."""
+        return float(metrics[key])
 
     def prediction_columns(self, *, with_labels: bool) -> list[str]:
         return ["image", "mask", "patient_id", "dice"] + [f"{m}_{c}" for m in SEG_METRICS for c in self.foreground]

@@ -118,7 +118,9 @@ def build_trainer(
     )
     cbs: list[Any] = [RngState(exp.datasets["train"]), metrics_cb, best_cb, last_cb]
     if t.patience:
-        cbs.append(EarlyStopping(monitor=t.monitor, mode=mode, patience=t.patience))
+        # a NaN monitor (HD95 while nothing is predicted yet) is no improvement, not a reason to stop at once; a
+        # NaN loss is the non-finite policy's business (train.max_nonfinite_steps)
+        cbs.append(EarlyStopping(monitor=t.monitor, mode=mode, patience=t.patience, check_finite=False))
     if t.ema_decay:
         cbs.append(EMAWeightAveraging(decay=t.ema_decay))
     tty = sys.stdout.isatty() and not quiet

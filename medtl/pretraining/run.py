@@ -18,14 +18,12 @@ folder's lock (a second pretraining into a folder in use is refused), with the s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import signal
 import time
-import traceback
 import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +32,7 @@ from typing import Any
 
 import torch
 
-from medtl.errors import ConfigError, MedtlError, TrainingError
+from medtl.errors import ConfigError, TrainingError
 from medtl.pretraining.config import PretrainConfig, load_pretrain_config
 from medtl.train.run import Interrupted, is_rank_zero_env
 from medtl.train.rundir import RunDir, json_clean
@@ -438,21 +436,7 @@ def _pretrain(
         return PretrainResult(run_dir, encoder_file, weights, record, list(log.rows), seconds, encoder)
     except BaseException as exc:
         if rank0:
-            interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
-            with contextlib.suppress(MedtlError):  # an unwritable folder: the original error is the one to see
-                run.write_result(
-                    {
-                        "status": "interrupted" if interrupted else "failed",
-                        "kind": "pretrain",
-                        "error": "interrupted" if interrupted else f"{type(exc).__name__}: {exc}",
-                        "error_type": type(exc).__name__,
-                        "traceback": None
-                        if isinstance(exc, MedtlError | KeyboardInterrupt)
-                        else traceback.format_exc(limit=20),
-                        "seconds": time.perf_counter() - t0,
-                        "resume": f"medtl pretrain --resume {run_dir}" if run.last_checkpoint.is_file() else None,
-                    }
-                )
+            run.write_stopped(exc, seconds=time.perf_counter() - t0, command="medtl pretrain", kind="pretrain")
         raise
 
 

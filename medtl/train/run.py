@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import shutil
 import signal
 import time
-import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +17,7 @@ import torch
 
 from medtl.config import ExperimentConfig, load_config
 from medtl.data.splits import patient_labels
-from medtl.errors import ConfigError, MedtlError, TrainingError
+from medtl.errors import ConfigError, TrainingError
 from medtl.train.datasets import class_balance
 from medtl.train.experiment import Experiment, check_pseudonyms, prepare_experiment
 from medtl.train.inference import make_loader, predict_dataset
@@ -352,18 +350,5 @@ def _fine_tune(
         return RunResult(run.path, metrics, best_path, model, seconds, best_epoch)
     except BaseException as exc:
         if rank0:
-            interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
-            with contextlib.suppress(MedtlError):  # an unwritable folder: the original error is the one to see
-                run.write_result(
-                    {
-                        "status": "interrupted" if interrupted else "failed",
-                        "error": "interrupted" if interrupted else f"{type(exc).__name__}: {exc}",
-                        "error_type": type(exc).__name__,
-                        "traceback": None
-                        if isinstance(exc, MedtlError | KeyboardInterrupt)
-                        else traceback.format_exc(20),
-                        "seconds": time.perf_counter() - t_start,
-                        "resume": f"medtl train --resume {run.path}" if run.last_checkpoint.is_file() else None,
-                    }
-                )
+            run.write_stopped(exc, seconds=time.perf_counter() - t_start, command="medtl train")
         raise

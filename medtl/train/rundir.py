@@ -27,13 +27,14 @@ import json
 import math
 import os
 import socket
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medtl.errors import RunDirError
+from medtl.errors import MedtlError, RunDirError
 from medtl.utils import atomic_write_bytes
 
 __all__ = ["RunDir", "RunLockedError", "json_clean"]
@@ -338,6 +339,26 @@ class RunDir:
     # -- result and card ------------------------------------------------------------------------------
     def write_result(self, result: dict[str, Any]) -> Path:
         return self._write_json(self.RESULT, {"run_dir": str(self.path), **result})
+
+    def write_stopped(self, exc: BaseException, *, seconds: float, command: str, **extra: Any) -> None:
+        """result.json of a run that stopped unfinished: ``interrupted`` (Ctrl-C, SIGTERM) or ``failed`` with the
+        reason, and ``<command> --resume RUN`` when a checkpoint exists. Call it from the ``except`` block (the
+        traceback of an unexpected error is kept). An unwritable folder is ignored: the original error is the one
+        the user needs to see."""
+        interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+        expected = isinstance(exc, MedtlError | KeyboardInterrupt)
+        with contextlib.suppress(MedtlError):
+            self.write_result(
+                {
+                    "status": "interrupted" if interrupted else "failed",
+                    **extra,
+                    "error": "interrupted" if interrupted else f"{type(exc).__name__}: {exc}",
+                    "error_type": type(exc).__name__,
+                    "traceback": None if expected else traceback.format_exc(limit=20),
+                    "seconds": seconds,
+                    "resume": f"{command} --resume {self.path}" if self.last_checkpoint.is_file() else None,
+                }
+            )
 
     def read_result(self) -> dict[str, Any]:
         """result.json, or ``{}`` when the run has not started."""

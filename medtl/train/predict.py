@@ -50,6 +50,19 @@ class LoadedRun:
         return self.task.classes
 
 
+def _pipeline_args(pre: dict[str, Any], normalization: Normalization) -> dict[str, Any]:
+    """The arguments of a pipeline builder, as the run's preprocessing.json recorded them."""
+    return {
+        "modality": pre["modality"],
+        "mode": pre["mode"],
+        "scan_dims": pre["scan_dims"],
+        "scan_channels": pre.get("scan_channels", 1),
+        "flat_volumes": pre.get("flat_volumes", False),
+        "in_channels": pre["in_channels"],
+        "normalization": normalization,
+    }
+
+
 def load_run(run_dir: str | Path, *, quiet: bool = False) -> LoadedRun:
     """Rebuild a run's model and transforms from its folder (no pretrained weights needed).
 
@@ -73,16 +86,8 @@ def load_run(run_dir: str | Path, *, quiet: bool = False) -> LoadedRun:
     builder = build_pipeline
     if seg:
         from medtl.transforms.segmentation import build_segmentation_pipeline as builder
-    pipeline = builder(
-        cfg,
-        modality=pre["modality"],
-        mode=pre["mode"],
-        scan_dims=pre["scan_dims"],
-        scan_channels=pre.get("scan_channels", 1),
-        flat_volumes=pre.get("flat_volumes", False),
-        in_channels=pre["in_channels"],
-        normalization=Normalization(norm["kind"], tuple(norm.get("mean") or ()), tuple(norm.get("std") or ())),
-    )
+    normalization = Normalization(norm["kind"], tuple(norm.get("mean") or ()), tuple(norm.get("std") or ()))
+    pipeline = builder(cfg, **_pipeline_args(pre, normalization))
     task: ClassificationTask | SegmentationTask = ClassificationTask(list(pre["classes"]))
     if seg:
         from medtl.train.experiment import segmentation_task
@@ -195,16 +200,8 @@ def _predict_masks(
             f"run {loaded.run.path} segments: predict needs an output folder for the masks", fix="pass --out DIR"
         )
     _check_output_folder(Path(out))
-    pre = loaded.preprocessing
     transforms = build_inference_transforms(
-        loaded.config,
-        modality=pre["modality"],
-        mode=pre["mode"],
-        scan_dims=pre["scan_dims"],
-        scan_channels=pre.get("scan_channels", 1),
-        flat_volumes=pre.get("flat_volumes", False),
-        in_channels=pre["in_channels"],
-        normalization=loaded.pipeline.normalization,
+        loaded.config, **_pipeline_args(loaded.preprocessing, loaded.pipeline.normalization)
     )
     records: list[dict[str, Any]] = []
     for inp in inputs:

@@ -169,18 +169,21 @@ def write_tree(root: Path, patients: int, series: int, files: int, size: int = 6
     return written
 
 
-def _peak_rss_of_index(root: Path, home: Path) -> float:
-    """Peak resident memory (MiB) of a fresh process that runs ``index_tree(root)`` with an empty cache."""
+def _peak_rss_of_index(root: Path, home: Path) -> tuple[float, float]:
+    """Peak resident memory (MiB) of a fresh process that runs ``index_tree(root)`` with an empty cache, and the
+    largest peak among the helper processes it started (0 when it read every header itself)."""
     import subprocess
     import sys
 
     code = (
         "import resource, sys; from medtl.data.index import index_tree; index_tree(sys.argv[1]); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
     env = dict(os.environ, MEDTL_HOME=str(home))
     out = subprocess.run([sys.executable, "-c", code, str(root)], env=env, capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1]) / 1024
+    own, helpers = out.stdout.strip().splitlines()[-1].split()
+    return int(own) / 1024, int(helpers) / 1024
 
 
 def bench_tree(patients: int, series: int, files: int) -> None:
@@ -243,12 +246,12 @@ def bench_tree(patients: int, series: int, files: int) -> None:
             )
             return time.perf_counter() - t
 
-        sitk_s, _, found = best_time(sitk_ids, 2)
+        sitk_s, _, found = best_time(sitk_ids, 5)
         cases = [
             ("SimpleITK GetGDCMSeriesIDs (every series folder)", sitk_s, found),
             ("pydicom dcmread(stop_before_pixels) loop", *best_time(pydicom_loop, 2)[::2]),
         ]
-        cases.append(("medtl index_tree, empty cache", *best_time(medtl_first, 2)[::2]))
+        cases.append(("medtl index_tree, empty cache", *best_time(medtl_first, 5)[::2]))
         medtl_cached()
         cases.append(("medtl index_tree, cache filled", *best_time(medtl_cached, 3)[::2]))
         cli_first = min(cli(True) for _ in range(3))
@@ -260,15 +263,45 @@ def bench_tree(patients: int, series: int, files: int) -> None:
             subprocess.run([str(medtl), "index", "--help"], check=True, capture_output=True)
             return time.perf_counter() - t
 
+        def sitk_script() -> float:
+            code = (
+                "import sys, SimpleITK as sitk; r = sitk.ImageSeriesReader(); "
+                "print(sum(len(r.GetGDCMSeriesIDs(f)) for f in sys.argv[1:]))"
+            )
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code, *map(str, folders)], check=True, capture_output=True)
+            return time.perf_counter() - t
+
         start = min(startup() for _ in range(3))
+        sitk_cmd = min(sitk_script() for _ in range(3))
         cases.append(("`medtl index` command, empty cache (with start-up)", cli_first, "-"))
         cases.append(("`medtl index` command, cache filled (with start-up)", cli_cached, "-"))
         cases.append(("`medtl index --help` (start-up alone)", start, "no files"))
+        cases.append(("SimpleITK as a script (`python -c`, with start-up)", sitk_cmd, "-"))
         print("| indexer | seconds | files/s | time vs SimpleITK | series or files found |")
         print("|---|---:|---:|---:|---:|")
         for name, seconds, out in cases:
             rate = "-" if out == "no files" else f"{n / seconds:,.0f}"
             print(f"| {name} | {seconds:.2f} | {rate} | {seconds / sitk_s:.2f}x | {out} |")
+        print(
+            f"\ncommand against command: `medtl index` (empty cache) takes {cli_first / sitk_cmd:.2f}x and (cache "
+            f"filled) {cli_cached / sitk_cmd:.2f}x the time of SimpleITK's discovery run as a script"
+        )
+
+        def timed(fn: Callable[[], Any]) -> float:
+            t = time.perf_counter()
+            fn()
+            return time.perf_counter() - t
+
+        # The machine's speed drifts between runs; pairs run back to back see the same machine.
+        inproc = [timed(medtl_first) / timed(sitk_ids) for _ in range(9)]
+        command = [cli(True) / sitk_script() for _ in range(5)]
+        print(
+            "time ratios of back-to-back pairs, median (range): "
+            f"`index_tree` (empty cache) / SimpleITK {np.median(inproc):.2f}x ({min(inproc):.2f}-{max(inproc):.2f}, "
+            f"9 pairs); `medtl index` command (empty cache) / SimpleITK script {np.median(command):.2f}x "
+            f"({min(command):.2f}-{max(command):.2f}, 5 pairs)"
+        )
         third = Path(tmp) / "third"
         third.mkdir()
         for f in folders[: max(1, len(folders) // 3)]:
@@ -276,14 +309,14 @@ def bench_tree(patients: int, series: int, files: int) -> None:
             dest.parent.mkdir(parents=True, exist_ok=True)
             f.rename(dest)
         small = sum(1 for _ in third.rglob("IM*"))
-        rss_small = _peak_rss_of_index(third, Path(tmp) / "home-rss1")
+        rss_small, helper_small = _peak_rss_of_index(third, Path(tmp) / "home-rss1")
         for f in sorted({p.parent for p in third.rglob("IM*")}):
             dest = root / f.relative_to(third)
             f.rename(dest)
-        rss_all = _peak_rss_of_index(root, Path(tmp) / "home-rss2")
+        rss_all, helper_all = _peak_rss_of_index(root, Path(tmp) / "home-rss2")
         print(
             f"\npeak memory of `index_tree` (fresh process, empty cache): {rss_small:.0f} MiB for {small} files, "
-            f"{rss_all:.0f} MiB for {n} files"
+            f"{rss_all:.0f} MiB for {n} files (largest helper process: {helper_small:.0f} and {helper_all:.0f} MiB)"
         )
 
 

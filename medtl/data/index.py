@@ -94,8 +94,8 @@ def _fmt_tuple(values: Sequence[float | int]) -> str:
     return "x".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values)
 
 
-def _common_folder(files: Sequence[Path]) -> Path:
-    return Path(os.path.commonpath([str(f.parent) for f in files]))
+def _common_folder(folders: set[Path]) -> Path:
+    return next(iter(folders)) if len(folders) == 1 else Path(os.path.commonpath([str(d) for d in folders]))
 
 
 def index_tree(root: str | os.PathLike[str], *, labels_from_folders: bool = False) -> IndexResult:
@@ -125,9 +125,10 @@ def index_tree(root: str | os.PathLike[str], *, labels_from_folders: bool = Fals
     base = root if root.is_dir() else root.parent
 
     # every folder on the way from a series' files up to root -> the series found below it
+    folders_of = [{f.parent for f in s.files} for s in found.series]
     below: dict[Path, set[int]] = {}
-    for n, s in enumerate(found.series):
-        for d in {f.parent for f in s.files}:
+    for n, folders in enumerate(folders_of):
+        for d in folders:
             while True:
                 below.setdefault(d, set()).add(n)
                 if d == base or d.parent == d:
@@ -152,7 +153,7 @@ def index_tree(root: str | os.PathLike[str], *, labels_from_folders: bool = Fals
                     row |= {"kind": "image", "shape": "", "spacing": ""}
                 rows.append(row)
             continue
-        folder = _common_folder(files)
+        folder = _common_folder(folders_of[n])
         shared = len(below.get(folder, {n})) > 1
         rows.append({"image": folder, "label": "", "series": s.uid if shared else ""} | info)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import operator
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -37,15 +38,20 @@ _FIELDS = [f.name for f in dataclasses.fields(DicomHeader)]
 _FRAME_FIELDS = [f.name for f in dataclasses.fields(FrameGeometry)]
 
 
+_VALUES = operator.attrgetter(*_FIELDS)
+_FRAMES_AT = _FIELDS.index("frames")
+_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps with options builds one per call
+
+
 def _encode(value: DicomHeader | str) -> str:
     """One JSON list of the header's field values in declaration order (the path is the key), or the reason."""
     if isinstance(value, str):
         return json.dumps({"bad": value})
-    values = [getattr(value, name) for name in _FIELDS]
+    values = list(_VALUES(value))
     values[0] = None  # path
     if value.frames is not None:
-        values[_FIELDS.index("frames")] = [[getattr(f, n) for n in _FRAME_FIELDS] for f in value.frames]
-    return json.dumps(values, separators=(",", ":"))
+        values[_FRAMES_AT] = [[getattr(f, n) for n in _FRAME_FIELDS] for f in value.frames]
+    return _JSON.encode(values)
 
 
 def _tuple(v: Any) -> Any:

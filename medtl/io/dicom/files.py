@@ -8,14 +8,15 @@ end an index.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
+import operator
 import os
 import stat
 import sys
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -123,18 +124,34 @@ def _header_or_reason(path: Path, size: int | None = None) -> DicomHeader | str:
         return f"cannot read the header ({type(exc).__name__}: {exc})"
 
 
-def _read_chunk(files: Sequence[tuple[str, int | None]]) -> list[DicomHeader | str]:
-    """Headers (or reasons) of a chunk of (path, size) pairs; what a worker process of :func:`read_headers` runs."""
-    return [_header_or_reason(Path(p), size) for p, size in files]
+_VALUES_AFTER_PATH = operator.attrgetter(*(f.name for f in dataclasses.fields(DicomHeader)[1:]))
 
 
-_POOL_MIN_FILES = 2000
+def _read_chunk(files: Sequence[tuple[str, int | None]]) -> list[tuple[Any, ...] | str]:
+    """What a worker process of :func:`read_headers` runs: for each (path, size) pair, the header's field values
+    after its path, or the reason the file cannot be read.
+
+    Plain tuples, because unpickling 3,000 header objects (each with a ``Path``) in the parent took longer than
+    reading half of the files; the parent puts its own paths back (:func:`_from_values`).
+    """
+    out: list[tuple[Any, ...] | str] = []
+    for p, size in files:
+        h = _header_or_reason(Path(p), size)
+        out.append(h if isinstance(h, str) else _VALUES_AFTER_PATH(h))
+    return out
+
+
+def _from_values(path: Path | str, values: tuple[Any, ...] | str) -> DicomHeader | str:
+    if isinstance(values, str):
+        return values
+    return DicomHeader(path if isinstance(path, Path) else Path(path), *values)
+
+
+_POOL_MIN_FILES = 500  # measured break-even on 2 cores: about 350 files
 
 
 def _header_workers() -> int:
-    """Processes for header reading: ``MEDTL_IO_WORKERS`` when set, else one per CPU (at most 8) on machines
-    with 4 or more CPUs. With fewer, starting and feeding workers cost more than they save (measured on 2 cores:
-    3,000 files took 1.5 s with 2 processes and 1.2 s with one)."""
+    """Processes reading headers, this one included: ``MEDTL_IO_WORKERS`` when set, else one per CPU (at most 8)."""
     env = os.environ.get("MEDTL_IO_WORKERS")
     if env and env.isdigit() and int(env) > 0:
         return int(env)
@@ -142,7 +159,7 @@ def _header_workers() -> int:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    return min(8, cpus) if cpus >= 4 else 1
+    return min(8, cpus)
 
 
 def _pool_context() -> Any:
@@ -154,13 +171,29 @@ def _pool_context() -> Any:
     return mp.get_context("spawn")
 
 
+def _read_part(conn: Any, files: Sequence[tuple[str, int | None]]) -> None:
+    """A helper process of :func:`read_headers`: read its part and send the values back (None if that failed)."""
+    try:
+        conn.send(_read_chunk(files))
+    except BaseException:  # noqa: BLE001 - the parent reads the part itself
+        try:
+            conn.send(None)
+        except OSError:
+            pass
+    finally:
+        conn.close()
+
+
 def read_headers(
     paths: Sequence[Path], workers: int | None = None, sizes: Sequence[int] | None = None
 ) -> list[DicomHeader | str]:
     """Headers of ``paths`` in order, or for each file that cannot be read the reason why.
 
-    Large sets are read in a process pool (see :func:`_header_workers`): header reads are pure-Python parsing,
-    so threads would take turns on one core; processes do not.
+    Large sets are split between ``workers`` processes, this one among them (see :func:`_header_workers`):
+    header reads are pure-Python parsing, so threads would take turns on one core; processes do not. Each helper
+    gets its part when it starts (forked, nothing is sent) and sends back plain values once; a helper that fails
+    or dies leaves its part to this process. (A ``ProcessPoolExecutor`` lost most of the gain here: its feeder
+    and result threads need this process's interpreter, which is busy reading its own part.)
 
     Args:
         paths: the files.
@@ -172,16 +205,33 @@ def read_headers(
     ctx = _pool_context() if workers > 1 and len(paths) >= _POOL_MIN_FILES else None
     if ctx is None:
         return [_header_or_reason(p, size) for p, size in sized]
-    patient_id_secret()  # read (or create) the secret once, before the workers start
-    n_chunks = workers * 4
-    size = -(-len(paths) // n_chunks)
-    chunks = [[(os.fspath(p), n) for p, n in sized[i : i + size]] for i in range(0, len(sized), size)]
-    out: list[DicomHeader | str] = []
-    try:
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            for part in pool.map(_read_chunk, chunks):
-                out.extend(part)
-    except (OSError, RuntimeError) as exc:  # no processes here (limits, sandbox): read them in this one
-        logger.debug("header pool not used: %s", exc)
-        return [_header_or_reason(p, n) for p, n in sized]
+    patient_id_secret()  # read (or create) the secret once, before the helpers start
+    step = -(-len(sized) // workers)
+    parts = [sized[i : i + step] for i in range(0, len(sized), step)]
+    helpers = []
+    for part in parts[1:]:
+        receive, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_read_part, args=(send, [(os.fspath(p), n) for p, n in part]), daemon=True)
+        try:
+            proc.start()
+        except OSError as exc:  # no processes here (limits, sandbox): this one reads the part
+            logger.debug("header helper not started: %s", exc)
+            receive.close()
+            proc = None
+        send.close()
+        helpers.append((proc, receive))
+    out = [_header_or_reason(p, n) for p, n in parts[0]]
+    for part, (proc, receive) in zip(parts[1:], helpers, strict=True):
+        values = None
+        if proc is not None:
+            try:
+                values = receive.recv()
+            except (EOFError, OSError) as exc:  # the helper died
+                logger.debug("header helper failed: %s", exc)
+            receive.close()
+            proc.join()
+        if values is None or len(values) != len(part):
+            out.extend(_header_or_reason(p, n) for p, n in part)
+        else:
+            out.extend(_from_values(p, v) for (p, _), v in zip(part, values, strict=True))
     return out

@@ -352,14 +352,15 @@ def header_geometry(headers: Sequence[DicomHeader]) -> dict[str, Any]:
     ps = h0.pixel_spacing or (1.0, 1.0)
     kind = series_kind(headers)
     info: dict[str, Any] = {"problems": []}
-    for iop in {h.iop for h in headers if h.iop is not None}:
+    distinct_iops = {h.iop for h in headers if h.iop is not None}
+    for iop in distinct_iops:
         _check_iop(iop, _series_name(h0), str(h0.path.parent))
     if kind == "volume" and all(h.ipp is not None and h.iop is not None for h in headers):
         ipps = np.array([h.ipp for h in headers], dtype=np.float64)
         report = check_spacing(ipps, slice_normal(h0.iop))  # type: ignore[arg-type]
         labels = [headers[o].path.name for o in report.order]
         info["problems"] = report.describe(labels)
-        orientations = {tuple(round(v, 4) for v in h.iop) for h in headers}  # type: ignore[union-attr]
+        orientations = {tuple(round(v, 4) for v in iop) for iop in distinct_iops}
         if len(orientations) > 1:
             info["problems"].append(f"{len(orientations)} different orientations")
         first = ipps[report.order[0]]

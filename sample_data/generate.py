@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import hashlib
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 # one drawing of the phantoms: the demo generates its radiographs with the same functions
-from medtl.resources.demo_data import _soft_ellipse, xray_phantom  # noqa: E402
+from medtl.resources.demo_data import _soft_ellipse, derived_uid, radiograph_dataset, xray_phantom  # noqa: E402
 
 __all__ = ["generate", "ct_phantom", "xray_phantom", "TASKS", "main"]
 
@@ -41,15 +40,10 @@ CLASSES = ("negative", "positive")
 IMPLEMENTATION_CLASS_UID = "2.25.264532618102648383474718617040853432101"
 IMPLEMENTATION_VERSION = "MEDTL_SAMPLE_1"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
-DX_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
 
-def make_uid(*parts: object) -> str:
-    """A deterministic UID under the ``2.25`` (UUID-derived) root, from hashing ``parts``."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
-    return f"2.25.{int(digest[:30], 16)}"
+make_uid = derived_uid
 
 
 def random_name(rng: np.random.Generator, n: int = 8) -> str:
@@ -312,41 +306,17 @@ def write_xray(out: Path, seed: int = SEED) -> list[dict[str, str]]:
         monochrome1 = rng.uniform() < 0.35
         if monochrome1:  # stored inverted: air bright, bone dark; readers must invert it back
             values = (4095 - values).astype(np.uint16)
-        sop_uid = make_uid("xr", patient, "image")
-        ds = _new_dataset(DX_IMAGE_STORAGE if modality == "DX" else CR_IMAGE_STORAGE, sop_uid)
-        ds.PatientName = f"Sample^{patient}"
-        ds.PatientID = patient
-        ds.PatientBirthDate = ""
-        ds.PatientSex = "O"
-        ds.StudyInstanceUID = make_uid("xr", patient, "study")
-        ds.SeriesInstanceUID = make_uid("xr", patient, "series")
-        ds.StudyDate = f"2024{p % 12 + 1:02d}{p % 27 + 1:02d}"
-        ds.StudyTime = "090000"
-        ds.StudyID = "1"
-        ds.AccessionNumber = ""
-        ds.ReferringPhysicianName = ""
-        ds.Modality = modality
-        ds.Manufacturer = "medtl sample_data"
-        ds.SeriesNumber = 1
-        ds.SeriesDescription = "CHEST PA"
-        ds.BodyPartExamined = "CHEST"
-        ds.ViewPosition = "PA"
-        ds.InstanceNumber = 1
-        ds.PatientOrientation = ["L", "F"]
-        ds.ImagerPixelSpacing = ["2.8", "2.8"]
-        ds.PixelSpacing = ["2.8", "2.8"]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
-        ds.Rows, ds.Columns = shape
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
-        ds.RescaleIntercept = "0"
-        ds.RescaleSlope = "1"
-        ds.WindowCenter = "2048"
-        ds.WindowWidth = "4096"
-        ds.PixelData = values.tobytes()
+        ds = radiograph_dataset(
+            values,
+            patient=patient,
+            uid_prefix="xr",
+            study_date=f"2024{p % 12 + 1:02d}{p % 27 + 1:02d}",
+            modality=modality,
+            monochrome1=monochrome1,
+            name_prefix="Sample",
+            manufacturer="medtl sample_data",
+            implementation_version=IMPLEMENTATION_VERSION,
+        )
         name = f"{random_name(rng)}{'.dcm' if rng.integers(2) else ''}"
         _save(ds, out / name)
         rows.append({"image": name, "label": label})

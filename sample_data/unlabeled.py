@@ -28,13 +28,13 @@ if str(HERE) not in sys.path:  # run as a script or imported by path: generate.p
     sys.path.insert(0, str(HERE))
 
 from generate import (  # noqa: E402
-    DX_IMAGE_STORAGE,
-    _new_dataset,
+    IMPLEMENTATION_VERSION,
     _save,
     ct_phantom,
-    make_uid,
     xray_phantom,
 )
+
+from medtl.resources.demo_data import radiograph_dataset  # noqa: E402
 
 __all__ = ["write_unlabeled", "main"]
 
@@ -60,25 +60,17 @@ def write_xray_pool(out: Path, n: int, seed: int = SEED) -> list[str]:
         shape = (int(rng.integers(48, 65)) * 2, int(rng.integers(48, 65)) * 2)
         att = xray_phantom(rng, shape, bool(rng.integers(2)))
         values = np.clip(np.rint(rng.uniform(150, 450) + rng.uniform(1800, 2600) * att), 0, 4095).astype(np.uint16)
-        ds = _new_dataset(DX_IMAGE_STORAGE, make_uid("unl-xr", patient, "image"))
-        ds.PatientID = patient
-        ds.StudyInstanceUID = make_uid("unl-xr", patient, "study")
-        ds.SeriesInstanceUID = make_uid("unl-xr", patient, "series")
-        ds.Modality = "DX"
-        ds.SeriesDescription = "CHEST PA"
-        ds.InstanceNumber = 1
-        ds.PatientOrientation = ["L", "F"]
-        ds.PixelSpacing = ["2.8", "2.8"]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = shape
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
-        ds.RescaleIntercept = "0"
-        ds.RescaleSlope = "1"
-        ds.PixelData = values.tobytes()
+        ds = radiograph_dataset(
+            values,
+            patient=patient,
+            uid_prefix="unl-xr",
+            study_date="20250101",
+            modality="DX",
+            monochrome1=False,
+            name_prefix="Unlabeled",
+            manufacturer="medtl sample_data",
+            implementation_version=IMPLEMENTATION_VERSION,
+        )
         name = f"{patient}.dcm"
         _save(ds, out / name)
         names.append(name)

@@ -23,12 +23,21 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from medtl.errors import ConfigError, MedtlError
 
-__all__ = ["DEMO_SEED", "GENERATOR_VERSION", "xray_phantom", "write_demo_xray", "ensure_demo_data"]
+__all__ = [
+    "DEMO_SEED",
+    "GENERATOR_VERSION",
+    "derived_uid",
+    "radiograph_dataset",
+    "xray_phantom",
+    "write_demo_xray",
+    "ensure_demo_data",
+]
 
 DEMO_SEED = 20261201
 #: Bump when the written bytes change, so a stale generated copy is replaced instead of reused.
@@ -43,7 +52,8 @@ _EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 _STAMP = ".medtl-demo-data.json"
 
 
-def _uid(*parts: object) -> str:
+def derived_uid(*parts: object) -> str:
+    """A deterministic UID under the ``2.25`` (UUID-derived) root, from hashing ``parts``."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
     return f"2.25.{int(digest[:30], 16)}"
 
@@ -142,35 +152,62 @@ def xray_phantom(rng: np.random.Generator, shape: tuple[int, int], positive: boo
     return img
 
 
-def _write_dicom(path: Path, values: np.ndarray, patient: str, index: int, modality: str, monochrome1: bool) -> None:
+def radiograph_dataset(
+    values: np.ndarray,
+    *,
+    patient: str,
+    uid_prefix: str,
+    study_date: str,
+    modality: str,
+    monochrome1: bool,
+    name_prefix: str,
+    manufacturer: str,
+    implementation_version: str,
+) -> Any:
+    """A chest radiograph (CR or DX) as a pydicom dataset with fixed file meta, ready to save.
+
+    The demo and ``sample_data/generate.py`` write their radiographs with it; UIDs are derived from ``uid_prefix``
+    and ``patient`` (:func:`derived_uid`), so the same arguments give the same bytes.
+
+    Args:
+        values: stored pixel values, uint16 (12 bits used), ``[row, column]``.
+        patient: PatientID; the PatientName is ``{name_prefix}^{patient}``.
+        uid_prefix: first part of every derived UID (study, series, instance).
+        study_date: StudyDate, YYYYMMDD.
+        modality: "DX" or "CR" (chooses the SOP class too).
+        monochrome1: the values are stored inverted (air bright).
+        name_prefix: family-name part of PatientName.
+        manufacturer: Manufacturer.
+        implementation_version: ImplementationVersionName of the file meta.
+    """
     from pydicom.dataset import Dataset, FileMetaDataset
 
     sop_class = _DX_IMAGE_STORAGE if modality == "DX" else _CR_IMAGE_STORAGE
-    sop_uid = _uid("demo-xr", patient, "image")
+    sop_uid = derived_uid(uid_prefix, patient, "image")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = _EXPLICIT_VR_LITTLE_ENDIAN
     meta.ImplementationClassUID = _IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = _IMPLEMENTATION_VERSION
+    meta.ImplementationVersionName = implementation_version
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.PatientName = f"Demo^{patient}"
+    ds.PatientName = f"{name_prefix}^{patient}"
     ds.PatientID = patient
     ds.PatientBirthDate = ""
     ds.PatientSex = "O"
-    ds.StudyInstanceUID = _uid("demo-xr", patient, "study")
-    ds.SeriesInstanceUID = _uid("demo-xr", patient, "series")
-    ds.StudyDate = f"2025{index % 12 + 1:02d}{index % 27 + 1:02d}"
+    ds.StudyInstanceUID = derived_uid(uid_prefix, patient, "study")
+    ds.SeriesInstanceUID = derived_uid(uid_prefix, patient, "series")
+    ds.StudyDate = study_date
     ds.StudyTime = "090000"
     ds.StudyID = "1"
     ds.AccessionNumber = ""
     ds.ReferringPhysicianName = ""
     ds.Modality = modality
-    ds.Manufacturer = "medtl demo data"
+    ds.Manufacturer = manufacturer
     ds.SeriesNumber = 1
     ds.SeriesDescription = "CHEST PA"
     ds.BodyPartExamined = "CHEST"
@@ -191,7 +228,7 @@ def _write_dicom(path: Path, values: np.ndarray, patient: str, index: int, modal
     ds.WindowCenter = "2048"
     ds.WindowWidth = "4096"
     ds.PixelData = values.tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    return ds
 
 
 def write_demo_xray(
@@ -232,7 +269,18 @@ def write_demo_xray(
         if monochrome1:  # stored inverted (air bright); readers must invert it back
             values = (4095 - values).astype(np.uint16)
         name = f"{patient}.dcm"
-        _write_dicom(out / name, values, patient, p, modality, monochrome1)
+        ds = radiograph_dataset(
+            values,
+            patient=patient,
+            uid_prefix="demo-xr",
+            study_date=f"2025{p % 12 + 1:02d}{p % 27 + 1:02d}",
+            modality=modality,
+            monochrome1=monochrome1,
+            name_prefix="Demo",
+            manufacturer="medtl demo data",
+            implementation_version=_IMPLEMENTATION_VERSION,
+        )
+        ds.save_as(out / name, enforce_file_format=True)
         rows.append({"image": name, "label": label})
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="", encoding="utf-8") as fh:

@@ -7,9 +7,9 @@ hundred take seconds), with the look of ``sample_data/xray`` (``sample_data/gene
 heart, spine, ribs, clavicles, vessel markings, scar-like lines, and one opacity per image that is round
 in the positive class and elongated (same area and contrast) in the negative one.
 
-The module is part of the installed package (``sample_data/`` is not), so the phantom is kept here as a
-copy of ``sample_data/generate.py``'s ``xray_phantom``; ``tests/comparison/test_demo.py`` checks that both
-give identical images for the same random draws.
+The module is part of the installed package (``sample_data/`` is not), so the phantom
+(:func:`xray_phantom`) and the DICOM header (:func:`radiograph_dataset`) live here, and
+``sample_data/generate.py`` writes the committed sample radiographs with them.
 
 Determinism: one seeded ``numpy.random.Generator``, UIDs derived by hashing, fixed DICOM file meta, and
 only arithmetic and square roots on the draws, so two calls write identical files (checked by the tests).

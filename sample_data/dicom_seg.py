@@ -20,7 +20,6 @@ Needs highdicom (``pip install 'medtl[seg]'``).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
 import sys
 from collections.abc import Sequence
@@ -29,21 +28,15 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # run as a script or imported by path: generate.py is the sibling module
+    sys.path.insert(0, str(HERE))
+
+import generate as gen  # noqa: E402
+
 TASK = "ct_seg"
 CLASSES = ("background", "lung", "nodule")
 # the date every sample file carries: the SEG's content and series dates do not follow the clock
 FIXED_DATE, FIXED_TIME = "20240101", "120000"
-
-
-def _generator():
-    if "medtl_sample_generate" in sys.modules:
-        return sys.modules["medtl_sample_generate"]
-    # sample_data/ is a data folder with its scripts, not a package: load generate.py by path
-    spec = importlib.util.spec_from_file_location("medtl_sample_generate", HERE / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def first_nodule_study(seed: int | None = None) -> tuple[object, str, np.ndarray]:
@@ -53,7 +46,6 @@ def first_nodule_study(seed: int | None = None) -> tuple[object, str, np.ndarray
         ``(study, folder, labels)``: the ``CTStudy``, the series folder name under ``ct/`` and the label map
         indexed like the phantom, ``[i, j, k]`` = (DICOM column, row, slice in ascending z).
     """
-    gen = _generator()
     seed = gen.SEED if seed is None else seed
     rng = np.random.default_rng([seed, 1])
     for st in gen._plan_ct(rng, "SYN-CT", n_patients=44, n_second=10):
@@ -84,7 +76,6 @@ def write_ct_seg(out: Path, seed: int | None = None, ct_dir: Path | None = None)
 
     from medtl.io.dicom_seg_write import build_dicom_seg
 
-    gen = _generator()
     seed = gen.SEED if seed is None else seed
     ct_dir = Path(ct_dir) if ct_dir is not None else Path(out).parent / "ct"
     st, folder, labels = first_nodule_study(seed)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import importlib.util
 import shutil
 import sys
 from collections.abc import Sequence
@@ -38,6 +37,11 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # run as a script or imported by path: generate.py is the sibling module
+    sys.path.insert(0, str(HERE))
+
+import generate as gen  # noqa: E402
+
 TASK = "ct_nifti_masks"
 CLASSES = ("background", "lung", "nodule")
 XRAY_TASK = "xray_masks"
@@ -47,22 +51,10 @@ TASKS = (TASK, XRAY_TASK)
 XRAY_SPACING_MM = 2.8
 
 
-def _generator():
-    if "medtl_sample_generate" in sys.modules:
-        return sys.modules["medtl_sample_generate"]
-    # sample_data/ is a data folder with its scripts, not a package: load generate.py by path
-    spec = importlib.util.spec_from_file_location("medtl_sample_generate", HERE / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def write_ct_masks(out: Path, seed: int | None = None) -> list[dict[str, str]]:
     """Write the label maps of the NIfTI CT task into ``out`` and its ``manifest.csv``; returns the rows."""
     import nibabel as nib
 
-    gen = _generator()
     seed = gen.SEED if seed is None else seed
     # the same draws, in the same order, as generate.write_ct_nifti
     rng = np.random.default_rng([seed, 2])
@@ -100,7 +92,6 @@ def xray_lung_fields(rng: np.random.Generator, shape: tuple[int, int]) -> np.nda
     The draws replayed are ``xray_phantom``'s first thirteen, in its order: centre (2), body (3), then per side the
     lung field's centre and radii (4); the field is the same soft ellipse (edge 1.5 px), taken where at least half.
     """
-    gen = _generator()
     replay = np.random.Generator(type(rng.bit_generator)())
     replay.bit_generator.state = rng.bit_generator.state
     rows, cols = shape
@@ -125,7 +116,6 @@ def write_xray_masks(out: Path, seed: int | None = None) -> list[dict[str, str]]
     """
     import nibabel as nib
 
-    gen = _generator()
     seed = gen.SEED if seed is None else seed
     rng = np.random.default_rng([seed, 3])
     n_patients = 52

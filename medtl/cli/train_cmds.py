@@ -171,6 +171,8 @@ def _fmt_seg(m: dict[str, Any], classes: list[str]) -> str:
 
 def _echo_segmentation(m: dict[str, Any]) -> None:
     fg = list(m["classes"][1:])
+    where = "each scan's own grid" if m.get("grid") == "native" else "the model's preprocessed grid"
+    typer.echo(f"scored on {where}")
     typer.echo(f"scans: {_fmt_seg(m, fg)}")
     typer.echo(f"patients ({m['n_patients']}, mean of per-patient means): {_fmt_seg(m['patient_mean'], fg)}")
     for p in m["patients"]:
@@ -206,12 +208,20 @@ def evaluate_cmd(
             help="Score rows of the run's own training/validation patients separately instead of refusing.",
         ),
     ] = False,
+    grid: Annotated[
+        str,
+        typer.Option(
+            "--grid",
+            help="Segmentation: score on each scan's own grid ('native', the masks predict writes) or on the "
+            "model's resampled grid ('preprocessed', as the run's own test metrics).",
+        ),
+    ] = "native",
 ) -> None:
     """Metrics of a run on a labelled manifest (patients the run has not seen): accuracy, AUROC... for
     classification; Dice, HD95 and surface Dice per scan, per patient and overall for segmentation."""
     from medtl.train import evaluate
 
-    m = evaluate(run_dir, manifest, out=out, allow_seen=allow_seen)
+    m = evaluate(run_dir, manifest, out=out, allow_seen=allow_seen, grid=grid)
     if as_json:
         from medtl.train.rundir import json_clean
 

@@ -192,7 +192,7 @@ def _predict_masks(
 ) -> list[dict[str, Any]]:
     """A segmentation run's predict: one NIfTI label map per scan in the folder ``out``, on the scan's grid (and a
     DICOM SEG per scan with ``dicom_seg``)."""
-    from medtl.train.segmentation import segment_scans
+    from medtl.train.seg_inference import segment_scans
     from medtl.transforms.segmentation import build_inference_transforms
 
     if out is None:

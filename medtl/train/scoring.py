@@ -14,17 +14,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtl.errors import MedtlError, TrainingError
+from medtl.errors import ConfigError, MedtlError, TrainingError
 from medtl.train.experiment import check_pseudonyms
 from medtl.train.inference import eval_dataset, inference_device, predict_dataset, records_from_inputs
-from medtl.train.predict import LoadedRun, _check_output_file, load_run
+from medtl.train.predict import LoadedRun, _check_output_file, _pipeline_args, load_run
 from medtl.train.rundir import RunDir, write_prediction_csv
 
-__all__ = ["evaluate", "evaluate_segmentation"]
+__all__ = ["evaluate", "evaluate_segmentation", "GRIDS"]
+
+GRIDS = ("native", "preprocessed")
+"""Where :func:`evaluate_segmentation` scores: each scan's own grid, or the grid the model sees."""
 
 
 def evaluate(
-    run_dir: str | Path, manifest: str | Path, *, out: str | Path | None = None, allow_seen: bool = False
+    run_dir: str | Path,
+    manifest: str | Path,
+    *,
+    out: str | Path | None = None,
+    allow_seen: bool = False,
+    grid: str = "native",
 ) -> dict[str, Any]:
     """Per-scan metrics of a run on a labelled manifest.
 
@@ -33,7 +41,7 @@ def evaluate(
 
     A segmentation run is scored on a manifest with ``image``, a mask column (``segmentation.mask_column``: NIfTI
     label maps or DICOM SEG) and ``patient_id`` (a ``label`` column is optional): see
-    :func:`evaluate_segmentation`.
+    :func:`evaluate_segmentation`, on each scan's own grid unless ``grid="preprocessed"``.
 
     Returns:
         ``{"n", "accuracy", "balanced_accuracy", "auroc", "f1", "confusion_matrix", "classes", "seen"}``; with
@@ -45,7 +53,7 @@ def evaluate(
     """
     loaded = load_run(run_dir)
     if loaded.task.name == "segmentation":
-        return evaluate_segmentation(loaded, manifest, out=out, allow_seen=allow_seen)
+        return evaluate_segmentation(loaded, manifest, out=out, allow_seen=allow_seen, grid=grid)
     if out is not None:
         _check_output_file(Path(out), [Path(manifest)])
     records, _ = records_from_inputs([manifest], loaded.classes)
@@ -147,13 +155,17 @@ def evaluate_segmentation(
     out: str | Path | None = None,
     allow_seen: bool = False,
     device: str | None = None,
+    grid: str = "native",
 ) -> dict[str, Any]:
     """Dice, HD95 and surface Dice of a segmentation run on a manifest of images and reference masks.
 
-    Each scan goes through the run's own preprocessing and sliding-window inference, and is scored per foreground
-    class on the preprocessed grid as in training (:class:`~medtl.train.segmentation.SegmentationTask`: both masks
-    empty = Dice 1, HD95 0; one empty = Dice 0, HD95 undefined). Patients the run trained or validated on are
-    refused, or with ``allow_seen`` scored apart.
+    Each scan goes through the run's own preprocessing and sliding-window inference and is scored per foreground
+    class (:class:`~medtl.train.segmentation.SegmentationTask`: both masks empty = Dice 1, HD95 0; one empty =
+    Dice 0, HD95 undefined). With ``grid="native"`` (the default) the prediction is put back on the scan's own grid
+    (as ``predict`` writes it) and scored against the reference mask there, distances in the scan's voxel size:
+    the numbers a reader's own tools give for the written masks. ``grid="preprocessed"`` scores on the resampled,
+    padded or resized grid the model sees, as the run's own validation and test metrics do. Patients the run
+    trained or validated on are refused, or with ``allow_seen`` scored apart.
 
     Args:
         run: a finished segmentation run folder (or a loaded run).
@@ -162,6 +174,7 @@ def evaluate_segmentation(
             and the per-patient means next to it, ``<stem>_patients.csv``.
         allow_seen: score the run's own training/validation patients separately instead of refusing.
         device: default cuda when available.
+        grid: ``native`` (each scan's own grid) or ``preprocessed`` (the model's grid, as in training).
 
     Returns:
         The overall means over unseen scans (``n``, ``dice``, ``hd95``, ``surface_dice``, per class
@@ -173,9 +186,12 @@ def evaluate_segmentation(
     Raises:
         TrainingError: not a segmentation run; no rows; rows of seen patients without ``allow_seen``.
         ManifestError: a missing mask column or file.
+        ConfigError: ``grid`` is neither ``native`` nor ``preprocessed``.
     """
     from medtl.data.dataset import SegmentationDataset
 
+    if grid not in GRIDS:
+        raise ConfigError(f"grid {grid!r} is not one of {', '.join(GRIDS)}", fix="use --grid native or preprocessed")
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
     if loaded.task.name != "segmentation":
         raise TrainingError(f"run {loaded.run.path} does not segment", fix="use evaluate for classification runs")
@@ -185,14 +201,24 @@ def evaluate_segmentation(
     task = loaded.task
     records = _segmentation_records(loaded, manifest)
     where = _splits_of(loaded, records, manifest, allow_seen)
-    dataset = SegmentationDataset(records, loaded.pipeline, train=False, cache="none")
-    scores, _, ids = predict_dataset(
-        loaded.model,
-        dataset,  # type: ignore[arg-type]
-        task,
-        batch_size=loaded.config.train.batch_size,
-        device=inference_device(device),
-    )
+    if grid == "native":
+        from medtl.train.seg_inference import native_scores
+        from medtl.transforms.segmentation import build_inference_transforms
+
+        transforms = build_inference_transforms(
+            loaded.config, **_pipeline_args(loaded.preprocessing, loaded.pipeline.normalization)
+        )
+        scores = native_scores(loaded.model, task, transforms, records, device=inference_device(device))  # type: ignore[arg-type]
+        ids = torch.arange(len(records))
+    else:
+        dataset = SegmentationDataset(records, loaded.pipeline, train=False, cache="none")
+        scores, _, ids = predict_dataset(
+            loaded.model,
+            dataset,  # type: ignore[arg-type]
+            task,
+            batch_size=loaded.config.train.batch_size,
+            device=inference_device(device),
+        )
     # each scan's patient index as its target, as the run's own test metrics take it (per-patient means)
     pids = sorted({str(r.get("patient_id", "")) for r in records})
     targets = torch.tensor([pids.index(str(records[i].get("patient_id", ""))) for i in ids.tolist()], dtype=torch.long)
@@ -214,6 +240,7 @@ def evaluate_segmentation(
         "scans": rows,
         "patients": patients,
         "seen": {},
+        "grid": grid,
     }
     for split in ("train", "val"):
         sel = torch.tensor([g == split for g in group], dtype=torch.bool)

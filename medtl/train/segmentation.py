@@ -40,7 +40,6 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,7 +52,6 @@ __all__ = [
     "patient_means",
     "make_segmentation_loss",
     "sliding_window",
-    "segment_scans",
 ]
 
 SEG_METRICS = ("dice", "hd95", "surface_dice")
@@ -369,97 +367,3 @@ class SegmentationTask:
             )
         finally:
             model.train(was_training)
-
-
-def _mask_name(image: str, used: set[str]) -> str:
-    p = Path(image)
-    lower = p.name.lower()
-    if lower.endswith((".nii.gz", ".nii")):
-        stem = p.name[: -len(".nii.gz")] if lower.endswith(".gz") else p.name[: -len(".nii")]
-    else:
-        stem = p.stem if p.is_file() else p.name
-    name, i = f"{stem}_mask.nii.gz", 1
-    while name in used:
-        name, i = f"{stem}_{i}_mask.nii.gz", i + 1
-    used.add(name)
-    return name
-
-
-def _affine_4x4(affine: Any) -> np.ndarray:
-    a = np.asarray(affine, dtype=np.float64)
-    if a.shape == (4, 4):
-        return a
-    out = np.eye(4)  # a 2D image's (3, 3) affine: rows and columns in x, y; one slice in z
-    out[:2, :2], out[:2, 3] = a[:2, :2], a[:2, 2]
-    return out
-
-
-@torch.no_grad()
-def segment_scans(
-    model: nn.Module,
-    task: SegmentationTask,
-    transforms: Any,
-    records: Sequence[dict[str, Any]],
-    out_dir: str | Path,
-    *,
-    device: str | torch.device = "cpu",
-) -> list[dict[str, Any]]:
-    """Segment scans and write one NIfTI label map per scan on the scan's own grid and affine.
-
-    Each scan goes through the run's preprocessing (``transforms``, from
-    :func:`medtl.transforms.segmentation.build_inference_transforms`), a sliding-window prediction, and MONAI
-    ``Invertd`` (nearest neighbour), which undoes padding, resizing, resampling and reorientation, so the mask's
-    voxels are the input's voxels.
-
-    Returns:
-        One row per scan: ``image``, ``mask_file`` and the voxel count of each class.
-    """
-    import gzip
-
-    import nibabel as nib
-    from monai.data import MetaTensor
-    from monai.transforms import Invertd
-
-    from medtl.errors import DataLoadError
-    from medtl.utils import atomic_write_bytes
-
-    out = Path(out_dir)
-    device = torch.device(device)
-    model = model.to(device).eval()
-    invert = Invertd(keys="pred", transform=transforms, orig_keys="image", nearest_interp=True, to_tensor=True)
-    rows: list[dict[str, Any]] = []
-    used: set[str] = set()
-    for r in records:
-        item = {"image": str(r["image"])} | ({"series": r["series"]} if r.get("series") else {})
-        try:
-            d = transforms(item)
-        except DataLoadError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a failing scan is reported with its path
-            from medtl.transforms.checks import unwrap_load_error
-
-            err = unwrap_load_error(exc)
-            if err is not exc:
-                raise err from None
-            raise DataLoadError(f"cannot preprocess {r['image']}: {exc}", path=str(r["image"])) from exc
-        img = d["image"]
-        logits = task.infer(model, img.as_tensor()[None].float().to(device))
-        label = logits.argmax(1).cpu().to(torch.float32)
-        d["pred"] = MetaTensor(label, meta=dict(img.meta))  # the meta holds the affine
-        inverted = invert(d)["pred"]
-        data = np.rint(np.asarray(inverted[0])).astype(np.uint8)
-        if data.ndim == 2:
-            data = data[..., None]
-        name = _mask_name(str(r["image"]), used)
-        nifti = nib.Nifti1Image(data, _affine_4x4(inverted.affine))
-        nifti.header.set_xyzt_units("mm")
-        nifti.set_qform(nifti.affine, code=1)
-        # written whole or not at all (the folder is made with the first mask): an interrupted or failing predict
-        # leaves no half-written file
-        atomic_write_bytes(out / name, gzip.compress(nifti.to_bytes(), compresslevel=6, mtime=0))
-        counts = np.bincount(data.ravel(), minlength=task.num_outputs)
-        rows.append(
-            {"image": str(r["image"]), "mask_file": str(out / name)}
-            | {f"voxels_{c}": int(n) for c, n in zip(task.classes, counts, strict=False)}
-        )
-    return rows

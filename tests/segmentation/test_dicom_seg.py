@@ -172,7 +172,8 @@ def test_seg_errors_are_one_line_and_name_the_fix(tmp_path: Path, monkeypatch: p
 def test_a_predicted_mask_written_as_seg_reads_back_voxel_for_voxel(tmp_path: Path) -> None:
     from medtl.config import load_config
     from medtl.train.predict import write_prediction_seg
-    from medtl.train.segmentation import SegmentationTask, segment_scans
+    from medtl.train.seg_inference import segment_scans
+    from medtl.train.segmentation import SegmentationTask
     from medtl.transforms.segmentation import build_inference_transforms
     from medtl.weights.sources import Normalization
 

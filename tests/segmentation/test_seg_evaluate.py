@@ -26,6 +26,7 @@ from medtl.weights.sources import Normalization
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 SHAPE = (24, 20, 12)
+PRE_3D = {"modality": "CT", "mode": "3d", "scan_dims": 3, "in_channels": 1}  # the run's preprocessing.json
 
 
 class Threshold(torch.nn.Module):
@@ -82,7 +83,7 @@ def _loaded_run(root: Path) -> LoadedRun:
     run.mkdir()
     (run / "splits.csv").write_text(f"patient_id,split\n{hash_patient_id('P3')},train\n")
     task = SegmentationTask(["background", "box"], roi_size=[32, 32, 32], spatial_dims=3)
-    return LoadedRun(RunDir(run), cfg, task, pipeline, Threshold().eval(), {}, run / "best.ckpt")
+    return LoadedRun(RunDir(run), cfg, task, pipeline, Threshold().eval(), PRE_3D, run / "best.ckpt")
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -197,7 +198,88 @@ def test_evaluate_takes_dicom_seg_reference_masks(tmp_path: Path) -> None:
     )
     task = SegmentationTask(["background", "lung", "nodule"], roi_size=[32, 32, 32], spatial_dims=3)
     (tmp_path / "run").mkdir()
-    loaded = LoadedRun(RunDir(tmp_path / "run"), cfg, task, pipeline, Background(), {}, tmp_path / "run" / "x.ckpt")
+    loaded = LoadedRun(RunDir(tmp_path / "run"), cfg, task, pipeline, Background(), PRE_3D, tmp_path / "x.ckpt")
+    for grid in ("native", "preprocessed"):
+        m = evaluate_segmentation(loaded, manifest, device="cpu", grid=grid)
+        # both classes are in the SEG (read onto the series' grid) and missed: Dice 0, HD95 undefined
+        assert m["n"] == 1 and m["dice_lung"] == 0.0 and m["dice_nodule"] == 0.0 and m["hd95_undefined"] == 2
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * float(np.logical_and(a, b).sum()) / float(a.sum() + b.sum())
+
+
+def test_native_grid_scores_the_masks_predict_writes(tmp_path: Path) -> None:
+    """A thin-sliced scan resampled to 1.5 mm for the model: evaluate on the scan's own grid gives the Dice of the
+    mask ``predict`` writes against the reference, computed here with numpy; on the preprocessed grid it differs."""
+    from medtl.train.seg_inference import segment_scans
+    from medtl.transforms.segmentation import build_inference_transforms
+
+    shape, affine = (40, 36, 10), np.diag([0.5, 0.5, 3.0, 1.0])
+    ref = np.zeros(shape, np.uint8)
+    ref[9:23, 7:20, 3:7] = 1  # edges that do not fall on the 1.5 mm grid
+    rng = np.random.default_rng(3)
+    write_nifti(tmp_path / "a.nii.gz", (rng.normal(0, 20, shape) + 600.0 * ref).astype(np.float32), affine)
+    write_nifti(tmp_path / "a_ref.nii.gz", ref, affine)
+    (tmp_path / "m.csv").write_text("image,mask,patient_id\na.nii.gz,a_ref.nii.gz,P1\n")
+    cfg = load_config(
+        {
+            "data": {"manifest": "unused.csv", "modality": "CT", "mode": "3d"},
+            "model": {"arch": "resnet10_3d"},
+            "preprocess": {"ct_window": [-200, 800], "spacing": [1.5, 1.5, 1.5]},
+            "segmentation": {"classes": ["background", "box"], "patch_size": [32, 32, 32]},
+        }
+    )
+    pipeline = build_segmentation_pipeline(
+        cfg, modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")
+    )
+    task = SegmentationTask(["background", "box"], roi_size=[32, 32, 32], spatial_dims=3)
+    (tmp_path / "run").mkdir()
+    loaded = LoadedRun(RunDir(tmp_path / "run"), cfg, task, pipeline, Threshold().eval(), PRE_3D, tmp_path / "x")
+    native = evaluate_segmentation(loaded, tmp_path / "m.csv", device="cpu")
+    resampled = evaluate_segmentation(loaded, tmp_path / "m.csv", device="cpu", grid="preprocessed")
+    assert native["grid"] == "native" and resampled["grid"] == "preprocessed"
+
+    transforms = build_inference_transforms(cfg, **PRE_3D, normalization=Normalization("none"))
+    (row,) = segment_scans(Threshold(), task, transforms, [{"image": str(tmp_path / "a.nii.gz")}], tmp_path / "out")
+    written = np.asarray(nib.load(row["mask_file"]).dataobj)
+    assert written.shape == shape
+    expected = _dice(written == 1, ref == 1)
+    assert 0.5 < expected < 1.0  # the resampling round trip moved the edges
+    assert native["dice"] == pytest.approx(expected, abs=1e-6)  # MONAI's Dice is float32
+    assert abs(resampled["dice"] - native["dice"]) > 1e-3
+    # distances in the scan's own voxel size: HD95 is a multiple-ish of 0.5 mm in-plane, 3 mm through-plane
+    assert 0.0 < native["hd95"] <= 6.0
+
+
+def test_native_grid_on_2d_images_resized_for_the_model(tmp_path: Path) -> None:
+    """2D images resized to 64 px for the model are scored at their own 32 px, 0.8 mm pixels."""
+    from helpers.seg_tasks import make_disc_task
+
+    from medtl.train.seg_inference import segment_scans
+    from medtl.transforms.segmentation import build_inference_transforms
+
+    manifest = make_disc_task(tmp_path, n_patients=3)
+    cfg = load_config(
+        {
+            "data": {"manifest": str(manifest), "modality": "CT", "mode": "2d"},
+            "model": {"arch": "resnet18"},
+            "preprocess": {"size": [64, 64], "ct_window": [-200, 800]},
+            "segmentation": {"classes": ["background", "disc"]},
+        }
+    )
+    pre = {"modality": "CT", "mode": "2d", "scan_dims": 2, "in_channels": 1}
+    pipeline = build_segmentation_pipeline(cfg, **pre, normalization=Normalization("none"))
+    task = SegmentationTask(["background", "disc"], roi_size=[64, 64], spatial_dims=2)
+    (tmp_path / "run").mkdir()
+    loaded = LoadedRun(RunDir(tmp_path / "run"), cfg, task, pipeline, Threshold().eval(), pre, tmp_path / "x")
     m = evaluate_segmentation(loaded, manifest, device="cpu")
-    # both classes are in the SEG (read onto the series' grid) and missed: Dice 0, HD95 undefined
-    assert m["n"] == 1 and m["dice_lung"] == 0.0 and m["dice_nodule"] == 0.0 and m["hd95_undefined"] == 2
+    transforms = build_inference_transforms(cfg, **pre, normalization=Normalization("none"))
+    for scan in m["scans"]:
+        (row,) = segment_scans(Threshold(), task, transforms, [{"image": scan["image"]}], tmp_path / "o")
+        written = np.asarray(nib.load(row["mask_file"]).dataobj)[..., 0]
+        ref = np.asarray(nib.load(scan["mask"]).dataobj)[..., 0]
+        assert written.shape == ref.shape == (32, 32)
+        assert scan["dice"] == pytest.approx(_dice(written == 1, ref == 1), abs=1e-6)
+        Path(row["mask_file"]).unlink()
+    assert m["n"] == 3 and 0.7 < m["dice"] <= 1.0

@@ -11,7 +11,8 @@ import torch
 from helpers.seg_tasks import write_nifti
 
 from medtl.config import load_config
-from medtl.train.segmentation import SegmentationTask, segment_scans
+from medtl.train.seg_inference import segment_scans
+from medtl.train.segmentation import SegmentationTask
 from medtl.transforms.segmentation import build_inference_transforms
 from medtl.weights.sources import Normalization
 

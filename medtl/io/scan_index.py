@@ -224,6 +224,8 @@ def _read_headers(files: list[tuple[Path, int, int]], root: Path | None) -> list
     found = cache.lookup(files, root) if cache is not None else {}
     missing = [f for f in files if os.fspath(f[0]) not in found]
     if missing:
+        if cache is not None:
+            cache.close()  # no open SQLite connection across the fork of header helpers; store() opens it again
         results = read_headers([p for p, _, _ in missing], sizes=[size for _, size, _ in missing])
         if cache is not None:
             # a reason from the operating system (permissions, a vanished file) may change: not cached

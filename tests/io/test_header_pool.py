@@ -97,3 +97,27 @@ def test_no_helpers_where_processes_cannot_start(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(dicom_files, "_pool_context", lambda: NoProcesses())
     assert _as_dicts(read_headers(paths, workers=2)) == expected
+
+
+def test_a_daemon_process_reads_every_header_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DataLoader worker is a daemon and may not start processes: no helpers, same headers."""
+    monkeypatch.setenv("MEDTL_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(dicom_files, "_POOL_MIN_FILES", 2)
+    paths = _tree(tmp_path / "tree")
+    expected = _as_dicts(read_headers(paths, workers=1))
+
+    class Daemon:
+        daemon = True
+
+    monkeypatch.setattr(dicom_files.mp, "current_process", lambda: Daemon())
+    log = tmp_path / "pids"
+    real = dicom_files._read_chunk
+
+    def recording(files):
+        with open(log, "a") as fp:
+            fp.write(f"{os.getpid()}\n")
+        return real(files)
+
+    monkeypatch.setattr(dicom_files, "_read_chunk", recording)
+    assert _as_dicts(read_headers(paths, workers=3)) == expected
+    assert not log.exists()

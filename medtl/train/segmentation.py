@@ -112,11 +112,23 @@ def segmentation_metrics(
         ``(3, num_classes - 1)``: rows dice, hd95, surface_dice (empty-mask conventions in the module docstring).
     """
     from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
-    from monai.networks.utils import one_hot
 
-    p = pred.reshape(1, 1, *pred.shape[-len(spacing) :]).long()
-    m = mask.reshape(1, 1, *mask.shape[-len(spacing) :]).long()
-    po, mo = one_hot(p, num_classes), one_hot(m, num_classes)
+    dims = len(spacing)
+    pl, ml = (torch.as_tensor(x).reshape(*x.shape[-dims:]) for x in (pred, mask))
+    pl, ml = (x.round().long() if x.is_floating_point() else x for x in (pl, ml))
+    # Only the box around the foreground of both (and one voxel more) is scored: foreground Dice counts, edges
+    # and distances are the same as on the whole grid (MONAI crops each class that way itself), and a native-grid
+    # CT (512 x 512 x 300) no longer makes one-hot copies of every voxel. Nothing in either: every class absent.
+    union = (pl > 0) | (ml > 0)
+    if not bool(union.any()):
+        return np.tile(np.array([[1.0], [0.0], [1.0]]), (1, num_classes - 1))
+    box = []
+    for axis in range(dims):
+        others = tuple(d for d in range(dims) if d != axis)
+        found = torch.nonzero(union.any(dim=others)).flatten()
+        box.append(slice(max(int(found[0]) - 1, 0), int(found[-1]) + 2))
+    pl, ml = pl[tuple(box)], ml[tuple(box)]
+    po, mo = (torch.stack([x == c for c in range(num_classes)])[None] for x in (pl, ml))  # boolean one-hot
     spacing = [float(s) for s in spacing]
     out = np.full((3, num_classes - 1), np.nan)
     with warnings.catch_warnings():  # MONAI warns for every empty class; the conventions below decide instead

@@ -137,6 +137,57 @@ def test_metrics_conventions_for_empty_and_known_masks() -> None:
     assert m2[1, 0] == pytest.approx(2 * segmentation_metrics(pred, mask, 2, [1.0, 1.0], 1.0)[1, 0])
 
 
+def _monai_on_the_whole_grid(pred, mask, num_classes, spacing, tolerance):
+    """MONAI's three metrics on float one-hot maps of the whole grid, as segmentation_metrics computed them before
+    it cropped to the foreground (conventions for absent classes applied the same way)."""
+    import warnings
+
+    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
+    from monai.networks.utils import one_hot
+
+    po, mo = one_hot(pred[None, None].long(), num_classes), one_hot(mask[None, None].long(), num_classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = compute_dice(po, mo, include_background=False, ignore_empty=False)[0]
+        h = compute_hausdorff_distance(po, mo, include_background=False, percentile=95, spacing=spacing)[0]
+        s = compute_surface_dice(po, mo, [tolerance] * (num_classes - 1), include_background=False, spacing=spacing)
+    out = np.stack([d.numpy(), h.numpy(), s[0].numpy()]).astype(float)
+    for c in range(num_classes - 1):
+        in_p, in_m = bool(po[0, c + 1].any()), bool(mo[0, c + 1].any())
+        if not in_p and not in_m:
+            out[:, c] = (1.0, 0.0, 1.0)
+        elif in_p != in_m:
+            out[:, c] = (0.0, np.nan, 0.0)
+    return out
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_metrics_on_the_foreground_box_equal_the_whole_grid(dims: int) -> None:
+    """Random blobs of three classes, some touching the grid's border, one class absent or one-sided: the cropped
+    computation gives MONAI's whole-grid values to float precision."""
+    rng = np.random.default_rng(dims)
+    shape = (30, 26) if dims == 2 else (30, 26, 14)
+    spacing = [0.7, 1.3] if dims == 2 else [0.7, 0.7, 2.5]
+    for trial in range(6):
+        pred, mask = torch.zeros(shape, dtype=torch.uint8), torch.zeros(shape, dtype=torch.uint8)
+        for target in (pred, mask):
+            for c in (1, 2):
+                if trial == 3 and c == 2 and target is pred:
+                    continue  # class 2 only in the reference
+                lo = [int(rng.integers(0, n - 4)) for n in shape]
+                if trial % 2 == 0:
+                    lo[0] = 0  # touches the border
+                box = tuple(slice(a, a + int(rng.integers(2, 8))) for a in lo)
+                target[box] = c
+        ours = segmentation_metrics(pred, mask, 4, spacing, 1.0)  # class 3 absent from both
+        np.testing.assert_allclose(ours, _monai_on_the_whole_grid(pred, mask, 4, spacing, 1.0), rtol=1e-5, atol=1e-6)
+    assert segmentation_metrics(torch.zeros(shape), torch.zeros(shape), 3, spacing, 1.0).tolist() == [
+        [1.0, 1.0],
+        [0.0, 0.0],
+        [1.0, 1.0],
+    ]
+
+
 def test_sample_ct_masks_regenerate_byte_for_byte(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("medtl_sample_masks", SAMPLE / "masks.py")
     module = importlib.util.module_from_spec(spec)

@@ -219,7 +219,7 @@ def _blocks(results: CompareResults, summary: Summary, images: dict[str, Path], 
                 a.mode or "",
                 p.get("license", "") or ("n/a" if a.is_scratch else ""),
                 p.get("citation", "") or "",
-                (p.get("sha256", "") or "") + (" (unverified)" if p.get("verified") is False else ""),
+                _sha256_cell(p, a.is_scratch),
             ]
         )
     b.append(
@@ -315,3 +315,11 @@ def write_report(
     rj = results.write_json(out / "results.json")
     rc = results.write_csv(out / "results.csv")
     return ReportFiles(md, htm, rj, rc, images)
+
+
+def _sha256_cell(provenance: dict, scratch: bool) -> str:
+    """The loaded file's SHA-256, marked when no pinned hash confirmed it; "n/a" for an arm that loads no file."""
+    if scratch:
+        return "n/a"
+    sha = provenance.get("sha256", "") or ""
+    return sha + (" (unverified)" if provenance.get("verified") is False else "")

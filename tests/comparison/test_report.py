@@ -166,6 +166,10 @@ def test_report_files_and_numbers_agree(tmp_path):
             d = row["vs_reference"]
             assert f"{d['difference']:+.3f}" in md and f"{d['low']:.3f} to {d['high']:.3f}" in md
     assert "out of memory" in md and "BSD-3-Clause" in md and "head left random" in md
+    # the weights table: the loaded file's hash for the pretrained arm, none for scratch (it loads no file)
+    arms = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if "| mobilenet\\_v2 |" in line}
+    assert arms["MobileNetV2 ImageNet"].endswith("| b0353104 |")
+    assert arms["scratch"].endswith("| n/a |") and "unverified" not in arms["scratch"]
     with open(files.results_csv) as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(res.runs)

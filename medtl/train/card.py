@@ -63,7 +63,7 @@ def model_card(exp: Any, result: dict[str, Any], load_report: dict[str, Any]) ->
         f"- Licence: {prov.get('license') or 'n/a'}",
         f"- Citation: {prov.get('citation') or 'n/a'}",
         f"- File: {prov.get('file') or 'none'}; SHA-256 of the file loaded: {prov.get('sha256') or 'n/a'}"
-        + ("" if prov.get("verified") in (None, True) else " (unverified: no pinned hash for this source)"),
+        + ("" if prov.get("verified") in (None, True) or not prov.get("file") else " (unverified: no pinned hash)"),
         f"- Load report: {load_report.get('summary', 'n/a')}",
         "",
         "## Preprocessing",
@@ -74,9 +74,10 @@ def model_card(exp: Any, result: dict[str, Any], load_report: dict[str, Any]) ->
         f"(lr {t.lr_for(str(result.get('schedule'))):g}, lr_mult {t.lr_mult:g}), batch {t.batch_size}, "
         f"optimizer {t.optimizer}, precision "
         f"{result.get('precision')}, devices {t.devices}, seed {t.seed}, class balance {t.class_balance}.",
-        f"- Best epoch (by {t.monitor}): {result.get('best_epoch')}",
+        f"- Tested weights: epoch {result.get('best_epoch')}, "
+        + ("the last (train.select: last)" if t.select == "last" else f"the best by {t.monitor} (train.select: best)"),
         "",
-        "## Metrics (per scan, best checkpoint)",
+        "## Metrics (per scan, the tested weights)",
         "",
     ]
     if exp.task.name == "segmentation":

@@ -86,6 +86,9 @@ def test_2d_run_learns_and_writes_the_run_directory(xray_run) -> None:
     assert all(splits[p] == "val" for p in val_p) and all(splits[p] == "test" for p in test_p)
     card = (run_dir / "model_card.md").read_text()
     assert "## Metrics" in card and "percentiles" in card
+    # the card says which weights were tested: the last epoch's by default, as result.json's best_epoch says
+    result_json = json.loads((run_dir / "result.json").read_text())
+    assert f"- Tested weights: epoch {result_json['best_epoch']}, the last (train.select: last)" in card
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert cfg["train"]["epochs"] == 4 and cfg["train"]["precision"] == "auto"
 

@@ -50,7 +50,9 @@ def evaluate(
 
     Raises:
         TrainingError: the manifest has no rows, or holds rows of the run's training/validation patients.
+        ConfigError: ``grid`` is neither ``native`` nor ``preprocessed``.
     """
+    _check_grid(grid)
     loaded = load_run(run_dir)
     if loaded.task.name == "segmentation":
         return evaluate_segmentation(loaded, manifest, out=out, allow_seen=allow_seen, grid=grid)
@@ -78,6 +80,11 @@ def evaluate(
         if bool(sel.any()):
             result["seen"][split] = loaded.task.metrics(scores[sel], targets[sel])
     return result
+
+
+def _check_grid(grid: str) -> None:
+    if grid not in GRIDS:
+        raise ConfigError(f"grid {grid!r} is not one of {', '.join(GRIDS)}", fix="use --grid native or preprocessed")
 
 
 def _splits_of(loaded: LoadedRun, records: list[dict[str, Any]], manifest: str | Path, allow_seen: bool) -> list[str]:
@@ -190,8 +197,7 @@ def evaluate_segmentation(
     """
     from medtl.data.dataset import SegmentationDataset
 
-    if grid not in GRIDS:
-        raise ConfigError(f"grid {grid!r} is not one of {', '.join(GRIDS)}", fix="use --grid native or preprocessed")
+    _check_grid(grid)
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
     if loaded.task.name != "segmentation":
         raise TrainingError(f"run {loaded.run.path} does not segment", fix="use evaluate for classification runs")

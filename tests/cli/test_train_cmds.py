@@ -65,6 +65,9 @@ def test_train_predict_evaluate_lr_find(xray_config: Path, tmp_path: Path, capsy
     result = json.loads((run_dir / "result.json").read_text())
     assert m["n"] == result["n_scans"]["test"] and m["seen"]["train"]["n"] == result["n_scans"]["train"]
     assert set(m) >= {"accuracy", "balanced_accuracy", "auroc", "f1", "confusion_matrix"}
+    assert main(["evaluate", str(run_dir), str(manifest), "--grid", "voxel"]) == 2  # a typo: one line, the choices
+    err = capsys.readouterr().err
+    assert "grid 'voxel' is not one of native, preprocessed" in err and "Traceback" not in err
 
     png = tmp_path / "lr.png"
     assert main(["lr-find", str(xray_config), "--out", str(png), "--steps", "12"]) == 0

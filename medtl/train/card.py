@@ -104,8 +104,9 @@ def _segmentation_metrics(exp: Any, result: dict[str, Any]) -> list[str]:
     seg = exp.config.segmentation
     lines = [
         f"Dice, HD95 (mm) and surface Dice (tolerance {seg.surface_tolerance_mm:g} mm) per foreground class, means "
-        "over scans on the preprocessed grid. A class absent from both mask and prediction scores Dice 1, "
-        "HD95 0; absent from one of them: Dice 0, HD95 undefined (left out of the mean).",
+        "over scans: validation (which chose the weights) on the model's preprocessed grid, test on each scan's own "
+        "grid, as `medtl evaluate` scores and `medtl predict` writes masks. A class absent from both mask and "
+        "prediction scores Dice 1, HD95 0; absent from one of them: Dice 0, HD95 undefined (left out of the mean).",
         "",
         "| split | class | n | Dice | HD95 mm | surface Dice |",
         "|---|---|---|---|---|---|",

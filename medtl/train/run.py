@@ -294,14 +294,19 @@ def _fine_tune(
             if not recs:
                 metrics[split] = {}
                 continue
-            scores, targets, ids = predict_dataset(
-                model,
-                exp.datasets[split],
-                exp.task,
-                batch_size=cfg.train.batch_size,
-                device=device,
-                precision=precision,
-            )
+            if split == "test" and exp.task.name == "segmentation":
+                # scored on each scan's own grid, as evaluate scores and predict writes (validation, which chose
+                # the weights, stays on the model's grid)
+                scores, targets, ids = _native_test_scores(exp, model, device)
+            else:
+                scores, targets, ids = predict_dataset(
+                    model,
+                    exp.datasets[split],
+                    exp.task,
+                    batch_size=cfg.train.batch_size,
+                    device=device,
+                    precision=precision,
+                )
             metrics[split] = exp.task.metrics(scores, targets)
             columns = exp.task.prediction_columns(with_labels=True)
             run.write_predictions(split, columns, exp.task.prediction_rows(recs, scores, ids, with_labels=True))
@@ -352,3 +357,15 @@ def _fine_tune(
         if rank0:
             run.write_stopped(exc, seconds=time.perf_counter() - t_start, command="medtl train")
         raise
+
+
+def _native_test_scores(exp: Experiment, model: torch.nn.Module, device: str) -> Any:
+    """Per-scan rows of a segmentation run's test scans on their own grids (:mod:`medtl.train.seg_inference`)."""
+    from medtl.train.predict import _pipeline_args
+    from medtl.train.seg_inference import native_split_scores
+    from medtl.transforms.segmentation import build_inference_transforms
+
+    transforms = build_inference_transforms(
+        exp.config, **_pipeline_args(exp.preprocessing(), exp.pipeline.normalization)
+    )
+    return native_split_scores(model, exp.task, transforms, exp.splits["test"], device=device)  # type: ignore[arg-type]

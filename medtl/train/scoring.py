@@ -208,14 +208,19 @@ def evaluate_segmentation(
     records = _segmentation_records(loaded, manifest)
     where = _splits_of(loaded, records, manifest, allow_seen)
     if grid == "native":
-        from medtl.train.seg_inference import native_scores
+        from medtl.train.seg_inference import native_split_scores
         from medtl.transforms.segmentation import build_inference_transforms
 
         transforms = build_inference_transforms(
             loaded.config, **_pipeline_args(loaded.preprocessing, loaded.pipeline.normalization)
         )
-        scores = native_scores(loaded.model, task, transforms, records, device=inference_device(device))  # type: ignore[arg-type]
-        ids = torch.arange(len(records))
+        scores, _, ids = native_split_scores(
+            loaded.model,
+            task,  # type: ignore[arg-type]
+            transforms,
+            records,
+            device=inference_device(device),
+        )
     else:
         dataset = SegmentationDataset(records, loaded.pipeline, train=False, cache="none")
         scores, _, ids = predict_dataset(

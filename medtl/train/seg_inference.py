@@ -20,7 +20,7 @@ from torch import nn
 from medtl.io.dicom_seg import _affine_4x4
 from medtl.train.segmentation import SegmentationTask, segmentation_metrics
 
-__all__ = ["native_label_maps", "native_scores", "segment_scans"]
+__all__ = ["native_label_maps", "native_scores", "native_split_scores", "segment_scans"]
 
 
 def _mask_name(image: str, used: set[str]) -> str:
@@ -166,3 +166,20 @@ def native_scores(
         rows.append(table.reshape(-1))
     k = 3 * (task.num_outputs - 1)
     return torch.as_tensor(np.stack(rows) if rows else np.zeros((0, k)), dtype=torch.float64)
+
+
+def native_split_scores(
+    model: nn.Module,
+    task: SegmentationTask,
+    transforms: Any,
+    records: Sequence[dict[str, Any]],
+    *,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`native_scores` of ``records`` as the engine gives a split's rows: ``(scores, targets, scan ids)``,
+    each scan's target the index of its patient among the records' sorted patient IDs (for per-patient means)."""
+    scores = native_scores(model, task, transforms, records, device=device)
+    pids = sorted({str(r.get("patient_id", "")) for r in records})
+    index = {p: i for i, p in enumerate(pids)}
+    targets = torch.tensor([index[str(r.get("patient_id", ""))] for r in records], dtype=torch.long)
+    return scores, targets, torch.arange(len(records))

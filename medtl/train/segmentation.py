@@ -1,8 +1,9 @@
 """``SegmentationTask``: the :class:`~medtl.train.task.Task` of voxel-wise segmentation.
 
-Training draws patches (3D) or whole images (2D) and uses a MONAI loss (DiceCE by default). Validation and test
-run MONAI's ``sliding_window_inference`` over each whole (preprocessed) scan and compute, per scan and per
-foreground class, with MONAI's metric functions on the preprocessed grid (distances in mm from its voxel size):
+Training draws patches (3D) or whole images (2D) and uses a MONAI loss (DiceCE by default). Validation runs
+MONAI's ``sliding_window_inference`` over each whole (preprocessed) scan and computes, per scan and per foreground
+class, with MONAI's metric functions on the preprocessed grid (distances in mm from its voxel size); the final
+test scores are computed the same way on each scan's own grid (:mod:`medtl.train.seg_inference`):
 
 * ``dice``: Dice coefficient;
 * ``hd95``: 95th percentile of the symmetric Hausdorff distance, mm;

@@ -67,6 +67,15 @@ def test_the_2d_config_learns_lung_fields_from_a_manifest_without_labels(
     assert list(rows[0]) == ["image", "mask", "patient_id", "dice", "dice_lung", "hd95_lung", "surface_dice_lung"]
     held_out = {r["patient_id"] for r in splits if r["split"] == "test"}
     assert {r["patient_id"] for r in rows} == held_out
+    # the test metrics are on each radiograph's own grid: evaluate on the same scans gives the same numbers
+    from medtl.train.scoring import evaluate_segmentation
+
+    manifest = tmp_path / "test_rows.csv"
+    manifest.write_text("image,mask\n" + "".join(f"{r['image']},{r['mask']}\n" for r in rows))
+    again = evaluate_segmentation(result.run_dir, manifest, device="cpu")
+    assert again["grid"] == "native" and again["n"] == test["n"]
+    for key in ("dice", "hd95", "surface_dice", "dice_patient"):
+        assert again[key] == pytest.approx(test[key], abs=1e-9), key
     # three overlays of test radiographs, named after them, longest side 512 px
     overlays = run.overlays()
     test_names = {Path(r["image"]).stem for r in rows}

@@ -77,9 +77,10 @@ def _intro(results: CompareResults, summary: Summary, n_patients: int) -> str:
     name = f"{spec.words} in {spec.unit}" if spec.unit else spec.words
     direction = "higher is better" if spec.higher_is_better else "lower is better"
     return (
-        head + f"Segmentation. Primary metric: test {name} ({direction}): for each foreground class, each patient's "
-        "mean over the patient's scans (HD95 over the scans where it is defined), the mean over patients, then the "
-        f"mean over the classes; {same}. Classes: {', '.join(results.classes)} (the first is the background)."
+        head + f"Segmentation. Primary metric: test {name} ({direction}), on each scan's own grid (the prediction "
+        "put back where `medtl predict` writes it): for each foreground class, each patient's mean over the "
+        "patient's scans (HD95 over the scans where it is defined), the mean over patients, then the mean over the "
+        f"classes; {same}. Classes: {', '.join(results.classes)} (the first is the background)."
     )
 
 

@@ -341,6 +341,8 @@ def _fine_tune(
             "mode": exp.mode,
             "best_checkpoint": str(best_path),
         }
+        if exp.task.name == "segmentation":
+            result["metrics_grid"] = {"val": "preprocessed", "test": "native"}
         run.write_card(model_card(exp, {**result, "run_dir": str(run.path)}, load_report))
         run.write_result(result)
         if not quiet:

@@ -74,6 +74,7 @@ def test_the_2d_config_learns_lung_fields_from_a_manifest_without_labels(
     manifest.write_text("image,mask\n" + "".join(f"{r['image']},{r['mask']}\n" for r in rows))
     again = evaluate_segmentation(result.run_dir, manifest, device="cpu")
     assert again["grid"] == "native" and again["n"] == test["n"]
+    assert run.read_result()["metrics_grid"] == {"val": "preprocessed", "test": "native"}
     for key in ("dice", "hd95", "surface_dice", "dice_patient"):
         assert again[key] == pytest.approx(test[key], abs=1e-9), key
     # three overlays of test radiographs, named after them, longest side 512 px

@@ -80,6 +80,13 @@ def native_label_maps(
             raise DataLoadError(f"cannot preprocess {r['image']}: {exc}", path=str(r["image"])) from exc
         img = d["image"]
         logits = task.infer(model, img.as_tensor()[None].float().to(device))
+        if not torch.isfinite(logits).all():  # argmax would turn NaN into a confident-looking mask
+            from medtl.errors import TrainingError
+
+            raise TrainingError(
+                f"the model gives non-finite outputs (NaN or inf) on {r['image']}",
+                fix="check the weights (a checkpoint of NaNs) or train with a lower learning rate",
+            )
         label = logits.argmax(1).cpu().to(torch.float32)
         d["pred"] = MetaTensor(label, meta=dict(img.meta))  # the meta holds the affine
         yield r, invert(d)["pred"]

@@ -283,3 +283,17 @@ def test_native_grid_on_2d_images_resized_for_the_model(tmp_path: Path) -> None:
         assert scan["dice"] == pytest.approx(_dice(written == 1, ref == 1), abs=1e-6)
         Path(row["mask_file"]).unlink()
     assert m["n"] == 3 and 0.7 < m["dice"] <= 1.0
+
+
+def test_a_model_giving_nan_is_an_error_not_a_background_mask(tmp_path: Path) -> None:
+    manifest = _scans(tmp_path)
+    loaded = _loaded_run(tmp_path)
+
+    class Nan(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full((x.shape[0], 2, *x.shape[2:]), float("nan"))
+
+    loaded.model = Nan()
+    for grid in ("native", "preprocessed"):
+        with pytest.raises(TrainingError, match="non-finite outputs"):
+            evaluate_segmentation(loaded, manifest, allow_seen=True, device="cpu", grid=grid)

@@ -88,6 +88,9 @@ def test_no_helpers_where_processes_cannot_start(tmp_path: Path, monkeypatch: py
     class NoProcesses:
         Pipe = staticmethod(__import__("multiprocessing").Pipe)
 
+        def get_start_method(self):
+            return "fork"
+
         def Process(self, *args, **kwargs):  # noqa: N802 - the multiprocessing name
             class P:
                 def start(self):
@@ -121,3 +124,27 @@ def test_a_daemon_process_reads_every_header_itself(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(dicom_files, "_read_chunk", recording)
     assert _as_dicts(read_headers(paths, workers=3)) == expected
     assert not log.exists()
+
+
+def test_spawned_helpers_only_for_large_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where helpers are spawned (they import medtl first), a few hundred files are read in this process."""
+    import multiprocessing
+
+    monkeypatch.setenv("MEDTL_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(dicom_files, "_POOL_MIN_FILES", 2)
+    paths = _tree(tmp_path / "tree")
+    expected = _as_dicts(read_headers(paths, workers=1))
+    started = []
+
+    class Spawn:
+        Pipe = staticmethod(multiprocessing.Pipe)
+
+        def get_start_method(self):
+            return "spawn"
+
+        def Process(self, *args, **kwargs):  # noqa: N802 - the multiprocessing name
+            started.append(args)
+            raise AssertionError("no helper for a small set")
+
+    monkeypatch.setattr(dicom_files, "_pool_context", lambda: Spawn())
+    assert _as_dicts(read_headers(paths, workers=2)) == expected and started == []

@@ -147,7 +147,8 @@ def _from_values(path: Path | str, values: tuple[Any, ...] | str) -> DicomHeader
     return DicomHeader(path if isinstance(path, Path) else Path(path), *values)
 
 
-_POOL_MIN_FILES = 500  # measured break-even on 2 cores: about 350 files
+_POOL_MIN_FILES = 500  # forked helpers; measured break-even on 2 cores: about 350 files
+_SPAWN_MIN_FILES = 2000  # spawned helpers (not Linux) import medtl first: a fraction of a second each
 
 
 def _header_workers() -> int:
@@ -203,6 +204,8 @@ def read_headers(
     workers = workers or _header_workers()
     sized = list(zip(paths, sizes, strict=True)) if sizes is not None else [(p, None) for p in paths]
     ctx = _pool_context() if workers > 1 and len(paths) >= _POOL_MIN_FILES else None
+    if ctx is not None and ctx.get_start_method() != "fork" and len(paths) < _SPAWN_MIN_FILES:
+        ctx = None
     if ctx is None:
         return [_header_or_reason(p, size) for p, size in sized]
     patient_id_secret()  # read (or create) the secret once, before the helpers start

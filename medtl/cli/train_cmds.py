@@ -213,7 +213,7 @@ def evaluate_cmd(
         typer.Option(
             "--grid",
             help="Segmentation: score on each scan's own grid ('native', the masks predict writes) or on the "
-            "model's resampled grid ('preprocessed', as the run's own test metrics).",
+            "model's resampled grid ('preprocessed', as the run's validation metrics).",
         ),
     ] = "native",
 ) -> None:

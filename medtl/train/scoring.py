@@ -171,7 +171,7 @@ def evaluate_segmentation(
     Dice 0, HD95 undefined). With ``grid="native"`` (the default) the prediction is put back on the scan's own grid
     (as ``predict`` writes it) and scored against the reference mask there, distances in the scan's voxel size:
     the numbers a reader's own tools give for the written masks. ``grid="preprocessed"`` scores on the resampled,
-    padded or resized grid the model sees, as the run's own validation and test metrics do. Patients the run
+    padded or resized grid the model sees, as the run's validation metrics do. Patients the run
     trained or validated on are refused, or with ``allow_seen`` scored apart.
 
     Args:

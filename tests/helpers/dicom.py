@@ -284,3 +284,36 @@ def medtl_world(scan: Any, index: Sequence[float]) -> np.ndarray:
 def random_raw(shape: tuple[int, int, int], seed: int = 0, low: int = 0, high: int = 3000) -> np.ndarray:
     """Random int16 stored values."""
     return np.random.default_rng(seed).integers(low, high, size=shape).astype(np.int16)
+
+
+def highdicom_seg(datasets: Sequence[Dataset], pixels: np.ndarray, names: Sequence[str], **kw: Any) -> Any:
+    """A BINARY DICOM SEG built by highdicom itself (not medtl) over ``datasets``: one segment per name (label as
+    given), ``pixels`` one frame per source dataset (a label map, or one-hot with ``kw['pixel_array']``)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    segments = [
+        hd.seg.SegmentDescription(
+            segment_number=i + 1,
+            segment_label=name,
+            segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
+        for i, name in enumerate(names)
+    ]
+    return hd.seg.Segmentation(
+        source_images=list(datasets),
+        pixel_array=kw.pop("pixel_array", pixels),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments,
+        series_instance_uid=hd.UID(),
+        series_number=5,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="test",
+        manufacturer_model_name="test",
+        software_versions="1",
+        device_serial_number="1",
+        **kw,
+    )

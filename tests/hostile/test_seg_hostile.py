@@ -22,7 +22,7 @@ import pydicom
 import pytest
 import yaml
 from helpers.cli import assert_one_line_error, medtl, no_leftovers
-from helpers.dicom import write_radiograph, write_series
+from helpers.dicom import highdicom_seg, write_radiograph, write_series
 from helpers.seg_tasks import make_disc_task, make_sphere_task, seg_config
 
 from medtl.cli import main
@@ -240,33 +240,8 @@ def _dicom_series(folder: Path, patient: str) -> list[pydicom.Dataset]:
 
 
 def _seg(path: Path, datasets: list[pydicom.Dataset], names: Sequence[str], pixels: np.ndarray) -> Path:
-    hd = pytest.importorskip("highdicom")
-    from pydicom.sr.codedict import codes
-
-    segments = [
-        hd.seg.SegmentDescription(
-            segment_number=i + 1,
-            segment_label=name,
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        )
-        for i, name in enumerate(names)
-    ]
-    hd.seg.Segmentation(
-        source_images=datasets,
-        pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segments,
-        series_instance_uid=hd.UID(),
-        series_number=5,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="test",
-        manufacturer_model_name="test",
-        software_versions="1",
-        device_serial_number="1",
-    ).save_as(path)
+    pytest.importorskip("highdicom")
+    highdicom_seg(datasets, pixels, names).save_as(path)
     return path
 
 

@@ -13,14 +13,13 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from helpers.dicom import write_series
+from helpers.dicom import highdicom_seg, write_series
 
 from medtl.errors import DataLoadError
 from medtl.io import read_scan
 from medtl.io.dicom_seg import SEGMENTATION_STORAGE, is_dicom_seg, read_dicom_seg, seg_to_label_map
 
 hd = pytest.importorskip("highdicom")
-from pydicom.sr.codedict import codes  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 # 20 degrees about the patient's y axis, then the column direction along y: an oblique stack
@@ -67,31 +66,7 @@ def _highdicom_seg(
     """A SEG written by highdicom itself (not medtl), its source frames in the datasets' (shuffled) order."""
     rank = _position_rank(datasets)
     pixels = np.stack([labels[rank[i]] for i in range(len(datasets))])
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=i + 1,
-            segment_label=name,
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        )
-        for i, name in enumerate(names)
-    ]
-    return hd.seg.Segmentation(
-        source_images=datasets,
-        pixel_array=kw.pop("pixel_array", pixels),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=5,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="test",
-        manufacturer_model_name="test",
-        software_versions="1",
-        device_serial_number="1",
-        **kw,
-    )
+    return highdicom_seg(datasets, pixels, names, **kw)
 
 
 def test_seg_frames_are_placed_by_their_positions_on_the_grid_medtl_reads(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -14,8 +15,13 @@ import medtl.io.dicom.files as dicom_files
 from medtl.io.dicom import read_headers
 
 
-def _tree(root: Path) -> list[Path]:
-    """Three small series, a text file posing as DICOM and a DICOM file cut inside its header, in a fixed order."""
+@pytest.fixture
+def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Three small series, a text file posing as DICOM and a DICOM file cut inside its header, in a fixed order;
+    helpers allowed from two files."""
+    monkeypatch.setenv("MEDTL_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(dicom_files, "_POOL_MIN_FILES", 2)
+    root = tmp_path / "tree"
     for k in range(3):
         write_series(root / f"s{k}", np.full((4, 4, 4), k, np.int16), patient_id=f"P{k}", description=f"d{k}")
     (root / "notes.dcm").write_bytes(b"not a DICOM file at all" * 10)
@@ -28,11 +34,42 @@ def _as_dicts(results: list) -> list:
     return [r if isinstance(r, str) else dataclasses.asdict(r) for r in results]
 
 
+def _record_pids(monkeypatch: pytest.MonkeyPatch, log: Path) -> None:
+    """Each process that reads a helper's part writes its PID to ``log`` (forked, so the patch is inherited)."""
+    real = dicom_files._read_chunk
+
+    def recording(files):
+        with open(log, "a") as fp:
+            fp.write(f"{os.getpid()}\n")
+        return real(files)
+
+    monkeypatch.setattr(dicom_files, "_read_chunk", recording)
+
+
+class _FakeContext:
+    """A multiprocessing context whose processes cannot start (``fail``) or must not be asked for."""
+
+    Pipe = staticmethod(multiprocessing.Pipe)
+
+    def __init__(self, method: str, fail: BaseException) -> None:
+        self.method, self.fail, self.asked = method, fail, 0
+
+    def get_start_method(self) -> str:
+        return self.method
+
+    def Process(self, *args, **kwargs):  # noqa: N802 - the multiprocessing name
+        self.asked += 1
+        fail = self.fail
+
+        class P:
+            def start(self):
+                raise fail
+
+        return P()
+
+
 @pytest.mark.parametrize("workers", [2, 3, 5])
-def test_helpers_give_what_one_process_gives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
-    monkeypatch.setenv("MEDTL_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(dicom_files, "_POOL_MIN_FILES", 2)
-    paths = _tree(tmp_path / "tree")
+def test_helpers_give_what_one_process_gives(paths: list[Path], workers: int) -> None:
     one = read_headers(paths, workers=1)
     many = read_headers(paths, workers=workers, sizes=[p.stat().st_size for p in paths])
     assert _as_dicts(many) == _as_dicts(one)
@@ -45,29 +82,15 @@ def test_helpers_give_what_one_process_gives(tmp_path: Path, monkeypatch: pytest
     assert not cut.has_pixels
 
 
-def test_helper_processes_do_the_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_helper_processes_do_the_reading(paths: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The parts after the first are read in other processes (each one records its process ID)."""
-    monkeypatch.setenv("MEDTL_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(dicom_files, "_POOL_MIN_FILES", 2)
-    paths = _tree(tmp_path / "tree")
-    log = tmp_path / "pids"
-    real = dicom_files._read_chunk
-
-    def recording(files):  # runs in the helper (forked, so the patch is inherited)
-        with open(log, "a") as fp:
-            fp.write(f"{os.getpid()}\n")
-        return real(files)
-
-    monkeypatch.setattr(dicom_files, "_read_chunk", recording)
+    _record_pids(monkeypatch, tmp_path / "pids")
     read_headers(paths, workers=3)
-    pids = log.read_text().split()
+    pids = (tmp_path / "pids").read_text().split()
     assert len(pids) == 2 and str(os.getpid()) not in pids and len(set(pids)) == 2
 
 
-def test_a_helper_that_dies_leaves_its_part_to_this_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MEDTL_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(dicom_files, "_POOL_MIN_FILES", 2)
-    paths = _tree(tmp_path / "tree")
+def test_a_helper_that_dies_leaves_its_part_to_this_process(paths: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     expected = _as_dicts(read_headers(paths, workers=1))
     monkeypatch.setattr(dicom_files, "_read_chunk", lambda files: os._exit(3))  # killed before it sends anything
     assert _as_dicts(read_headers(paths, workers=2)) == expected
@@ -79,72 +102,31 @@ def test_a_helper_that_dies_leaves_its_part_to_this_process(tmp_path: Path, monk
     assert _as_dicts(read_headers(paths, workers=2)) == expected
 
 
-def test_no_helpers_where_processes_cannot_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MEDTL_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(dicom_files, "_POOL_MIN_FILES", 2)
-    paths = _tree(tmp_path / "tree")
+def test_no_helpers_where_processes_cannot_start(paths: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     expected = _as_dicts(read_headers(paths, workers=1))
-
-    class NoProcesses:
-        Pipe = staticmethod(__import__("multiprocessing").Pipe)
-
-        def get_start_method(self):
-            return "fork"
-
-        def Process(self, *args, **kwargs):  # noqa: N802 - the multiprocessing name
-            class P:
-                def start(self):
-                    raise OSError(11, "Resource temporarily unavailable")
-
-            return P()
-
-    monkeypatch.setattr(dicom_files, "_pool_context", lambda: NoProcesses())
-    assert _as_dicts(read_headers(paths, workers=2)) == expected
+    context = _FakeContext("fork", OSError(11, "Resource temporarily unavailable"))
+    monkeypatch.setattr(dicom_files, "_pool_context", lambda: context)
+    assert _as_dicts(read_headers(paths, workers=2)) == expected and context.asked == 1
 
 
-def test_a_daemon_process_reads_every_header_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_daemon_process_reads_every_header_itself(
+    paths: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A DataLoader worker is a daemon and may not start processes: no helpers, same headers."""
-    monkeypatch.setenv("MEDTL_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(dicom_files, "_POOL_MIN_FILES", 2)
-    paths = _tree(tmp_path / "tree")
     expected = _as_dicts(read_headers(paths, workers=1))
 
     class Daemon:
         daemon = True
 
     monkeypatch.setattr(dicom_files.mp, "current_process", lambda: Daemon())
-    log = tmp_path / "pids"
-    real = dicom_files._read_chunk
-
-    def recording(files):
-        with open(log, "a") as fp:
-            fp.write(f"{os.getpid()}\n")
-        return real(files)
-
-    monkeypatch.setattr(dicom_files, "_read_chunk", recording)
+    _record_pids(monkeypatch, tmp_path / "pids")
     assert _as_dicts(read_headers(paths, workers=3)) == expected
-    assert not log.exists()
+    assert not (tmp_path / "pids").exists()
 
 
-def test_spawned_helpers_only_for_large_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_spawned_helpers_only_for_large_sets(paths: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """Where helpers are spawned (they import medtl first), a few hundred files are read in this process."""
-    import multiprocessing
-
-    monkeypatch.setenv("MEDTL_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(dicom_files, "_POOL_MIN_FILES", 2)
-    paths = _tree(tmp_path / "tree")
     expected = _as_dicts(read_headers(paths, workers=1))
-    started = []
-
-    class Spawn:
-        Pipe = staticmethod(multiprocessing.Pipe)
-
-        def get_start_method(self):
-            return "spawn"
-
-        def Process(self, *args, **kwargs):  # noqa: N802 - the multiprocessing name
-            started.append(args)
-            raise AssertionError("no helper for a small set")
-
-    monkeypatch.setattr(dicom_files, "_pool_context", lambda: Spawn())
-    assert _as_dicts(read_headers(paths, workers=2)) == expected and started == []
+    context = _FakeContext("spawn", AssertionError("no helper for a small set"))
+    monkeypatch.setattr(dicom_files, "_pool_context", lambda: context)
+    assert _as_dicts(read_headers(paths, workers=2)) == expected and context.asked == 0

@@ -37,7 +37,7 @@ import numpy as np
 from medtl.errors import MedtlError, RunDirError
 from medtl.utils import atomic_write_bytes
 
-__all__ = ["RunDir", "RunLockedError", "json_clean"]
+__all__ = ["RunDir", "RunLockedError", "json_clean", "folder_lock", "lock_holder"]
 
 
 class RunLockedError(RunDirError):
@@ -381,8 +381,7 @@ class RunDir:
         return self._write_text(name, text)
 
     # -- lock -----------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> contextlib.AbstractContextManager[None]:
         """Hold the folder's lock: a second writer of the same run is refused while this one lives.
 
         A lock left by a process that no longer exists (a crash, kill -9) on this host is taken over.
@@ -390,46 +389,73 @@ class RunDir:
         Raises:
             RunLockedError: another live process holds the lock.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
-        path = self.file(self.LOCK)
-        me = f"{os.getpid()} {socket.gethostname()}\n"
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._lock_holder(path)
-                if holder is None:  # stale: its process is gone
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
-                    continue
-                raise RunLockedError(
-                    f"run folder {self.path} is in use by process {holder}",
-                    path=str(self.path),
-                    fix="wait for that process to end, or choose another output.name",
-                ) from None
-            with os.fdopen(fd, "w") as fh:
-                fh.write(me)
-            break
-        else:  # pragma: no cover - two processes racing for a stale lock
-            raise RunLockedError(f"cannot take the lock of {self.path}", path=str(self.path))
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                if path.read_text() == me:
-                    path.unlink()
+        return folder_lock(
+            self.path, what="run folder", fix="wait for that process to end, or choose another output.name"
+        )
 
     @staticmethod
     def _lock_holder(path: Path) -> str | None:
         """``"PID on HOST"`` of a live holder, or None when the lock is stale."""
+        return lock_holder(path)
+
+
+def lock_holder(lock_file: str | os.PathLike[str]) -> str | None:
+    """``"PID"`` (this host) or ``"PID on HOST"`` of the live process holding a lock file, or None when there is no
+    lock or it is stale (its process on this host is gone). A holder on another host cannot be checked: it is
+    assumed alive."""
+    try:
+        pid_s, _, host = Path(lock_file).read_text().strip().partition(" ")
+        pid = int(pid_s)
+    except (OSError, ValueError):
+        return None
+    if host and host != socket.gethostname():
+        return f"{pid} on {host}"
+    return f"{pid}" if _pid_alive(pid) else None
+
+
+@contextlib.contextmanager
+def folder_lock(
+    folder: str | os.PathLike[str], *, what: str = "folder", fix: str = "wait for that process to end"
+) -> Iterator[None]:
+    """Hold ``<folder>/.lock`` (the PID and host of this process) while the block runs.
+
+    A second holder is refused while the first lives; a lock left by a process that no longer exists on this
+    host (a crash, kill -9) is taken over. The folder is created if needed. Not re-entrant: a process holding
+    the lock is refused like any other.
+
+    Args:
+        folder: the folder to lock.
+        what: how the error names the folder (``run folder``, ``comparison folder``).
+        fix: what the error tells the user to do.
+
+    Raises:
+        RunLockedError: another live process holds the lock.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / RunDir.LOCK
+    me = f"{os.getpid()} {socket.gethostname()}\n"
+    for _ in range(2):
         try:
-            pid_s, _, host = path.read_text().strip().partition(" ")
-            pid = int(pid_s)
-        except (OSError, ValueError):
-            return None
-        if host and host != socket.gethostname():
-            return f"{pid} on {host}"  # cannot check another machine's processes: assume it lives
-        return f"{pid}" if _pid_alive(pid) else None
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = lock_holder(path)
+            if holder is None:  # stale: its process is gone
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            raise RunLockedError(f"{what} {folder} is in use by process {holder}", path=str(folder), fix=fix) from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me)
+        break
+    else:  # pragma: no cover - two processes racing for a stale lock
+        raise RunLockedError(f"cannot take the lock of {folder}", path=str(folder))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text() == me:
+                path.unlink()
 
 
 #: what a resumed run may change: where it is written, and a longer run

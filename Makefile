@@ -33,7 +33,7 @@ demo: $(OFFLINE_WEIGHTS)
 	$(BIN)/medtl demo
 
 test: $(OFFLINE_WEIGHTS)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 test-all: $(OFFLINE_WEIGHTS)
 	$(BIN)/python -m pytest -q -m ""

@@ -47,13 +47,16 @@ def backbones_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSO
 
 @weights_app.command("list")
 def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """Every weight source and file: cached or not, size, licence."""
+    """Every weight source and file: cached or not, size, licence; ``local:`` records that cannot be read as broken."""
     from medtl.weights import cache_listing, get_weight_source, list_weight_sources
+    from medtl.weights.local import broken_local_sources
 
     entries = cache_listing()
+    broken = broken_local_sources()
     if json_out:
         sources = [get_weight_source(n).to_dict() for n in list_weight_sources()]
-        typer.echo(json.dumps({"sources": sources, "files": [e.to_dict() for e in entries]}, indent=2))
+        bad = [{"source": name, "path": exc.path, "error": str(exc)} for name, exc in broken]
+        typer.echo(json.dumps({"sources": sources, "files": [e.to_dict() for e in entries], "broken": bad}, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -65,13 +68,15 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON ins
         table.add_row(
             f"{e.source}:{e.arch}", "yes" if e.cached else "no", _size(e.size), e.verification, e.license, where
         )
+    for name, exc in broken:
+        table.add_row(name, "yes", "-", "broken", "-", str(exc))
     console = Console()
     console.print(table)
     console.print(
         "Also: 'scratch' (random init), 'imagenet-inflated' (uses the imagenet files), or a checkpoint path.\n"
         "hash: what a file is checked against when loaded: its source's SHA-256 ('sha256'), torchvision's hash "
         "prefix ('sha256-prefix'), or only the hash recorded when it was cached ('unverified': the source "
-        "publishes none).",
+        "publishes none)." + ("\nbroken: a local: record that cannot be read; the row says why." if broken else ""),
         highlight=False,
     )
 
@@ -104,7 +109,8 @@ def import_cmd(
 
 @weights_app.command("verify")
 def verify_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of lines.")) -> None:
-    """Re-hash every cached weight file; exit 1 if any differs from its pinned or recorded hash.
+    """Re-hash every cached weight file; exit 1 if any differs from its pinned or recorded hash, or if a local:
+    record is broken.
 
     Files of sources that publish no hash are marked "unverified": they can only be compared with the hash recorded
     when they entered the cache.
@@ -118,9 +124,11 @@ def verify_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON i
         if not results:
             typer.echo("no cached weight files")
         for r in results:
-            typer.echo(f"{r.status:10s} {'verified' if r.verified else 'unverified':10s} {r.source}:{r.arch}  "
+            name = f"{r.source}:{r.arch}" if r.arch else r.source
+            verified = "verified" if r.verified else "-" if r.status == "broken" else "unverified"
+            typer.echo(f"{r.status:10s} {verified:10s} {name}  "
                        f"{r.path}  {r.detail}")  # fmt: skip
-    if any(r.status == "mismatch" for r in results):
+    if any(r.status in ("mismatch", "broken") for r in results):
         raise typer.Exit(1)
 
 

@@ -2,9 +2,10 @@
 
 :func:`check_weight_file` hashes the file actually loaded (cheaply: :func:`~medtl.weights.cache.sha256_file`
 remembers hashes) and refuses one that differs from its source's pinned SHA-256 (or torchvision's hash prefix), or
-from the hash recorded next to it when it was cached. Files of sources that publish no hash (MedicalNet on Hugging
-Face, a user's checkpoint) are "unverified". :func:`verify_cache` re-reads every cached file for
-``medtl weights verify``.
+from the hash recorded next to it when it was cached. An encoder pretrained here (``local:<name>``) is checked
+against the SHA-256 its record holds, every time it is loaded. Files of sources that publish no hash (MedicalNet on
+Hugging Face, a user's checkpoint) are "unverified". :func:`verify_cache` re-reads every cached file for
+``medtl weights verify`` and reports ``local:`` records that cannot be read as ``broken``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from medtl.errors import HashMismatchError
 from medtl.weights.cache import _base_source, _check_hash, cache_listing, import_command, sha256_file
+from medtl.weights.local import RECORD_FILE, broken_local_sources, changed_encoder_error, local_weights_dir
 from medtl.weights.sources import WeightSource, get_weight_source
 
 __all__ = ["FileCheck", "check_weight_file", "VerifyResult", "verify_cache"]
@@ -54,14 +56,20 @@ def check_weight_file(source: WeightSource | str, arch: str, path: str | os.Path
     """Hash the weight file about to be loaded and check it against its source.
 
     Raises:
-        HashMismatchError: the file differs from its source's pinned hash, or from the hash recorded when it
-            entered the cache; the message gives the command that fetches it again.
+        HashMismatchError: the file differs from its source's pinned hash, from the hash recorded when it
+            entered the cache, or (a ``local:`` encoder) from the hash in its record; the message gives the fix.
     """
     source = get_weight_source(source)
     path = Path(path)
     digest = sha256_file(path)
     if source.path is not None:
-        return FileCheck(path, digest, False, "unverified: a checkpoint file, no published hash to compare")
+        # a checkpoint file has no file record; an encoder pretrained here has one, holding its recorded SHA-256
+        recorded = next((f.sha256 for f in source.files if f.sha256), None)
+        if recorded is None:
+            return FileCheck(path, digest, False, "unverified: a checkpoint file, no published hash to compare")
+        if digest != recorded:
+            raise changed_encoder_error(source.name, path, digest, recorded)
+        return FileCheck(path, digest, True, f"SHA-256 recorded when {source.name} was registered")
     base = _base_source(source)
     f = base.file_for(arch)
     if f.pin is not None:
@@ -94,8 +102,9 @@ class VerifyResult:
     """Outcome of re-hashing one cached file.
 
     Attributes:
-        status: ``ok`` (equal to the pinned hash, or to the one recorded when cached), ``mismatch``, or
-            ``unrecorded`` (nothing to compare with).
+        status: ``ok`` (equal to the pinned hash, or to the one recorded when cached), ``mismatch``,
+            ``unrecorded`` (nothing to compare with), or ``broken`` (a ``local:`` record that cannot be read; the
+            detail says why, ``arch`` is empty).
         verified: whether the hash compared with is one the source publishes; ``False`` means "unverified".
         detail: the hashes.
     """
@@ -113,7 +122,8 @@ class VerifyResult:
 
 
 def verify_cache() -> list[VerifyResult]:
-    """Re-read and re-hash every cached file (no remembered hashes) against its pinned or recorded SHA-256."""
+    """Re-read and re-hash every cached file (no remembered hashes) against its pinned or recorded SHA-256; then a
+    ``broken`` result for each ``local:`` encoder whose record cannot be read."""
     results = []
     for entry in cache_listing():
         if not entry.cached:
@@ -135,4 +145,7 @@ def verify_cache() -> list[VerifyResult]:
             else:
                 status, detail = "mismatch", f"sha256 {digest}, expected {recorded} (recorded when cached)"
         results.append(VerifyResult(entry.source, entry.arch, entry.path, status, f.pin is not None, detail))
+    for name, exc in broken_local_sources():
+        record = local_weights_dir() / name.split(":", 1)[1] / RECORD_FILE
+        results.append(VerifyResult(name, "", record, "broken", False, str(exc)))
     return results

@@ -4,6 +4,10 @@ Preprocessing is training's own (:func:`medtl.transforms.presets.build_pipeline`
 spacing, the modality's intensity handling and resizing, cached once per scan (MONAI ``PersistentDataset`` on
 disk by default, so an archive larger than memory works, or ``CacheDataset`` in memory). Views are drawn from
 the cached scan each time a sample is taken.
+
+A pool is refused as a whole, listing every bad row, when rows are missing (:func:`read_pool`) or, for a 3D encoder,
+when scans are not volumes of several slices (:func:`check_volumes`): a one-slice volume stretched to a 3D crop
+would teach the encoder nothing about depth.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from medtl.pretraining.config import PretrainConfig
 from medtl.transforms.checks import unwrap_load_error
 from medtl.utils import hash_patient_id
 
-__all__ = ["ScanPool", "read_pool", "build_preprocessing", "PoolDataset", "LabelledDataset"]
+__all__ = ["ScanPool", "read_pool", "check_volumes", "build_preprocessing", "PoolDataset", "LabelledDataset"]
 
 
 @dataclass
@@ -136,6 +140,37 @@ def read_pool(cfg: PretrainConfig) -> ScanPool:
     for r in records:
         r.pop("patient_id", None)  # only the count is kept
     return ScanPool(records, len(patients), hashlib.sha256(data).hexdigest(), index_csv, source)
+
+
+def check_volumes(pool: ScanPool) -> None:
+    """Refuse a pool for a 3D encoder when any scan is not a volume of several slices (read from headers only).
+
+    A scan that cannot be read is left to the reader, which names it when the pool is cached.
+
+    Raises:
+        ManifestError: listing every row whose scan has one slice (a one-slice NIfTI, a radiograph), with its shape.
+    """
+    from medtl.errors import MedtlError
+    from medtl.io.scan import select_series
+
+    problems = []
+    for r in pool.records:
+        try:
+            info = select_series(r["image"], r.get("series"))
+        except MedtlError:
+            continue
+        if len(info.shape) < 3 or info.n_slices < 2 or min(info.shape[:3]) < 2:
+            shape = "x".join(str(n) for n in info.shape) or "?"
+            problems.append(f"row {r['row']}: {r['image']} has one slice (shape {shape})")
+    if problems:
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise ManifestError(
+            f"{pool.source}: {len(problems)} of {len(pool.records)} scans are not volumes of several slices, which a "
+            "3D encoder cannot learn from: " + "; ".join(problems[:10]) + more,
+            path=str(pool.source),
+            fix="remove them from the pool (a 3D pretraining takes volumes only), or pretrain a 2D encoder on 2D "
+            "images (data.mode 2d)",
+        )
 
 
 @dataclass

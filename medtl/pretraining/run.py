@@ -4,6 +4,8 @@ Run folder::
 
     config.yaml           the resolved config
     index.csv             the scans found, for a data.folder (image relative to the folder, series)
+    pool.json             the pool the run started on (manifest SHA-256, scans, patients); a resume on another
+                          pool is refused
     metrics.csv           one row per epoch: epoch, time_s, train_loss, lr, knn_accuracy, knn_balanced_accuracy
     last.ckpt             the full state of the last epoch (encoder, method head, optimizer, log) for ``resume``;
                           removed once the run has finished
@@ -38,7 +40,7 @@ from medtl.train.run import Interrupted, is_rank_zero_env
 from medtl.train.rundir import RunDir, json_clean
 from medtl.train.trainer import resolve_precision
 from medtl.utils import medtl_home
-from medtl.weights.local import LOCAL_PREFIX, list_local_sources, local_weights_dir, register_local_source
+from medtl.weights.local import LOCAL_PREFIX, RECORD_FILE, local_weights_dir, register_local_source
 
 __all__ = ["PretrainResult", "PretrainInterrupted", "pretrain", "encoder_state", "METHOD_LABELS"]
 
@@ -92,6 +94,49 @@ def _write_json(run: RunDir, name: str, obj: Any) -> None:
     run.write_text(name, json.dumps(json_clean(obj), indent=2, allow_nan=False) + "\n")
 
 
+POOL_FILE = "pool.json"
+
+
+def _check_pool(run: RunDir, pool: Any, *, resume: bool, rank0: bool) -> None:
+    """Record the pool a run starts on; on resume, refuse a pool that is not that one.
+
+    Raises:
+        TrainingError: (resume) the manifest's SHA-256 or the number of scans differs from the recorded ones.
+    """
+    now = {
+        "manifest_sha256": pool.manifest_sha256,
+        "n_scans": len(pool.records),
+        "n_patients": pool.n_patients,
+        "source": str(pool.source),
+    }
+    text = run.read_text(POOL_FILE) if resume else None
+    if text is None:
+        if resume:  # a run started before pools were recorded: from here on, this pool is the run's
+            logging.getLogger(__name__).warning("%s records no pool; resuming on %s", run.path, pool.source)
+        if rank0:
+            _write_json(run, POOL_FILE, now)
+        return
+    try:
+        then = json.loads(text)
+        old_sha, old_n = str(then["manifest_sha256"]), int(then["n_scans"])
+    except (ValueError, TypeError, KeyError):
+        raise TrainingError(
+            f"cannot resume {run.path}: {run.file(POOL_FILE)} is unreadable, so the pool it started on is unknown",
+            path=str(run.file(POOL_FILE)),
+            fix="start a new pretraining run (another output.name)",
+        ) from None
+    if old_sha != now["manifest_sha256"] or old_n != now["n_scans"]:
+        same = " (the same count, but other rows)" if old_n == now["n_scans"] else ""
+        raise TrainingError(
+            f"cannot resume {run.path} on a changed pool: it started on {old_n} scans (manifest SHA-256 "
+            f"{old_sha[:12]}...) and {pool.source} now holds {now['n_scans']}{same} (SHA-256 "
+            f"{now['manifest_sha256'][:12]}...); its encoder and record would mix the two",
+            path=str(pool.source),
+            fix="start a new pretraining run (another output.name) on the new pool, or restore the pool the run "
+            "started on and resume again",
+        )
+
+
 def _resume_config(run: RunDir, asked: PretrainConfig | None) -> tuple[PretrainConfig, dict[str, Any]]:
     """The saved config of a run to resume and the changes ``asked`` makes (see :meth:`RunDir.resume_changes`)."""
     saved = load_pretrain_config(run.file(RunDir.CONFIG))
@@ -113,7 +158,12 @@ def _default_name(cfg: PretrainConfig) -> str:
 
 
 def _check_name_free(cfg: PretrainConfig, name: str) -> None:
-    if cfg.output.register_weights and not cfg.output.overwrite and LOCAL_PREFIX + name in list_local_sources():
+    # the folder, not list_local_sources(): a registered encoder whose record is broken still holds the name
+    if (
+        cfg.output.register_weights
+        and not cfg.output.overwrite
+        and (local_weights_dir() / name / RECORD_FILE).is_file()
+    ):
         raise ConfigError(
             f"weights local:{name} already exist in {local_weights_dir()}",
             fix="choose another output.name, or set output.overwrite: true to replace them",
@@ -233,7 +283,7 @@ def _pretrain(
     from monai.data import DataLoader
 
     import medtl
-    from medtl.pretraining.data import PoolDataset, build_preprocessing, read_pool
+    from medtl.pretraining.data import PoolDataset, build_preprocessing, check_volumes, read_pool
     from medtl.pretraining.module import EpochLog, PretrainModule
     from medtl.pretraining.views import ContrastiveViews, RestorationViews
     from medtl.train.callbacks import AtomicCheckpointIO, LastCheckpoint
@@ -245,11 +295,14 @@ def _pretrain(
         run.write_config(cfg)
     try:
         pool = read_pool(cfg)
+        _check_pool(run, pool, resume=resume, rank0=rank0)
         if rank0 and pool.index_csv is not None:
             run.write_text("index.csv", pool.index_csv.decode())
         prep = build_preprocessing(cfg, pool.records[0]["image"], pool.records[0].get("series"))
         pipe = prep.pipeline
         dims = pipe.model_spatial_dims
+        if dims == 3:
+            check_volumes(pool)
         size = list(cfg.views.size or pipe.size)
         if len(size) == 1:
             size = size * dims

@@ -26,6 +26,10 @@ When ``patient_id`` is not given for a DICOM row, it is the PatientID of the ser
 holding several patients' series without a ``series`` column is an error that lists the series to choose from,
 because a guess could put one patient's scan in two splits.
 
+One scan may have one row: two rows naming the same file or folder (with the same ``series``) are an error naming
+both, whether the paths are equal or reach the scan through a symlink, a hard link or a copy of the file; rows that
+give it two patients name both (pseudonymised), since a patient split could put it in train and test at once.
+
 A manifest read with ``labels_required=False`` (a segmentation manifest: ``image, mask[, patient_id]``) may leave
 out the label column, or leave it empty in every row. It then has one class, :data:`UNLABELLED`, that every row
 belongs to, and :attr:`Manifest.labelled` is False: splits are made by patient without stratification and a label

@@ -3,12 +3,19 @@
 The format (columns ``image``, ``label``, ``patient_id``, ``split``, ``series``) and the rules are described in
 :mod:`medtl.data.manifest`. All problems are collected before one :class:`~medtl.errors.ManifestError` lists
 them with their row numbers. Patient IDs are pseudonymised here, as each row is read.
+
+Two rows naming one scan are an error (:class:`_ScanIdentity`): the same path, the same file or folder reached
+through a symlink (paths are resolved), a hard link (the same device and inode), or a copy (files of equal size
+whose first and last 64 KiB, then whole contents, have the same SHA-256; files up to 512 MiB). Rows of one scan
+under two patients say so, naming both rows and both (pseudonymised) patients: split by patient, such a scan lands
+in train and test at once.
 """
 
 from __future__ import annotations
 
 import csv
 import difflib
+import hashlib
 import logging
 import os
 import warnings
@@ -138,6 +145,83 @@ class Record:
 
 _DICT_KEYS = ("image", "label", "label_name", "patient_id", "split", "series", "row")
 
+# files up to this size are compared by content; larger ones only by path and inode
+_CONTENT_LIMIT = 512 * 2**20
+_EDGE = 64 * 2**10
+
+
+class _ScanIdentity:
+    """Finds the earlier row naming the same scan: same path, resolved path, inode, or content (see module doc)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[Any, ...], int] = {}
+        self._by_size: dict[tuple[int, str | None], list[tuple[int, Path]]] = {}
+        self._digests: dict[tuple[str, Path], str] = {}
+
+    def _digest(self, kind: str, path: Path, size: int) -> str | None:
+        key = (kind, path)
+        if key not in self._digests:
+            h = hashlib.sha256(str(size).encode())
+            try:
+                with open(path, "rb") as fh:
+                    if kind == "edges":
+                        h.update(fh.read(_EDGE))
+                        if size > _EDGE:
+                            fh.seek(max(_EDGE, size - _EDGE))
+                            h.update(fh.read(_EDGE))
+                    else:
+                        for chunk in iter(lambda: fh.read(1 << 20), b""):
+                            h.update(chunk)
+            except OSError:  # unreadable: the reader says why when the scan is loaded
+                return None
+            self._digests[key] = h.hexdigest()
+        return self._digests[key]
+
+    def _same_content(self, a: Path, b: Path, size: int) -> bool:
+        edges = self._digest("edges", a, size)
+        if edges is None or edges != self._digest("edges", b, size):
+            return False
+        full = self._digest("full", a, size)
+        return full is not None and full == self._digest("full", b, size)
+
+    def first(self, n: int, image: Path, series: str | None) -> tuple[int, str] | None:
+        """The earlier row naming the scan of row ``n`` and how it was recognised ("" for the same path), or None
+        (row ``n`` is then remembered as that scan's first row)."""
+        keys: list[tuple[tuple[Any, ...], str]] = [(("path", str(image), series), "")]
+        st = None
+        try:
+            resolved = image.resolve()
+            st = resolved.stat()
+        except (OSError, RuntimeError):  # missing (reported as such), or a symlink loop
+            resolved = None
+        if resolved is not None and st is not None:
+            keys.append((("path", str(resolved), series), "the same path through a symlink"))
+            keys.append((("inode", st.st_dev, st.st_ino, series), "the same file: a hard link"))
+        for key, how in keys:
+            if key in self._rows:
+                return self._rows[key], how
+        if resolved is not None and st is not None and image.is_file() and 0 < st.st_size <= _CONTENT_LIMIT:
+            same_size = self._by_size.setdefault((st.st_size, series), [])
+            for m, other in same_size:
+                if self._same_content(other, resolved, st.st_size):
+                    return m, "a copy: the same bytes"
+            same_size.append((n, resolved))
+        for key, _ in keys:
+            self._rows[key] = n
+        return None
+
+
+def _duplicate_problem(image_text: str, first: int, how: str, patients: tuple[str, str]) -> str:
+    """The problem of a row naming the scan of row ``first``; ``patients``: (row ``first``'s, this row's)."""
+    same = f"is also in row {first}" if not how else f"is the scan of row {first} ({how})"
+    if patients[0] and patients[1] and patients[0] != patients[1]:
+        return (
+            f"image {image_text!r} {same}, but row {first} gives patient {patients[0]} and this row patient "
+            f"{patients[1]} (pseudonyms): one scan under two patients can be split into train and test at once; "
+            "keep one row, under the right patient"
+        )
+    return f"image {image_text!r} {same}"
+
 
 def read_table(path: Path) -> list[list[str]]:
     """The cells of a manifest CSV file, row by row.
@@ -247,7 +331,8 @@ def parse_table(
         raise ManifestError(f"classes {allowed} has duplicates", path=str(path), fix="list each class once")
     extra_cols = [(i, h) for i, h in enumerate(header) if h and i not in {c for c in col.values() if c is not None}]
     patient_cache: dict[tuple[Path, str | None], tuple[str | None, str | None]] = {}
-    seen: dict[tuple[str, str | None], int] = {}
+    identity = _ScanIdentity()
+    patient_of_row: dict[int, str] = {}
     parsed: list[dict[str, Any]] = []
     nifti_stems: list[int] = []
 
@@ -266,6 +351,7 @@ def parse_table(
         raw_patient = cell(r, "patient_id")
 
         image: Path | None = None
+        duplicate: tuple[int, int, str] | None = None  # (where in row_problems, the earlier row, how)
         if not image_text:
             row_problems.append(f"empty {wanted['image']!r}")
         else:
@@ -278,11 +364,9 @@ def parse_table(
                     row_problems.append(f"image {image_text!r} not found (looked for {image})")
                 elif image.is_dir() and next(_candidate_files(image), None) is None:
                     row_problems.append(f"image folder {image_text!r} holds no files")
-            key = (str(image), series)
-            if key in seen:
-                row_problems.append(f"image {image_text!r} is also in row {seen[key]}")
-            else:
-                seen[key] = n
+            found_first = identity.first(n, image, series)
+            if found_first is not None:  # the message names both patients, known further down
+                duplicate = (len(row_problems), *found_first)
 
         if unlabelled:
             label = UNLABELLED
@@ -326,6 +410,11 @@ def parse_table(
                     f"no patient ID: image {image_text!r} not found, so its DICOM PatientID cannot be read"
                 )
 
+        patient_of_row[n] = patient
+        if duplicate is not None:
+            at, first, how = duplicate
+            pair = (patient_of_row.get(first, ""), patient)
+            row_problems.insert(at, _duplicate_problem(image_text, first, how, pair))
         problems.extend(f"row {n}: {p}" for p in row_problems)
         parsed.append(
             {

@@ -53,71 +53,179 @@ __all__ = [
 ]
 
 MASK = "mask"
-# voxel-to-world agreement needed between a mask and its image, in mm (affine entries)
-GEOMETRY_TOLERANCE_MM = 1e-3
+# how far (in voxels of the image's grid) a mask's voxel centre may lie from the image voxel centre it is placed on,
+# anywhere in the image: checked at the image's corners, where an error in the affine's rotation or spacing is largest
+GEOMETRY_TOLERANCE_VOXELS = 5e-3
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _grid_of(x: Any) -> tuple[np.ndarray, tuple[int, int, int]] | None:
+    """The 4x4 voxel-to-world affine and the spatial shape as three axes of a channel-first array (a 2D image is
+    one slice deep), or None when its affine does not describe its axes."""
+    spatial = tuple(int(s) for s in x.shape[1:])
+    a = np.asarray(getattr(x, "affine", np.eye(len(spatial) + 1)), dtype=np.float64)
+    if len(spatial) == 2 and a.shape == (3, 3):  # x, y in-plane; one slice in z
+        lifted = np.eye(4)
+        lifted[:2, :2], lifted[:2, 3] = a[:2, :2], a[:2, 2]
+        a = lifted
+    if len(spatial) not in (2, 3) or a.shape != (4, 4) or not np.isfinite(a).all():
+        return None
+    return a, (spatial + (1,))[:3]  # type: ignore[return-value]
+
+
+class _Placement:
+    """How a mask's voxels land on an image's grid: image voxel ``c`` is mask voxel ``axes @ c + start`` (a signed
+    permutation of the image axes and a whole-voxel shift), and how far that is from exact.
+
+    Attributes:
+        axes: (3, 3) signed permutation (columns of one-voxel image axes may be zero: any index fits them).
+        start: (3,) the mask voxel of image voxel (0, 0, 0).
+        off_voxels: the largest distance, along any image axis and in the image's voxels, between an image voxel
+            centre and the centre of the mask voxel placed on it (at the image's corners, where it is largest).
+        off_mm: the same distance in mm.
+        where: the image voxel where it is largest.
+        inside: whether every image voxel has a mask voxel.
+    """
+
+    def __init__(
+        self,
+        image_grid: tuple[np.ndarray, tuple[int, ...]],
+        mask_grid: tuple[np.ndarray, tuple[int, ...]],
+        axes: np.ndarray,
+        start: np.ndarray,
+    ) -> None:
+        b, shape = image_grid
+        a, mask_shape = mask_grid
+        self.axes, self.start, self.shape, self.mask_shape = axes, start, shape, mask_shape
+        corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(3, -1)
+        placed = axes @ corners + start[:, None]  # the mask voxel of each corner of the image
+        world_image = b[:3, :3] @ corners + b[:3, 3:]
+        world_mask = a[:3, :3] @ placed + a[:3, 3:]
+        diff = world_mask - world_image
+        in_voxels = np.abs(np.linalg.solve(b[:3, :3], diff))
+        worst = int(np.argmax(in_voxels.max(axis=0)))
+        self.off_voxels = float(in_voxels[:, worst].max())
+        self.off_mm = float(np.linalg.norm(diff, axis=0).max())
+        self.where = tuple(int(v) for v in corners[:, worst])
+        self.inside = bool((placed.min(axis=1) >= 0).all() and (placed.max(axis=1) < np.asarray(mask_shape)).all())
+
+    @property
+    def exact(self) -> bool:
+        return self.inside and self.off_voxels <= GEOMETRY_TOLERANCE_VOXELS
+
+    @property
+    def identity(self) -> bool:
+        one = np.array([n > 1 for n in self.shape])
+        return bool(np.array_equal(self.axes[:, one], np.eye(3)[:, one]) and not self.start.any())
+
+
+def _placement(image: Any, mask: Any, *, identity: bool = False) -> _Placement | None:
+    """The whole-voxel placement of ``mask`` on ``image`` nearest to what their affines say (with ``identity``:
+    voxel for voxel), or None when the mask's axes do not run along the image's (another orientation), or an affine
+    is missing or singular."""
+    image_grid, mask_grid = _grid_of(image), _grid_of(mask)
+    if image_grid is None or mask_grid is None:
+        return None
+    b, shape = image_grid
+    a, _ = mask_grid
+    try:
+        to_mask = np.linalg.inv(a) @ b  # image voxel index -> mask voxel index (continuous)
+        np.linalg.inv(b[:3, :3])
+    except np.linalg.LinAlgError:
+        return None
+    if identity:
+        return _Placement(image_grid, mask_grid, np.eye(3), np.zeros(3, dtype=np.int64))
+    rot = to_mask[:3, :3]
+    axes = np.zeros((3, 3))
+    used: set[int] = set()
+    for i in range(3):
+        if shape[i] == 1:  # a one-voxel axis (the depth of a 2D image): only its index 0 is ever placed
+            continue
+        j = int(np.argmax(np.abs(rot[:, i])))
+        if j in used:
+            return None
+        used.add(j)
+        axes[j, i] = 1.0 if rot[j, i] > 0 else -1.0
+    start = np.round(to_mask[:3, 3]).astype(np.int64)
+    return _Placement(image_grid, mask_grid, axes, start)
+
+
+def _place(image: Any, mask: Any, placement: _Placement) -> Any:
+    """The mask's voxels on the image's grid (nearest neighbour by construction: indexing, no interpolation)."""
+    from monai.data import MetaTensor
+
+    data = np.asarray(mask)
+    channels = data.shape[0]
+    data = data.reshape((channels, *placement.mask_shape))
+    ranges = [np.arange(n).reshape([-1 if d == i else 1 for d in range(3)]) for i, n in enumerate(placement.shape)]
+    index = [placement.start[j] + sum(int(placement.axes[j, i]) * ranges[i] for i in range(3)) for j in range(3)]
+    index = [np.broadcast_to(ix, placement.shape) for ix in index]
+    out = data[:, index[0], index[1], index[2]].reshape((channels, *image.shape[1:]))
+    dropped = ("affine", "original_affine", "spatial_shape")  # the mask's own grid: no longer true
+    meta = {k: v for k, v in getattr(mask, "meta", {}).items() if k not in dropped}
+    affine = torch.as_tensor(np.asarray(getattr(image, "affine", np.eye(image.ndim)), dtype=np.float64))
+    return MetaTensor(torch.as_tensor(np.ascontiguousarray(out)), affine=affine, meta=meta)
 
 
 def onto_image_grid(image: Any, mask: Any) -> Any:
     """The mask on the image's voxel grid when its grid is the image's up to the order and direction of the axes
-    and a shift by whole voxels (a label map saved in another orientation, or a crop that covers the image).
+    and a shift by whole voxels (a label map saved in another orientation, or a crop that covers the image), in 2D
+    (a one-slice mask on a 2D image) as in 3D.
 
-    That resampling is exact (each image voxel centre is a mask voxel centre, within 1e-3 voxel), so it is nearest
-    neighbour without interpolation: axes are permuted, flipped and indexed. Any other grid is returned unchanged
-    for :func:`check_mask` to refuse.
+    Voxel centres are compared where they land, not affine entries: every image voxel centre must be the centre of
+    the mask voxel placed on it within :data:`GEOMETRY_TOLERANCE_VOXELS` of the image's voxels, checked at the
+    image's eight corners (an affine map's error is largest at a corner). That resampling is exact, so it is
+    nearest neighbour without interpolation: axes are permuted, flipped and indexed. Any other grid is returned
+    unchanged for :func:`check_mask` to refuse.
     """
-    a = np.asarray(getattr(mask, "affine", np.eye(4)), dtype=np.float64)
-    b = np.asarray(getattr(image, "affine", np.eye(4)), dtype=np.float64)
-    dims = image.ndim - 1
-    if a.shape != b.shape or a.shape[0] != dims + 1 or mask.ndim != image.ndim:
+    placement = _placement(image, mask)
+    if placement is None or not placement.exact:
         return mask
-    if tuple(mask.shape[1:]) == tuple(image.shape[1:]) and np.allclose(a, b, atol=GEOMETRY_TOLERANCE_MM, rtol=0):
+    if placement.identity and tuple(mask.shape[1:]) == tuple(image.shape[1:]):
         return mask
-    try:
-        to_mask = np.linalg.inv(a) @ b  # image voxel index -> mask voxel index
-    except np.linalg.LinAlgError:
-        return mask
-    rot, shift = to_mask[:dims, :dims], to_mask[:dims, dims]
-    signed = np.round(rot)
-    if not np.allclose(rot, signed, atol=1e-3) or not np.allclose(shift, np.round(shift), atol=1e-3):
-        return mask
-    if sorted(np.abs(signed).sum(axis=0).tolist()) != [1.0] * dims or (np.abs(signed).sum(axis=1) != 1).any():
-        return mask
-    order = [int(np.flatnonzero(signed[:, i])[0]) for i in range(dims)]  # mask axis of each image axis
-    index = []
-    for i, j in enumerate(order):
-        idx = signed[j, i] * np.arange(image.shape[i + 1]) + round(shift[j])
-        if idx.min() < 0 or idx.max() >= mask.shape[j + 1]:
-            return mask  # the image reaches outside the mask
-        index.append(idx.astype(np.int64))
-    data = torch.as_tensor(np.asarray(mask))[0].permute(*order)
-    data = data[np.ix_(*index)][None]
-    from monai.data import MetaTensor
-
-    dropped = ("affine", "original_affine", "spatial_shape")  # the mask's own grid: no longer true
-    meta = {k: v for k, v in getattr(mask, "meta", {}).items() if k not in dropped}
-    return MetaTensor(data.clone(), affine=torch.as_tensor(b), meta=meta)
+    return _place(image, mask, placement)
 
 
 def check_mask(image: Any, mask: Any, classes: list[str], image_path: str, mask_path: str) -> torch.Tensor:
     """The mask as a one-channel label map on the image's grid, or a :class:`DataLoadError` naming both files.
 
+    A mask on the image's grid up to axis order, direction and a whole-voxel shift is placed on it exactly
+    (:func:`onto_image_grid`); its voxel centres must then lie within :data:`GEOMETRY_TOLERANCE_VOXELS` of the
+    image's everywhere in the image.
+
     Raises:
-        DataLoadError: another grid (shape or affine), more than one channel, non-integer or unknown label values.
+        DataLoadError: another grid (shape, or voxel centres elsewhere), more than one channel, non-integer or
+            unknown label values.
     """
     where = f"mask {mask_path} and image {image_path}"
     fix = f"write the mask on the image's grid (same size and affine), with values 0..{len(classes) - 1}"
-    mask = onto_image_grid(image, mask)
-    if tuple(mask.shape[1:]) != tuple(image.shape[1:]):
+    placement = _placement(image, mask)
+    if placement is not None and placement.exact:
+        mask = onto_image_grid(image, mask)
+    else:
+        if placement is None or not placement.inside:
+            if tuple(mask.shape[1:]) != tuple(image.shape[1:]):
+                raise DataLoadError(
+                    f"{where} differ in grid: mask {tuple(mask.shape[1:])} voxels, image {tuple(image.shape[1:])}",
+                    path=mask_path,
+                    fix=fix,
+                )
+            placement = _placement(image, mask, identity=True)  # the same size: compared voxel for voxel
+        if placement is None:
+            raise DataLoadError(
+                f"{where} differ in geometry: their affines cannot be compared (missing, singular or of another "
+                "dimension)",
+                path=mask_path,
+                fix=fix,
+            )
+        at = placement.where[: max(2, image.ndim - 1)]
         raise DataLoadError(
-            f"{where} differ in grid: mask {tuple(mask.shape[1:])} voxels, image {tuple(image.shape[1:])}",
-            path=mask_path,
-            fix=fix,
-        )
-    a, b = np.asarray(getattr(mask, "affine", np.eye(4))), np.asarray(getattr(image, "affine", np.eye(4)))
-    if a.shape != b.shape or not np.allclose(a, b, atol=GEOMETRY_TOLERANCE_MM, rtol=0):
-        diff = float(np.abs(a - b).max()) if a.shape == b.shape else float("inf")
-        raise DataLoadError(
-            f"{where} differ in geometry: their voxel-to-world affines differ by up to {diff:.4g} mm",
+            f"{where} differ in geometry: voxel centres lie up to {_number(placement.off_voxels)} voxels "
+            f"({_number(placement.off_mm)} mm) apart (at image voxel {at}; at most {GEOMETRY_TOLERANCE_VOXELS:g} voxel "
+            "is allowed)",
             path=mask_path,
             fix=fix,
         )

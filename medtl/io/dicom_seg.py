@@ -5,8 +5,13 @@ Reading (:func:`read_dicom_seg`, :func:`seg_to_label_map`): a SEG file (SOP Clas
 voxel grid of the image it segments, as :func:`medtl.io.read_scan` returns that image (same array axes, same RAS
 affine). Every SEG frame is placed by its own ImagePositionPatient, ImageOrientationPatient and PixelSpacing,
 mapped through the inverse of the image's affine: neither the order of the frames nor the order of the slices
-matters, and a frame that does not fall on the image's voxels (another grid) is an error. A 2D image without plane
-positions (a radiograph) takes its SEG frames pixel for pixel.
+matters. A frame whose pixel grid is not the image's voxel grid is an error naming what differs, even where every
+pixel would land on some voxel centre: another pixel spacing (a SEG at twice the spacing would fill one voxel in
+four), rows and columns that do not run along the image's voxel axes, an offset by part of a voxel. A 2D image
+without plane positions (a radiograph) takes its SEG frames pixel for pixel.
+
+A SEG must also be of the image's series (when it lists ReferencedSeriesSequence), in its FrameOfReferenceUID and of
+its patient (PatientID, compared in memory and never printed); without series references the last two still run.
 
 Segments become label values:
 
@@ -131,9 +136,10 @@ def _frame_geometry(ds: Any) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
 
 def _frame_voxels(
     geometry: tuple[np.ndarray, np.ndarray, np.ndarray], rows: int, cols: int, inverse_affine: np.ndarray
-) -> tuple[np.ndarray, float]:
+) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
     """Voxel indices ``(rows, cols, 3)`` of a frame's pixels in an image with ``inverse_affine`` (world RAS ->
-    voxel), and the largest distance of a pixel from its voxel centre, in voxels."""
+    voxel), the largest distance of a pixel from its voxel centre, in voxels, and the frame's steps from one column
+    and from one row to the next, in voxels."""
     ipp, iop, spacing = geometry
     origin = ipp * _LPS_RAS
     along_row = iop[:3] * _LPS_RAS * spacing[1]  # column index c moves along the row cosines by the column spacing
@@ -143,13 +149,55 @@ def _frame_voxels(
     r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
     ijk = o + c[..., None] * dc + r[..., None] * dr
     rounded = np.rint(ijk)
-    return rounded.astype(np.int64), float(np.abs(ijk - rounded).max()) if ijk.size else 0.0
+    return rounded.astype(np.int64), float(np.abs(ijk - rounded).max()) if ijk.size else 0.0, dc, dr
+
+
+def _rounded(values: Any) -> list[float]:
+    return [float(round(float(v), 4)) + 0.0 for v in values]  # + 0.0: no -0.0
+
+
+def _grid_difference(
+    geometry: tuple[np.ndarray, np.ndarray, np.ndarray], steps: tuple[np.ndarray, np.ndarray], affine: np.ndarray
+) -> str:
+    """What keeps a frame's pixel grid from being the voxel grid of ``affine`` (its columns and rows one voxel
+    apart along two of the grid's axes), or "" when it is (its in-plane offset is checked by the caller).
+
+    A frame at another pixel spacing, or whose rows run across the voxel axes, may still put every pixel on a voxel
+    centre (a SEG at twice the spacing: one voxel in four); it is not the image's grid all the same.
+    """
+    _, iop, spacing = geometry
+    units, axes = [], []
+    for step in steps:
+        axis = int(np.argmax(np.abs(step)))
+        unit = np.zeros(3)
+        unit[axis] = 1.0 if step[axis] > 0 else -1.0
+        units.append((step, unit))
+        axes.append(axis)
+    if all(np.abs(step - unit).max() <= GRID_TOLERANCE_VOXELS for step, unit in units) and axes[0] != axes[1]:
+        return ""
+    sizes = np.linalg.norm(affine[:3, :3], axis=0)
+    directions = [step / max(float(np.linalg.norm(step)), 1e-12) for step, _ in units]
+    along_axes = all(np.abs(d - u).max() <= GRID_TOLERANCE_VOXELS for d, (_, u) in zip(directions, units, strict=True))
+    if along_axes and axes[0] != axes[1]:
+        dc_axis, dr_axis = axes
+        return (
+            f"has PixelSpacing {spacing[0]:g} x {spacing[1]:g} mm (rows x columns) where the image has "
+            f"{sizes[dr_axis]:.4g} x {sizes[dc_axis]:.4g} mm"
+        )
+    image_iop = np.concatenate([affine[:3, 0] / sizes[0], affine[:3, 1] / sizes[1]]) * np.tile(_LPS_RAS, 2)
+    return (
+        f"has rows and columns (ImageOrientationPatient {_rounded(iop)}) that do not run along "
+        f"the image's voxel axes (its ImageOrientationPatient {_rounded(image_iop)}, PixelSpacing {sizes[1]:.4g} x "
+        f"{sizes[0]:.4g} mm)"
+    )
 
 
 def _frames_voxels(
-    ds: Any, rows: int, cols: int, inverse_affine: np.ndarray, grid: Sequence[int]
-) -> list[tuple[np.ndarray, float, str]]:
-    """Per frame of ``ds``: voxel indices ``(rows, cols, 3)``, distance from voxel centres and a description.
+    ds: Any, rows: int, cols: int, affine: np.ndarray, grid: Sequence[int]
+) -> list[tuple[np.ndarray, float, str, str]]:
+    """Per frame of ``ds``: voxel indices ``(rows, cols, 3)`` on the grid of ``affine`` (4x4, voxel -> world RAS),
+    distance from voxel centres, a description of the frame and what keeps its pixel grid from being the voxel grid
+    ("" when nothing does; see :func:`_grid_difference`).
 
     A single 2D image (one slice in ``grid``) whose frames carry no plane position (a radiograph) is matched pixel
     for pixel instead: frame pixel (row r, column c) is voxel (c, r, 0), as :func:`medtl.io.read_scan` lays out 2D
@@ -163,11 +211,13 @@ def _frames_voxels(
         r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
         ijk = np.stack([c, r, np.zeros_like(r)], -1).astype(np.int64)
         n = int(ds.get("NumberOfFrames", 1) or 1)
-        return [(ijk, 0.0, "(a 2D frame without position)") for _ in range(n)]
+        return [(ijk, 0.0, "(a 2D frame without position)", "") for _ in range(n)]
+    inverse = np.linalg.inv(affine)
     out = []
-    for ipp, iop, spacing in geometries:
-        ijk, off = _frame_voxels((ipp, iop, spacing), rows, cols, inverse_affine)
-        out.append((ijk, off, f"(ImagePositionPatient {ipp.round(3).tolist()})"))
+    for geometry in geometries:
+        ijk, off, dc, dr = _frame_voxels(geometry, rows, cols, inverse)
+        where = f"(ImagePositionPatient {geometry[0].round(3).tolist()})"
+        out.append((ijk, off, where, _grid_difference(geometry, (dc, dr), affine)))
     return out
 
 
@@ -259,6 +309,48 @@ def _frame_masks(seg: Any, path: Path) -> tuple[np.ndarray, list[list[int]]]:
     return frames.astype(np.int64), numbers
 
 
+def _check_identity(
+    seg: Any,
+    path: Path,
+    image_name: str,
+    series_uid: str | None,
+    frame_of_reference_uid: str | None,
+    patient_id: str | None,
+) -> None:
+    """Refuse a SEG that names another series, another frame of reference or another patient than the image.
+
+    Each check runs when both sides say: a SEG without ReferencedSeriesSequence is still checked by its
+    FrameOfReferenceUID and PatientID. PatientIDs are compared here and never printed; a SEG that medtl wrote with
+    ``deidentify`` carries the image's keyed pseudonym, which counts as the same patient.
+    """
+    fix = "pair each SEG with the image series it was drawn on"
+    referenced = [str(s.SeriesInstanceUID) for s in seg.get("ReferencedSeriesSequence") or []]
+    if series_uid and referenced and series_uid not in referenced:
+        raise DataLoadError(
+            f"DICOM SEG {path} segments series {', '.join(referenced)}, not {image_name} (series {series_uid})",
+            path=str(path),
+            fix=fix,
+        )
+    seg_frame = str(seg.get("FrameOfReferenceUID", "") or "").strip()
+    if frame_of_reference_uid and seg_frame and seg_frame != frame_of_reference_uid.strip():
+        raise DataLoadError(
+            f"DICOM SEG {path} is in FrameOfReferenceUID {seg_frame}, {image_name} in {frame_of_reference_uid}: its "
+            "positions are another scan's coordinates",
+            path=str(path),
+            fix=fix,
+        )
+    seg_patient = str(seg.get("PatientID", "") or "").strip()
+    if patient_id and patient_id.strip() and seg_patient and seg_patient != patient_id.strip():
+        from medtl.utils import hash_patient_id
+
+        if seg_patient != hash_patient_id(patient_id):
+            raise DataLoadError(
+                f"DICOM SEG {path}: the SEG's PatientID differs from the image's ({image_name})",
+                path=str(path),
+                fix=fix,
+            )
+
+
 def seg_to_label_map(
     path: str | os.PathLike[str],
     affine: Any,
@@ -266,6 +358,8 @@ def seg_to_label_map(
     *,
     classes: Sequence[str] | None = None,
     series_uid: str | None = None,
+    frame_of_reference_uid: str | None = None,
+    patient_id: str | None = None,
     image_name: str = "the image",
 ) -> np.ndarray:
     """A DICOM SEG as a label map on an image's grid (see the module docstring).
@@ -275,14 +369,18 @@ def seg_to_label_map(
         affine: the image's voxel-to-world RAS affine (4x4; a 2D image's 3x3 is taken as one slice).
         shape: the image's spatial shape, as :func:`medtl.io.read_scan` gives it (X, Y[, Z]).
         classes: class names in label-value order (index 0 the background); segments are matched by label.
-        series_uid: the image's SeriesInstanceUID; when given, the SEG must reference that series.
+        series_uid: the image's SeriesInstanceUID; when given, a SEG that references series must reference it.
+        frame_of_reference_uid: the image's FrameOfReferenceUID; when given, a SEG that has one must have it.
+        patient_id: the image's PatientID as stored (compared, never printed); when given, a SEG that has one
+            must have it (or its keyed pseudonym).
         image_name: how errors name the image (its path).
 
     Returns:
         An integer array of ``shape``.
 
     Raises:
-        DataLoadError: not a SEG, highdicom missing, another series or grid, unknown segments, overlaps.
+        DataLoadError: not a SEG, highdicom missing, another series, frame of reference, patient or grid, unknown
+            segments, overlaps.
     """
     path = Path(path)
     hd = _highdicom(path)
@@ -305,16 +403,9 @@ def seg_to_label_map(
             path=str(path),
             fix="give a label-map NIfTI or a DICOM SEG as the mask",
         )
-    referenced = [str(s.SeriesInstanceUID) for s in seg.get("ReferencedSeriesSequence") or []]
-    if series_uid and referenced and series_uid not in referenced:
-        raise DataLoadError(
-            f"DICOM SEG {path} segments series {', '.join(referenced)}, not {image_name} (series {series_uid})",
-            path=str(path),
-            fix="pair each SEG with the series it references in the manifest",
-        )
+    _check_identity(seg, path, image_name, series_uid, frame_of_reference_uid, patient_id)
     spatial = tuple(int(s) for s in shape)
     grid = spatial + (1,) * (3 - len(spatial))
-    inverse = np.linalg.inv(_affine_4x4(affine))
     values = _segment_values(seg, classes, path)
     frames, numbers = _frame_masks(seg, path)
     names = {int(s.SegmentNumber): str(s.get("SegmentLabel", s.SegmentNumber)) for s in seg.SegmentSequence}
@@ -323,24 +414,33 @@ def seg_to_label_map(
         lut[number] = value
     out = np.zeros(grid, dtype=np.int64)
     owner = np.zeros(grid, dtype=np.int64)  # the segment number that set each voxel
-    placed = _frames_voxels(seg, frames.shape[1], frames.shape[2], inverse, grid)
-    for f, (ijk, off, where_text) in enumerate(placed):
+    placed = _frames_voxels(seg, frames.shape[1], frames.shape[2], _affine_4x4(affine), grid)
+    fix = "pair each SEG with the image series it was drawn on, or export it again on that series' own grid"
+    for f, (ijk, off, where_text, mismatch) in enumerate(placed):
+        if mismatch:  # every frame: a SEG on another grid is wrong where it is empty too
+            raise DataLoadError(
+                f"DICOM SEG {path} is not on the voxel grid of {image_name}: frame {f + 1} {where_text} {mismatch}",
+                path=str(path),
+                fix=fix,
+            )
+        if off > GRID_TOLERANCE_VOXELS:
+            raise DataLoadError(
+                f"DICOM SEG {path}: frame {f + 1} {where_text} lies {off:.3g} voxels off the voxel centres of "
+                f"{image_name} ({'x'.join(map(str, spatial))} voxels)",
+                path=str(path),
+                fix=fix,
+            )
         frame = frames[f]
         hit = frame > 0
         if not hit.any():
             continue
         where = ijk[hit]
-        if off > GRID_TOLERANCE_VOXELS or (where < 0).any() or (where >= np.asarray(grid)).any():
-            problem = (
-                f"lies {off:.3g} voxels off the image's voxel centres"
-                if off > GRID_TOLERANCE_VOXELS
-                else "falls outside the image"
-            )
+        if (where < 0).any() or (where >= np.asarray(grid)).any():
             raise DataLoadError(
-                f"DICOM SEG {path}: frame {f + 1} {where_text} {problem} "
-                f"{image_name} ({'x'.join(map(str, spatial))} voxels)",
+                f"DICOM SEG {path}: frame {f + 1} {where_text} falls outside {image_name} "
+                f"({'x'.join(map(str, spatial))} voxels)",
                 path=str(path),
-                fix="pair each SEG with the image series it was drawn on",
+                fix=fix,
             )
         segs = frame[hit] if not numbers[f] else np.full(len(where), numbers[f][0])
         unknown = sorted(set(np.unique(segs).tolist()) - set(values))
@@ -367,10 +467,39 @@ def seg_to_label_map(
     return out.reshape(spatial)
 
 
+def _image_identity(meta: dict[str, Any]) -> tuple[str, str]:
+    """The FrameOfReferenceUID and PatientID (as stored) of the DICOM image behind ``meta`` (a scan read by
+    :func:`medtl.io.read_scan`), read from one file of its series; empty strings when it is not DICOM or cannot be
+    read again (the checks that need them are then left out)."""
+    if str(meta.get("source_format", "")) != "dicom":
+        return "", ""
+    import pydicom
+
+    from medtl.errors import MedtlError
+
+    path = Path(str(meta.get("filename_or_obj", "") or ""))
+    try:
+        if path.is_dir():
+            from medtl.io.scan import select_series
+
+            files = select_series(path, str(meta.get("series_uid") or "") or None).files
+        elif path.is_file():
+            files = [path]
+        else:
+            return "", ""
+        ds = pydicom.dcmread(str(files[0]), stop_before_pixels=True, specific_tags=["FrameOfReferenceUID", "PatientID"])
+    except (MedtlError, OSError, IndexError, pydicom.errors.InvalidDicomError):
+        return "", ""
+    return str(ds.get("FrameOfReferenceUID", "") or ""), str(ds.get("PatientID", "") or "")
+
+
 def read_dicom_seg(
     path: str | os.PathLike[str], image: Any, *, classes: Sequence[str] | None = None, image_path: str | None = None
 ) -> Any:
     """A DICOM SEG as a one-channel ``MetaTensor`` label map on the grid of ``image`` (see the module docstring).
+
+    A DICOM image's FrameOfReferenceUID and PatientID are read again from one file of its series, so that a SEG of
+    another scan or patient is refused even without series references.
 
     Args:
         path: the SEG file.
@@ -391,12 +520,15 @@ def read_dicom_seg(
     meta = dict(getattr(image, "meta", {}) or {})
     affine = np.asarray(meta.get("affine", np.eye(4)), dtype=np.float64)
     name = image_path or str(meta.get("filename_or_obj", "the image"))
+    frame_of_reference, patient = _image_identity(meta)
     label = seg_to_label_map(
         path,
         affine,
         tuple(image.shape[1:]),
         classes=classes,
         series_uid=str(meta.get("series_uid") or "") or None,
+        frame_of_reference_uid=frame_of_reference or None,
+        patient_id=patient or None,
         image_name=name,
     )
     keep = {k: meta[k] for k in ("spacing", "series_uid", "study_uid", "patient_id") if k in meta}

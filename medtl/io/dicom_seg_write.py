@@ -112,15 +112,15 @@ def build_dicom_seg(
     sources = [_with_type2(ds) for ds in sources]
     data = np.asarray(label_map)
     data = data.reshape(data.shape + (1,) * (3 - data.ndim))
-    inverse = np.linalg.inv(_affine_4x4(affine))
     frames = []
     for ds in sources:
         rows, cols = int(ds.Rows), int(ds.Columns)
-        for f, (ijk, off, _) in enumerate(_frames_voxels(ds, rows, cols, inverse, data.shape)):
-            if off > GRID_TOLERANCE_VOXELS or (ijk < 0).any() or (ijk >= np.asarray(data.shape)).any():
+        for f, (ijk, off, _, mismatch) in enumerate(_frames_voxels(ds, rows, cols, _affine_4x4(affine), data.shape)):
+            if mismatch or off > GRID_TOLERANCE_VOXELS or (ijk < 0).any() or (ijk >= np.asarray(data.shape)).any():
+                problem = mismatch.replace("the image", "the mask") or f"up to {off:.3g} voxels off or outside"
                 raise DataLoadError(
                     f"source instance {ds.SOPInstanceUID} (frame {f + 1}) does not lie on the mask's voxels "
-                    f"({'x'.join(map(str, data.shape))}; up to {off:.3g} voxels off or outside)",
+                    f"({'x'.join(map(str, data.shape))}): it {problem}",
                     path=str(getattr(ds, "filename", "") or "") or None,
                     fix="write the mask on the source series' own grid (medtl predict does)",
                 )

@@ -140,7 +140,18 @@ def predict_cmd(
         typer.Option(
             "--dicom-seg",
             help="Segmentation runs with DICOM series inputs: also write each mask as a DICOM SEG (<name>_seg.dcm, "
-            "one segment per foreground class) referencing the source series.",
+            "one segment per foreground class) referencing the source series. The SEG is for the source's own "
+            "archive: it carries the source's patient data (name, ID, birth date), as DICOM requires for it to file "
+            "with its study (see --deidentify).",
+        ),
+    ] = False,
+    deidentify: Annotated[
+        bool,
+        typer.Option(
+            "--deidentify",
+            help="With --dicom-seg: write each SEG pseudonymised, to leave the hospital: PatientID and PatientName "
+            "become medtl's keyed pseudonym, birth date, sex, age, accession number and study date are empty, other "
+            "patient and study data removed; the UIDs stay, so the SEG still references its source series.",
         ),
     ] = False,
 ) -> None:
@@ -150,7 +161,7 @@ def predict_cmd(
     from medtl.train.predict import default_output
 
     out = out or default_output(run_dir)
-    rows = predict(run_dir, list(inputs), out=out, batch_size=batch_size, dicom_seg=dicom_seg)
+    rows = predict(run_dir, list(inputs), out=out, batch_size=batch_size, dicom_seg=dicom_seg, deidentify=deidentify)
     if rows and "mask_file" in rows[0]:
         extra = " and DICOM SEG" if dicom_seg else ""
         typer.echo(f"{len(rows)} scan(s) -> NIfTI masks{extra} in {out}")

@@ -2,6 +2,20 @@
 
 Each source frame takes the label-map voxels at its own pixels' world positions, so the map may be on any grid
 that covers the series (e.g. a predicted NIfTI mask written on the input's grid). Reading: :mod:`medtl.io.dicom_seg`.
+
+Patient data. A SEG files with its study only if it carries the study's patient module, so by default the SEG is
+written for the source's own archive: highdicom copies the patient and study modules (name, ID, birth date, sex,
+accession number...) from the source, as DICOM requires. StudyDescription is the one free text copied, and it is
+scrubbed of the patient's name, ID, birth date (in any written form) and accession number, as medtl scrubs
+SeriesDescription. With ``deidentify`` the SEG can leave the hospital: PatientID and PatientName become medtl's keyed
+pseudonym (:func:`medtl.utils.hash_patient_id`, the one in medtl's manifests and run folders); PatientBirthDate,
+PatientSex, PatientAge, AccessionNumber, ReferringPhysicianName, StudyID, StudyDate and StudyTime are empty; every
+other attribute of the patient and study modules is removed (other IDs and names, comments, history, clinical
+trial attributes), as are the institution and station of the contributing equipment; PatientIdentityRemoved is YES
+and DeidentificationMethod says what was done. The UIDs are kept (StudyInstanceUID, FrameOfReferenceUID and the
+referenced series and instances): highdicom puts a SEG in its source's study, and new UIDs would cut the SEG off
+from the images it segments. UIDs identify the study, not the patient, but whoever holds the source images can link
+the SEG to them: de-identify images and SEG together with a full de-identification tool when that link must go too.
 """
 
 from __future__ import annotations
@@ -15,9 +29,10 @@ from typing import Any
 import numpy as np
 
 from medtl.errors import DataLoadError
+from medtl.io.dicom.header import scrub_dataset_text
 from medtl.io.dicom_seg import GRID_TOLERANCE_VOXELS, _affine_4x4, _frames_voxels, _highdicom
 
-__all__ = ["source_datasets", "build_dicom_seg", "write_dicom_seg"]
+__all__ = ["DEIDENTIFICATION_METHOD", "source_datasets", "build_dicom_seg", "write_dicom_seg"]
 
 
 def source_datasets(path: str | os.PathLike[str], series: str | None = None) -> list[Any]:
@@ -61,6 +76,93 @@ def _with_type2(ds: Any) -> Any:
     return ds
 
 
+# with ``deidentify``: emptied (DICOM type 2 in a SEG, or asked for by name), and kept; the rest of the patient and
+# study modules is removed
+_EMPTIED = (
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+)
+_KEPT = ("StudyInstanceUID", "StudyDescription", "PatientIdentityRemoved", "DeidentificationMethod")
+# the patient and study modules as highdicom 0.28 copies them, for a highdicom whose module tables cannot be read
+_PATIENT_STUDY = (
+    "PatientName", "PatientID", "IssuerOfPatientID", "TypeOfPatientID", "IssuerOfPatientIDQualifiersSequence",
+    "PatientBirthDate", "PatientBirthTime", "PatientSex", "OtherPatientNames", "OtherPatientIDsSequence",
+    "EthnicGroupCodeSequence", "PatientComments", "ResponsiblePerson", "ResponsibleOrganization",
+    "ClinicalTrialSponsorName", "ClinicalTrialProtocolID", "ClinicalTrialSiteID", "ClinicalTrialSiteName",
+    "ClinicalTrialSubjectID", "ClinicalTrialSubjectReadingID", "StudyDate", "StudyTime", "AccessionNumber",
+    "IssuerOfAccessionNumberSequence", "ReferringPhysicianName", "ReferringPhysicianIdentificationSequence",
+    "ConsultingPhysicianName", "StudyDescription", "ProcedureCodeSequence", "PhysiciansOfRecord",
+    "NameOfPhysiciansReadingStudy", "ReferencedStudySequence", "StudyInstanceUID", "StudyID", "RequestingService",
+    "AdmittingDiagnosesDescription", "PatientAge", "PatientSize", "PatientWeight", "MedicalAlerts", "Allergies",
+    "Occupation", "AdditionalPatientHistory", "PregnancyStatus", "LastMenstrualDate", "ReasonForVisit",
+    "AdmissionID", "ServiceEpisodeID", "ServiceEpisodeDescription", "ClinicalTrialTimePointID",
+    "ClinicalTrialTimePointDescription",
+)  # fmt: skip
+# groups whose top-level elements all describe the patient, the trial subject or the visit
+_PATIENT_GROUPS = (0x0010, 0x0012, 0x0038)
+_EQUIPMENT_SITE = (
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "InstitutionalDepartmentTypeCodeSequence",
+    "StationName",
+    "OperatorsName",
+    "OperatorIdentificationSequence",
+)
+# DeidentificationMethod (LO: values of at most 64 characters each)
+DEIDENTIFICATION_METHOD = [
+    "medtl: PatientID and PatientName are a keyed pseudonym",
+    "birth date, sex, age, accession, study ID/date/time emptied",
+    "other patient, study and institution attributes removed",
+    "StudyDescription scrubbed; UIDs retained",
+]
+
+
+def _patient_and_study_keywords(seg: Any) -> set[str]:
+    """The top-level attributes of ``seg`` that belong to its patient and study modules (what highdicom copied from
+    the source), from highdicom's tables of the standard, and every element of the patient groups."""
+    keywords = set(_PATIENT_STUDY)
+    try:  # highdicom's own tables: what its copy_patient_and_study_information copies
+        from highdicom._standard_utils import get_iod_module_map, get_module_attribute_map, get_sop_class_iod_map
+
+        attributes = get_module_attribute_map()
+        for module in get_iod_module_map()[get_sop_class_iod_map()[str(seg.SOPClassUID)]]:
+            if module["ie"] in ("Patient", "Study"):
+                keywords |= {str(a["keyword"]) for a in attributes[module["key"]] if len(a["path"]) == 0}
+    except Exception:  # noqa: BLE001 - another highdicom: the list above and the groups below still apply
+        pass
+    keywords |= {elem.keyword for elem in seg if elem.tag.group in _PATIENT_GROUPS and elem.keyword}
+    return keywords
+
+
+def _deidentify(seg: Any, source: Any) -> None:
+    """Pseudonymise the patient in ``seg`` in place (see the module docstring)."""
+    from medtl.utils import hash_patient_id
+
+    pseudonym = hash_patient_id(str(source.get("PatientID", "") or ""))
+    for keyword in sorted(_patient_and_study_keywords(seg)):
+        if keyword not in seg or keyword in _KEPT:
+            continue
+        if keyword in ("PatientID", "PatientName"):
+            setattr(seg, keyword, pseudonym)
+        elif keyword in _EMPTIED:
+            setattr(seg, keyword, "")
+        else:
+            delattr(seg, keyword)
+    for item in seg.get("ContributingEquipmentSequence") or []:
+        for keyword in _EQUIPMENT_SITE:
+            if keyword in item:
+                delattr(item, keyword)
+    seg.PatientIdentityRemoved = "YES"
+    seg.DeidentificationMethod = DEIDENTIFICATION_METHOD
+
+
 def _property_type(hd: Any, name: str) -> Any:
     from pydicom.sr.codedict import codes
 
@@ -86,6 +188,7 @@ def build_dicom_seg(
     manufacturer: str = "medtl",
     software_version: str = "medtl",
     segment_creator: str = "AUTOMATIC",
+    deidentify: bool = False,
 ) -> Any:
     """A highdicom BINARY ``Segmentation`` of ``sources`` from a label map on a grid given by ``affine``.
 
@@ -102,6 +205,8 @@ def build_dicom_seg(
         series_uid, sop_uid: the SEG's UIDs (default: new ones).
         series_number, series_description, manufacturer, software_version: the SEG's series and equipment.
         segment_creator: the segments' algorithm type (AUTOMATIC for predictions, MANUAL for reference masks).
+        deidentify: pseudonymise the patient (see the module docstring); by default the patient and study modules
+            are copied from the source, for the source's own archive. StudyDescription is scrubbed either way.
 
     Raises:
         DataLoadError: highdicom missing; a source pixel off the label map's voxel centres or outside it.
@@ -165,6 +270,14 @@ def build_dicom_seg(
         omit_empty_frames=bool(pixels.any()),  # an empty prediction keeps its frames: a SEG needs at least one
     )
     seg.SeriesDescription = series_description[:64]
+    if "StudyDescription" in seg:  # the one free text copied from the source: scrubbed like SeriesDescription
+        scrubbed = scrub_dataset_text(sources[0], "StudyDescription")
+        if scrubbed:
+            seg.StudyDescription = scrubbed
+        else:
+            del seg.StudyDescription
+    if deidentify:
+        _deidentify(seg, sources[0])
     return seg
 
 

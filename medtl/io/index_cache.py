@@ -29,7 +29,7 @@ __all__ = ["HeaderCache", "open_header_cache", "CACHE_ENV"]
 logger = logging.getLogger("medtl.io")
 
 CACHE_ENV = "MEDTL_INDEX_CACHE"
-_SCHEMA = 3
+_SCHEMA = 4  # 4: descriptions scrubbed of the birth date in every written form (entries of 3 may hold it)
 _FILE = f"dicom-headers-v{_SCHEMA}.sqlite"
 _TUPLES = ("ipp", "iop", "pixel_spacing")
 

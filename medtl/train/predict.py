@@ -138,6 +138,7 @@ def predict(
     batch_size: int | None = None,
     device: str | None = None,
     dicom_seg: bool = False,
+    deidentify: bool = False,
 ) -> list[dict[str, Any]]:
     """Per-scan class probabilities (classification runs) or masks (segmentation runs), with the run's
     preprocessing.
@@ -151,7 +152,13 @@ def predict(
         batch_size: default the run's.
         device: default cuda when available.
         dicom_seg: segmentation runs with DICOM inputs: also write ``<name>_seg.dcm``, a DICOM SEG (BINARY, one
-            segment per foreground class) referencing the source series' instances.
+            segment per foreground class) referencing the source series' instances. By default the SEG is for the
+            source's own archive: it carries the source's patient and study modules (name, ID, birth date...), as
+            DICOM requires for it to file with its study; StudyDescription is scrubbed of the patient's identifiers.
+        deidentify: with ``dicom_seg``, write each SEG pseudonymised instead: PatientID and PatientName are medtl's
+            keyed pseudonym, birth date, sex, age, accession number and study date empty, the rest of the patient
+            and study modules removed; the UIDs stay, so the SEG still references its source (see
+            :mod:`medtl.io.dicom_seg_write`).
 
     Returns:
         One dict per scan: classification, the CSV's columns; segmentation, ``image``, ``mask_file``, voxel counts
@@ -160,13 +167,19 @@ def predict(
     Raises:
         DataLoadError: an input is not the kind of scan the run was trained on (dimensions, channels, modality);
             ``dicom_seg`` with a non-DICOM input.
-        TrainingError: ``dicom_seg`` on a classification run.
+        TrainingError: ``dicom_seg`` on a classification run; ``deidentify`` without ``dicom_seg``.
     """
     loaded = load_run(run_dir)
     if isinstance(inputs, str | Path):
         inputs = [inputs]
+    if deidentify and not dicom_seg:
+        raise TrainingError(
+            "--deidentify applies to the DICOM SEG that --dicom-seg writes (the NIfTI masks and CSVs hold no patient "
+            "data)",
+            fix="add --dicom-seg, or leave out --deidentify",
+        )
     if loaded.task.name == "segmentation":
-        return _predict_masks(loaded, list(inputs), out, device, dicom_seg=dicom_seg)
+        return _predict_masks(loaded, list(inputs), out, device, dicom_seg=dicom_seg, deidentify=deidentify)
     if dicom_seg:
         raise TrainingError(
             f"run {loaded.run.path} classifies: --dicom-seg is for segmentation runs", fix="leave out --dicom-seg"
@@ -188,7 +201,13 @@ def predict(
 
 
 def _predict_masks(
-    loaded: LoadedRun, inputs: list[str | Path], out: str | Path | None, device: str | None, *, dicom_seg: bool = False
+    loaded: LoadedRun,
+    inputs: list[str | Path],
+    out: str | Path | None,
+    device: str | None,
+    *,
+    dicom_seg: bool = False,
+    deidentify: bool = False,
 ) -> list[dict[str, Any]]:
     """A segmentation run's predict: one NIfTI label map per scan in the folder ``out``, on the scan's grid (and a
     DICOM SEG per scan with ``dicom_seg``)."""
@@ -229,7 +248,7 @@ def _predict_masks(
     rows = segment_scans(loaded.model, loaded.task, transforms, records, Path(out), device=inference_device(device))  # type: ignore[arg-type]
     if dicom_seg:
         for row, r in zip(rows, records, strict=True):
-            row["seg_file"] = str(_write_seg(loaded, r, Path(row["mask_file"])))
+            row["seg_file"] = str(_write_seg(loaded, r, Path(row["mask_file"]), deidentify=deidentify))
     return rows
 
 
@@ -316,7 +335,7 @@ def _check_output_file(out: Path, inputs: list[Path] | None = None) -> None:
         )
 
 
-def _write_seg(loaded: LoadedRun, record: dict[str, Any], mask_file: Path) -> Path:
+def _write_seg(loaded: LoadedRun, record: dict[str, Any], mask_file: Path, *, deidentify: bool = False) -> Path:
     model = loaded.config.model
     return write_prediction_seg(
         mask_file,
@@ -326,6 +345,7 @@ def _write_seg(loaded: LoadedRun, record: dict[str, Any], mask_file: Path) -> Pa
         arch=str(model.arch),
         weights=str(model.weights),
         run_name=loaded.run.path.name,
+        deidentify=deidentify,
     )
 
 
@@ -338,6 +358,7 @@ def write_prediction_seg(
     weights: str,
     run_name: str = "",
     series: str | None = None,
+    deidentify: bool = False,
 ) -> Path:
     """The DICOM SEG of a predicted NIfTI mask, written next to it as ``<name>_seg.dcm``.
 
@@ -352,6 +373,8 @@ def write_prediction_seg(
         arch, weights: the run's architecture and weight source (the algorithm identification).
         run_name: the run folder's name (an algorithm parameter).
         series: the series read from a folder holding several.
+        deidentify: pseudonymise the patient (see :mod:`medtl.io.dicom_seg_write`); by default the source's patient
+            and study modules are copied, for the source's own archive (StudyDescription scrubbed either way).
 
     Raises:
         DataLoadError: the source is not DICOM, or the mask is not on its grid; highdicom is missing.
@@ -375,4 +398,5 @@ def write_prediction_seg(
         algorithm_version=f"{arch} {weights}",
         algorithm_parameters=params,
         series_description=f"medtl {arch} {weights}",
+        deidentify=deidentify,
     )

@@ -8,6 +8,7 @@ patient's identifying values. Reading files is :mod:`medtl.io.dicom.files`.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import math
 import re
@@ -27,6 +28,7 @@ __all__ = [
     "header_from_dataset",
     "header_from_raw",
     "scrub_text",
+    "scrub_dataset_text",
     "IMPLICIT_VR_LE",
     "EXPLICIT_VR_LE",
     "EXPLICIT_VR_BE",
@@ -385,7 +387,11 @@ def _build_header(
 
 def _description(f: _Fields) -> str:
     text = f.converted("SeriesDescription")
-    return scrub_text(text, _identifiers(f)) if text else ""
+    return _scrub(f, text) if text else ""
+
+
+def _scrub(f: _Fields, text: str) -> str:
+    return scrub_text(text, _identifiers(f), dates=[f.text("PatientBirthDate")])
 
 
 def _identifiers(f: _Fields) -> list[str]:
@@ -395,17 +401,77 @@ def _identifiers(f: _Fields) -> list[str]:
     return [*parts, f.converted("PatientID"), f.text("PatientBirthDate"), f.text("AccessionNumber")]
 
 
-def scrub_text(text: str, identifiers: Iterable[str]) -> str:
+def scrub_dataset_text(ds: Any, keyword: str) -> str:
+    """The free-text element ``keyword`` of a pydicom dataset (e.g. StudyDescription), scrubbed of the patient's
+    identifying values in the same dataset as :func:`scrub_text` does (name, ID, birth date in any written form,
+    accession number); "" when absent."""
+    f = _Fields(ds, Path(str(getattr(ds, "filename", "") or "")))
+    text = f.converted(keyword)
+    return _scrub(f, text) if text else ""
+
+
+_MONTHS = (
+    "january", "february", "march", "april", "may", "june",
+    "july", "august", "september", "october", "november", "december",
+)  # fmt: skip
+# between the parts of a written date: - . / _ , or spaces, or nothing (19450113)
+_SEP = r"(?:\s*[-./_,]\s*|\s+)?"
+
+
+@functools.lru_cache(maxsize=64)
+def _date_pattern(value: str) -> re.Pattern[str] | None:
+    """A pattern for the DICOM date ``value`` (DA, ``YYYYMMDD``; also the old ``YYYY.MM.DD``) as people write it:
+    day-month-year, month-day-year and year-month-day; separated by ``-./_,`` or spaces or nothing; with or without
+    leading zeros; two- or four-digit years; months as numbers, names or abbreviations (``13 Jan 1945``,
+    ``January 13th, 1945``). None when ``value`` is not a valid date."""
+    digits = re.sub(r"[-./ ]", "", value.strip())
+    if not re.fullmatch(r"\d{8}", digits):
+        return None
+    y, m, d = int(digits[:4]), int(digits[4:6]), int(digits[6:])
+    try:
+        datetime.date(y, m, d)
+    except ValueError:
+        return None
+    year = f"(?:{y // 100:02d})?{y % 100:02d}"
+    month = f"0?{m}" if m < 10 else str(m)
+    day = f"0?{d}" if d < 10 else str(d)
+    full = _MONTHS[m - 1]
+    endings = [re.escape(full[3:]), r"\."] + ([r"t\.?"] if full == "september" else [])
+    name = f"{full[:3]}(?:{'|'.join(endings)})?"
+    nth = r"(?:st|nd|rd|th)?"
+    forms = [
+        f"{day}{_SEP}{month}{_SEP}{year}",
+        f"{month}{_SEP}{day}{_SEP}{year}",
+        f"{year}{_SEP}{month}{_SEP}{day}",
+        f"{day}{nth}{_SEP}(?:of\\s+)?{name}{_SEP}{year}",
+        f"{name}{_SEP}{day}{nth}{_SEP}{year}",
+        f"{year}{_SEP}{name}{_SEP}{day}{nth}",
+    ]
+    return re.compile(r"(?<![0-9])(?:" + "|".join(forms) + r")(?![0-9])", re.IGNORECASE)
+
+
+def scrub_text(text: str, identifiers: Iterable[str], *, dates: Iterable[str] = ()) -> str:
     """``text`` with every occurrence of the given identifying values (case-insensitive) replaced by ``[removed]``.
 
-    Free-text header fields (SeriesDescription) are copied into medtl's outputs; some sites type the patient's
-    name or ID into them. The identifying values of the same header are removed before the text goes anywhere.
+    Free-text header fields (SeriesDescription, StudyDescription) are copied into medtl's outputs; some sites type
+    the patient's name, ID or birth date into them. The identifying values of the same header are removed before
+    the text goes anywhere.
+
+    Args:
+        text: the free text.
+        identifiers: values removed where they occur literally (name parts, IDs, accession number).
+        dates: DICOM dates (``YYYYMMDD``, e.g. PatientBirthDate) removed in every common written form: ``19450113``,
+            ``1945-01-13``, ``13.01.1945``, ``13/01/45``, ``01/13/1945``, ``13 Jan 1945``, ``January 13, 1945``...
     """
     if not text:
         return text
-    lower = text.lower()
-    found = {v.strip() for v in identifiers if v and len(v.strip()) >= 2 and v.strip().lower() in lower}
     out = text
+    for value in dates:
+        pattern = _date_pattern(str(value or ""))
+        if pattern is not None:
+            out = pattern.sub("[removed]", out)
+    lower = out.lower()
+    found = {v.strip() for v in identifiers if v and len(v.strip()) >= 2 and v.strip().lower() in lower}
     for value in sorted(found, key=len, reverse=True):
         out = re.sub(re.escape(value), "[removed]", out, flags=re.IGNORECASE)
     return out

@@ -29,26 +29,52 @@ __all__ = ["write_report", "summary_table", "print_summary", "fmt", "fmt_p", "md
 
 
 def _power_note(summary: Summary, n_patients: int) -> str:
-    """What differences this comparison could resolve: the typical half-width of its paired intervals."""
+    """What differences this comparison could resolve: the typical half-width of its paired intervals.
+
+    With fewer seeds than a verdict needs the half-width is not a usable measure: with 2 seeds the training noise
+    has 1 degree of freedom, the interval's t critical value is about 12.7 instead of about 2, and the half-width
+    (easily several times the metric's whole range) says nothing about what more seeds would resolve.
+    """
+    from scipy import stats as sps
+
     spec = summary.spec
     diffs = [r.vs_reference for r in summary.rows if r.vs_reference is not None]
-    halves = [(d.high - d.low) / 2 for d in diffs if d.estimable]
+    estimable = [d for d in diffs if d.estimable]
+    halves = [(d.high - d.low) / 2 for d in estimable]
     seeds = max((d.n_seeds for d in diffs), default=0)
     if not diffs:
         return ""
     size = f"{n_patients} test patients and {seeds} seed{'s' if seeds != 1 else ''} per arm"
+    pct = f"{summary.confidence * 100:.0f}%"
     if not halves:
         return (
             f"Power: with {size} no interval for the paired difference could be computed; "
             f"at least {summary.min_seeds} seeds per arm are needed for a verdict."
         )
+    if seeds < summary.min_seeds:
+        tcrit = float(np.median([sps.t.ppf(0.5 + summary.confidence / 2, d.df) for d in estimable]))
+        return (
+            f"Power: with {size}, the paired {pct} intervals cannot be estimated usefully with {seeds} seeds: the "
+            f"training noise is measured from {seeds} seeds ({seeds - 1} degree{'s' if seeds != 2 else ''} of "
+            f"freedom), so each interval reaches about {tcrit:.1f} standard errors either side of the difference "
+            f"(about 2 with many seeds) and says little about the differences this comparison could resolve. "
+            f"At least {summary.min_seeds} seeds per arm are needed for a verdict (compare.seeds)."
+        )
     half = float(np.median(halves))
     unit = f" {spec.unit}" if spec.unit else ""
-    text = (
-        f"Power: with {size}, the paired {summary.confidence * 100:.0f}% intervals are about "
-        f"±{half:.{spec.digits}f}{unit} {spec.words} wide (median half-width), so a real difference smaller than "
-        f"about {half:.{max(spec.digits - 1, 1)}f}{unit} is likely to be reported as no significant difference."
-    )
+    low, high = spec.bounds
+    if np.isfinite(high - low) and half >= high - low:
+        text = (
+            f"Power: with {size}, the paired {pct} intervals are wider than the whole range of {spec.words} "
+            f"({low:g} to {high:g}), so this comparison cannot resolve any difference; add seeds or test patients."
+        )
+    else:
+        text = (
+            f"Power: with {size}, the paired {pct} intervals are about "
+            f"±{half:.{spec.digits}f}{unit} {spec.words} wide (median half-width), so a real difference smaller "
+            f"than about {half:.{max(spec.digits - 1, 1)}f}{unit} is likely to be reported as no significant "
+            "difference."
+        )
     if n_patients and n_patients < 30:
         text += f" Only {n_patients} test patients: a small real difference cannot be ruled in or out."
     return text

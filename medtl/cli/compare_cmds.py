@@ -60,6 +60,12 @@ def compare_cmd(
     ),
     slurm_time: int = typer.Option(120, "--slurm-time", min=1, help="SLURM: time limit of a run's job, minutes."),
     slurm_gpus: int = typer.Option(1, "--slurm-gpus", min=0, help="SLURM: GPUs per run's job."),
+    replace: bool = typer.Option(
+        False,
+        "--replace",
+        help="The folder holds runs made with other settings: move them, the splits and the report to "
+        "<folder>/superseded/<UTC time>/ and train the changed runs again (default: refuse, changing nothing).",
+    ),
 ) -> None:
     """Train every arm x seed x label fraction on the same patients and report whether pretraining helped.
 
@@ -67,7 +73,12 @@ def compare_cmd(
 
     Segmentation (a config with a segmentation section): dice (default), hd95 (mm, lower is better), surface_dice.
 
-    Finished runs are reused when run again; failed runs are recorded and the others go on.
+    Every run is kept. Run again on the same folder, finished runs made with the same settings are reused and
+    unfinished ones trained again. If finished runs or the splits were made with other settings (config, manifest
+    content, splits, pseudonym secret, weights file), compare refuses before touching anything and names what
+    changed: pass --out NEW_DIR for a new comparison beside it, or --replace to move the old runs, splits and report
+    to <folder>/superseded/<UTC time>/ and retrain. A second compare on a folder in use is refused (its .lock).
+    Failed runs are recorded and the others go on.
     """
     from medtl.comparison.compare import compare, slurm_executor
 
@@ -94,6 +105,7 @@ def compare_cmd(
         on_event=lambda msg: print(msg, flush=True),
         parallel=parallel,
         launcher=launcher,
+        replace=replace,
     )
     _finish(result, started)
 

@@ -23,13 +23,26 @@ How it stays fair: the train/val/test split by patient is made once and written 
 same patients. For each seed and label fraction every arm trains on the same (stratified, nested)
 subset of training patients, for the same number of epochs. Pretrained arms use the fine_tune schedule,
 scratch the one-cycle schedule from the start (unless an arm says otherwise).
+
+How it stays whole: every finished run is kept. Running ``compare`` again reuses each finished run whose reuse
+record (:mod:`medtl.comparison.launch`: config, manifest, splits, pseudonym secret, weights file) is unchanged, and
+retrains unfinished ones. A comparison whose finished runs or splits would change (another ``train.lr``, edited
+labels, another ``splits.test_fraction``, another pseudonym secret...) is refused before anything is written, with
+the fields that changed; ``replace=True`` (``--replace``) moves the old runs, splits and report to
+``<compare dir>/superseded/<UTC time>/`` and trains the changed runs again. ``splits.json`` records what the shared
+splits.csv was made from. The folder's ``.lock`` refuses a second ``compare`` on it while the first lives.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +57,28 @@ from medtl.comparison.compare_config import (
     default_arms,
     load_compare_config,
 )
-from medtl.comparison.launch import Job, config_key, execute, is_finished, slurm_executor, train_run
+from medtl.comparison.launch import (
+    Job,
+    RunInputs,
+    execute,
+    file_sha256,
+    is_finished,
+    key_changes,
+    key_record,
+    read_key_record,
+    show_value,
+    slurm_executor,
+    train_run,
+    weights_sha256,
+)
 from medtl.comparison.metric_specs import check_metric_for_task, default_metric, metric_spec
 from medtl.comparison.report import ReportFiles, write_report
 from medtl.comparison.results import Arm, CompareResults, RunRecord, record_from_run_dir
 from medtl.comparison.summary import Summary, summarize
-from medtl.errors import ConfigError, TrainingError
-from medtl.train.experiment import read_manifest
-from medtl.train.rundir import RunDir
+from medtl.errors import ConfigError, MedtlError, TrainingError
+from medtl.train.experiment import pseudonym_check, read_manifest
+from medtl.train.rundir import RunDir, RunLockedError, folder_lock, lock_holder
+from medtl.utils import atomic_write_bytes
 
 __all__ = [
     "ArmModel",
@@ -59,6 +86,7 @@ __all__ = [
     "CompareSection",
     "CompareConfig",
     "ComparisonReport",
+    "ComparisonChangedError",
     "load_compare_config",
     "default_arms",
     "compare",
@@ -68,27 +96,143 @@ __all__ = [
 ]
 
 
-def _write_shared_splits(experiment: Any, compare_dir: Path) -> Path:
-    """Make the train/val/test split by patient once, for every arm; reuse it when it already exists."""
+SPLITS_FILE = "splits.csv"
+#: what the shared splits.csv was made from, beside it
+SPLITS_RECORD = "splits.json"
+#: where ``replace=True`` moves an old comparison, under a folder named by the UTC time
+SUPERSEDED = "superseded"
+#: the comparison's own files, moved aside with the runs they describe
+_REPORT_FILES = ("compare_config.yaml", "results.json", "results.csv", "report.md", "report.html", "plots", "overlays")
+#: changes a refusal lists before "and N more"
+_SHOWN_CHANGES = 8
+
+
+class ComparisonChangedError(ConfigError):
+    """The comparison folder holds finished runs or splits made from other settings."""
+
+
+def _render_splits(experiment: Any, manifest: Any) -> bytes:
+    """The shared splits.csv's bytes: a copy of ``splits.file``, else the split by patient of the manifest."""
     from medtl.data.splits import make_splits, patient_labels, read_splits_csv, write_splits_csv
 
-    target = compare_dir / "splits.csv"
-    manifest = read_manifest(experiment)
     if experiment.splits.file is not None:
         src = Path(experiment.splits.file)
-        if src.resolve() != target.resolve():
-            read_splits_csv(src)  # validate before copying
-            shutil.copyfile(src, target)
-        return target
-    if target.is_file():
-        return target
+        read_splits_csv(src)  # validate before using it
+        return src.read_bytes()
     s = experiment.splits
     assignment = make_splits(
         manifest, seed=s.seed, val_fraction=s.val_fraction, test_fraction=s.test_fraction, folds=s.folds, fold=s.fold
     )
     labels = {p: manifest.classes[i] for p, i in patient_labels(manifest).items()}
-    write_splits_csv(target, assignment, labels)
-    return target
+    with tempfile.TemporaryDirectory(prefix="medtl-splits-") as tmp:  # nothing is written in the comparison yet
+        path = Path(tmp) / SPLITS_FILE
+        write_splits_csv(path, assignment, labels)
+        return path.read_bytes()
+
+
+def _splits_record(experiment: Any, manifest_sha256: str, check: str) -> dict[str, Any]:
+    """What the shared splits.csv is made from (recorded in splits.json, without its own hash)."""
+    s = experiment.splits
+    record: dict[str, Any] = {"manifest_sha256": manifest_sha256, "pseudonym_check": check}
+    if s.file is not None:
+        src = Path(s.file)
+        record |= {"file": str(src.resolve()), "file_sha256": file_sha256(src) if src.is_file() else None}
+    else:
+        record |= {"seed": s.seed, "val_fraction": s.val_fraction, "test_fraction": s.test_fraction}
+        record |= {"folds": s.folds, "fold": s.fold}
+    return record
+
+
+def _splits_changes(compare_dir: Path, wanted: dict[str, Any]) -> list[str]:
+    """How the comparison's splits.csv (if any) differs from the one these settings make, in words."""
+    csv_path, json_path = compare_dir / SPLITS_FILE, compare_dir / SPLITS_RECORD
+    if not csv_path.is_file():
+        return []
+    try:
+        old = json.loads(json_path.read_text())
+    except FileNotFoundError:
+        return ["made by an older medtl"]
+    except (OSError, ValueError):
+        return [f"{SPLITS_RECORD} unreadable"]
+    if not isinstance(old, dict):
+        return [f"{SPLITS_RECORD} unreadable"]
+    changes = []
+    if old.get("pseudonym_check") != wanted["pseudonym_check"]:
+        changes.append("pseudonym secret")
+    if old.get("manifest_sha256") != wanted["manifest_sha256"]:
+        changes.append("manifest content")
+    for k in ("file", "seed", "val_fraction", "test_fraction", "folds", "fold"):
+        if old.get(k) != wanted.get(k):
+            changes.append(f"splits.{k}: {show_value(old.get(k))} -> {show_value(wanted.get(k))}")
+    if old.get("file") == wanted.get("file") and old.get("file_sha256") != wanted.get("file_sha256"):
+        changes.append("splits.file content")
+    if old.get("splits_sha256") != file_sha256(csv_path):
+        changes.append(f"{SPLITS_FILE} edited since it was made")
+    return changes
+
+
+def _manifest_sha256(experiment: Any) -> str:
+    path = Path(experiment.data.manifest)
+    return file_sha256(path) if path.is_file() else str(path)
+
+
+def _superseded_dir(compare_dir: Path) -> Path:
+    """``<compare dir>/superseded/<UTC time>``, a new folder."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    dest, n = compare_dir / SUPERSEDED / stamp, 1
+    while dest.exists():
+        n += 1
+        dest = compare_dir / SUPERSEDED / f"{stamp}-{n}"
+    dest.mkdir(parents=True)
+    return dest
+
+
+def _supersede(compare_dir: Path, runs: list[Path], *, splits: bool) -> Path:
+    """Move the old comparison aside, never deleting it: the given run folders (every run when ``splits``, as they
+    all used the old splits), the report and results, and the splits (moved when ``splits``, else copied)."""
+    dest = _superseded_dir(compare_dir)
+    moving = [compare_dir / "runs"] if splits else runs
+    for path in moving:
+        if path.exists():
+            target = dest / path.relative_to(compare_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(path), str(target))
+    for name in _REPORT_FILES + ((SPLITS_FILE, SPLITS_RECORD) if splits else ()):
+        if (compare_dir / name).exists():
+            shutil.move(str(compare_dir / name), str(dest / name))
+    if not splits:
+        for name in (SPLITS_FILE, SPLITS_RECORD):
+            if (compare_dir / name).is_file():
+                shutil.copy2(compare_dir / name, dest / name)
+    return dest
+
+
+def _refusal(compare_dir: Path, changes: list[str]) -> ComparisonChangedError:
+    shown = ", ".join(changes[:_SHOWN_CHANGES])
+    if len(changes) > _SHOWN_CHANGES:
+        shown += f" and {len(changes) - _SHOWN_CHANGES} more"
+    return ComparisonChangedError(
+        f"comparison {compare_dir} holds runs made with other settings ({shown}); nothing was changed",
+        path=str(compare_dir),
+        fix=f"pass --out NEW_DIR (out_dir=) for a new comparison beside it, or --replace (replace=True) to move the "
+        f"old runs, splits and report to {compare_dir / SUPERSEDED}/<time>/ and train the changed runs again",
+    )
+
+
+def _check_not_held(folders: list[Path]) -> None:
+    """Refuse to touch a run folder another live process holds (e.g. ``medtl train --resume`` on it).
+
+    Raises:
+        RunLockedError: one of them is held.
+    """
+    for folder in folders:
+        holder = lock_holder(folder / RunDir.LOCK)
+        if holder is not None:
+            raise RunLockedError(
+                f"run folder {folder} is in use by process {holder}; compare changed nothing",
+                path=str(folder),
+                fix="wait for that process to end (a process on another machine that is gone: delete its .lock)",
+            )
 
 
 # --------------------------------------------------------------------------------------------- runs
@@ -180,6 +324,7 @@ def compare(
     on_event: Callable[[str], None] | None = None,
     parallel: int = 1,
     launcher: Any = "local",
+    replace: bool = False,
 ) -> ComparisonReport:
     """Train every (arm, seed, label fraction) and write the comparison report.
 
@@ -195,12 +340,21 @@ def compare(
             threads and, on a machine with as many GPUs, its own GPU (``launcher="local"``).
         launcher: ``"local"``, or a ``submitit`` executor (``submitit.AutoExecutor(folder=...)`` configured for
             SLURM, or ``submitit.LocalExecutor``): each run becomes one job; see :func:`slurm_executor`.
+        replace: when the folder holds finished runs or splits made with other settings (config, manifest content,
+            splits, pseudonym secret, weights file), move them, with the old report, to
+            ``<compare dir>/superseded/<UTC time>/`` and train the changed runs again (default: refuse).
 
     Returns:
         A :class:`ComparisonReport`; ``results.json``, ``results.csv``, ``report.md``, ``report.html`` and
-        the plots are in its ``compare_dir``. Finished runs are skipped when called again; a run that
-        fails is recorded with its error and the others go on; after Ctrl-C, the runs finished so far
-        are in ``results.json`` and the report.
+        the plots are in its ``compare_dir``. Finished runs are reused when called again with the same settings;
+        unfinished ones (failed, interrupted) are trained again; a run that fails is recorded with its error and
+        the others go on; after Ctrl-C, the runs finished so far are in ``results.json`` and the report.
+
+    Raises:
+        ComparisonChangedError: the folder holds finished runs or splits made with other settings (the message
+            lists what changed) and ``replace`` is False; nothing was written.
+        RunLockedError: another ``compare`` holds the folder, or another process holds a run folder that would be
+            trained again or moved; nothing was written.
     """
     say = on_event or (lambda msg: None)
     comp_over = {k: v for k, v in (overrides or {}).items() if k.startswith("compare.")}
@@ -240,19 +394,95 @@ def compare(
         compare_dir = Path(experiment.output.dir) / f"compare-{experiment.output.name or experiment.model.arch}"
     # absolute, so the splits.file written into each run's config.yaml still resolves from the run folder
     compare_dir = compare_dir.expanduser().resolve()
-    compare_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(
+        compare_dir,
+        what="comparison folder",
+        fix="wait for that compare to end, or pass --out NEW_DIR (a process on another machine that is gone: "
+        "delete the folder's .lock)",
+    ):
+        return _compare(cfg, arm_cfgs, compare_dir, task, say, replace=replace, parallel=parallel, launcher=launcher)
+
+
+def _compare(
+    cfg: CompareConfig,
+    arm_cfgs: list[ArmConfig],
+    compare_dir: Path,
+    task: str,
+    say: Callable[[str], None],
+    *,
+    replace: bool,
+    parallel: int,
+    launcher: Any,
+) -> ComparisonReport:
+    """:func:`compare` in its folder, with the folder's lock held: check, then write, then train and report."""
+    experiment, section = cfg.experiment, cfg.compare
+    # -- checks: everything that can refuse runs before anything in the folder is written, moved or deleted
+    manifest = read_manifest(experiment)
+    check = pseudonym_check()
+    wanted = _splits_record(experiment, _manifest_sha256(experiment), check)
+    splits_changes = _splits_changes(compare_dir, wanted)
+    splits_path = compare_dir / SPLITS_FILE
+    keep_splits = splits_path.is_file() and not splits_changes
+    splits_bytes = splits_path.read_bytes() if keep_splits else _render_splits(experiment, manifest)
+    inputs = RunInputs(wanted["manifest_sha256"], hashlib.sha256(splits_bytes).hexdigest(), check)
+    specs = [arm_spec(a, experiment) for a in arm_cfgs]
+    if experiment.segmentation is not None:
+        classes = list(experiment.segmentation.classes)
+    else:
+        classes = list(experiment.data.classes or manifest.classes)
+    seed_list = list(range(section.seeds))
+    # fractions outermost: an interrupted comparison has all arms at the first fractions
+    plan = [(arm, seed, f) for f in section.fractions for seed in seed_list for arm in specs]
+    weight_hashes: dict[str, str | None] = {}
+    jobs: list[Job] = []
+    failed: dict[int, RunRecord] = {}
+    notes: list[str] = []  # said once nothing can refuse any more
+    changed: list[Path] = []
+    unfinished: list[Path] = []
+    changes: list[str] = list(splits_changes)
+    for i, (arm, seed, fraction) in enumerate(plan):
+        run_dir = run_dir_for(compare_dir, arm.name, seed, fraction)
+        tag = f"[{i + 1}/{len(plan)}] {arm.name} seed {seed} {fraction * 100:g}% labels"
+        try:
+            run_cfg = _run_config(experiment, arm, seed, fraction, splits_path, run_dir)
+        except ConfigError as exc:
+            failed[i] = RunRecord(arm.name, seed, fraction, "failed", f"ConfigError: {exc}", str(run_dir))
+            notes.append(f"{tag}: FAILED: {exc}")
+            continue
+        w_sha = weights_sha256(run_cfg.model.weights, weight_hashes)
+        key_rec = key_record(run_cfg, dataclasses.replace(inputs, weights_sha256=w_sha))
+        run = RunDir(run_dir)
+        if is_finished(run, key_rec["key"]):
+            notes.append(f"{tag}: finished earlier, reusing {run_dir}")
+            continue
+        if _status(run) == "ok":  # finished from other inputs: never retrained silently
+            changed.append(run_dir)
+            changes += [c for c in key_changes(read_key_record(run), key_rec) if c not in changes]
+        elif run_dir.exists():
+            unfinished.append(run_dir)
+        jobs.append(Job(i, tag, run_cfg.to_dict(), str(run_dir), key_rec))
+    if changes and not replace:
+        raise _refusal(compare_dir, changes)
+    if changes and splits_changes:  # every run used the old splits: all of them are moved aside
+        _check_not_held(sorted(p.parent for p in (compare_dir / "runs").glob(f"*/*/{RunDir.LOCK}")))
+    else:
+        _check_not_held(changed + unfinished)
+
+    # -- writes
+    if changes:
+        dest = _supersede(compare_dir, changed, splits=bool(splits_changes))
+        say(f"replacing ({', '.join(changes)}): the old runs, splits and report are in {dest}")
     (compare_dir / "compare_config.yaml").write_text(
         yaml.safe_dump(
             {**experiment.to_dict(), "compare": section.model_dump(mode="json")}, sort_keys=False, allow_unicode=True
         )
     )
-    splits_file = _write_shared_splits(experiment, compare_dir)
-    specs = [arm_spec(a, experiment) for a in arm_cfgs]
-    if experiment.segmentation is not None:
-        classes = list(experiment.segmentation.classes)
-    else:
-        classes = list(experiment.data.classes or read_manifest(experiment, check_files=False).classes)
-    seed_list = list(range(section.seeds))
+    if not keep_splits:
+        atomic_write_bytes(splits_path, splits_bytes)
+        splits_rec = {**wanted, "splits_sha256": inputs.splits_sha256}
+        atomic_write_bytes(compare_dir / SPLITS_RECORD, (json.dumps(splits_rec, indent=2) + "\n").encode())
+    for msg in notes:
+        say(msg)
     results = CompareResults(
         arms=specs,
         runs=[],
@@ -265,24 +495,6 @@ def compare(
         compare_dir=str(compare_dir),
         task=task,
     )
-    # fractions outermost: an interrupted comparison has all arms at the first fractions
-    plan = [(arm, seed, f) for f in section.fractions for seed in seed_list for arm in specs]
-    jobs: list[Job] = []
-    failed: dict[int, RunRecord] = {}
-    for i, (arm, seed, fraction) in enumerate(plan):
-        run_dir = run_dir_for(compare_dir, arm.name, seed, fraction)
-        tag = f"[{i + 1}/{len(plan)}] {arm.name} seed {seed} {fraction * 100:g}% labels"
-        try:
-            run_cfg = _run_config(experiment, arm, seed, fraction, splits_file, run_dir)
-        except ConfigError as exc:
-            failed[i] = RunRecord(arm.name, seed, fraction, "failed", f"ConfigError: {exc}", str(run_dir))
-            say(f"{tag}: FAILED: {exc}")
-            continue
-        key = config_key(run_cfg)
-        if is_finished(RunDir(run_dir), key):
-            say(f"{tag}: finished earlier, reusing {run_dir}")
-        else:
-            jobs.append(Job(i, tag, run_cfg.to_dict(), str(run_dir), key))
 
     def record(i: int, seconds: float | None = None) -> None:
         arm, seed, fraction = plan[i]
@@ -329,3 +541,11 @@ def compare(
     if fatal:
         raise TrainingError(f"{fatal}; the report of what finished is {files.report_html}")
     return ComparisonReport(results, summary, compare_dir, files)
+
+
+def _status(run: RunDir) -> str:
+    """The run's status; a corrupt result.json counts as unfinished."""
+    try:
+        return run.status
+    except MedtlError:
+        return "failed"

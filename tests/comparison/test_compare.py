@@ -10,7 +10,7 @@ import pytest
 from helpers.compare import FakeEngine, write_manifest
 
 import medtl.train
-from medtl.comparison.compare import compare, default_arms, load_compare_config, run_dir_for
+from medtl.comparison.compare import ComparisonChangedError, compare, default_arms, load_compare_config, run_dir_for
 from medtl.errors import ConfigError
 
 
@@ -53,9 +53,19 @@ def test_same_patients_per_seed_and_fraction_and_resume(setup, tmp_path):
     # run again: nothing is retrained
     compare(cfg, out_dir=out)
     assert len(engine.calls) == 8
-    # a different epoch budget is a different experiment: everything is redone
-    compare(cfg, out_dir=out, overrides={"train.epochs": 2}, fractions=[1.0], seeds=1)
+    # a different epoch budget is a different experiment: refused, nothing touched, unless asked to replace
+    with pytest.raises(ComparisonChangedError, match=r"train\.epochs: 3 -> 2"):
+        compare(cfg, out_dir=out, overrides={"train.epochs": 2}, fractions=[1.0], seeds=1)
+    assert len(engine.calls) == 8 and not (out / "superseded").exists()
+    compare(cfg, out_dir=out, overrides={"train.epochs": 2}, fractions=[1.0], seeds=1, replace=True)
     assert len(engine.calls) == 10
+    (old,) = (out / "superseded").iterdir()
+    # only the changed runs moved; the runs outside this plan stay where they were
+    assert sorted(p.relative_to(old).as_posix() for p in old.glob("runs/*/*")) == [
+        "runs/imagenet/frac1-seed0",
+        "runs/scratch/frac1-seed0",
+    ]
+    assert (out / "runs" / "imagenet" / "frac0.5-seed1" / "result.json").is_file()
 
 
 def test_failed_run_is_recorded_and_others_go_on(setup, tmp_path):

@@ -18,7 +18,7 @@ from torch import nn
 
 from medtl.backbones.adapt import set_submodule
 from medtl.backbones.inflate import inflate_network
-from medtl.backbones.registry import ArchSpec, get_architecture
+from medtl.backbones.registry import PYRAMID, ArchSpec, format_name, get_architecture, split_options
 from medtl.errors import UnknownOptionError
 from medtl.models.load import LoadReport, load_into
 from medtl.models.model import MedtlModel
@@ -30,7 +30,7 @@ from medtl.weights.verify import check_weight_file
 if TYPE_CHECKING:
     from medtl.models.segmentation import SegmentationModel
 
-__all__ = ["create_model", "weight_source_for", "expected_input", "ExpectedInput"]
+__all__ = ["create_model", "weight_source_for", "expected_input", "ExpectedInput", "library_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +46,54 @@ def _resolve_dims(spec: ArchSpec, source: WeightSource, spatial_dims: int | None
     return spatial_dims
 
 
+# The source name that means a network library's own pretrained weights for its architectures (timm's default tag).
+LIBRARY_WEIGHTS = "imagenet"
+
+
+def library_source(spec: ArchSpec) -> WeightSource | None:
+    """The weight source of the pretrained weights the network's own library publishes for ``spec`` (timm's default
+    tag, from its ``pretrained_cfg``), or ``None``. Its normalisation is the tag's mean and std."""
+    if spec.load_pretrained is None:
+        return None
+    cfg = dict(spec.pretrained_cfg or {})
+    where = cfg.get("hf_hub_id") or cfg.get("url") or "?"
+    mean, std = cfg.get("mean"), cfg.get("std")
+    size = cfg.get("input_size")
+    return WeightSource(
+        name=LIBRARY_WEIGHTS,
+        description=f"{spec.family} pretrained weights of {spec.name} (tag {cfg.get('tag')!r}, {where}), downloaded "
+        f"by {spec.family}",
+        dims=spec.dims,
+        archs=(spec.name,),
+        in_channels=int(size[0]) if size else spec.default_in_channels,
+        normalization=Normalization("imagenet", tuple(mean), tuple(std)) if mean and std else Normalization("none"),
+        license=str(cfg.get("license") or "see the model card of " + where),
+        citation=f"Wightman R. PyTorch Image Models (timm), github.com/huggingface/pytorch-image-models; weights "
+        f"{where}: cite the paper named on its model card.",
+        input_size=tuple(int(n) for n in size[1:]) if size else None,
+    )
+
+
+def _library_weights(spec: ArchSpec, source: WeightSource) -> WeightSource | None:
+    """``source`` as the library's own weights of ``spec`` when it names them, else ``None``."""
+    if source.name != LIBRARY_WEIGHTS or source.path is not None:
+        return None
+    return library_source(spec)
+
+
+def _fits(source: WeightSource, spec: ArchSpec) -> bool:
+    """Whether ``source`` has weights for ``spec``, its architectures compared by canonical name (size options in
+    any order: ``swin_unetr_3d[window_size=4,feature_size=12]`` is ``swin_unetr_3d[feature_size=12,window_size=4]``)."""
+    return source.fits(spec.name) or any(format_name(*split_options(a)) == spec.name for a in source.archs)
+
+
 def weight_source_for(
     arch: str, weights: str | os.PathLike[str] | WeightSource = "scratch", *, spatial_dims: int | None = None
 ) -> WeightSource:
     """The weight source for a model of ``arch``, checked to fit it: resolve it once per experiment.
 
-    ``"imagenet"`` for a 3D model (``spatial_dims=3``) becomes ``"imagenet-inflated"``.
+    ``"imagenet"`` for a 3D model (``spatial_dims=3``) becomes ``"imagenet-inflated"``; for a ``timm/`` architecture
+    it means timm's own default pretrained tag (:func:`library_source`).
 
     Args:
         arch: a registered architecture.
@@ -64,10 +106,13 @@ def weight_source_for(
     """
     spec = get_architecture(arch)
     source = get_weight_source(weights)
-    if source.name == "imagenet" and spatial_dims == 3:
+    library = _library_weights(spec, source)
+    if library is not None:
+        source = library
+    elif source.name == "imagenet" and spatial_dims == 3:
         source = get_weight_source("imagenet-inflated")
     dims = _resolve_dims(spec, source, spatial_dims)
-    if not source.fits(spec.name):
+    if not _fits(source, spec):
         fitting = ["scratch", *sources_for_arch(spec.name), "<checkpoint file>"]
         raise UnknownOptionError(
             f"weight source {source.name!r} has no weights for {spec.name!r} (it fits: {', '.join(source.archs)}); "
@@ -139,10 +184,12 @@ def create_model(
 
     Args:
         arch: a registered architecture (``medtl.list_architectures()``), e.g. ``"resnet18"``,
-            ``"resnet50_3d"``.
-        weights: ``"scratch"``, ``"imagenet"``, ``"imagenet-inflated"``, ``"medicalnet"``, ``"medicalnet23"``,
-            ``"ct-i3resnet152"``, a checkpoint file (torchvision, MedicalNet, Lightning, plain state dict,
-            safetensors), or a :class:`WeightSource` resolved before (:func:`weight_source_for`).
+            ``"resnet50_3d"``, ``"swin_unetr_3d"``, ``"segresnet_3d"``, or any timm model as ``"timm/<name>"``;
+            size options in brackets, e.g. ``"swin_unetr_3d[feature_size=24]"``.
+        weights: ``"scratch"``, ``"imagenet"`` (timm's default tag for a ``timm/`` architecture),
+            ``"imagenet-inflated"``, ``"medicalnet"``, ``"medicalnet23"``, ``"ct-i3resnet152"``, a checkpoint file
+            (torchvision, timm, MONAI, MedicalNet, Lightning, plain state dict, safetensors), or a
+            :class:`WeightSource` resolved before (:func:`weight_source_for`).
         in_channels: input channels; default: :func:`expected_input` (the weights' count: ImageNet 3, MedicalNet 1;
             else the architecture's). When it differs from the weights', the first convolution is adapted (summed
             for one channel, repeated and rescaled for more) and the load report says so.
@@ -171,8 +218,22 @@ def create_model(
     if task == "segmentation":
         from medtl.models.segmentation import DEFAULT_DECODER_CHANNELS, SegmentationModel
 
-        encoder = create_model(arch, weights, in_channels=in_channels, num_classes=0, spatial_dims=spatial_dims)
+        # multi-scale from the start: a checkpoint that holds the feature pyramid (an encoder pretrained here) loads it
+        encoder = _create(arch, weights, in_channels, 0, spatial_dims, multiscale=True)
         return SegmentationModel(encoder, num_classes, decoder_channels or DEFAULT_DECODER_CHANNELS)
+    return _create(arch, weights, in_channels, num_classes, spatial_dims, multiscale=False)
+
+
+def _create(
+    arch: str,
+    weights: str | os.PathLike[str] | WeightSource,
+    in_channels: int | None,
+    num_classes: int,
+    spatial_dims: int | None,
+    *,
+    multiscale: bool,
+) -> MedtlModel:
+    """:func:`create_model` for one network; ``multiscale`` attaches the record's feature pyramid before loading."""
     spec = get_architecture(arch)
     source = weight_source_for(spec.name, weights, spatial_dims=spatial_dims)
     expected = expected_input(source, spec.name, spatial_dims=spatial_dims)
@@ -188,19 +249,34 @@ def create_model(
         net = _build(spec, in_channels, num_classes, empty=False)
         if inflate:
             inflate_network(net)
-        report = LoadReport(source="scratch", arch=spec.name, left_random=list(net.state_dict()))
+        if multiscale and spec.attach_pyramid(net):
+            notes = [f"feature pyramid for multi-scale features new (random): {PYRAMID}"]
+        else:
+            notes = []
+        report = LoadReport(source="scratch", arch=spec.name, left_random=list(net.state_dict()), notes=notes)
         report.verification = "no file: random initialisation"
         if inflate:
             report.notes.append("inflated to 3D (I3D layout, random kernels)")
     else:
-        path = resolve_weight_file(source, spec.name)
-        checked = check_weight_file(source, spec.name, path)  # the file actually loaded, hashed before reading
-        state, fmt = load_checkpoint(path)  # a bad file fails before any model is built
+        library = _library_weights(spec, source)
+        checked = None
+        if library is not None:  # downloaded (and cached) by the network's library itself
+            cfg = dict(spec.pretrained_cfg or {})
+            file = str(cfg.get("hf_hub_id") or cfg.get("url") or "")
+            fmt = f"{spec.family} pretrained weights, tag {cfg.get('tag')!r}"
+            state = spec.load_pretrained()
+        else:
+            path = resolve_weight_file(source, spec.name)
+            checked = check_weight_file(source, spec.name, path)  # the file actually loaded, hashed before reading
+            state, fmt = load_checkpoint(path)  # a bad file fails before any model is built
+            file = str(path)
         net = _build(spec, in_channels, num_classes, empty=True)
         checkpoint_is_3d = any(v.ndim == 5 for v in state.values())
         if inflate and checkpoint_is_3d:  # a 3D checkpoint of an inflated network: inflate first, then load
             inflate_network(net)
-        report = load_into(net, state, spec, source=source.name, file=str(path), fmt=fmt)
+        if multiscale:
+            spec.attach_pyramid(net)
+        report = load_into(net, state, spec, source=source.name, file=file, fmt=fmt)
         _init_not_loaded(net, report)
         if inflate and not checkpoint_is_3d:
             inflate_network(net)
@@ -208,7 +284,11 @@ def create_model(
             report.notes.append(
                 f"inflated to 3D (I3D): {n} convolution kernels repeated over depth and divided by the depth"
             )
-        report.sha256, report.verified, report.verification = checked.sha256, checked.verified, checked.verification
+        if checked is not None:
+            report.sha256, report.verified = checked.sha256, checked.verified
+            report.verification = checked.verification
+        else:
+            report.verification = f"unverified: downloaded and cached by {spec.family} from {file}; not hashed by medtl"
     if num_classes == 0:
         report.notes.append("headless (num_classes=0): no classifier; the model returns pooled features")
     model = MedtlModel(

@@ -169,21 +169,31 @@ def load_into(
     target = net.state_dict()
     mapped, prefix, unexpected = _remap(state, set(target))
     report = LoadReport(source=source, arch=arch, file=file, format=fmt, prefix=prefix, unexpected=unexpected)
+    resized = _apply_state_fixup(spec, net, mapped, file)
+    extra = [k for k in mapped if k not in target]  # keys the fixup made that the network lacks
+    for key in extra:
+        del mapped[key]
+    report.unexpected += extra
+    new_prefixes = spec.new_prefixes
     new: dict[str, torch.Tensor] = {}
     missing: list[str] = []
     mismatched: list[str] = []
     for key, current in target.items():
         is_head = key.startswith(head_prefixes)
+        is_new = bool(new_prefixes) and key.startswith(new_prefixes)
         value = mapped.get(key)
         if value is None:
-            if is_head:
+            if is_head or is_new:  # the head, or layers medtl adds (a ViT's feature pyramid): random
                 report.left_random.append(key)
             elif not key.endswith("num_batches_tracked"):  # a counter, not a learned value; old files lack it
                 missing.append(key)
             continue
         if value.shape == current.shape:
             new[key] = value
-            report.matched.append(key)
+            if key in resized:
+                report.adapted[key] = resized[key]
+            else:
+                report.matched.append(key)
         elif (
             key == first_conv
             and value.ndim == current.ndim
@@ -193,18 +203,47 @@ def load_into(
             new[key], how = adapt_input_conv(value, current.shape[1])
             report.adapted[key] = how
             logger.info("%s: %s %s", arch, key, how)
-        elif is_head:
+        elif is_head or is_new:
             report.left_random.append(key)
-            report.notes.append(f"head {key}: file has shape {tuple(value.shape)}, model {tuple(current.shape)}")
+            report.notes.append(f"{'head' if is_head else 'new layer'} {key}: file has shape {tuple(value.shape)}, "
+                                f"model {tuple(current.shape)}")  # fmt: skip
         else:
             mismatched.append(f"{key} (file {tuple(value.shape)}, model {tuple(current.shape)})")
     if missing or mismatched:
         raise CheckpointMismatchError(_mismatch_message(report, missing, mismatched), path=file)
+    fresh = [k for k in report.left_random if new_prefixes and k.startswith(new_prefixes)]
+    if fresh:
+        report.notes.append(
+            f"feature pyramid for multi-scale features new (random): {len(fresh)} tensors ({_first(fresh, 3)})"
+        )
     if not dry_run:
         result = net.load_state_dict(new, strict=False)
         if result.unexpected_keys:  # pragma: no cover - new only holds model keys
             raise CheckpointMismatchError(f"unexpected keys {result.unexpected_keys}", path=file)
     return report
+
+
+def _apply_state_fixup(spec: ArchSpec, net: nn.Module, mapped: dict[str, torch.Tensor], file: str | None) -> dict:
+    """Run the record's ``state_fixup`` on the matched tensors (in place); return what it resized, with how."""
+    if spec.state_fixup is None or not mapped:
+        return {}
+    before = {k: tuple(v.shape) for k, v in mapped.items()}
+    try:
+        fixed = spec.state_fixup(dict(mapped), net)
+    except Exception as exc:  # the library's own conversion refused the tensors: they do not fit this network
+        raise CheckpointMismatchError(
+            f"{file or 'the checkpoint'} does not fit {spec.name}: adapting its tensors to the network failed "
+            f"({type(exc).__name__}: {str(exc).strip()[:200]}); use a checkpoint made for {spec.name}",
+            path=file,
+        ) from None
+    mapped.clear()
+    mapped.update(fixed)
+    return {
+        k: f"resized from {before[k]} to {tuple(v.shape)} by {spec.family}'s checkpoint filter (for this network's "
+        "sizes, e.g. a position embedding resampled for another input size)"
+        for k, v in fixed.items()
+        if k in before and tuple(v.shape) != before[k]
+    }
 
 
 def _mismatch_message(report: LoadReport, missing: list[str], mismatched: list[str]) -> str:

@@ -11,15 +11,14 @@ import torch
 from torch import nn
 
 from medtl.backbones.adapt import set_submodule
-from medtl.backbones.registry import ArchSpec, Stage, get_architecture, run_stages
+from medtl.backbones.registry import PYRAMID, ArchSpec, get_architecture, run_stages
 from medtl.models.load import LoadReport
 from medtl.weights.sources import WeightSource
 
 __all__ = ["MedtlModel", "ParamGroup", "FeatureInfo"]
 
-# Input size per axis for tracing feature shapes on the meta device: a multiple of every network's total stride
-# (32), so each reduction comes out exact. Meta tensors hold no data, so the size costs nothing.
-_TRACE_SIZE = 256
+# Feature shapes are traced on the meta device at the record's ``trace_size`` per axis (a multiple of the network's
+# total stride and patch size, so each reduction comes out exact). Meta tensors hold no data: the size costs nothing.
 
 
 @dataclass
@@ -49,13 +48,14 @@ class FeatureInfo:
         name: the scale's name in the architecture record (``"stem"``, ``"layer1"``, ``"features.3"``...).
         channels: channels of the feature map.
         reduction: input size divided by the feature map's size, per spatial axis (``(8, 8)`` in 2D; an
-            anisotropic stem such as the CT I3ResNet's gives e.g. ``(8, 8, 4)``).
+            anisotropic stem such as the CT I3ResNet's gives e.g. ``(8, 8, 4)``). An integer, except where a patch
+            size makes it a fraction: a ViT with 14-pixel patches has a pyramid scale at 3.5.
     """
 
     index: int
     name: str
     channels: int
-    reduction: tuple[int, ...]
+    reduction: tuple[int | float, ...]
 
     def to_dict(self) -> dict:
         return {"index": self.index, "name": self.name, "channels": self.channels, "reduction": list(self.reduction)}
@@ -64,13 +64,17 @@ class FeatureInfo:
 class _StageRunner(nn.Module):
     """Runs every stage of ``net``; used to trace feature shapes with ``torch.func.functional_call``."""
 
-    def __init__(self, net: nn.Module, stages: tuple[Stage, ...]) -> None:
+    def __init__(self, net: nn.Module, spec: ArchSpec) -> None:
         super().__init__()
         self.net = net
-        self.stages = stages
+        self.spec = spec
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return list(run_stages(self.net, self.stages, x))
+        return list(run_stages(self.net, self.spec.stages, x, self.spec.stage_forward))
+
+
+def _ratio(size: int, n: int) -> int | float:
+    return size // n if size % n == 0 else size / n
 
 
 class MedtlModel(nn.Module):
@@ -119,6 +123,23 @@ class MedtlModel(nn.Module):
         """Size of the pooled features (the classifier's input)."""
         return self.spec.num_features
 
+    def ensure_pyramid(self) -> bool:
+        """Attach the architecture's feature pyramid (a ViT's, see :attr:`ArchSpec.pyramid`) if it has one and the
+        network does not yet: multi-scale features need it, pooled features do not (a classifier carries no unused
+        layers). :attr:`feature_info` and ``forward_features(x, out_indices=...)`` call it, so ask for
+        :attr:`feature_info` before building an optimizer over a model that will use multi-scale features.
+
+        Returns:
+            Whether layers were added now (new, random).
+        """
+        added = self.spec.attach_pyramid(self.net)
+        if added:
+            self.load_report.left_random.extend(
+                k for k in self.net.state_dict() if k.startswith(self.spec.new_prefixes)
+            )
+            self.load_report.notes.append(f"feature pyramid for multi-scale features new (random): {PYRAMID}")
+        return added
+
     @property
     def feature_info(self) -> list[FeatureInfo]:
         """Channels and reduction of each scale of the feature pyramid, shallowest first.
@@ -127,13 +148,16 @@ class MedtlModel(nn.Module):
         for inflated, channel-adapted and anisotropic networks alike.
         """
         if self._feature_info is None:
+            self.ensure_pyramid()
+            spec = self.spec
+            size = spec.trace_size
             tensors = chain(self.net.named_parameters(), self.net.named_buffers())
             meta = {f"net.{name}": t.to("meta") for name, t in tensors}
-            x = torch.empty(1, self.in_channels, *([_TRACE_SIZE] * self.spatial_dims), device="meta")
-            maps = torch.func.functional_call(_StageRunner(self.net, self.spec.stages), meta, (x,))
+            x = torch.empty(1, self.in_channels, *([size] * self.spatial_dims), device="meta")
+            maps = torch.func.functional_call(_StageRunner(self.net, spec), meta, (x,))
             self._feature_info = [
-                FeatureInfo(i, stage.name, int(m.shape[1]), tuple(_TRACE_SIZE // int(n) for n in m.shape[2:]))
-                for i, (stage, m) in enumerate(zip(self.spec.stages, maps, strict=True))
+                FeatureInfo(i, stage.name, int(m.shape[1]), tuple(_ratio(size, int(n)) for n in m.shape[2:]))
+                for i, (stage, m) in enumerate(zip(spec.stages, maps, strict=True))
             ]
         return self._feature_info
 
@@ -174,7 +198,8 @@ class MedtlModel(nn.Module):
         wanted = [self._scale_index(i) for i in out_indices]
         maps: list[torch.Tensor] = []
         if wanted:
-            for fmap in run_stages(self.net, self.spec.stages, x):
+            self.ensure_pyramid()
+            for fmap in run_stages(self.net, self.spec.stages, x, self.spec.stage_forward):
                 maps.append(fmap)
                 if len(maps) > max(wanted):
                     break

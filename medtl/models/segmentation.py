@@ -52,14 +52,21 @@ class SegmentationModel(nn.Module):
                     f"the reductions are {[list(r) for r in reductions]}; choose another architecture"
                 )
         first = reductions[0]
-        if len(set(first)) != 1 or first[0] not in (1, 2, 4):
+        if len(set(first)) != 1 or not 1 <= first[0] <= 4:
             raise UnknownOptionError(
-                f"{encoder.arch}: the U-Net decoder needs an isotropic first scale (reduction 1, 2 or 4 on every "
+                f"{encoder.arch}: the U-Net decoder needs an isotropic first scale (reduction 1 to 4 on every "
                 f"axis), but it is {list(first)}; choose another architecture"
             )
-        if len(decoder_channels) < len(info):
+        # MONAI's decoder never concatenates its first feature map and ends with one more 2x up-block than it has
+        # skips. From a first scale at 1/2 or coarser the input takes that first place (n scales, n up-blocks, the
+        # output at first/2, upsampled by the head); a first scale at full size (SegResNet's) takes it itself
+        # (n - 1 up-blocks back to full size).
+        self.full_size_first = first[0] == 1
+        n_blocks = len(info) - 1 if self.full_size_first else len(info)
+        if len(decoder_channels) < n_blocks:
             raise UnknownOptionError(
-                f"decoder_channels {list(decoder_channels)} has fewer entries than the encoder's {len(info)} scales"
+                f"decoder_channels {list(decoder_channels)} has fewer entries than the {n_blocks} decoder blocks of "
+                f"{encoder.arch}'s {len(info)} scales"
             )
         self.encoder = encoder
         self.arch = encoder.arch
@@ -69,12 +76,12 @@ class SegmentationModel(nn.Module):
         self.weight_source = encoder.weight_source
         self.out_indices = list(range(len(info)))
         # the total reduction: inputs must be multiples of it
-        self.stride = tuple(r for r in reductions[-1])
-        dec = list(decoder_channels[: len(info)])
-        # as FlexibleUNet: the input is features[0] (never a skip); n scales -> n up-blocks, the last without a skip
+        self.stride = tuple(int(r) for r in reductions[-1])
+        dec = list(decoder_channels[:n_blocks])
+        channels = [f.channels for f in info]
         self.decoder = UNetDecoder(
             spatial_dims=encoder.spatial_dims,
-            encoder_channels=[encoder.in_channels, *(f.channels for f in info)],
+            encoder_channels=channels if self.full_size_first else [encoder.in_channels, *channels],
             decoder_channels=dec,
             act=("relu", {"inplace": True}),
             norm=("batch", {"eps": 1e-3, "momentum": 0.1}),
@@ -86,14 +93,15 @@ class SegmentationModel(nn.Module):
             align_corners=None,
             is_pad=True,
         )
-        self.skip_connect = len(info) - 1
-        # after n up-blocks the map is at reduction first/2 (1 for ResNets, 2 for ConvNeXt's 4x stem)
+        self.skip_connect = n_blocks - 1
+        # the decoder ends at reduction first/2 (1 for ResNets and Swin, 2 for ConvNeXt's 4x stem, 1.75 for a ViT
+        # with 14-pixel patches), or at full size from a full-size first scale
         self.head = SegmentationHead(
             spatial_dims=encoder.spatial_dims,
             in_channels=dec[-1],
             out_channels=num_classes,
             kernel_size=3,
-            scale_factor=float(max(first[0] // 2, 1)),
+            scale_factor=float(max(first[0] / 2, 1.0)),
         )
         self.load_report = encoder.load_report
         decoder_keys = [f"decoder.{k}" for k in self.decoder.state_dict()] + [
@@ -120,23 +128,27 @@ class SegmentationModel(nn.Module):
                 f"{self.stride} on every axis; set segmentation.patch_size (or preprocess.size) to multiples"
             )
         feats = self.encoder.forward_features(x, self.out_indices)
-        return self.head(self.decoder([x, *feats], self.skip_connect))
+        return self.head(self.decoder(feats if self.full_size_first else [x, *feats], self.skip_connect))
 
     def param_groups(self) -> list[ParamGroup]:
         """The encoder's groups (stem ... stage4) then ``head``: the decoder and segmentation head.
 
         What is left of the encoder's classification head (nothing for ResNets; ConvNeXt's final norm, unused
-        here) joins its deepest stage, so fine_tune freezes the whole encoder and trains the decoder first.
+        here) joins its deepest stage, so fine_tune freezes the whole encoder and trains the decoder first. Layers
+        medtl added to the encoder (a ViT's feature pyramid) train with the decoder, from the first epoch.
         """
         groups = [
             ParamGroup(g.name, list(g.params), [f"encoder.{n}" for n in g.param_names])
             for g in self.encoder.param_groups()
         ]
-        enc_head = groups.pop() if groups and groups[-1].name == "head" else None
-        if enc_head is not None and enc_head.params:
-            groups[-1].params += enc_head.params
-            groups[-1].param_names += enc_head.param_names
+        new_layers = tuple(f"encoder.net.{p}" for p in self.encoder.spec.new_prefixes)
         head = ParamGroup("head")
+        enc_head = groups.pop() if groups and groups[-1].name == "head" else None
+        if enc_head is not None:
+            for param, name in zip(enc_head.params, enc_head.param_names, strict=True):
+                target = head if new_layers and name.startswith(new_layers) else groups[-1]
+                target.params.append(param)
+                target.param_names.append(name)
         for prefix, module in (("decoder", self.decoder), ("head", self.head)):
             for name, p in module.named_parameters():
                 head.params.append(p)

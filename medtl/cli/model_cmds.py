@@ -23,14 +23,17 @@ def _size(n: int | None) -> str:
 
 
 def backbones_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """List architectures, their dims, and the weight sources that fit each."""
-    from medtl.backbones import get_architecture, list_architectures
+    """List architectures, their dims, and the weight sources that fit each; families such as timm's as one row."""
+    from medtl.backbones import get_architecture, list_architectures, list_families
     from medtl.weights import sources_for_arch
 
     rows = [
         get_architecture(name).to_dict() | {"weights": ["scratch", *sources_for_arch(name), "<file>"]}
         for name in list_architectures()
     ]
+    for fam in list_families():
+        library = [f"{fam.library_weights} ({fam.prefix.rstrip('/')}'s pretrained tag)"] if fam.library_weights else []
+        rows.append(fam.to_dict() | {"weights": ["scratch", *library, "<file>"]})
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -41,8 +44,18 @@ def backbones_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSO
     table.columns[0].no_wrap = True
     for r in rows:
         dims = "/".join(f"{d}D" for d in r["dims"])
-        table.add_row(r["name"], dims, str(r["default_in_channels"]), str(r["num_features"]), ", ".join(r["weights"]))
-    Console().print(table)
+        features = "-" if r["num_features"] is None else str(r["num_features"])
+        table.add_row(r["name"], dims, str(r["default_in_channels"]), features, ", ".join(r["weights"]))
+    console = Console()
+    console.print(table)
+    for fam in list_families():
+        line = f"{fam.prefix}<name>: {fam.description}; e.g. {', '.join(fam.examples)}"
+        console.print(line, highlight=False, markup=False)
+    console.print(
+        "Size options go in brackets: swin_unetr_3d[feature_size=24], timm/vit_base_patch16_224[img_size=512].",
+        highlight=False,
+        markup=False,
+    )
 
 
 @weights_app.command("list")

@@ -9,6 +9,7 @@ end an index.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import multiprocessing as mp
 import operator
@@ -62,9 +63,14 @@ def read_header(path: str | os.PathLike[str], *, size: int | None = None) -> Dic
         TruncatedFileError: the header ends early.
         InvalidHeaderError: a header value breaks its rules (e.g. NumberOfFrames "1A").
     """
-    path = path if isinstance(path, Path) else Path(path)
+    return _read_header(path if isinstance(path, Path) else Path(path), size)
+
+
+def _read_header(path: Path | str, size: int | None) -> DicomHeader:
+    """:func:`read_header` of ``path`` as given: helper processes pass strings (they send back values, not the path,
+    so they need no ``Path`` per file)."""
     if size is None:  # callers that walked the folder know it is a regular, non-empty file of this size
-        size = _regular_file_size(path)
+        size = _regular_file_size(Path(path))
     raw = scan_tags(path, size)
     if raw is not None:
         return header_from_raw(raw, path, size)
@@ -116,29 +122,28 @@ def _header_or_reason(path: Path, size: int | None = None) -> DicomHeader | str:
     """The header, or why the file cannot be read; never raises, so one bad file cannot end an index."""
     try:
         return read_header(path, size=size)
-    except MedtlError as exc:
+    except Exception as exc:  # noqa: BLE001 - see _reason
+        return _reason(exc)
+
+
+def _reason(exc: Exception) -> str:
+    """Why a file could not be read, from what reading it raised."""
+    if isinstance(exc, MedtlError):
         return str(exc)
-    except OSError as exc:
+    if isinstance(exc, OSError):
         return f"cannot open: {exc.strerror or exc}"
-    except Exception as exc:  # noqa: BLE001 - a file that breaks the reader in an unforeseen way is one bad file
-        return f"cannot read the header ({type(exc).__name__}: {exc})"
+    return f"cannot read the header ({type(exc).__name__}: {exc})"  # a file that breaks the reader: one bad file
 
 
 _VALUES_AFTER_PATH = operator.attrgetter(*(f.name for f in dataclasses.fields(DicomHeader)[1:]))
 
 
-def _read_chunk(files: Sequence[tuple[str, int | None]]) -> list[tuple[Any, ...] | str]:
-    """What a worker process of :func:`read_headers` runs: for each (path, size) pair, the header's field values
-    after its path, or the reason the file cannot be read.
-
-    Plain tuples, because unpickling 3,000 header objects (each with a ``Path``) in the parent took longer than
-    reading half of the files; the parent puts its own paths back (:func:`_from_values`).
-    """
-    out: list[tuple[Any, ...] | str] = []
-    for p, size in files:
-        h = _header_or_reason(Path(p), size)
-        out.append(h if isinstance(h, str) else _VALUES_AFTER_PATH(h))
-    return out
+def _values_or_reason(path: str, size: int | None) -> tuple[Any, ...] | str:
+    """The header's field values after its path, or the reason the file cannot be read."""
+    try:
+        return _VALUES_AFTER_PATH(_read_header(path, size))
+    except Exception as exc:  # noqa: BLE001 - see _reason
+        return _reason(exc)
 
 
 def _from_values(path: Path | str, values: tuple[Any, ...] | str) -> DicomHeader | str:
@@ -172,8 +177,19 @@ def _pool_context() -> Any:
     return mp.get_context("spawn")
 
 
+def _read_chunk(files: Sequence[tuple[str, int | None]]) -> list[tuple[Any, ...] | str]:
+    """What a helper process of :func:`read_headers` runs: for each (path, size) pair, the header's field values
+    after its path, or the reason the file cannot be read.
+
+    Plain tuples, because unpickling 3,000 header objects (each with a ``Path``) in the parent took longer than
+    reading half of the files; the parent puts its own paths back (:func:`_from_values`).
+    """
+    return [_values_or_reason(p, size) for p, size in files]
+
+
 def _read_part(conn: Any, files: Sequence[tuple[str, int | None]]) -> None:
     """A helper process of :func:`read_headers`: read its part and send the values back (None if that failed)."""
+    gc.disable()  # short-lived and makes no cycles: a collection would only copy the parent's memory pages
     try:
         conn.send(_read_chunk(files))
     except BaseException:  # noqa: BLE001 - the parent reads the part itself

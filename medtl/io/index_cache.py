@@ -114,8 +114,8 @@ class HeaderCache:
             files: the files, with their size and mtime in nanoseconds.
             root: a folder holding all of them (one range query instead of one per file).
         """
-        if not files:
-            return {}
+        if not files or (self._db is None and not self.path.exists()):
+            return {}  # nothing cached yet: the file is created when the headers are stored
         try:
             db = self._connect()
             wanted = {os.fspath(p): (p, size, mtime) for p, size, mtime in files}

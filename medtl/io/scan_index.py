@@ -277,8 +277,13 @@ def inspect_path(path: str | os.PathLike[str]) -> ScanIndex:
         else:
             files = [(path, st.st_size, _stamp(st))]
         root = None
-    nifti = [p for p, _, _ in files if is_nifti_path(p)]
-    others = [f for f in files if not is_nifti_path(f[0])]
+    nifti: list[Path] = []
+    others: list[tuple[Path, int, int]] = []
+    for f in files:
+        if is_nifti_path(f[0]):
+            nifti.append(f[0])
+        else:
+            others.append(f)
     images: list[DicomHeader] = []
     for (p, _, _), h in zip(others, _read_headers(others, root), strict=True):
         if isinstance(h, str):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import logging.handlers
 from pathlib import Path
 from typing import Annotated
 
@@ -79,6 +77,8 @@ def convert_cmd(
     ] = False,
 ) -> None:
     """Write one series of PATH as NIfTI with its affine (RAS, as nibabel expects)."""
+    import logging.handlers  # here, not at the top: it imports socket, which `medtl index` and `inspect` never use
+
     from medtl.io import convert, read_scan  # noqa: F401 - read_scan's logger reports the chosen series
 
     # the choice of series (and any resampling) is reported once the file is written; a failure is one line

@@ -7,6 +7,7 @@ map per scan on the scan's own grid (and, with ``dicom_seg``, a DICOM SEG refere
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from medtl.errors import DataLoadError, MedtlError, NoImagesError, RunDirError, TrainingError
+from medtl.io.output import check_not_an_input
 from medtl.train.inference import eval_dataset, inference_device, predict_dataset, records_from_inputs
 from medtl.train.rundir import RunDir, write_prediction_csv
 from medtl.train.segmentation import SegmentationTask
@@ -26,6 +28,7 @@ __all__ = [
     "LoadedRun",
     "load_run",
     "default_output",
+    "input_paths",
     "predict",
     "write_prediction_seg",
 ]
@@ -185,8 +188,15 @@ def predict(
             f"run {loaded.run.path} classifies: --dicom-seg is for segmentation runs", fix="leave out --dicom-seg"
         )
     if out is not None:
-        _check_output_file(Path(out), [Path(i) for i in inputs])
+        _check_output_file(Path(out))
     records, labelled = records_from_inputs(list(inputs), loaded.classes)
+    if out is not None:
+        check_not_an_input(
+            [(out, f"--out {out}")],
+            input_paths(inputs, records),
+            run_dir=loaded.run.path,
+            fix="give another file name as --out",
+        )
     scores, _, ids = predict_dataset(
         loaded.model,
         eval_dataset(loaded.config, loaded.pipeline, records),
@@ -211,7 +221,7 @@ def _predict_masks(
 ) -> list[dict[str, Any]]:
     """A segmentation run's predict: one NIfTI label map per scan in the folder ``out``, on the scan's grid (and a
     DICOM SEG per scan with ``dicom_seg``)."""
-    from medtl.train.seg_inference import segment_scans
+    from medtl.train.seg_inference import mask_names, segment_scans
     from medtl.transforms.segmentation import build_inference_transforms
 
     if out is None:
@@ -244,8 +254,27 @@ def _predict_masks(
                 path=nifti[0],
                 fix="give the DICOM series instead, or leave out --dicom-seg (the NIfTI masks are written anyway)",
             )
-    _check_not_inside_inputs(Path(out), [Path(str(r["image"])) for r in records])
-    rows = segment_scans(loaded.model, loaded.task, transforms, records, Path(out), device=inference_device(device))  # type: ignore[arg-type]
+    folder = Path(out)
+    names = mask_names([str(r["image"]) for r in records])
+    outputs = [(folder, f"--out {out}")]
+    for r, name in zip(records, names, strict=True):
+        outputs.append((folder / name, f"the mask of {r['image']} ({folder / name})"))
+        if dicom_seg:
+            seg = folder / (name.removesuffix("_mask.nii.gz") + "_seg.dcm")
+            outputs.append((seg, f"the DICOM SEG of {r['image']} ({seg})"))
+    # every file this predict writes, checked before the first scan is segmented
+    check_not_an_input(
+        outputs, input_paths(inputs, records), run_dir=loaded.run.path, fix="give another folder as --out"
+    )
+    rows = segment_scans(
+        loaded.model,
+        loaded.task,  # type: ignore[arg-type]
+        transforms,
+        records,
+        folder,
+        device=inference_device(device),
+        names=names,
+    )
     if dicom_seg:
         for row, r in zip(rows, records, strict=True):
             row["seg_file"] = str(_write_seg(loaded, r, Path(row["mask_file"]), deidentify=deidentify))
@@ -287,32 +316,12 @@ def _check_output_folder(out: Path) -> None:
         )
 
 
-def _check_not_inside_inputs(out: Path, images: list[Path]) -> None:
-    """Refuse an ``--out`` folder that is, or lies inside, an input scan folder: the masks written there would
-    become part of that folder, and the next read of the series would meet them.
+def _check_output_file(out: Path) -> None:
+    """Refuse, before any scan is scored, an ``--out`` CSV path that cannot be written (an output that would write
+    over an input is :func:`~medtl.io.output.check_not_an_input`'s, once the inputs are read).
 
     Raises:
-        MedtlError: ``out`` is an input folder or inside one.
-    """
-    target = out.resolve()
-    for image in images:
-        folder = image.resolve()
-        if folder.is_dir() and (target == folder or folder in target.parents):
-            raise MedtlError(
-                f"--out {out} is inside the input scan folder {image}: the masks would be mixed into the scan's "
-                "own files",
-                path=str(out),
-                fix="give a folder outside the inputs as --out",
-            )
-
-
-def _check_output_file(out: Path, inputs: list[Path] | None = None) -> None:
-    """Refuse, before any scan is scored, an ``--out`` CSV path that cannot be written, or that would overwrite
-    an input (the manifest).
-
-    Raises:
-        MedtlError: ``out`` is a folder or an input file, lies under a file, or its nearest existing folder is not
-            writable.
+        MedtlError: ``out`` is a folder, lies under a file, or its nearest existing folder is not writable.
     """
     if out.is_dir():
         raise MedtlError(
@@ -321,18 +330,36 @@ def _check_output_file(out: Path, inputs: list[Path] | None = None) -> None:
             path=str(out),
             fix=f"give a file name, e.g. --out {out / 'scores.csv'}",
         )
-    for given in inputs or []:
-        if given.is_file() and given.resolve() == out.resolve():
-            raise MedtlError(
-                f"--out {out} is the input {given}: writing the results would overwrite it",
-                path=str(out),
-                fix="give another file name as --out",
-            )
     _, problem = _writable_ancestor(out.parent)
     if problem:
         raise MedtlError(
             f"cannot write {out}: {problem}", path=str(out), fix="make it writable or give another path as --out"
         )
+
+
+def input_paths(inputs: Sequence[str | Path], records: Iterable[dict[str, Any]]) -> list[Path]:
+    """Every file and folder a predict or evaluate reads, for :func:`~medtl.io.output.check_not_an_input`: the
+    inputs given (scans, scan folders, manifests) and, for each record, its scan and every other cell that names an
+    existing file (the mask, any other path column; a relative cell is taken relative to each manifest among the
+    inputs, as the manifest's own paths are)."""
+    given = [Path(i) for i in inputs]
+    bases = [p.resolve().parent for p in given if p.suffix.lower() == ".csv"]
+    paths = list(given)
+    skip = {"image", "label", "label_name", "patient_id", "row", "split", "series", "scan"}
+    for r in records:
+        if r.get("image"):
+            paths.append(Path(str(r["image"])))
+        for key, cell in r.items():
+            if key in skip or not isinstance(cell, str) or not cell.strip():
+                continue
+            named = Path(cell.strip()).expanduser()
+            for candidate in [named] if named.is_absolute() else [base / named for base in bases]:
+                try:
+                    if candidate.is_file():
+                        paths.append(candidate)
+                except (OSError, ValueError):  # a cell that is no path (too long for one, NUL...)
+                    pass
+    return paths
 
 
 def _write_seg(loaded: LoadedRun, record: dict[str, Any], mask_file: Path, *, deidentify: bool = False) -> Path:

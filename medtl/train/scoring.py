@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from medtl.errors import ConfigError, MedtlError, TrainingError
+from medtl.io.output import check_not_an_input
 from medtl.train.experiment import check_pseudonyms
 from medtl.train.inference import eval_dataset, inference_device, predict_dataset, records_from_inputs
-from medtl.train.predict import LoadedRun, _check_output_file, _pipeline_args, load_run
+from medtl.train.predict import LoadedRun, _check_output_file, _pipeline_args, input_paths, load_run
 from medtl.train.rundir import RunDir, write_prediction_csv
 
 __all__ = ["evaluate", "evaluate_segmentation", "GRIDS"]
@@ -57,8 +58,9 @@ def evaluate(
     if loaded.task.name == "segmentation":
         return evaluate_segmentation(loaded, manifest, out=out, allow_seen=allow_seen, grid=grid)
     if out is not None:
-        _check_output_file(Path(out), [Path(manifest)])
+        _check_output_file(Path(out))
     records, _ = records_from_inputs([manifest], loaded.classes)
+    _check_outputs(loaded, manifest, records, [Path(out)] if out is not None else [])
     where = _splits_of(loaded, records, manifest, allow_seen)
     scores, targets, ids = predict_dataset(
         loaded.model,
@@ -80,6 +82,22 @@ def evaluate(
         if bool(sel.any()):
             result["seen"][split] = loaded.task.metrics(scores[sel], targets[sel])
     return result
+
+
+def _check_outputs(loaded: LoadedRun, manifest: str | Path, records: list[dict[str, Any]], outputs: list[Path]) -> None:
+    """Refuse, before the first scan is scored, an output file that is the manifest, a file it names (an image, a
+    reference mask, any other path column), lies inside a scan folder it names, or lies inside the run folder.
+
+    Raises:
+        MedtlError: the first such output, named with the input it would overwrite.
+    """
+    if not outputs:
+        return
+    out = outputs[0]
+    named = [(out, f"--out {out}")] + [(p, f"the per-patient file {p} (written next to --out)") for p in outputs[1:]]
+    check_not_an_input(
+        named, input_paths([manifest], records), run_dir=loaded.run.path, fix="give another file name as --out"
+    )
 
 
 def _check_grid(grid: str) -> None:
@@ -202,10 +220,11 @@ def evaluate_segmentation(
     if loaded.task.name != "segmentation":
         raise TrainingError(f"run {loaded.run.path} does not segment", fix="use evaluate for classification runs")
     if out is not None:
-        _check_output_file(Path(out), [Path(manifest)])
-        _check_output_file(_patients_csv(Path(out)), [Path(manifest)])
+        _check_output_file(Path(out))
+        _check_output_file(_patients_csv(Path(out)))
     task = loaded.task
     records = _segmentation_records(loaded, manifest)
+    _check_outputs(loaded, manifest, records, [Path(out), _patients_csv(Path(out))] if out is not None else [])
     where = _splits_of(loaded, records, manifest, allow_seen)
     if grid == "native":
         from medtl.train.seg_inference import native_split_scores

@@ -20,21 +20,32 @@ from torch import nn
 from medtl.io.dicom_seg import _affine_4x4
 from medtl.train.segmentation import SegmentationTask, segmentation_metrics
 
-__all__ = ["native_label_maps", "native_scores", "native_split_scores", "segment_scans"]
+__all__ = ["mask_names", "native_label_maps", "native_scores", "native_split_scores", "segment_scans"]
 
 
-def _mask_name(image: str, used: set[str]) -> str:
-    p = Path(image)
-    lower = p.name.lower()
-    if lower.endswith((".nii.gz", ".nii")):
-        stem = p.name[: -len(".nii.gz")] if lower.endswith(".gz") else p.name[: -len(".nii")]
-    else:
-        stem = p.stem if p.is_file() else p.name
-    name, i = f"{stem}_mask.nii.gz", 1
-    while name in used:
-        name, i = f"{stem}_{i}_mask.nii.gz", i + 1
-    used.add(name)
-    return name
+def mask_names(images: Sequence[str]) -> list[str]:
+    """The file name of each image's predicted mask, ``<stem>_mask.nii.gz`` (the stem: a NIfTI file's name without
+    ``.nii(.gz)``, another file's stem, a folder's name).
+
+    Two images of one stem (from two folders) would write one file: the later ones get ``<stem>_1_mask.nii.gz``,
+    ``<stem>_2_mask.nii.gz``... Names are compared with case ignored, since ``A_mask.nii.gz`` and ``a_mask.nii.gz``
+    are one file on macOS and Windows.
+    """
+    names: list[str] = []
+    used: set[str] = set()
+    for image in images:
+        p = Path(image)
+        lower = p.name.lower()
+        if lower.endswith((".nii.gz", ".nii")):
+            stem = p.name[: -len(".nii.gz")] if lower.endswith(".gz") else p.name[: -len(".nii")]
+        else:
+            stem = p.stem if p.is_file() else p.name
+        name, i = f"{stem}_mask.nii.gz", 1
+        while name.lower() in used:
+            name, i = f"{stem}_{i}_mask.nii.gz", i + 1
+        used.add(name.lower())
+        names.append(name)
+    return names
 
 
 @torch.no_grad()
@@ -60,24 +71,19 @@ def native_label_maps(
     from monai.data import MetaTensor
     from monai.transforms import Invertd
 
-    from medtl.errors import DataLoadError
+    from medtl.transforms.checks import Guard
 
     device = torch.device(device)
     model = model.to(device).eval()
     invert = Invertd(keys="pred", transform=transforms, orig_keys="image", nearest_interp=True, to_tensor=True)
+    # a failing scan is one DataLoadError naming it (and its manifest row) with the real cause ("is not a DICOM
+    # file", "is truncated"), as in training and classification, not MONAI's "applying transform <object>" wrapper
+    preprocess = Guard(transforms, "preprocessing")
     for r in records:
         item = {"image": str(r["image"])} | ({"series": r["series"]} if r.get("series") else {})
-        try:
-            d = transforms(item)
-        except DataLoadError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a failing scan is reported with its path
-            from medtl.transforms.checks import unwrap_load_error
-
-            err = unwrap_load_error(exc)
-            if err is not exc:
-                raise err from None
-            raise DataLoadError(f"cannot preprocess {r['image']}: {exc}", path=str(r["image"])) from exc
+        if r.get("row") not in (None, ""):
+            item["row"] = r["row"]
+        d = preprocess(item)
         img = d["image"]
         logits = task.infer(model, img.as_tensor()[None].float().to(device))
         if not torch.isfinite(logits).all():  # argmax would turn NaN into a confident-looking mask
@@ -100,9 +106,13 @@ def segment_scans(
     out_dir: str | Path,
     *,
     device: str | torch.device = "cpu",
+    names: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Segment scans and write one NIfTI label map per scan on the scan's own grid and affine
     (:func:`native_label_maps`).
+
+    Args:
+        names: the file name of each record's mask in ``out_dir`` (default :func:`mask_names`).
 
     Returns:
         One row per scan: ``image``, ``mask_file`` and the voxel count of each class.
@@ -115,12 +125,13 @@ def segment_scans(
 
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
-    used: set[str] = set()
-    for r, inverted in native_label_maps(model, task, transforms, records, device=device):
+    names = list(names) if names is not None else mask_names([str(r["image"]) for r in records])
+    for (r, inverted), name in zip(
+        native_label_maps(model, task, transforms, records, device=device), names, strict=True
+    ):
         data = np.rint(np.asarray(inverted[0])).astype(np.uint8)
         if data.ndim == 2:
             data = data[..., None]
-        name = _mask_name(str(r["image"]), used)
         nifti = nib.Nifti1Image(data, _affine_4x4(inverted.affine))
         nifti.header.set_xyzt_units("mm")
         nifti.set_qform(nifti.affine, code=1)

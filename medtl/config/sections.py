@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import string
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,8 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "OutputConfig",
+    "RUN_NAME_MAX",
+    "check_run_name",
     "SegmentationConfig",
     "ExperimentConfig",
 ]
@@ -324,18 +327,59 @@ class TrainConfig(_Section):
     )
 
 
+RUN_NAME_MAX = 120
+"""The longest run name: a run folder's path must stay well under the file systems' 255-byte name limit."""
+
+_RUN_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "._-+=@, ")
+
+
+def check_run_name(name: str | None) -> str | None:
+    """``name`` if it can name a run folder inside ``output.dir`` (training and pretraining alike): 1-120
+    characters, each a letter, a digit, a space (not at either end) or one of ``. _ - + = @ ,``; not ``.`` or
+    ``..``. So no path separator, NUL, newline or other control character, and no name the file system refuses
+    (``File name too long``).
+
+    Raises:
+        ValueError: what is wrong with ``name`` (the config loader names the field, ``output.name``).
+    """
+    if name is None:
+        return None
+    problem = None
+    bad = next((c for c in name if c not in _RUN_NAME_CHARS), None)
+    if not name.strip():
+        problem = "it is empty"
+    elif len(name) > RUN_NAME_MAX:
+        problem = f"it is {len(name)} characters long, at most {RUN_NAME_MAX} are allowed"
+    elif bad is not None:
+        kind = "a path separator" if bad in ("/", "\\") else "the character"
+        problem = f"{kind} {bad!r} is not allowed"
+    elif name in (".", ".."):
+        problem = "it names no folder of its own"
+    elif name != name.strip():
+        problem = "it starts or ends with a space"
+    if problem is None:
+        return name
+    shown = repr(name if len(name) <= 40 else name[:40] + "...")
+    raise ValueError(
+        f"{shown} is not a plain folder name inside output.dir ({problem}): use 1-{RUN_NAME_MAX} characters: letters "
+        "a-z A-Z, digits, spaces (not at the ends) and . _ - + = @ ,"
+    )
+
+
 class OutputConfig(_Section):
     """Where runs go: ``<dir>/<name>`` (name defaults to a timestamp)."""
 
     dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
-    name: str | None = Field(None, description="Run folder name; default: <arch>-<weights>-<timestamp>.")
+    name: str | None = Field(
+        None,
+        description="Run folder name: 1-120 letters a-z A-Z, digits, spaces (not at the ends) and . _ - + = @ , "
+        "(no path); default: <arch>-<weights>-<timestamp>.",
+    )
 
     @field_validator("name")
     @classmethod
     def _plain_name(cls, v: str | None) -> str | None:
-        if v is not None and (not v.strip() or v in (".", "..") or "/" in v or "\\" in v or "\0" in v):
-            raise ValueError(f"{v!r} must be a plain folder name inside output.dir (no '/', no '..')")
-        return v
+        return check_run_name(v)
 
 
 class SegmentationConfig(_Section):

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from medtl.config import PreprocessConfig, resolve_relative_path
 from medtl.config.loading import raw_config
+from medtl.config.sections import check_run_name
 from medtl.errors import ConfigError
 
 __all__ = [
@@ -180,6 +181,7 @@ class PretrainOutputConfig(_Section):
     @field_validator("name")
     @classmethod
     def _name_ok(cls, v: str | None) -> str | None:
+        v = check_run_name(v)  # a run folder's name first, as a training run's; then a weight name too
         if v is not None and not NAME_PATTERN.match(v):
             raise ValueError(f"name {v!r} may hold only letters, digits, '_', '.', '-' and must start with one")
         return v

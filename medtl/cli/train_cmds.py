@@ -67,7 +67,9 @@ def _overrides(**kw: Any) -> dict[str, Any]:
 
 
 def train_cmd(
-    config: ConfigArg,
+    config: Annotated[
+        Path | None, typer.Argument(help="Experiment config (YAML); optional with --resume (the run's own).")
+    ] = None,
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue the interrupted run in this folder.")
     ] = None,
@@ -89,8 +91,11 @@ def train_cmd(
     ] = False,
 ) -> None:
     """Fine-tune a backbone as CONFIG says; writes a run folder (metrics, checkpoints, model card)."""
+    from medtl.errors import ConfigError
     from medtl.train import fine_tune
 
+    if config is None and resume is None:
+        raise ConfigError("give an experiment config, or --resume RUN to continue a run")
     ov = _overrides(
         epochs=epochs,
         weights=weights,

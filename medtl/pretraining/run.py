@@ -36,7 +36,7 @@ import torch
 
 from medtl.errors import ConfigError, TrainingError
 from medtl.pretraining.config import PretrainConfig, load_pretrain_config
-from medtl.train.run import Interrupted, is_rank_zero_env
+from medtl.train.run import Interrupted, check_resume_checkpoint, is_rank_zero_env
 from medtl.train.rundir import RunDir, json_clean
 from medtl.train.trainer import resolve_precision
 from medtl.utils import medtl_home
@@ -237,6 +237,7 @@ def pretrain(
                 path=str(run.path),
                 fix="start a new pretraining run instead",
             )
+        check_resume_checkpoint(run, "start it again without --resume (it starts afresh) or use another output.name")
         asked = None
         if config is not None or overrides:
             asked = load_pretrain_config(config if config is not None else run.file(RunDir.CONFIG), overrides)

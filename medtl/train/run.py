@@ -24,7 +24,15 @@ from medtl.train.inference import make_loader, predict_dataset
 from medtl.train.rundir import RunDir
 from medtl.train.trainer import build_trainer, quiet_lightning, resolve_precision
 
-__all__ = ["Interrupted", "RunResult", "fine_tune", "resolve_precision", "default_threads", "weights_provenance"]
+__all__ = [
+    "Interrupted",
+    "RunResult",
+    "fine_tune",
+    "check_resume_checkpoint",
+    "resolve_precision",
+    "default_threads",
+    "weights_provenance",
+]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +114,38 @@ def _load_report(model: Any) -> dict[str, Any]:
     return rep.to_dict() | {"summary": rep.summary()}
 
 
+def check_resume_checkpoint(run: RunDir, start_again: str) -> None:
+    """Read a run's ``last.ckpt`` with medtl's safe reader (:func:`~medtl.weights.load.read_checkpoint`) before
+    Lightning resumes from it: Lightning's own ``torch.load`` shows a truncated, garbage or unsafe file as a
+    traceback.
+
+    Args:
+        run: the run folder to resume.
+        start_again: the fix the error proposes (how to start the run afresh).
+
+    Raises:
+        TrainingError: the checkpoint is truncated or garbage, holds no state dict, or would need unpickling
+            arbitrary Python objects (code chosen by whoever wrote the file).
+    """
+    from collections.abc import Mapping
+
+    from medtl.errors import MedtlError, UnsafeCheckpointError
+    from medtl.weights.load import read_checkpoint
+
+    ckpt = run.last_checkpoint
+    try:
+        state = read_checkpoint(ckpt)
+    except UnsafeCheckpointError:
+        why = "holds pickled Python objects besides tensors (loading it would run code from the file)"
+    except MedtlError:
+        why = "is corrupt or truncated (not a readable PyTorch checkpoint)"
+    else:
+        if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+            return
+        why = "is not a training checkpoint (it holds no state_dict)"
+    raise TrainingError(f"cannot resume {run.path}: its checkpoint {ckpt} {why}", path=str(ckpt), fix=start_again)
+
+
 def _default_run_dir(cfg: ExperimentConfig) -> Path:
     if cfg.output.name:
         return Path(cfg.output.dir) / cfg.output.name
@@ -173,7 +213,10 @@ def fine_tune(
                 path=str(run.path),
                 fix="start a new run instead",
             )
-        asked = None if config is None else load_config(config, overrides)
+        check_resume_checkpoint(run, "start the run again with medtl train CONFIG --overwrite (or another output.name)")
+        asked = None
+        if config is not None or overrides:  # --resume RUN --epochs N: the run's own config, longer
+            asked = load_config(config if config is not None else run.read_config().to_dict(), overrides)
         cfg, changes = _resume_config(run, asked)
         if run.file(RunDir.PREPROCESSING).is_file():
             check_pseudonyms(run.path, run.read_preprocessing().get("pseudonym_check"))

@@ -77,7 +77,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> object:
             head = fh.read(2)
         # a real pickle starts with the PROTO opcode, a torch.save archive with "PK"; anything else is garbage
         if "weights only" not in str(exc).lower() or not (head.startswith(b"\x80") or head == b"PK"):
-            raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({exc})", path=str(path)) from exc
+            # torch's own text here is a page about weights_only=False, which is not the problem with this file
+            raise WeightsError(
+                f"{path} is not a readable PyTorch checkpoint (its bytes are neither a torch.save archive nor a "
+                "complete pickle); it is corrupt, truncated or not a weight file: copy or download it again",
+                path=str(path),
+            ) from exc
         raise UnsafeCheckpointError(
             f"refusing to load {path}: {_describe_unpickling(exc)}. Unpickling runs code chosen by whoever made "
             "the file, so medtl only reads tensors (torch.load weights_only=True). If you trust the file, load it "

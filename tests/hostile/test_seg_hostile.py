@@ -166,12 +166,17 @@ def test_a_bad_mask_is_one_line_naming_it_and_nothing_is_written(seg_run, tmp_pa
 
 
 def test_a_good_mask_of_a_new_patient_is_scored(seg_run, tmp_path: Path, run_medtl) -> None:
-    """The twin of the cases above: the same image with its own mask, integer or float 0/1 alike."""
+    """The twin of the cases above: the same voxels with their own mask, integer or float 0/1 alike (the second
+    file holds the first's voxels under another header description: a byte copy under another patient would be a
+    duplicate scan, which manifests refuse)."""
     run, task = seg_run
     image = _new_scan(task, tmp_path)
     as_float = _nifti(tmp_path / "f.nii.gz", _ball(task).astype(np.float32))
     copy = tmp_path / "copy.nii.gz"
-    copy.write_bytes(image.read_bytes())
+    twin = nib.load(str(image))
+    twin.header["descrip"] = b"the same voxels, another file"
+    nib.save(nib.Nifti1Image(np.asarray(twin.dataobj), twin.affine, twin.header), str(copy))
+    assert copy.read_bytes() != image.read_bytes()
     scores = tmp_path / "scores.csv"
     manifest = _manifest(tmp_path / "m.csv", [[image, task / "ball_000.nii.gz", "NEW1"], [copy, as_float, "NEW2"]])
     proc = run_medtl("evaluate", run, manifest, "--out", scores)

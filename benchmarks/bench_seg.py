@@ -47,8 +47,8 @@ def main() -> int:
     import lightning.pytorch as pl
 
     from medtl.models import create_model
+    from medtl.tasks.segmentation import make_segmentation_loss, sliding_window
     from medtl.train import fine_tune
-    from medtl.train.segmentation import make_segmentation_loss, sliding_window
 
     device = torch.device(args.device)
     patch = [args.patch] * 3

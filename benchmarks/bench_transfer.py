@@ -297,14 +297,14 @@ def user_config(task: str, manifest: Path, *, epochs: int, bs: int, size: int, o
 
 def last_epoch_metrics(run_dir: Path) -> dict[str, float]:
     """Test metrics of the run's LAST epoch (last.ckpt), to set against the best-on-validation checkpoint."""
-    from medtl.train.experiment import make_dataset, prepare_experiment
+    from medtl.rundir import RunDir
+    from medtl.train.experiment import prepare_experiment
     from medtl.train.inference import predict_dataset
-    from medtl.train.rundir import RunDir
 
     run = RunDir(run_dir)
     cfg = run.read_config()
     exp = prepare_experiment(cfg, splits_file=run.file(RunDir.SPLITS), build_datasets=False)
-    ds = make_dataset(exp, exp.splits["test"], train=False, cache="none")
+    ds = exp.task.make_dataset(exp, exp.splits["test"], train=False, cache="none")
     model = exp.build_model(pretrained=False)
     state = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})

@@ -132,8 +132,8 @@ class CheckReport:
 def check_configs(work: Path, *, smoke: bool, epochs: int, accelerator: str) -> list[ConfigRow]:
     """Train each sample config with ``precision: auto`` and report what it used and reached."""
     from medtl.errors import WeightsError
+    from medtl.rundir import RunDir
     from medtl.train import fine_tune
-    from medtl.train.rundir import RunDir
 
     rows = []
     for rel in CONFIGS:
@@ -239,9 +239,9 @@ def _run_child(work: Path, tag: str, cfg: dict[str, Any]) -> tuple[int, str]:
 
 def _recomputed_val_auroc(run_path: Path) -> float:
     from medtl.data import Manifest
+    from medtl.rundir import RunDir
     from medtl.train import load_run
-    from medtl.train.inference import eval_dataset, predict_dataset
-    from medtl.train.rundir import RunDir
+    from medtl.train.inference import predict_dataset
 
     run = RunDir(run_path)
     cfg = run.read_config()
@@ -250,7 +250,7 @@ def _recomputed_val_auroc(run_path: Path) -> float:
     val = [r for r in records if r["split"] == "val"]
     loaded = load_run(run.path, quiet=True)
     scores, targets, _ = predict_dataset(
-        loaded.model, eval_dataset(loaded.config, loaded.pipeline, val), loaded.task, batch_size=16
+        loaded.model, loaded.task.eval_dataset(loaded.config, loaded.pipeline, val), loaded.task, batch_size=16
     )
     return float(loaded.task.metrics(scores, targets)["auroc"])
 
@@ -259,7 +259,7 @@ def check_ddp(work: Path, *, epochs: int, batch_size: int = 8) -> dict[str, Any]
     """1 GPU (batch 2b) vs 2-process DDP (batch b per GPU) with the fine_tune schedule; skipped below 2 GPUs."""
     import torch
 
-    from medtl.train.rundir import RunDir
+    from medtl.rundir import RunDir
 
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if n < 2:
@@ -442,7 +442,7 @@ def check_segmentation(*, smoke: bool, cuda: bool) -> dict[str, Any]:
     import torch
 
     from medtl.models import create_model
-    from medtl.train.segmentation import sliding_window
+    from medtl.tasks.segmentation import sliding_window
 
     shape, window = ((64, 64, 32), (32, 32, 32)) if smoke else ((256, 256, 128), (96, 96, 96))
     row: dict[str, Any] = {"volume": shape, "window": window, "precision": "bf16-mixed" if cuda else "32"}

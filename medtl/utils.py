@@ -15,7 +15,15 @@ from pathlib import Path
 
 from medtl.errors import ConfigError, MedtlError, UnknownOptionError
 
-__all__ = ["look_up_option", "hash_patient_id", "patient_id_secret", "atomic_write_bytes", "medtl_home"]
+__all__ = [
+    "look_up_option",
+    "hash_patient_id",
+    "patient_id_secret",
+    "atomic_write_bytes",
+    "medtl_home",
+    "is_weights_file",
+    "WEIGHT_FILE_SUFFIXES",
+]
 
 
 def look_up_option(value: str, allowed: Iterable[str], *, what: str = "option") -> str:
@@ -26,6 +34,23 @@ def look_up_option(value: str, allowed: Iterable[str], *, what: str = "option") 
     close = difflib.get_close_matches(str(value), allowed, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise UnknownOptionError(f"unknown {what} {value!r}; allowed: {', '.join(map(str, allowed))}.{hint}")
+
+
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".tar")
+
+
+def is_weights_file(value: str | os.PathLike[str]) -> bool:
+    """Whether a ``model.weights`` value names a file (or a run folder) rather than a weight source.
+
+    The one answer used everywhere (config paths resolved against the config's folder, run names, the weights
+    loader): a path object, or a string holding a path separator or ending in a weight-file suffix
+    (:data:`WEIGHT_FILE_SUFFIXES`). Source names (``imagenet``, ``local:xray-simclr``) have neither; a file without
+    a suffix in the current folder is written ``./name``.
+    """
+    if isinstance(value, os.PathLike):
+        return True
+    text = str(value)
+    return "/" in text or os.sep in text or text.lower().endswith(WEIGHT_FILE_SUFFIXES)
 
 
 ID_SECRET_ENV = "MEDTL_ID_SECRET"

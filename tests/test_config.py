@@ -84,7 +84,8 @@ def test_hd95_and_loss_monitors_are_minimised_the_others_maximised() -> None:
     assert TrainConfig(monitor="val_hd95").monitor_mode == "min"
     assert TrainConfig(monitor="val_loss").monitor_mode == "min"
     assert TrainConfig(monitor="val_dice").monitor_mode == "max"
-    assert TrainConfig().monitor_mode == "max"  # val_auroc
+    assert TrainConfig(monitor="val_auroc").monitor_mode == "max"
+    assert TrainConfig(monitor="val_mae").monitor_mode == "min"
 
 
 @pytest.mark.parametrize(

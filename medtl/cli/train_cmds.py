@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -117,16 +116,6 @@ def train_cmd(
     typer.echo(f"run: {result.run_dir}")
 
 
-def _fmt_metrics(m: dict[str, Any]) -> str:
-    parts = []
-    for k in ("n", "accuracy", "balanced_accuracy", "auroc", "f1"):
-        v = m.get(k)
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            continue
-        parts.append(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}")
-    return "  ".join(parts)
-
-
 def predict_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
     inputs: Annotated[list[Path], typer.Argument(help="Scan files, DICOM folders, NIfTI files or manifest CSVs.")],
@@ -174,31 +163,6 @@ def predict_cmd(
         typer.echo(f"{len(rows)} scan(s) -> {out}")
 
 
-def _fmt_seg(m: dict[str, Any], classes: list[str]) -> str:
-    parts = [f"n {m.get('n', 0)}"] if "n" in m else []
-    for k in ("dice", "hd95", "surface_dice"):
-        v = m.get(k)
-        if v is None:
-            continue
-        per = "  ".join(f"{c} {m[f'{k}_{c}']:.4f}" for c in classes if isinstance(m.get(f"{k}_{c}"), float))
-        parts.append(f"{k} {v:.4f}" + (f" ({per})" if per and len(classes) > 1 else ""))
-    return "  ".join(parts)
-
-
-def _echo_segmentation(m: dict[str, Any]) -> None:
-    fg = list(m["classes"][1:])
-    where = "each scan's own grid" if m.get("grid") == "native" else "the model's preprocessed grid"
-    typer.echo(f"scored on {where}")
-    typer.echo(f"scans: {_fmt_seg(m, fg)}")
-    typer.echo(f"patients ({m['n_patients']}, mean of per-patient means): {_fmt_seg(m['patient_mean'], fg)}")
-    for p in m["patients"]:
-        typer.echo(f"  {p['patient_id']} ({p['n_scans']} scan(s)): {_fmt_seg(p, fg)}")
-    if m.get("hd95_undefined"):
-        typer.echo(f"hd95 undefined (a class in only one of prediction and reference) in {m['hd95_undefined']} case(s)")
-    for split, sm in m["seen"].items():
-        typer.echo(f"patients the run saw in {split} (not in the metrics above): {_fmt_seg(sm, fg)}")
-
-
 def evaluate_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
     manifest: Annotated[
@@ -239,16 +203,14 @@ def evaluate_cmd(
 
     m = evaluate(run_dir, manifest, out=out, allow_seen=allow_seen, grid=grid)
     if as_json:
-        from medtl.train.rundir import json_clean
+        from medtl.rundir import json_clean
 
         typer.echo(json.dumps(json_clean(m)))
-    elif m.get("task") == "segmentation":
-        _echo_segmentation(m)
     else:
-        typer.echo(_fmt_metrics(m))
-        typer.echo(f"confusion matrix (rows: true {m['classes']}): {m['confusion_matrix']}")
-        for split, sm in m["seen"].items():
-            typer.echo(f"patients the run saw in {split} (not in the metrics above): {_fmt_metrics(sm)}")
+        from medtl.train.scoring import describe_evaluation
+
+        for line in describe_evaluation(m):
+            typer.echo(line)
 
 
 def lr_find_cmd(

@@ -71,13 +71,14 @@ from medtl.comparison.launch import (
     train_run,
     weights_sha256,
 )
-from medtl.comparison.metric_specs import check_metric_for_task, default_metric, metric_spec
 from medtl.comparison.report import ReportFiles, write_report
 from medtl.comparison.results import Arm, CompareResults, RunRecord, record_from_run_dir
 from medtl.comparison.summary import Summary, summarize
 from medtl.errors import ConfigError, MedtlError, TrainingError
-from medtl.train.experiment import pseudonym_check, read_manifest
-from medtl.train.rundir import RunDir, RunLockedError, folder_lock, lock_holder
+from medtl.metric_specs import check_metric_for_task, default_metric, metric_spec
+from medtl.rundir import RunDir, RunLockedError, folder_lock, lock_holder
+from medtl.tasks import task_class
+from medtl.train.experiment import pseudonym_check
 from medtl.utils import atomic_write_bytes
 
 __all__ = [
@@ -112,21 +113,20 @@ class ComparisonChangedError(ConfigError):
 
 
 def _render_splits(experiment: Any, manifest: Any) -> bytes:
-    """The shared splits.csv's bytes: a copy of ``splits.file``, else the split by patient of the manifest."""
-    from medtl.data.splits import make_splits, patient_labels, read_splits_csv, write_splits_csv
+    """The shared splits.csv's bytes: a copy of ``splits.file``, else the split by patient of the manifest (with the
+    strata of the experiment's task)."""
+    from medtl.data.splits import read_splits_csv, write_splits_csv
 
     if experiment.splits.file is not None:
         src = Path(experiment.splits.file)
         read_splits_csv(src)  # validate before using it
         return src.read_bytes()
-    s = experiment.splits
-    assignment = make_splits(
-        manifest, seed=s.seed, val_fraction=s.val_fraction, test_fraction=s.test_fraction, folds=s.folds, fold=s.fold
-    )
-    labels = {p: manifest.classes[i] for p, i in patient_labels(manifest).items()}
+    task = task_class(experiment.task)
+    records = task.records(experiment, manifest)
+    assignment = task.make_splits(records, experiment.splits)
     with tempfile.TemporaryDirectory(prefix="medtl-splits-") as tmp:  # nothing is written in the comparison yet
         path = Path(tmp) / SPLITS_FILE
-        write_splits_csv(path, assignment, labels)
+        write_splits_csv(path, assignment, task.split_label_text(records))
         return path.read_bytes()
 
 
@@ -368,7 +368,7 @@ def compare(
     else:
         cfg = load_compare_config(config, {**exp_over, **comp_over})
     experiment, section = cfg.experiment, cfg.compare
-    task = "segmentation" if experiment.segmentation is not None else "classification"
+    task = experiment.task  # resolved by the config (medtl.tasks.task_name)
     if section.primary_metric is None:  # a CompareConfig built by hand; load_compare_config fills it in
         section.primary_metric = default_metric(task)
     check_metric_for_task(section.primary_metric, task)
@@ -417,7 +417,8 @@ def _compare(
     """:func:`compare` in its folder, with the folder's lock held: check, then write, then train and report."""
     experiment, section = cfg.experiment, cfg.compare
     # -- checks: everything that can refuse runs before anything in the folder is written, moved or deleted
-    manifest = read_manifest(experiment)
+    task_cls = task_class(experiment.task)
+    manifest = task_cls.read_manifest(experiment)
     check = pseudonym_check()
     wanted = _splits_record(experiment, _manifest_sha256(experiment), check)
     splits_changes = _splits_changes(compare_dir, wanted)
@@ -426,10 +427,7 @@ def _compare(
     splits_bytes = splits_path.read_bytes() if keep_splits else _render_splits(experiment, manifest)
     inputs = RunInputs(wanted["manifest_sha256"], hashlib.sha256(splits_bytes).hexdigest(), check)
     specs = [arm_spec(a, experiment) for a in arm_cfgs]
-    if experiment.segmentation is not None:
-        classes = list(experiment.segmentation.classes)
-    else:
-        classes = list(experiment.data.classes or manifest.classes)
+    classes = task_cls.output_names(experiment, manifest)
     seed_list = list(range(section.seeds))
     # fractions outermost: an interrupted comparison has all arms at the first fractions
     plan = [(arm, seed, f) for f in section.fractions for seed in seed_list for arm in specs]

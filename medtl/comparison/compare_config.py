@@ -8,9 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from medtl.comparison.metric_specs import check_metric_for_task, default_metric
 from medtl.comparison.results import Arm
 from medtl.errors import ConfigError, MedtlError
+from medtl.metric_specs import check_metric_for_task, default_metric, metric_spec, metrics_for_task
+from medtl.tasks import TASK_NAMES
 
 __all__ = [
     "ArmModel",
@@ -25,9 +26,6 @@ __all__ = [
     "load_any_config",
     "compare_config_to_yaml",
 ]
-
-#: Classification metrics, then segmentation ones (``medtl.comparison.metric_specs`` says which task each fits).
-PrimaryMetric = Literal["auroc", "accuracy", "balanced_accuracy", "f1", "dice", "hd95", "surface_dice"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -76,13 +74,12 @@ class CompareSection(_Section):
     )
     seeds: int = Field(3, ge=1, description="Seeds per arm and fraction (seeds 0..n-1).")
     fractions: list[float] = Field([0.1, 0.25, 0.5, 1.0], description="Label fractions of the training patients.")
-    primary_metric: PrimaryMetric | None = Field(
+    primary_metric: str | None = Field(
         None,
-        description="The metric the verdict is about. Classification: auroc (default), accuracy, balanced_accuracy, "
-        "f1. Segmentation (a config with a segmentation section): dice (default), hd95 (95% Hausdorff distance in "
-        "mm, lower is better) or surface_dice; each the mean over foreground classes per scan, averaged per patient "
-        "(HD95 over the scans where it is defined), then over patients. Each run's best checkpoint is chosen on it "
-        "too (train.monitor: val_<primary_metric>) unless the config sets train.monitor.",
+        description="The metric the verdict is about, one of the task's (`medtl metrics` lists them): "
+        + "; ".join(f"{t}: {', '.join(metrics_for_task(t))} (default {default_metric(t)})" for t in TASK_NAMES)
+        + ". Errors and distances (MAE, HD95 in mm) are lower-is-better. Each run's tested checkpoint is chosen on "
+        "it too (train.monitor: val_<primary_metric>) unless the config sets train.monitor.",
     )
     reference: str = Field("scratch", description="The arm every other arm is compared with.")
     n_resamples: int = Field(2000, ge=100, description="Bootstrap resamples over test patients.")
@@ -156,7 +153,12 @@ def load_compare_config(
             + "; ".join(problems)
             + f". compare fields: {allowed}; arm fields: {arm_fields}"
         ) from None
-    task = "segmentation" if raw.get("segmentation") else "classification"
+    from medtl.tasks import task_name
+
+    try:
+        task = task_name(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid config {source}: {exc}") from None
     if section.primary_metric is None:
         section.primary_metric = default_metric(task)
     try:
@@ -177,8 +179,8 @@ def load_compare_config(
 
 
 def _monitor_for(metric: str) -> str:
-    """``val_<metric>``: the checkpoint monitor of a primary metric (val_hd95 is minimised, the others maximised)."""
-    return f"val_{metric}"
+    """The checkpoint monitor of a primary metric (``val_<metric>``; errors and distances are minimised)."""
+    return metric_spec(metric).monitor
 
 
 def load_any_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Any:

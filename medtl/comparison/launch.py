@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from medtl.errors import ConfigError, MedtlError
-from medtl.train.rundir import RunDir, RunLockedError
+from medtl.rundir import RunDir, RunLockedError
 
 __all__ = [
     "Job",

@@ -1,7 +1,7 @@
 """Example overlays of a segmentation comparison: each arm's predicted masks over test scans, in the report.
 
 For each arm, the overlay PNGs (``overlays/*.png``, written by a segmentation run through
-:meth:`medtl.train.rundir.RunDir.overlays`) of its first successful run (lowest seed) at the largest label
+:meth:`medtl.rundir.RunDir.overlays`) of its first successful run (lowest seed) at the largest label
 fraction are copied to ``<comparison folder>/overlays/<arm>/``, so report.md links files inside the folder
 and the folder can be moved or shared as a whole; report.html embeds them.
 """
@@ -30,7 +30,7 @@ def collect_overlays(results: CompareResults, compare_dir: str | Path) -> dict[s
         arm name -> the copied PNGs' paths relative to ``compare_dir`` (POSIX), sorted by name; an arm whose
         run wrote no overlays (or that has no successful run at the largest fraction) is absent.
     """
-    from medtl.train.rundir import RunDir
+    from medtl.rundir import RunDir
 
     out = Path(compare_dir)
     found: dict[str, list[str]] = {}

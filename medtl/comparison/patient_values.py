@@ -1,12 +1,12 @@
 """Per-patient values of a segmentation run's test metrics, and their means over resampled patients.
 
 A segmentation run writes one row per test scan (``predictions_test.csv``: ``dice_<class>``, ``hd95_<class>``,
-``surface_dice_<class>`` for each foreground class; conventions in :mod:`medtl.train.segmentation`). For each
+``surface_dice_<class>`` for each foreground class; conventions in :mod:`medtl.tasks.segmentation`). For each
 foreground class, a patient's value is the mean over the patient's scans (HD95: over the scans where it is
 defined); the run's value for the class is the mean over patients (HD95: over the patients where it is defined),
 and the run's ``dice``, ``hd95`` and ``surface_dice`` are the means over the foreground classes. With one scan per
 patient and no undefined HD95 this is the mean over patients of each patient's class-averaged value; it is the
-order :mod:`medtl.train.segmentation` uses for its per-patient means, so a run folder's ``<metric>_patient`` and
+order :mod:`medtl.tasks.segmentation` uses for its per-patient means, so a run folder's ``<metric>_patient`` and
 the comparison agree. A patient with no defined value (HD95 undefined for every class of every scan) is left out
 of that metric and counted (:meth:`PatientValues.n_left_out`).
 """
@@ -21,10 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from medtl.comparison.metric_specs import SEGMENTATION_METRICS
 from medtl.errors import RunDirError
+from medtl.metric_specs import metrics_for_task
 
 __all__ = ["PatientValues", "aggregate_scan_rows", "foreground_classes"]
+
+#: the per-scan metrics of a segmentation run (:data:`medtl.metric_specs.METRICS`)
+SEGMENTATION_METRICS = metrics_for_task("segmentation")
 
 
 def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
@@ -84,6 +87,10 @@ class PatientValues:
             per_class = np.where(total > 0, (w @ np.where(ok, v, 0.0)) / total, np.nan)
         return _nanmean(per_class, axis=1)
 
+    def delong_scores(self, name: str) -> None:
+        """DeLong's test is about AUROC; it does not apply to per-patient metric values."""
+        return None
+
     def same_units(self, other: PatientValues) -> bool:
         return len(self) == len(other) and bool((self.patient_id == other.patient_id).all())
 
@@ -138,7 +145,7 @@ def aggregate_scan_rows(rows: Sequence[dict[str, str]], *, source: str = "predic
     """Per-patient values from the per-scan rows of a segmentation run (see the module docstring).
 
     Args:
-        rows: the rows of ``predictions_<split>.csv`` as :meth:`medtl.train.rundir.RunDir.read_prediction_rows`
+        rows: the rows of ``predictions_<split>.csv`` as :meth:`medtl.rundir.RunDir.read_prediction_rows`
             returns them.
         source: the file, for error messages.
 

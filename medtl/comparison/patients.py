@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from medtl.metric_specs import metrics_for_task
+
 __all__ = [
     "METRIC_NAMES",
     "METRICS",
@@ -25,8 +27,8 @@ __all__ = [
     "weighted_metric",
 ]
 
-#: The metrics a comparison can use; the same names as :data:`medtl.train.metrics.METRIC_NAMES`.
-METRIC_NAMES: tuple[str, ...] = ("auroc", "accuracy", "balanced_accuracy", "f1")
+#: The metrics of a classification comparison (:data:`medtl.metric_specs.METRICS`).
+METRIC_NAMES: tuple[str, ...] = metrics_for_task("classification")
 
 
 @dataclass
@@ -76,6 +78,14 @@ class PatientPredictions:
         """The metric on many resamples at once, one row of unit counts each (:func:`weighted_metric`)."""
         return weighted_metric(name, self.labels, self.probs, counts)
 
+    def n_left_out(self, name: str) -> int:
+        """Units left out of ``name`` (none: every classification metric is defined on every unit)."""
+        return 0
+
+    def delong_scores(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(labels, scores)`` for DeLong's test when ``name`` is a two-class AUROC, else None."""
+        return (self.labels, self.scores) if name == "auroc" and self.probs.shape[1] == 2 else None
+
     def same_units(self, other: PatientPredictions) -> bool:
         return (
             len(self) == len(other)
@@ -83,8 +93,9 @@ class PatientPredictions:
             and bool((self.patient_id == other.patient_id).all())
         )
 
-    def to_dict(self) -> dict[str, list]:
+    def to_dict(self) -> dict[str, Any]:
         return {
+            "kind": "classification",
             "patient_id": [str(p) for p in self.patient_id],
             "label": [int(v) for v in self.labels],
             "probs": [[float(v) for v in row] for row in self.probs],

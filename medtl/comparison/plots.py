@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medtl.comparison.metric_specs import metric_spec
 from medtl.comparison.results import CompareResults
 from medtl.comparison.summary import Summary
+from medtl.metric_specs import metric_spec
 
 __all__ = ["plot_label_efficiency", "plot_learning_curves", "plot_roc_curves"]
 

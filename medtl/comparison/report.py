@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from medtl.comparison.metric_specs import metric_spec
-from medtl.comparison.overlays import collect_overlays
-from medtl.comparison.plots import plot_label_efficiency, plot_learning_curves, plot_roc_curves
+from medtl.comparison.plots import plot_label_efficiency, plot_learning_curves
 from medtl.comparison.render import Block, md_escape, render_html, render_md
 from medtl.comparison.results import CompareResults
 from medtl.comparison.summary import ArmFractionSummary, Summary, summarize
 from medtl.comparison.tables import ci_text, fmt, fmt_p, print_summary, summary_table
+from medtl.metric_specs import metric_spec
 
 __all__ = ["write_report", "summary_table", "print_summary", "fmt", "fmt_p", "md_escape", "ReportFiles"]
 
@@ -81,7 +80,6 @@ def _power_note(summary: Summary, n_patients: int) -> str:
 
 
 def _intro(results: CompareResults, summary: Summary, n_patients: int) -> str:
-    m = summary.spec.label
     n_ok = sum(r.ok for r in results.runs)
     n_failed = sum(r.status == "failed" for r in results.runs)
     head = (
@@ -94,20 +92,7 @@ def _intro(results: CompareResults, summary: Summary, n_patients: int) -> str:
         head += "Each run was tested with the weights of its last epoch. "
     elif train.get("monitor"):
         head += f"Each run was tested with its checkpoint best on {train['monitor']} (validation patients). "
-    if not results.is_segmentation:
-        return (
-            head + f"Primary metric: test {m}, computed per patient (each patient's scan probabilities averaged) "
-            f"{same}. Classes: {', '.join(results.classes)}."
-        )
-    spec = summary.spec
-    name = f"{spec.words} in {spec.unit}" if spec.unit else spec.words
-    direction = "higher is better" if spec.higher_is_better else "lower is better"
-    return (
-        head + f"Segmentation. Primary metric: test {name} ({direction}), on each scan's own grid (the prediction "
-        "put back where `medtl predict` writes it): for each foreground class, each patient's mean over the "
-        "patient's scans (HD95 over the scans where it is defined), the mean over patients, then the mean over the "
-        f"classes; {same}. Classes: {', '.join(results.classes)} (the first is the background)."
-    )
+    return head + results.task_class.describe_primary(results, summary, same)
 
 
 def _method(results: CompareResults, summary: Summary) -> str:
@@ -116,24 +101,24 @@ def _method(results: CompareResults, summary: Summary) -> str:
     m = spec.words
     ref = results.arm(summary.reference).display
     pct = f"{summary.confidence * 100:.0f}%"
-    seg = results.is_segmentation
     tol = f"{summary.convergence_tolerance:g}" + (f" {spec.unit}" if spec.unit else "")
     if spec.higher_is_better:
         target = f"the lower of the arm's and {ref}'s plateaus minus {tol}"
     else:
         target = f"the higher of the arm's and {ref}'s plateaus plus {tol} (lower is better: reached from above)"
+    with_delong = any(r.vs_reference is not None and r.vs_reference.delong is not None for r in summary.rows)
     delong = (
-        "DeLong's test is about AUROC and does not apply to a segmentation metric (n/a)."
-        if seg
-        else "DeLong's test compares the two arms' seed-averaged scores over patients only (two-class AUROC): "
+        "DeLong's test compares the two arms' seed-averaged scores over patients only (two-class AUROC): "
         "a second opinion that ignores training noise."
+        if with_delong
+        else f"DeLong's test is about two-class AUROC and does not apply to {m} (n/a)."
     )
     return (
         f"'{pct} CI over seeds' is a t-interval of the mean over seeds. 'difference vs {ref}' is the mean "
         f"over seeds of the paired difference in test {m} on the same patients. Its uncertainty has two "
         "sources, both shown: training noise ('seed SD', the SD of the per-seed differences) and the "
         f"sampling of test patients ('patient SE', from a bootstrap of {summary.n_resamples} resamples of "
-        f"patients, not {'scans' if seg else 'images, stratified by class'}). They are combined into one standard "
+        f"{results.task_class.bootstrap_units()}). They are combined into one standard "
         "error (seed variance / number of seeds + the patient variance shared by all seeds; the part of the "
         "patient noise that differs between seeds already shows in the seed SD), and the interval is a "
         "t-interval with Welch-Satterthwaite degrees of freedom; the p-value is the t-test of the same "
@@ -147,47 +132,13 @@ def _method(results: CompareResults, summary: Summary) -> str:
     )
 
 
-def _segmentation_blocks(results: CompareResults, summary: Summary, out: Path) -> list[Block]:
-    """Patients left out of HD95, and each arm's example overlays (copied into the comparison folder)."""
-    b: list[Block] = []
-    rows = [
-        [results.arm(r.arm).display, f"{r.fraction * 100:g}%", ", ".join(str(n) for n in r.left_out["hd95"])]
-        for r in summary.rows
-        if r.left_out.get("hd95")
-    ]
-    b.append(Block("h2", "Patients left out of HD95"))
-    if rows:
-        b.append(
-            Block(
-                "p",
-                "HD95 is undefined on a scan where a class is in only one of the predicted and the reference mask "
-                "(its Dice for that class is 0). A patient with no scan where it is defined is left out of that "
-                "run's HD95; per run (in seed order), the test patients left out:",
-            )
-        )
-        b.append(Block("table", header=["arm", "labels", "patients left out per run"], rows=rows))
-    else:
-        b.append(Block("p", "None: HD95 was defined for every test patient of every run."))
-    b.append(Block("h2", "Example overlays"))
-    if not any(results.overlays.values()):
-        b.append(Block("p", "No run wrote overlays (overlays/*.png in its run folder)."))
-    f = max(results.fractions)
-    for arm in results.arms:
-        paths = results.overlays.get(arm.name) or []
-        if not paths:
-            continue
-        b.append(
-            Block(
-                "p",
-                f"{arm.display}: predicted masks over test scans, from its first finished run with "
-                f"{f * 100:g}% of the labels (copied to {Path(paths[0]).parent.as_posix()}/).",
-            )
-        )
-        b.extend(Block("img", text=f"{arm.display}: {Path(p).stem}", path=out / p) for p in paths)
-    return b
+#: headings of the plots every comparison draws (a task adds its own: :meth:`medtl.tasks.base.Task.report_plots`)
+PLOT_TITLES = {"label_efficiency": "Label efficiency", "learning_curves": "Validation learning curves"}
 
 
-def _blocks(results: CompareResults, summary: Summary, images: dict[str, Path], out: Path) -> list[Block]:
+def _blocks(
+    results: CompareResults, summary: Summary, images: dict[str, Path], out: Path, titles: dict[str, str]
+) -> list[Block]:
     n_patients = max((r.vs_reference.n_patients for r in summary.rows if r.vs_reference), default=0)
     b: list[Block] = [Block("h1", "Does pretraining help? medtl comparison report")]
     b.append(Block("p", _intro(results, summary, n_patients)))
@@ -204,17 +155,11 @@ def _blocks(results: CompareResults, summary: Summary, images: dict[str, Path], 
     header, rows = summary_table(results, summary)
     b.append(Block("table", header=header, rows=rows))
     b.append(Block("p", _method(results, summary)))
-    titles = {
-        "label_efficiency": "Label efficiency",
-        "learning_curves": "Validation learning curves",
-        "roc": "ROC curves with all the labels",
-    }
     for key, title in titles.items():
         if key in images:
             b.append(Block("h2", title))
             b.append(Block("img", text=title, path=images[key]))
-    if results.is_segmentation:
-        b.extend(_segmentation_blocks(results, summary, out))
+    b.extend(results.task_class.report_blocks(results, summary, out))
     b.append(Block("h2", "Other test metrics (mean over seeds, 95% CI)"))
     names = {k for r in summary.rows for k in r.metrics}
     other = [k for k in results.metric_names() if k in names] + sorted(names - set(results.metric_names()))
@@ -325,17 +270,16 @@ def write_report(
     summary = summary or summarize(results, n_resamples=n_resamples)
     results.summary = summary
     images: dict[str, Path] = {}
+    titles = dict(PLOT_TITLES)
     if plots and any(r.ok for r in results.runs):
         pdir = out / "plots"
         pdir.mkdir(exist_ok=True)
         images["label_efficiency"] = plot_label_efficiency(results, summary, pdir / "label_efficiency.png")
         images["learning_curves"] = plot_learning_curves(results, pdir / "learning_curves.png")
-        roc = None if results.is_segmentation else plot_roc_curves(results, pdir / "roc.png")
-        if roc is not None:
-            images["roc"] = roc
-    if results.is_segmentation:
-        results.overlays = collect_overlays(results, out)
-    blocks = _blocks(results, summary, images, out)
+        for key, (title, path) in results.task_class.report_plots(results, pdir).items():
+            images[key] = path
+            titles[key] = title
+    blocks = _blocks(results, summary, images, out, titles)
     md, htm = out / "report.md", out / "report.html"
     atomic_write_bytes(md, render_md(blocks, out).encode())
     atomic_write_bytes(htm, render_html(blocks).encode())

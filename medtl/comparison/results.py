@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medtl.comparison.metric_specs import SEGMENTATION_METRICS, metric_spec
-from medtl.comparison.patient_values import PatientValues, aggregate_scan_rows
-from medtl.comparison.stats import METRIC_NAMES, PatientData, PatientPredictions, aggregate_by_patient
+from medtl.comparison.stats import PatientData
+from medtl.metric_specs import metric_spec, metrics_for_task
 
 if TYPE_CHECKING:
     from medtl.comparison.summary import Summary
@@ -29,8 +28,6 @@ __all__ = [
     "CompareResults",
     "record_from_run_dir",
     "read_metrics_csv",
-    "read_predictions_csv",
-    "read_segmentation_predictions",
     "results_csv_fields",
     "RESULTS_CSV_FIELDS",
 ]
@@ -89,9 +86,9 @@ class RunRecord:
         n_train_patients: training patients the run used.
         test_metrics: test metrics, computed by medtl from the per-patient predictions (segmentation: the mean
             over patients of per-patient Dice, HD95 in mm, surface Dice, overall and per class).
-        predictions: per-patient test predictions: probabilities averaged over each patient's scans
-            (classification, :class:`PatientPredictions`), or metric values averaged over each patient's scans
-            (segmentation, :class:`PatientValues`).
+        predictions: per-patient test predictions as the run's task aggregates them
+            (:meth:`medtl.tasks.base.Task.patient_units`): probabilities averaged over each patient's scans
+            (classification), metric values averaged over each patient's scans (segmentation), ...
         curve: one dict per epoch: "epoch", "time_s" and the validation metrics ("val_auroc", "val_dice", ...).
         fraction_used: share of the training patients whose labels the run actually used (label
             fractions round up and keep at least one patient per class, so 10% can be 16.7%);
@@ -127,7 +124,7 @@ class RunRecord:
     def n_left_out(self, metric: str) -> int:
         """Test patients left out of ``metric`` because it was undefined for all their scans (segmentation)."""
         p = self.predictions
-        return p.n_left_out(metric) if isinstance(p, PatientValues) and metric in p.values else 0
+        return p.n_left_out(metric) if p is not None and metric in p.metric_names else 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -140,14 +137,14 @@ class RunRecord:
         preds = d.pop("predictions", None)
         rec = cls(**d)
         if preds:
-            kind = PatientValues if preds.get("kind") == "segmentation" else PatientPredictions
-            rec.predictions = kind.from_dict(preds)
+            from medtl.tasks import task_class
+
+            rec.predictions = task_class(preds.get("kind") or "classification").units_from_dict(preds)
         return rec
 
 
-#: The columns of results.csv for a classification comparison; a segmentation comparison has ``test_dice``,
-#: ``test_hd95`` (mm), ``test_surface_dice``, their per-class forms and ``hd95_patients_left_out`` instead of
-#: the classification metrics (:func:`results_csv_fields`).
+#: The columns of results.csv around the test metrics (``test_<metric>`` for each metric of the task, and the
+#: columns the task adds, come before ``run_dir``: :func:`results_csv_fields`).
 RESULTS_CSV_FIELDS = [
     "arm",
     "arch",
@@ -161,7 +158,6 @@ RESULTS_CSV_FIELDS = [
     "seconds",
     "best_epoch",
     "best_val",
-    *[f"test_{m}" for m in METRIC_NAMES],
     "run_dir",
 ]
 
@@ -184,15 +180,17 @@ class CompareResults:
     overlays: dict[str, list[str]] = field(default_factory=dict)
 
     @property
-    def is_segmentation(self) -> bool:
-        return self.task == "segmentation"
+    def task_class(self) -> Any:
+        """The task of the comparison (:mod:`medtl.tasks`)."""
+        from medtl.tasks import task_class
+
+        return task_class(self.task)
 
     def metric_names(self) -> list[str]:
-        """The test metrics of the runs: the task's metrics first, then (segmentation) their per-class forms."""
-        if not self.is_segmentation:
-            return list(METRIC_NAMES)
-        per_class = sorted({k for r in self.runs for k in r.test_metrics if k not in SEGMENTATION_METRICS})
-        return [*SEGMENTATION_METRICS, *per_class]
+        """The test metrics of the runs: the task's metrics first, then their per-class (per-finding) forms."""
+        names = list(metrics_for_task(self.task))
+        derived = sorted({k for r in self.runs for k in r.test_metrics if k not in names})
+        return [*names, *derived]
 
     def arm(self, name: str) -> Arm:
         for a in self.arms:
@@ -253,7 +251,8 @@ class CompareResults:
 
         buf = io.StringIO()
         metrics = self.metric_names()
-        fields = results_csv_fields(metrics, segmentation=self.is_segmentation)
+        extra = list(self.task_class.results_columns(self, RunRecord("", 0, 0.0)))
+        fields = results_csv_fields(metrics, extra)
         w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         for r in sorted(self.runs, key=lambda r: (r.fraction, r.arm, r.seed)):
@@ -275,18 +274,16 @@ class CompareResults:
             }
             for m in metrics:
                 row[f"test_{m}"] = _num(r.test_metrics.get(m, math.nan)) if r.ok else ""
-            if self.is_segmentation:
-                row["hd95_patients_left_out"] = r.n_left_out("hd95") if r.ok else ""
+            row |= self.task_class.results_columns(self, r)
             w.writerow(row)
         atomic_write_bytes(path, buf.getvalue().encode())
         return Path(path)
 
 
-def results_csv_fields(metrics: list[str], *, segmentation: bool = False) -> list[str]:
-    """The columns of results.csv for these test metrics."""
-    fields = [f for f in RESULTS_CSV_FIELDS if not f.startswith("test_") and f != "run_dir"]
-    fields += [f"test_{m}" for m in metrics]
-    return fields + (["hd95_patients_left_out"] if segmentation else []) + ["run_dir"]
+def results_csv_fields(metrics: list[str], extra: list[str] | None = None) -> list[str]:
+    """The columns of results.csv for these test metrics and the task's own columns (``extra``)."""
+    fields = [f for f in RESULTS_CSV_FIELDS if f != "run_dir"]
+    return fields + [f"test_{m}" for m in metrics] + list(extra or []) + ["run_dir"]
 
 
 def _num(v: float | None) -> str:
@@ -310,28 +307,10 @@ def _jsonable(obj: Any) -> Any:
 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a run's ``metrics.csv`` as floats (:meth:`medtl.train.rundir.RunDir.read_metrics`)."""
-    from medtl.train.rundir import RunDir
+    """Rows of a run's ``metrics.csv`` as floats (:meth:`medtl.rundir.RunDir.read_metrics`)."""
+    from medtl.rundir import RunDir
 
     return RunDir(Path(path).parent).read_metrics()
-
-
-def read_predictions_csv(path: str | Path, classes: list[str]) -> PatientPredictions:
-    """A run's ``predictions_<split>.csv`` aggregated per patient (``label`` may be the class name or index)."""
-    from medtl.train.rundir import RunDir
-
-    path = Path(path)
-    split = path.stem.removeprefix("predictions_")
-    pids, labels, probs = RunDir(path.parent).read_predictions(split, classes)
-    return aggregate_by_patient(pids, labels, probs)
-
-
-def read_segmentation_predictions(run_dir: str | Path, split: str = "test") -> PatientValues:
-    """A segmentation run's ``predictions_<split>.csv`` (one row per scan) as per-patient values."""
-    from medtl.train.rundir import RunDir
-
-    run = RunDir(run_dir)
-    return aggregate_scan_rows(run.read_prediction_rows(split), source=str(run.predictions_file(split)))
 
 
 def record_from_run_dir(
@@ -339,12 +318,13 @@ def record_from_run_dir(
 ) -> RunRecord:
     """A :class:`RunRecord` from a finished run directory (result.json, metrics.csv, predictions_test.csv).
 
-    Test metrics are recomputed here from the per-patient predictions, so every arm is scored the
-    same way and the paired statistics use exactly the numbers the table shows. A segmentation run
-    (``"task": "segmentation"`` in result.json, or ``task``) is read as per-scan metric rows averaged per patient
-    (:mod:`medtl.comparison.patient_values`).
+    Test metrics are recomputed here from the per-patient units of the run's task
+    (:meth:`medtl.tasks.base.Task.patient_units`: a segmentation run's per-scan metric rows averaged per patient, a
+    classification run's probabilities), so every arm is scored the same way and the paired statistics use exactly
+    the numbers the table shows. The task is the run's own (``result.json``), else ``task``.
     """
-    from medtl.train.rundir import RunDir
+    from medtl.rundir import RunDir
+    from medtl.tasks import task_class
 
     run = RunDir(run_dir)
     rec = RunRecord(arm=arm, seed=seed, fraction=fraction, run_dir=str(run.path))
@@ -360,10 +340,7 @@ def record_from_run_dir(
     rec.curve = run.read_metrics()
     preds = run.predictions_file("test")
     if rec.status == "ok" and preds.is_file():
-        if (result.get("task") or task) == "segmentation":
-            rec.predictions = read_segmentation_predictions(run.path)
-        else:
-            rec.predictions = read_predictions_csv(preds, classes)
+        rec.predictions = task_class(str(result.get("task") or task or "classification")).patient_units(run, classes)
         rec.test_metrics = {m: rec.predictions.metric(m) for m in rec.predictions.metric_names}
     elif rec.status == "ok":
         rec.status = "failed"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 from scipy import stats as _sps
@@ -64,11 +65,37 @@ __all__ = [
 #: Below this many seeds per arm, training noise cannot be told apart from an effect: no verdict.
 MIN_SEEDS_FOR_VERDICT = 3
 
-#: What a run contributes to a paired difference: per-patient class probabilities (classification; the metric is
-#: computed over the patients) or per-patient metric values (segmentation; the metric is their mean). Both give
-#: ``patient_id``, ``strata``, ``metric_names``, ``align``, ``same_units`` and ``weighted(metric, counts)``, the
-#: metric on every bootstrap resample at once.
-PatientData = PatientPredictions | PatientValues
+
+class PatientData(Protocol):
+    """What a run contributes to a paired difference: its test predictions, one unit per patient, as its task
+    aggregates them (:meth:`medtl.tasks.base.Task.patient_units`): per-patient class probabilities
+    (classification; the metric is computed over the patients), per-patient metric values (segmentation; the
+    metric is their mean), and so on. ``weighted(metric, counts)`` gives the metric on every bootstrap resample at
+    once."""
+
+    patient_id: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    @property
+    def metric_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def strata(self) -> np.ndarray | None: ...
+
+    def metric(self, name: str) -> float: ...
+
+    def weighted(self, name: str, counts: np.ndarray) -> np.ndarray: ...
+
+    def n_left_out(self, name: str) -> int: ...
+
+    def delong_scores(self, name: str) -> tuple[np.ndarray, np.ndarray] | None: ...
+
+    def same_units(self, other: Any) -> bool: ...
+
+    def align(self, other: Any) -> tuple[Any, Any]: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 # --------------------------------------------------------------------------------------------- seeds
@@ -321,8 +348,8 @@ def paired_difference(
     outputs) is "not estimable", never p = 0. For binary AUROC, DeLong's test is run on the
     seed-averaged scores as a second opinion.
     """
-    list_a = [a] if isinstance(a, PatientData) else list(a)
-    list_b = [b] if isinstance(b, PatientData) else list(b)
+    list_a = list(a) if isinstance(a, list | tuple) else [a]
+    list_b = list(b) if isinstance(b, list | tuple) else [b]
     if len(list_a) != len(list_b):
         raise ValueError(f"{len(list_a)} prediction sets for a but {len(list_b)} for b; they must pair up")
     nan = math.nan
@@ -330,7 +357,7 @@ def paired_difference(
         return PairedDifference(metric, nan, nan, nan, nan, nan, nan, 0, 0, None, 0, confidence=confidence)
     ref = list_a[0]
     if any(type(p) is not type(ref) for p in list_a + list_b):
-        raise ValueError("a and b must hold the same kind of per-patient data (all classification or all segmentation)")
+        raise ValueError("a and b must hold the same kind of per-patient data (the units of one task)")
     metric = look_up_option(metric, ref.metric_names, what="metric")
     if not all(ref.same_units(p) for p in list_a[1:] + list_b):
         # restrict every set to the units all of them share, in one order
@@ -371,10 +398,11 @@ def paired_difference(
             low, high = d - tcrit * se, d + tcrit * se
             p_value = float(min(1.0, 2 * _sps.t.sf(abs(d) / se, df)))
     dl = None
-    if isinstance(ref, PatientPredictions) and metric == "auroc" and ref.probs.shape[1] == 2:
-        mean_a = np.mean([p.scores for p in list_a], axis=0)
-        mean_b = np.mean([p.scores for p in list_b], axis=0)
-        dl = delong_test(ref.labels, mean_a, mean_b, confidence=confidence)
+    paired = ref.delong_scores(metric)
+    if paired is not None:
+        mean_a = np.mean([p.delong_scores(metric)[1] for p in list_a], axis=0)
+        mean_b = np.mean([p.delong_scores(metric)[1] for p in list_b], axis=0)
+        dl = delong_test(paired[0], mean_a, mean_b, confidence=confidence)
     return PairedDifference(
         metric,
         float(np.mean(va[0])),

@@ -9,13 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from medtl.comparison.metric_specs import METRIC_SPECS, SCORE_TOLERANCE, MetricSpec, metric_spec
 from medtl.comparison.results import CompareResults, RunRecord
 from medtl.comparison.stats import (
     MIN_SEEDS_FOR_VERDICT,
     MeanCI,
     PairedDifference,
-    PatientPredictions,
     censored_median,
     convergence,
     mean_ci,
@@ -24,6 +22,7 @@ from medtl.comparison.stats import (
     seeds_needed,
     smooth_scores,
 )
+from medtl.metric_specs import METRIC_SPECS, SCORE_TOLERANCE, MetricSpec, metric_spec
 
 __all__ = [
     "ArmFractionSummary",
@@ -37,7 +36,7 @@ __all__ = [
 ]
 
 #: How close (in units of the primary metric) to the common validation plateau counts as "reached"; a metric in mm
-#: (HD95) has its own (:attr:`~medtl.comparison.metric_specs.MetricSpec.convergence_tolerance`, 1 mm).
+#: (HD95) has its own (:attr:`~medtl.metric_specs.MetricSpec.convergence_tolerance`, 1 mm).
 CONVERGENCE_TOLERANCE = SCORE_TOLERANCE
 #: Validation scores are smoothed by a trailing mean over this many epochs before looking for the crossing.
 CONVERGENCE_WINDOW = 3
@@ -375,36 +374,8 @@ def _warnings(results: CompareResults) -> list[str]:
     out = []
     for arm in results.arms:
         runs = [r for r in results.runs if r.arm == arm.name and r.ok and r.predictions is not None]
-        constant = [
-            r
-            for r in runs
-            if isinstance(r.predictions, PatientPredictions)
-            and len(r.predictions) > 1
-            and float(np.ptp(r.predictions.probs, axis=0).max()) < 1e-4
-        ]
-        if constant:
-            out.append(
-                f"{arm.display}: in {len(constant)} of {len(runs)} runs the model gave every test patient the same "
-                "probability, to within 0.0001 (it predicts nothing; typical of a network whose batch-norm "
-                "statistics did not settle in a short training). Differences against this arm measure that "
-                "failure, not the value of pretraining; train longer or with smaller batches."
-            )
-        empty = [r for r in runs if results.is_segmentation and r.test_metrics.get("dice", math.nan) == 0.0]
-        if empty:
-            out.append(
-                f"{arm.display}: in {len(empty)} of {len(runs)} runs the Dice was 0 for every test patient (the "
-                "model found none of the foreground classes). Differences against this arm measure that failure, "
-                "not the value of pretraining; train longer."
-            )
-        left = [(r, r.n_left_out(results.primary_metric)) for r in runs]
-        left = [(r, n) for r, n in left if n]
-        if left and results.primary_metric == "hd95":
-            n_total = sum(n for _, n in left)
-            out.append(
-                f"{arm.display}: {n_total} test patient(s) over {len(left)} run(s) were left out of HD95, which is "
-                "undefined when a class is in only one of the predicted and the reference mask (their Dice for "
-                "that class is 0); see 'Patients left out of HD95'."
-            )
+        if runs:
+            out.extend(results.task_class.run_warnings(results, arm, runs))
         failed = [r for r in results.runs if r.arm == arm.name and r.status == "failed"]
         if failed:
             out.append(f"{arm.display}: {len(failed)} run(s) failed; see 'Failed runs'.")

@@ -2,17 +2,17 @@
 
 One row per arm and label fraction: the primary metric over seeds, the paired difference against the reference
 arm with its interval, p-value, seed SD, patient SE and DeLong's p, and convergence. Numbers carry the metric's
-digits and unit (HD95 in mm; :mod:`medtl.comparison.metric_specs`).
+digits and unit (HD95 in mm; :mod:`medtl.metric_specs`).
 """
 
 from __future__ import annotations
 
 import math
 
-from medtl.comparison.metric_specs import metric_spec
 from medtl.comparison.results import CompareResults
 from medtl.comparison.stats import PairedDifference
 from medtl.comparison.summary import ArmFractionSummary, Summary
+from medtl.metric_specs import metric_spec
 
 __all__ = ["summary_table", "print_summary", "fmt", "fmt_p", "ci_text"]
 
@@ -47,10 +47,10 @@ def _labels_cell(r: ArmFractionSummary) -> str:
     return text
 
 
-def _diff_cells(d: PairedDifference | None, segmentation: bool = False) -> list[str]:
+def _diff_cells(d: PairedDifference | None) -> list[str]:
     """difference, its CI, p, seed SD, patient SE and DeLong's p, as the summary table prints them.
 
-    DeLong's test is about AUROC: on a segmentation metric it does not apply and the cell says "n/a".
+    DeLong's test is about two-class AUROC: on any other metric it does not apply and the cell says "n/a".
     """
     if d is None:
         return [""] * 6
@@ -62,7 +62,7 @@ def _diff_cells(d: PairedDifference | None, segmentation: bool = False) -> list[
     else:
         ci = p = "not estimable"
     if d.delong is None:
-        dl = "n/a" if segmentation else ""
+        dl = "n/a"
     else:
         dl = fmt_p(d.delong.p_value) if d.delong.estimable else ("not estimable" if d.delong.se == 0 else "n/a")
     return [
@@ -115,7 +115,6 @@ def summary_table(results: CompareResults, summary: Summary) -> tuple[list[str],
         f"epochs to the common plateau {plateau} (median, arm vs {ref})",
     ]
     digits = spec.digits
-    seg = results.is_segmentation
     rows = []
     for f in results.fractions:
         for arm in results.arms:
@@ -132,7 +131,7 @@ def summary_table(results: CompareResults, summary: Summary) -> tuple[list[str],
                     runs,
                     fmt(ci.mean, digits) if ci else "n/a",
                     ci_text(ci.low, ci.high, digits) if ci else "n/a",
-                    *_diff_cells(r.vs_reference, seg),
+                    *_diff_cells(r.vs_reference),
                     conv,
                 ]
             )

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from medtl.config.sections import ExperimentConfig
 from medtl.errors import ConfigError
+from medtl.utils import is_weights_file
 
 __all__ = [
     "load_config",
@@ -56,6 +57,8 @@ def _format_errors(exc: ValidationError, source: str) -> str:
             lines.append(f"{where}: {err['input']!r} is not allowed; allowed: {expected}")
         elif err["type"] == "missing":
             lines.append(f"{where}: required field missing")
+        elif not loc or isinstance(err.get("input"), dict | BaseModel):  # a whole section: its own message says it
+            lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
     return f"invalid config {source}: " + "; ".join(lines)
@@ -83,9 +86,6 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> di
     return out
 
 
-WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
-
-
 def resolve_relative_path(section: Any, key: str, base: Path, *, only_files: bool = False) -> None:
     """Make ``section[key]`` absolute against ``base``, the folder of the config file that holds it.
 
@@ -98,7 +98,7 @@ def resolve_relative_path(section: Any, key: str, base: Path, *, only_files: boo
     if not isinstance(section, dict) or not isinstance(section.get(key), str | Path):
         return
     value = str(section[key])
-    if only_files and not value.endswith(WEIGHT_FILE_SUFFIXES):
+    if only_files and not is_weights_file(value):
         return
     p = Path(value).expanduser()
     section[key] = os.path.normpath(p if p.is_absolute() else base / p)

@@ -33,7 +33,9 @@ class DataConfig(_Section):
     """What to learn from."""
 
     manifest: Path = Field(description="Manifest CSV (image, label, optional patient_id, split, series).")
-    label_column: str = Field("label", description="Column of the manifest holding the class label.")
+    image_column: str = Field("image", description="Column of the manifest holding the scan paths.")
+    label_column: str = Field("label", description="Column of the manifest holding the label.")
+    patient_column: str = Field("patient_id", description="Column of the manifest holding the patient IDs.")
     classes: list[str] | None = Field(None, description="Class names in index order; default: sorted labels.")
     modality: Literal["auto", "CT", "MR", "XR"] = Field(
         "auto", description="Intensity handling. auto: from the first scan's DICOM Modality (CR/DX/DR/MG -> XR)."
@@ -180,10 +182,6 @@ class ModelConfig(_Section):
     )
 
 
-SEGMENTATION_MONITORS = ("val_dice", "val_surface_dice", "val_hd95")
-#: monitors whose best value is the lowest
-MINIMIZED_MONITORS = ("val_loss", "val_hd95")
-
 # Bump when the code of the preprocessing changes what a cached sample holds, so stale disk caches are not reused.
 PIPELINE_VERSION = 2
 
@@ -193,8 +191,10 @@ class TrainConfig(_Section):
 
     @property
     def monitor_mode(self) -> str:
-        """``min`` for a monitor whose best value is the lowest (val_loss, val_hd95), else ``max``."""
-        return "min" if self.monitor in MINIMIZED_MONITORS else "max"
+        """``min`` for a monitor whose best value is the lowest (val_loss, val_hd95, val_mae), else ``max``."""
+        from medtl.metric_specs import monitor_metric
+
+        return monitor_metric(self.monitor or "val_loss").mode
 
     def lr_for(self, schedule: str) -> float:
         """``lr``, or the default of ``schedule`` (fine_tune 1e-3, one_cycle 3e-3)."""
@@ -246,19 +246,11 @@ class TrainConfig(_Section):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     seed: int = Field(0, description="Seed of weights initialisation, shuffling and augmentation.")
     patience: int | None = Field(None, ge=1, description="Early stopping after this many epochs without progress.")
-    monitor: Literal[
-        "val_auroc",
-        "val_loss",
-        "val_accuracy",
-        "val_balanced_accuracy",
-        "val_f1",
-        "val_dice",
-        "val_surface_dice",
-        "val_hd95",
-    ] = Field(
-        "val_auroc",
-        description="Metric of the best checkpoint (select: best) and of early stopping; a segmentation run uses "
-        "val_dice by default. val_loss and val_hd95 are minimised, the others maximised.",
+    monitor: str | None = Field(
+        None,
+        description="Metric of the best checkpoint (select: best) and of early stopping: val_<metric> of one of the "
+        "task's metrics (`medtl metrics` lists them) or val_loss. Default: the task's primary metric (val_auroc, "
+        "val_dice, val_mae...). Errors and distances (loss, MAE, HD95) are minimised, the others maximised.",
     )
     cache: Literal["memory", "disk", "none"] = Field(
         "memory", description="Cache preprocessed scans: memory (CacheDataset), disk (PersistentDataset), none."
@@ -437,6 +429,12 @@ class SegmentationConfig(_Section):
 class ExperimentConfig(_Section):
     """A whole experiment."""
 
+    task: str = Field(
+        "auto",
+        description="What is learned: classification, multilabel, regression or segmentation. auto: segmentation "
+        "when the config has a segmentation section, else classification (multi-label and regression are never "
+        "guessed).",
+    )
     data: DataConfig
     splits: SplitsConfig = SplitsConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
@@ -447,17 +445,36 @@ class ExperimentConfig(_Section):
     segmentation: SegmentationConfig | None = None
 
     @model_validator(mode="after")
-    def _segmentation_monitor(self) -> ExperimentConfig:
-        if self.segmentation is None:
-            if self.train.monitor in SEGMENTATION_MONITORS:
-                raise ValueError(f"train.monitor {self.train.monitor!r} needs a segmentation section")
-            return self
-        if self.train.monitor == "val_auroc":  # the classification default: segmentation is monitored by Dice
-            self.train.monitor = "val_dice"
-        elif self.train.monitor not in ("val_loss", *SEGMENTATION_MONITORS):
+    def _task_and_monitor(self) -> ExperimentConfig:
+        """Resolve ``task: auto`` and check ``train.monitor`` against the task's metrics (default: its primary one)."""
+        from medtl.errors import MedtlError
+        from medtl.metric_specs import METRIC_SPECS, default_metric, monitors_for_task
+        from medtl.tasks import task_name
+
+        try:
+            task = task_name(self)
+        except MedtlError as exc:
+            raise ValueError(str(exc)) from None
+        if self.task != task:
+            self.task = task
+        section = type(self).model_fields.get(task)
+        if section is not None and getattr(self, task) is None:
+            # the task's own options: defaults where it has none that must be given
+            kind = next(a for a in section.annotation.__args__ if a is not type(None))  # type: ignore[union-attr]
+            needed = [name for name, f in kind.model_fields.items() if f.is_required()]
+            if needed:
+                raise ValueError(f"task: {task} needs a {task}: section with {', '.join(needed)}")
+            setattr(self, task, kind())
+        check = getattr(getattr(self, task, None), "check_experiment", None)
+        if check is not None:  # the task's section refuses options of the experiment that do not apply to it
+            check(self)
+        allowed = monitors_for_task(task)
+        if self.train.monitor is None:
+            self.train.monitor = METRIC_SPECS[default_metric(task)].monitor
+        elif self.train.monitor not in allowed:
             raise ValueError(
-                f"train.monitor {self.train.monitor!r} is a classification metric; a segmentation run monitors "
-                f"val_loss or {', '.join(SEGMENTATION_MONITORS)}"
+                f"train.monitor {self.train.monitor!r} is not a metric of a {task} run; it monitors one of "
+                f"{', '.join(allowed)}"
             )
         return self
 

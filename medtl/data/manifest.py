@@ -96,6 +96,7 @@ class Manifest:
         label_column: str = "label",
         image_column: str = "image",
         labels_required: bool = True,
+        patient_column: str = "patient_id",
     ) -> Manifest:
         """Read and validate a manifest CSV.
 
@@ -105,6 +106,7 @@ class Manifest:
             check_files: check that every image exists (a folder must hold at least one file).
             label_column: the column holding the labels.
             image_column: the column holding the scan paths.
+            patient_column: the column holding the patient IDs.
             labels_required: False: a manifest without labels (no label column, or an empty one) is read as
                 :attr:`labelled` False with the one class :data:`UNLABELLED`; ``classes`` must then be None.
 
@@ -127,6 +129,7 @@ class Manifest:
             label_column=label_column,
             image_column=image_column,
             labels_required=labels_required,
+            patient_column=patient_column,
         )
         return cls(records, class_names, path=path, root=path.parent, labelled=labelled)
 

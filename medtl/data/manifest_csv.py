@@ -258,6 +258,7 @@ def parse_table(
     label_column: str,
     image_column: str,
     labels_required: bool = True,
+    patient_column: str = "patient_id",
 ) -> tuple[list[Record], list[str], bool]:
     """Check the header and every row of a manifest table (see :meth:`medtl.data.Manifest.from_csv`).
 
@@ -287,7 +288,7 @@ def parse_table(
     wanted = {
         "image": image_column,
         "label": label_column,
-        "patient_id": "patient_id",
+        "patient_id": patient_column,
         "split": "split",
         "series": "series",
     }

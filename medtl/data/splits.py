@@ -81,6 +81,7 @@ def make_splits(
     folds: int | None = None,
     fold: int = 0,
     use_manifest_split: bool = True,
+    strata: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
     """Assign every patient to ``train``, ``val`` or ``test``.
 
@@ -98,6 +99,8 @@ def make_splits(
         folds: number of cross-validation folds, or None.
         fold: the validation fold with ``folds``.
         use_manifest_split: honour a complete ``split`` column.
+        strata: each patient's stratum (a task's own: a regression's bin of its value, say); default the patient's
+            label (:func:`patient_labels`).
 
     Returns:
         ``{patient_id: split}`` for every patient.
@@ -111,7 +114,7 @@ def make_splits(
     given = [r.get("split") for r in records]
     if use_manifest_split and any(s not in (None, "") for s in given):
         return _splits_from_column(records)
-    labels = patient_labels(records)
+    labels = dict(strata) if strata is not None else patient_labels(records)
     by_label: dict[int, list[str]] = defaultdict(list)
     for p, lab in labels.items():
         by_label[lab].append(p)

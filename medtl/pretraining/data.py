@@ -195,33 +195,13 @@ def build_preprocessing(cfg: PretrainConfig, first_image: str, series: str | Non
     Channels and normalisation are decided as training decides them (:func:`medtl.train.experiment.resolve_input`),
     from the starting weights: ImageNet weights see three channels with ImageNet's mean and standard deviation.
     """
-    from medtl.config import AugmentConfig, DataConfig, ExperimentConfig, ModelConfig
-    from medtl.train.experiment import read_scan_info, resolve_input, resolve_weight_source
-    from medtl.transforms.checks import modality_from_meta
+    from medtl.train.experiment import read_scan_info, resolve_input_record
     from medtl.transforms.presets import build_pipeline
 
     scan = read_scan_info({"image": first_image, "series": series, "row": 2})
-    modality = cfg.data.modality if cfg.data.modality != "auto" else modality_from_meta(scan.meta, scan.dims)
-    mode = cfg.data.mode if cfg.data.mode != "auto" else ("2d" if scan.dims == 2 else "3d")
-    experiment = ExperimentConfig(
-        data=DataConfig(manifest=Path(first_image), modality=modality, mode=mode),
-        preprocess=cfg.preprocess,
-        augment=AugmentConfig(enabled=False),
-        model=ModelConfig(arch=cfg.model.arch, weights=cfg.model.weights, in_channels=cfg.model.in_channels),
-    )
-    source = resolve_weight_source(experiment, mode)
-    in_channels, norm = resolve_input(experiment, source, data_channels=scan.channels)
-    pipeline = build_pipeline(
-        experiment,
-        modality=modality,
-        mode=mode,
-        scan_dims=scan.dims,
-        in_channels=in_channels,
-        normalization=norm,
-        scan_channels=scan.channels,
-        flat_volumes=scan.flat,
-    )
-    return Preprocessing(pipeline, source, modality, mode)
+    source, record = resolve_input_record(cfg, scan)
+    pipeline = build_pipeline(cfg, record)  # a pretraining config has no augment section: its views augment
+    return Preprocessing(pipeline, source, record.modality, record.mode)
 
 
 def _cached(items: list[dict[str, Any]], pre: Any, cache: str, cache_dir: Path, num_workers: int) -> Any:

@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from medtl.train.rundir import RunDir
+from medtl.rundir import RunDir
 
 __all__ = ["PretrainModule", "EpochLog", "KnnProbe", "METRICS_COLUMNS"]
 
@@ -152,7 +152,7 @@ class EpochLog(pl.Callback):
     rank holds one identical encoder (parameters are kept equal by DDP already).
 
     Args:
-        run: the run folder (its metrics.csv is written, through :class:`~medtl.train.rundir.RunDir`).
+        run: the run folder (its metrics.csv is written, through :class:`~medtl.rundir.RunDir`).
         probe: an optional :class:`KnnProbe`.
         every: run the probe every this many epochs (and after the last).
         on_row: called with each row on rank 0 (progress lines).

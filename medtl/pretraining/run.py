@@ -14,7 +14,7 @@ Run folder::
     result.json           status (running | ok | failed | interrupted), seconds, final loss, k-NN scores, weights
     .lock                 the PID and host of the process writing the folder
 
-The files are written through :class:`~medtl.train.rundir.RunDir`, as a training run's are: atomically, under the
+The files are written through :class:`~medtl.rundir.RunDir`, as a training run's are: atomically, under the
 folder's lock (a second pretraining into a folder in use is refused), with the same statuses.
 """
 
@@ -36,8 +36,8 @@ import torch
 
 from medtl.errors import ConfigError, TrainingError
 from medtl.pretraining.config import PretrainConfig, load_pretrain_config
+from medtl.rundir import RunDir, json_clean
 from medtl.train.run import Interrupted, check_resume_checkpoint, is_rank_zero_env
-from medtl.train.rundir import RunDir, json_clean
 from medtl.train.trainer import resolve_precision
 from medtl.utils import medtl_home
 from medtl.weights.local import LOCAL_PREFIX, RECORD_FILE, local_weights_dir, register_local_source
@@ -170,12 +170,19 @@ def _check_name_free(cfg: PretrainConfig, name: str) -> None:
         )
 
 
+def _knn_config(cfg: PretrainConfig) -> Any:
+    """The k-NN manifest as a classification experiment's data section (labels read and checked as training does)."""
+    from medtl.config import DataConfig, ExperimentConfig, ModelConfig
+
+    return ExperimentConfig(data=DataConfig(manifest=cfg.knn.manifest), model=ModelConfig(arch=cfg.model.arch))
+
+
 def _knn_probe(cfg: PretrainConfig, pipeline: Any) -> Any:
-    from medtl.data import Manifest
     from medtl.pretraining.data import LabelledDataset
     from medtl.pretraining.module import KnnProbe
+    from medtl.tasks import task_class
 
-    manifest = Manifest.from_csv(cfg.knn.manifest)
+    manifest = task_class("classification").read_manifest(_knn_config(cfg))
     records = manifest.to_dicts()
     if len(manifest.classes) < 2 or len({str(r["patient_id"]) for r in records}) < 2:
         raise ConfigError(

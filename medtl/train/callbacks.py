@@ -16,7 +16,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from medtl.train.rundir import RunDir
+from medtl.rundir import RunDir
 from medtl.utils import atomic_write_bytes
 
 __all__ = ["MetricsCSV", "LastCheckpoint", "RngState", "PlainProgress", "AtomicCheckpointIO"]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["model_card", "md_escape"]
+__all__ = ["model_card", "md_escape", "metrics_table", "fmt_metric"]
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
 
@@ -29,13 +28,11 @@ def model_card(exp: Any, result: dict[str, Any], load_report: dict[str, Any]) ->
     """
     cfg = exp.config
     classes = exp.classes
-    strata = exp.strata  # the manifest's labels (in segmentation they only stratify the split)
     prov = result.get("weights", {})
 
     def split_line(name: str) -> str:
         recs = exp.splits[name]
-        per_class = Counter(strata[int(r["label"])] for r in recs)
-        counts = ", ".join(f"{md_escape(k)}: {v}" for k, v in sorted(per_class.items()))
+        counts = md_escape(exp.task.describe_labels(recs)) if recs else ""
         return f"| {name} | {len({str(r['patient_id']) for r in recs})} | {len(recs)} | {counts} |"
 
     t = cfg.train
@@ -49,12 +46,12 @@ def model_card(exp: Any, result: dict[str, Any], load_report: dict[str, Any]) ->
         "",
         "## Data",
         f"- Manifest: `{cfg.data.manifest}` ({len(exp.records)} scans, "
-        f"{len({str(r['patient_id']) for r in exp.records})} patients; classes "
+        f"{len({str(r['patient_id']) for r in exp.records})} patients; task {exp.task.name}, outputs "
         f"{', '.join(md_escape(c) for c in classes)})",
         f"- Modality {exp.modality}, mode {exp.mode}. Splits by patient (seed {cfg.splits.seed}); "
         f"label fraction {cfg.splits.label_fraction:g} of the training patients.",
         "",
-        "| split | patients | scans | scans per class |",
+        "| split | patients | scans | scans per label |",
         "|---|---|---|---|",
         *(split_line(s) for s in ("train", "val", "test")),
         "",
@@ -80,50 +77,21 @@ def model_card(exp: Any, result: dict[str, Any], load_report: dict[str, Any]) ->
         "## Metrics (per scan, the tested weights)",
         "",
     ]
-    if exp.task.name == "segmentation":
-        return "\n".join(lines + _segmentation_metrics(exp, result)) + "\n"
-    lines += [
-        "| split | n | accuracy | balanced accuracy | AUROC | F1 |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name in ("val", "test"):
-        m = result["metrics"].get(name) or {}
-
-        def f(k: str, m: dict[str, Any] = m) -> str:
-            v = m.get(k)
-            return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
-
-        lines.append(
-            f"| {name} | {m.get('n', 0)} | {f('accuracy')} | {f('balanced_accuracy')} | {f('auroc')} | {f('f1')} |"
-        )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + exp.task.card_metrics(cfg, result)) + "\n"
 
 
-def _segmentation_metrics(exp: Any, result: dict[str, Any]) -> list[str]:
-    """Per-class Dice, HD95 and surface Dice rows of a segmentation run."""
-    seg = exp.config.segmentation
+def fmt_metric(value: Any) -> str:
+    """A metric in a card table: three decimals, ``-`` when undefined."""
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def metrics_table(result: dict[str, Any], metrics: list[tuple[str, str]]) -> list[str]:
+    """Markdown rows of a run's validation and test metrics (``metrics``: (key, heading) pairs)."""
     lines = [
-        f"Dice, HD95 (mm) and surface Dice (tolerance {seg.surface_tolerance_mm:g} mm) per foreground class, means "
-        "over scans: validation (which chose the weights) on the model's preprocessed grid, test on each scan's own "
-        "grid, as `medtl evaluate` scores and `medtl predict` writes masks. A class absent from both mask and "
-        "prediction scores Dice 1, HD95 0; absent from one of them: Dice 0, HD95 undefined (left out of the mean).",
-        "",
-        "| split | class | n | Dice | HD95 mm | surface Dice |",
-        "|---|---|---|---|---|---|",
+        "| split | n | " + " | ".join(h for _, h in metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
     ]
     for name in ("val", "test"):
         m = result["metrics"].get(name) or {}
-        if not m:
-            continue
-
-        def f(k: str, m: dict[str, Any] = m) -> str:
-            v = m.get(k)
-            return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
-
-        for cls in exp.classes[1:]:
-            c = md_escape(cls)
-            lines.append(
-                f"| {name} | {c} | {m.get('n', 0)} | {f('dice_' + cls)} | {f('hd95_' + cls)} | "
-                f"{f('surface_dice_' + cls)} |"
-            )
+        lines.append(f"| {name} | {m.get('n', 0)} | " + " | ".join(fmt_metric(m.get(k)) for k, _ in metrics) + " |")
     return lines

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from medtl.data.dataset import SampleDataset
-from medtl.errors import NoImagesError, TrainingError
+from medtl.errors import NoImagesError
 
-__all__ = ["make_loader", "predict_dataset", "eval_dataset", "records_from_inputs", "inference_device"]
+__all__ = ["make_loader", "predict_dataset", "records_from_inputs", "inference_device"]
 
 
 def make_loader(
@@ -64,8 +65,7 @@ def predict_dataset(
     """
     device = torch.device(device)
     model = model.to(device).eval()
-    batch_size = getattr(task, "eval_batch_size", None) or batch_size
-    evaluate = getattr(task, "evaluate_batch", None)  # a task that scores whole scans itself (segmentation)
+    batch_size = task.eval_batch_size or batch_size
     loader = make_loader(dataset, batch_size=batch_size, train=False, num_workers=num_workers)
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16)
@@ -75,54 +75,35 @@ def predict_dataset(
     scores, targets, scans = [], [], []
     with autocast:
         for batch in loader:
-            if evaluate is not None:
-                moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-                s, t, ids, _ = evaluate(model, moved)
-                scores.append(s.cpu())
-                targets.append(t.cpu())
-                scans.append(ids.cpu())
-                continue
-            outputs = model(batch["image"].to(device, non_blocking=True)).float()
-            if not torch.isfinite(outputs).all():
-                raise TrainingError(
-                    "the model gives non-finite outputs (NaN or inf)",
-                    fix="check the weights (a checkpoint of NaNs) or train with a lower learning rate",
-                )
-            scores.append(task.outputs_to_scores(outputs).cpu())
-            targets.append(torch.as_tensor(task.target(batch)))
-            scans.append(torch.as_tensor(batch["scan"]))
+            moved = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            s, t, ids, _ = task.evaluate_batch(model, moved)
+            scores.append(s.cpu())
+            targets.append(t.cpu())
+            scans.append(ids.cpu())
     if not scores:
         return torch.zeros(0, task.num_outputs), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
     return task.per_scan(torch.cat(scores), torch.cat(targets), torch.cat(scans))
 
 
-def eval_dataset(config: Any, pipeline: Any, records: list[dict[str, Any]]) -> SampleDataset:
-    """A run's own preprocessing over ``records``: no augmentation, no cache."""
-    return SampleDataset(
-        records,
-        pipeline,
-        train=False,
-        cache="none",
-        slices_per_scan=config.data.slices_per_scan,
-        slice_margin=config.data.slice_margin,
-        neighbor_slices=config.data.neighbor_slices,
-    )
-
-
-def records_from_inputs(inputs: list[str | Path], classes: list[str]) -> tuple[list[dict[str, Any]], bool]:
+def records_from_inputs(
+    inputs: list[str | Path], read_manifest: Callable[[Path], list[dict[str, Any]]]
+) -> tuple[list[dict[str, Any]], bool]:
     """Records for files or folders (one scan each, unlabelled) or manifest CSVs (labels kept).
+
+    Args:
+        inputs: scans, folders or manifest CSVs.
+        read_manifest: reads a labelled manifest into records with the run's targets (the task's
+            :meth:`~medtl.tasks.base.Task.read_labelled`).
 
     Returns:
         ``(records, labelled)``; ``labelled`` is False as soon as one input is not a manifest.
     """
-    from medtl.data import Manifest
-
     records: list[dict[str, Any]] = []
     labelled = True
     for inp in inputs:
         p = Path(inp)
         if p.suffix.lower() == ".csv":
-            records += Manifest.from_csv(p, classes=classes).to_dicts()
+            records += read_manifest(p)
             continue
         if not p.exists():
             raise NoImagesError(f"input {p} does not exist", path=str(p), fix="check the path")

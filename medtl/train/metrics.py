@@ -36,9 +36,9 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
 from medtl.errors import TrainingError
+from medtl.metric_specs import metrics_for_task
 
 __all__ = [
-    "METRIC_NAMES",
     "METRICS",
     "accuracy",
     "aggregate_by_scan",
@@ -49,8 +49,6 @@ __all__ = [
     "compute_metric",
     "f1",
 ]
-
-METRIC_NAMES = ("accuracy", "balanced_accuracy", "auroc", "f1")
 
 
 def _arrays(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -175,12 +173,13 @@ def classification_metrics(probs: Any, labels: Any, num_classes: int) -> dict[st
         TrainingError: some probabilities are NaN or infinite.
     """
     y, p = _arrays(labels, probs)
+    names = metrics_for_task("classification")
     out: dict[str, Any] = {"n": int(y.size)}
     if y.size == 0:
-        return out | {k: math.nan for k in METRIC_NAMES} | {"confusion_matrix": []}
+        return out | {k: math.nan for k in names} | {"confusion_matrix": []}
     if p.shape[1] != num_classes:
         raise ValueError(f"probabilities have {p.shape[1]} columns but the task has {num_classes} classes")
-    for name in METRIC_NAMES:
+    for name in names:
         out[name] = METRICS[name](y, p)
     out["confusion_matrix"] = confusion_matrix(y, p.argmax(axis=1), labels=list(range(num_classes))).tolist()
     return out

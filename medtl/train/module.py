@@ -17,6 +17,7 @@ from torch.optim.swa_utils import update_bn
 from medtl.config import TrainConfig
 from medtl.data.dataset import restore_random_states, transform_random_states
 from medtl.errors import TrainingError
+from medtl.metric_specs import LOSS, default_metric
 from medtl.train.schedule import PlanScheduler, make_plan, set_frozen
 
 __all__ = ["TaskModule", "recalibrate_batchnorm", "untouched_random_state"]
@@ -90,7 +91,7 @@ class TaskModule(pl.LightningModule):
 
     Args:
         model: a backbone from :func:`medtl.create_model` (it offers ``param_groups()``).
-        task: a :class:`~medtl.train.task.Task` (loss, metrics, per-scan aggregation).
+        task: a :class:`~medtl.tasks.base.Task` (loss, metrics, per-scan aggregation).
         train: the config's ``train`` section.
         schedule: ``fine_tune`` or ``one_cycle`` (resolved from ``auto``).
     """
@@ -254,20 +255,7 @@ class TaskModule(pl.LightningModule):
         self._val_outputs = []
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        evaluate = getattr(self.task, "evaluate_batch", None)
-        if evaluate is not None:  # a task that scores whole scans itself (segmentation: sliding window)
-            self._val_outputs.append(tuple(t.detach() for t in evaluate(self, batch)))
-            return
-        outputs = self(batch["image"]).float()
-        target = self.task.target(batch)
-        self._val_outputs.append(
-            (
-                self.task.outputs_to_scores(outputs).detach(),
-                target.detach(),
-                batch["scan"].detach(),
-                self.task.sample_losses(outputs, target).detach(),
-            )
-        )
+        self._val_outputs.append(tuple(t.detach() for t in self.task.evaluate_batch(self, batch)))
 
     def _gather(self, t: torch.Tensor) -> torch.Tensor:
         if self.trainer.world_size > 1:
@@ -290,6 +278,7 @@ class TaskModule(pl.LightningModule):
             total = self.trainer.strategy.reduce(total, reduce_op="sum")
         if float(total[1]) > 0:
             self.train_loss_epoch = float(total[0] / total[1])
+        shown = (LOSS.name, default_metric(self.task.name))
         for key in self.task.metric_names:
             value = self.task.monitor_value(m, key)
-            self.log(f"val_{key}", value, prog_bar=key in ("loss", "auroc"), sync_dist=False)
+            self.log(f"val_{key}", value, prog_bar=key in shown, sync_dist=False)

@@ -2,7 +2,7 @@
 
 :func:`render_overlay` draws one picture from arrays; :func:`write_overlays` draws a few scans of a dataset with a
 model and writes them into a run folder's ``overlays/`` (what :meth:`SegmentationTask.write_extras
-<medtl.train.segmentation.SegmentationTask.write_extras>` calls after the test predictions).
+<medtl.tasks.segmentation.SegmentationTask.write_extras>` calls after the test predictions).
 
 What is drawn:
 

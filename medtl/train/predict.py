@@ -17,12 +17,10 @@ import torch
 
 from medtl.errors import DataLoadError, MedtlError, NoImagesError, RunDirError, TrainingError
 from medtl.io.output import check_not_an_input
-from medtl.train.inference import eval_dataset, inference_device, predict_dataset, records_from_inputs
-from medtl.train.rundir import RunDir, write_prediction_csv
-from medtl.train.segmentation import SegmentationTask
-from medtl.train.task import ClassificationTask
-from medtl.transforms.presets import build_pipeline
-from medtl.weights.sources import Normalization
+from medtl.rundir import RunDir, write_prediction_csv
+from medtl.tasks.base import Task
+from medtl.train.inference import inference_device, predict_dataset, records_from_inputs
+from medtl.transforms.record import InputRecord
 
 __all__ = [
     "LoadedRun",
@@ -30,6 +28,8 @@ __all__ = [
     "default_output",
     "input_paths",
     "predict",
+    "predict_rows",
+    "predict_masks",
     "write_prediction_seg",
 ]
 
@@ -38,11 +38,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoadedRun:
-    """A trained run ready to predict: its folder, config, task, pipeline and model (eval mode)."""
+    """A trained run ready to predict: its folder, config, task, input record, pipeline and model (eval mode)."""
 
     run: RunDir
     config: Any
-    task: ClassificationTask | SegmentationTask
+    task: Task
     pipeline: Any
     model: torch.nn.Module
     preprocessing: dict[str, Any]
@@ -52,27 +52,23 @@ class LoadedRun:
     def classes(self) -> list[str]:
         return self.task.classes
 
-
-def _pipeline_args(pre: dict[str, Any], normalization: Normalization) -> dict[str, Any]:
-    """The arguments of a pipeline builder, as the run's preprocessing.json recorded them."""
-    return {
-        "modality": pre["modality"],
-        "mode": pre["mode"],
-        "scan_dims": pre["scan_dims"],
-        "scan_channels": pre.get("scan_channels", 1),
-        "flat_volumes": pre.get("flat_volumes", False),
-        "in_channels": pre["in_channels"],
-        "normalization": normalization,
-    }
+    @property
+    def record(self) -> InputRecord:
+        """The run's input record (its preprocessing.json)."""
+        return self.pipeline.record
 
 
 def load_run(run_dir: str | Path, *, quiet: bool = False) -> LoadedRun:
     """Rebuild a run's model and transforms from its folder (no pretrained weights needed).
 
+    The task, the input record and the task's state (classes, target scaling...) come from the run's
+    ``preprocessing.json``; the network from ``config.yaml`` and the tested checkpoint.
+
     Raises:
         RunDirError: the folder is not a finished run, or a file of it is corrupt or unsafe.
     """
     from medtl import create_model
+    from medtl.tasks import task_class
     from medtl.train.module import TaskModule
     from medtl.weights.load import read_checkpoint
 
@@ -84,25 +80,17 @@ def load_run(run_dir: str | Path, *, quiet: bool = False) -> LoadedRun:
             print(note, flush=True)
     cfg = run.read_config()
     pre = run.read_preprocessing()
-    norm = pre["normalization"]
-    seg = pre.get("task") == "segmentation" and cfg.segmentation is not None
-    builder = build_pipeline
-    if seg:
-        from medtl.transforms.segmentation import build_segmentation_pipeline as builder
-    normalization = Normalization(norm["kind"], tuple(norm.get("mean") or ()), tuple(norm.get("std") or ()))
-    pipeline = builder(cfg, **_pipeline_args(pre, normalization))
-    task: ClassificationTask | SegmentationTask = ClassificationTask(list(pre["classes"]))
-    if seg:
-        from medtl.train.experiment import segmentation_task
-
-        task = segmentation_task(cfg, pipeline)
+    record = InputRecord.from_dict(pre, source=str(run.file(RunDir.PREPROCESSING)))
+    task_cls = task_class(str(pre.get("task") or "classification"))
+    pipeline = task_cls.build_pipeline(cfg, record)
+    task = task_cls.from_state(cfg, pre, pipeline)
     model = create_model(
         cfg.model.arch,
         weights="scratch",
-        in_channels=pre["in_channels"],
+        in_channels=record.in_channels,
         num_classes=task.num_outputs,
-        spatial_dims=pre["model_spatial_dims"],
-        **({"task": "segmentation", "decoder_channels": cfg.segmentation.decoder_channels} if seg else {}),
+        spatial_dims=record.model_spatial_dims,
+        **task.model_options(cfg),
     )
     try:
         state = read_checkpoint(ckpt)
@@ -124,13 +112,15 @@ def load_run(run_dir: str | Path, *, quiet: bool = False) -> LoadedRun:
 
 
 def default_output(run_dir: str | Path) -> Path:
-    """Where ``medtl predict`` writes without ``--out``: ``predictions.csv`` for a classification run, the folder
-    ``masks`` for a segmentation run."""
+    """Where ``medtl predict`` writes without ``--out``: the run's task says (``predictions.csv`` for a
+    classification run, the folder ``masks`` for a segmentation run)."""
+    from medtl.tasks import task_class
+
     try:
-        task = RunDir(run_dir).read_preprocessing().get("task")
+        task = task_class(str(RunDir(run_dir).read_preprocessing().get("task") or "classification"))
     except (MedtlError, OSError, ValueError):
-        task = None  # predict itself says what is wrong with the folder
-    return Path("masks" if task == "segmentation" else "predictions.csv")
+        return Path("predictions.csv")  # predict itself says what is wrong with the folder
+    return Path(task.default_output)
 
 
 def predict(
@@ -140,56 +130,65 @@ def predict(
     out: str | Path | None = None,
     batch_size: int | None = None,
     device: str | None = None,
-    dicom_seg: bool = False,
-    deidentify: bool = False,
+    **options: Any,
 ) -> list[dict[str, Any]]:
-    """Per-scan class probabilities (classification runs) or masks (segmentation runs), with the run's
-    preprocessing.
+    """Predictions of a finished run for new scans, with the run's own preprocessing (:meth:`Task.predict
+    <medtl.tasks.base.Task.predict>` of the run's task).
 
     Args:
         run_dir: a finished run folder.
         inputs: scan files, DICOM folders, NIfTI files, or manifest CSVs.
-        out: classification: write a CSV (image, patient_id, [label,] prob_<class>..., pred) here. Segmentation
-            (required): a folder that receives one NIfTI label map per scan, ``<name>_mask.nii.gz``, on the scan's
-            own grid and affine.
+        out: classification, multi-label, regression: write a CSV (image, patient_id, [label,] the task's
+            prediction columns) here. Segmentation (required): a folder that receives one NIfTI label map per scan,
+            ``<name>_mask.nii.gz``, on the scan's own grid and affine.
         batch_size: default the run's.
         device: default cuda when available.
-        dicom_seg: segmentation runs with DICOM inputs: also write ``<name>_seg.dcm``, a DICOM SEG (BINARY, one
-            segment per foreground class) referencing the source series' instances. By default the SEG is for the
-            source's own archive: it carries the source's patient and study modules (name, ID, birth date...), as
-            DICOM requires for it to file with its study; StudyDescription is scrubbed of the patient's identifiers.
-        deidentify: with ``dicom_seg``, write each SEG pseudonymised instead: PatientID and PatientName are medtl's
-            keyed pseudonym, birth date, sex, age, accession number and study date empty, the rest of the patient
-            and study modules removed; the UIDs stay, so the SEG still references its source (see
-            :mod:`medtl.io.dicom_seg_write`).
+        options: options of one task. Segmentation: ``dicom_seg=True`` also writes ``<name>_seg.dcm``, a DICOM SEG
+            (BINARY, one segment per foreground class) referencing the source series' instances; by default the SEG
+            is for the source's own archive: it carries the source's patient and study modules (name, ID, birth
+            date...), as DICOM requires for it to file with its study; StudyDescription is scrubbed of the
+            patient's identifiers. ``deidentify=True`` (with ``dicom_seg``) writes each SEG pseudonymised instead:
+            PatientID and PatientName are medtl's keyed pseudonym, birth date, sex, age, accession number and study
+            date empty, the rest of the patient and study modules removed; the UIDs stay, so the SEG still
+            references its source (see :mod:`medtl.io.dicom_seg_write`).
 
     Returns:
-        One dict per scan: classification, the CSV's columns; segmentation, ``image``, ``mask_file``, voxel counts
-        per class (and ``seg_file``).
+        One dict per scan: the CSV's columns; segmentation, ``image``, ``mask_file``, voxel counts per class (and
+        ``seg_file``).
 
     Raises:
         DataLoadError: an input is not the kind of scan the run was trained on (dimensions, channels, modality);
             ``dicom_seg`` with a non-DICOM input.
-        TrainingError: ``dicom_seg`` on a classification run; ``deidentify`` without ``dicom_seg``.
+        TrainingError: an option of another task (``dicom_seg`` on a classification run); ``deidentify`` without
+            ``dicom_seg``.
     """
     loaded = load_run(run_dir)
     if isinstance(inputs, str | Path):
         inputs = [inputs]
-    if deidentify and not dicom_seg:
+    given = {k: v for k, v in options.items() if v not in (None, False)}
+    foreign = [k for k in given if k not in loaded.task.predict_options]
+    if foreign:
+        flag = "--" + foreign[0].replace("_", "-")
         raise TrainingError(
-            "--deidentify applies to the DICOM SEG that --dicom-seg writes (the NIfTI masks and CSVs hold no patient "
-            "data)",
-            fix="add --dicom-seg, or leave out --deidentify",
+            f"run {loaded.run.path} is a {loaded.task.name} run: {flag} does not apply to it", fix=f"leave out {flag}"
         )
-    if loaded.task.name == "segmentation":
-        return _predict_masks(loaded, list(inputs), out, device, dicom_seg=dicom_seg, deidentify=deidentify)
-    if dicom_seg:
-        raise TrainingError(
-            f"run {loaded.run.path} classifies: --dicom-seg is for segmentation runs", fix="leave out --dicom-seg"
-        )
+    return loaded.task.predict(
+        loaded, list(inputs), None if out is None else Path(out), batch_size=batch_size, device=device, options=given
+    )
+
+
+def predict_rows(
+    loaded: LoadedRun,
+    inputs: list[str | Path],
+    out: Path | None,
+    *,
+    batch_size: int | None = None,
+    device: str | None = None,
+) -> list[dict[str, Any]]:
+    """Per-scan predictions of a run whose task gives one row of values per scan, optionally written as a CSV."""
     if out is not None:
         _check_output_file(Path(out))
-    records, labelled = records_from_inputs(list(inputs), loaded.classes)
+    records, labelled = records_from_inputs(list(inputs), loaded.task.read_labelled)
     if out is not None:
         check_not_an_input(
             [(out, f"--out {out}")],
@@ -199,7 +198,7 @@ def predict(
         )
     scores, _, ids = predict_dataset(
         loaded.model,
-        eval_dataset(loaded.config, loaded.pipeline, records),
+        loaded.task.eval_dataset(loaded.config, loaded.pipeline, records),
         loaded.task,
         batch_size=batch_size or loaded.config.train.batch_size,
         device=inference_device(device),
@@ -210,7 +209,7 @@ def predict(
     return rows
 
 
-def _predict_masks(
+def predict_masks(
     loaded: LoadedRun,
     inputs: list[str | Path],
     out: str | Path | None,
@@ -220,18 +219,22 @@ def _predict_masks(
     deidentify: bool = False,
 ) -> list[dict[str, Any]]:
     """A segmentation run's predict: one NIfTI label map per scan in the folder ``out``, on the scan's grid (and a
-    DICOM SEG per scan with ``dicom_seg``)."""
+    DICOM SEG per scan with ``dicom_seg``; ``deidentify``, only with ``dicom_seg``: a pseudonymised SEG)."""
     from medtl.train.seg_inference import mask_names, segment_scans
     from medtl.transforms.segmentation import build_inference_transforms
 
+    if deidentify and not dicom_seg:
+        raise TrainingError(
+            "--deidentify applies to the DICOM SEG that --dicom-seg writes (the NIfTI masks and CSVs hold no patient "
+            "data)",
+            fix="add --dicom-seg, or leave out --deidentify",
+        )
     if out is None:
         raise TrainingError(
             f"run {loaded.run.path} segments: predict needs an output folder for the masks", fix="pass --out DIR"
         )
     _check_output_folder(Path(out))
-    transforms = build_inference_transforms(
-        loaded.config, **_pipeline_args(loaded.preprocessing, loaded.pipeline.normalization)
-    )
+    transforms = build_inference_transforms(loaded.config, loaded.record)
     records: list[dict[str, Any]] = []
     for inp in inputs:
         p = Path(inp)

@@ -1,4 +1,4 @@
-"""``fine_tune(config)``: one training run from a config to a run folder (see :mod:`medtl.train.rundir`)."""
+"""``fine_tune(config)``: one training run from a config to a run folder (see :mod:`medtl.rundir`)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from typing import Any
 import torch
 
 from medtl.config import ExperimentConfig, load_config
-from medtl.data.splits import patient_labels
 from medtl.errors import ConfigError, TrainingError
+from medtl.rundir import RunDir
 from medtl.train.datasets import class_balance
 from medtl.train.experiment import Experiment, check_pseudonyms, prepare_experiment
-from medtl.train.inference import make_loader, predict_dataset
-from medtl.train.rundir import RunDir
+from medtl.train.inference import make_loader
 from medtl.train.trainer import build_trainer, quiet_lightning, resolve_precision
+from medtl.utils import is_weights_file
 
 __all__ = [
     "Interrupted",
@@ -149,7 +149,7 @@ def check_resume_checkpoint(run: RunDir, start_again: str) -> None:
 def _default_run_dir(cfg: ExperimentConfig) -> Path:
     if cfg.output.name:
         return Path(cfg.output.dir) / cfg.output.name
-    w = Path(cfg.model.weights).stem if ("/" in cfg.model.weights or "." in cfg.model.weights) else cfg.model.weights
+    w = Path(cfg.model.weights).stem if is_weights_file(cfg.model.weights) else cfg.model.weights
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     base = Path(cfg.output.dir) / re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{cfg.model.arch}-{w}-{stamp}")
     out, i = base, 1
@@ -281,11 +281,7 @@ def _fine_tune(
         exp = prepare_experiment(cfg, splits_file=splits_file)
         if rank0:
             run.write_config(cfg)
-            run.write_splits(
-                exp.assignment,
-                {p: exp.strata[lab] for p, lab in patient_labels(exp.records).items()},
-                used=exp.train_patients,
-            )
+            run.write_splits(exp.assignment, exp.task.split_label_text(exp.records), used=exp.train_patients)
             run.write_preprocessing(exp.preprocessing())
         model = exp.build_model()
         load_report = _load_report(model)
@@ -301,7 +297,7 @@ def _fine_tune(
         loaders = [
             make_loader(
                 exp.datasets[split],
-                batch_size=(split == "val" and getattr(exp.task, "eval_batch_size", None)) or cfg.train.batch_size,
+                batch_size=(split == "val" and exp.task.eval_batch_size) or cfg.train.batch_size,
                 train=split == "train",
                 num_workers=cfg.train.num_workers,
                 sampler=class_balance(exp) if split == "train" else None,
@@ -337,19 +333,7 @@ def _fine_tune(
             if not recs:
                 metrics[split] = {}
                 continue
-            if split == "test" and exp.task.name == "segmentation":
-                # scored on each scan's own grid, as evaluate scores and predict writes (validation, which chose
-                # the weights, stays on the model's grid)
-                scores, targets, ids = _native_test_scores(exp, model, device)
-            else:
-                scores, targets, ids = predict_dataset(
-                    model,
-                    exp.datasets[split],
-                    exp.task,
-                    batch_size=cfg.train.batch_size,
-                    device=device,
-                    precision=precision,
-                )
+            scores, targets, ids = exp.task.score_split(exp, model, split, device=device, precision=precision)
             metrics[split] = exp.task.metrics(scores, targets)
             columns = exp.task.prediction_columns(with_labels=True)
             run.write_predictions(split, columns, exp.task.prediction_rows(recs, scores, ids, with_labels=True))
@@ -383,17 +367,15 @@ def _fine_tune(
             "modality": exp.modality,
             "mode": exp.mode,
             "best_checkpoint": str(best_path),
+            **exp.task.result_extras(),
         }
-        if exp.task.name == "segmentation":
-            result["metrics_grid"] = {"val": "preprocessed", "test": "native"}
         run.write_card(model_card(exp, {**result, "run_dir": str(run.path)}, load_report))
         run.write_result(result)
         if not quiet:
             v, te = metrics.get("val", {}), metrics.get("test", {})
-            key, shown = ("dice", "Dice") if exp.task.name == "segmentation" else ("auroc", "AUROC")
             print(
-                f"done in {seconds:.1f}s: val {shown} {v.get(key, float('nan')):.3f}"
-                + (f", test {shown} {te.get(key, float('nan')):.3f}" if te else "")
+                f"done in {seconds:.1f}s: val {exp.task.headline(v)}"
+                + (f", test {exp.task.headline(te)}" if te else "")
                 + f"; results in {run.path}",
                 flush=True,
             )
@@ -402,15 +384,3 @@ def _fine_tune(
         if rank0:
             run.write_stopped(exc, seconds=time.perf_counter() - t_start, command="medtl train")
         raise
-
-
-def _native_test_scores(exp: Experiment, model: torch.nn.Module, device: str) -> Any:
-    """Per-scan rows of a segmentation run's test scans on their own grids (:mod:`medtl.train.seg_inference`)."""
-    from medtl.train.predict import _pipeline_args
-    from medtl.train.seg_inference import native_split_scores
-    from medtl.transforms.segmentation import build_inference_transforms
-
-    transforms = build_inference_transforms(
-        exp.config, **_pipeline_args(exp.preprocessing(), exp.pipeline.normalization)
-    )
-    return native_split_scores(model, exp.task, transforms, exp.splits["test"], device=device)  # type: ignore[arg-type]

@@ -16,12 +16,12 @@ import torch
 
 from medtl.errors import ConfigError, MedtlError, TrainingError
 from medtl.io.output import check_not_an_input
+from medtl.rundir import RunDir, write_prediction_csv
 from medtl.train.experiment import check_pseudonyms
-from medtl.train.inference import eval_dataset, inference_device, predict_dataset, records_from_inputs
-from medtl.train.predict import LoadedRun, _check_output_file, _pipeline_args, input_paths, load_run
-from medtl.train.rundir import RunDir, write_prediction_csv
+from medtl.train.inference import inference_device, predict_dataset, records_from_inputs
+from medtl.train.predict import LoadedRun, _check_output_file, input_paths, load_run
 
-__all__ = ["evaluate", "evaluate_segmentation", "GRIDS"]
+__all__ = ["evaluate", "evaluate_rows", "evaluate_segmentation", "describe_evaluation", "GRIDS"]
 
 GRIDS = ("native", "preprocessed")
 """Where :func:`evaluate_segmentation` scores: each scan's own grid, or the grid the model sees."""
@@ -35,7 +35,8 @@ def evaluate(
     allow_seen: bool = False,
     grid: str = "native",
 ) -> dict[str, Any]:
-    """Per-scan metrics of a run on a labelled manifest.
+    """The metrics of a run on a labelled manifest (:meth:`Task.evaluate <medtl.tasks.base.Task.evaluate>` of the
+    run's task).
 
     Rows of patients the run trained or validated on would inflate the metrics: they are refused, or with
     ``allow_seen`` scored apart (``result["seen"]``) while the headline metrics cover unseen patients only.
@@ -45,9 +46,10 @@ def evaluate(
     :func:`evaluate_segmentation`, on each scan's own grid unless ``grid="preprocessed"``.
 
     Returns:
-        ``{"n", "accuracy", "balanced_accuracy", "auroc", "f1", "confusion_matrix", "classes", "seen"}``; with
-        ``out``, every row's prediction is written there as CSV, with a ``split`` column (train, val, test or new).
-        Segmentation: see :func:`evaluate_segmentation`.
+        The task's metrics over the unseen rows (classification: ``n``, ``accuracy``, ``balanced_accuracy``,
+        ``auroc``, ``f1``, ``confusion_matrix``), plus ``task``, ``classes`` and ``seen``; with ``out``, every row's
+        prediction is written there as CSV, with a ``split`` column (train, val, test or new). Segmentation: see
+        :func:`evaluate_segmentation`.
 
     Raises:
         TrainingError: the manifest has no rows, or holds rows of the run's training/validation patients.
@@ -55,19 +57,31 @@ def evaluate(
     """
     _check_grid(grid)
     loaded = load_run(run_dir)
-    if loaded.task.name == "segmentation":
-        return evaluate_segmentation(loaded, manifest, out=out, allow_seen=allow_seen, grid=grid)
+    return loaded.task.evaluate(
+        loaded, manifest, out=None if out is None else Path(out), allow_seen=allow_seen, grid=grid
+    )
+
+
+def evaluate_rows(
+    loaded: LoadedRun,
+    manifest: str | Path,
+    *,
+    out: Path | None = None,
+    allow_seen: bool = False,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """:func:`evaluate` for a task that gives one row of values per scan (scores and metrics are the task's)."""
     if out is not None:
         _check_output_file(Path(out))
-    records, _ = records_from_inputs([manifest], loaded.classes)
+    records, _ = records_from_inputs([manifest], loaded.task.read_labelled)
     _check_outputs(loaded, manifest, records, [Path(out)] if out is not None else [])
     where = _splits_of(loaded, records, manifest, allow_seen)
     scores, targets, ids = predict_dataset(
         loaded.model,
-        eval_dataset(loaded.config, loaded.pipeline, records),
+        loaded.task.eval_dataset(loaded.config, loaded.pipeline, records),
         loaded.task,
         batch_size=loaded.config.train.batch_size,
-        device=inference_device(),
+        device=inference_device(device),
     )
     if out is not None:
         rows = loaded.task.prediction_rows(records, scores, ids, with_labels=True)
@@ -76,7 +90,8 @@ def evaluate(
         write_prediction_csv(Path(out), loaded.task.prediction_columns(with_labels=True) + ["split"], rows)
     group = [where[i] for i in ids.tolist()]
     unseen = torch.tensor([g not in ("train", "val") for g in group])
-    result = loaded.task.metrics(scores[unseen], targets[unseen]) | {"classes": loaded.classes, "seen": {}}
+    result = loaded.task.metrics(scores[unseen], targets[unseen])
+    result |= {"task": loaded.task.name, "classes": loaded.classes, "seen": {}}
     for split in ("train", "val"):
         sel = torch.tensor([g == split for g in group])
         if bool(sel.any()):
@@ -164,12 +179,11 @@ def _run_scan_splits(loaded: LoadedRun, assignment: dict[str, str]) -> dict[tupl
 def _segmentation_records(loaded: LoadedRun, manifest: str | Path) -> list[dict[str, Any]]:
     """The rows of a segmentation manifest with absolute ``mask`` paths; the ``label`` column is optional."""
     from medtl.data import Manifest
-    from medtl.train.experiment import attach_masks
+    from medtl.tasks.segmentation import attach_masks
 
     path = Path(manifest)
     records = Manifest.from_csv(path, labels_required=False).to_dicts()
-    seg = loaded.config.segmentation
-    attach_masks(records, path, seg.mask_column if seg is not None else "mask")
+    attach_masks(records, path, loaded.config.segmentation.mask_column)
     return records
 
 
@@ -185,7 +199,7 @@ def evaluate_segmentation(
     """Dice, HD95 and surface Dice of a segmentation run on a manifest of images and reference masks.
 
     Each scan goes through the run's own preprocessing and sliding-window inference and is scored per foreground
-    class (:class:`~medtl.train.segmentation.SegmentationTask`: both masks empty = Dice 1, HD95 0; one empty =
+    class (:class:`~medtl.tasks.segmentation.SegmentationTask`: both masks empty = Dice 1, HD95 0; one empty =
     Dice 0, HD95 undefined). With ``grid="native"`` (the default) the prediction is put back on the scan's own grid
     (as ``predict`` writes it) and scored against the reference mask there, distances in the scan's voxel size:
     the numbers a reader's own tools give for the written masks. ``grid="preprocessed"`` scores on the resampled,
@@ -209,16 +223,12 @@ def evaluate_segmentation(
         the mean of each per-scan column) and ``seen`` (split -> means of the seen patients' scans).
 
     Raises:
-        TrainingError: not a segmentation run; no rows; rows of seen patients without ``allow_seen``.
+        TrainingError: no rows; rows of seen patients without ``allow_seen``.
         ManifestError: a missing mask column or file.
         ConfigError: ``grid`` is neither ``native`` nor ``preprocessed``.
     """
-    from medtl.data.dataset import SegmentationDataset
-
     _check_grid(grid)
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
-    if loaded.task.name != "segmentation":
-        raise TrainingError(f"run {loaded.run.path} does not segment", fix="use evaluate for classification runs")
     if out is not None:
         _check_output_file(Path(out))
         _check_output_file(_patients_csv(Path(out)))
@@ -230,9 +240,7 @@ def evaluate_segmentation(
         from medtl.train.seg_inference import native_split_scores
         from medtl.transforms.segmentation import build_inference_transforms
 
-        transforms = build_inference_transforms(
-            loaded.config, **_pipeline_args(loaded.preprocessing, loaded.pipeline.normalization)
-        )
+        transforms = build_inference_transforms(loaded.config, loaded.record)
         scores, _, ids = native_split_scores(
             loaded.model,
             task,  # type: ignore[arg-type]
@@ -241,7 +249,7 @@ def evaluate_segmentation(
             device=inference_device(device),
         )
     else:
-        dataset = SegmentationDataset(records, loaded.pipeline, train=False, cache="none")
+        dataset = task.eval_dataset(loaded.config, loaded.pipeline, records)
         scores, _, ids = predict_dataset(
             loaded.model,
             dataset,  # type: ignore[arg-type]
@@ -263,7 +271,7 @@ def evaluate_segmentation(
     patients = _patient_means(unseen_rows, metric_columns)
     result: dict[str, Any] = task.metrics(scores[unseen], targets[unseen])
     result |= {
-        "task": "segmentation",
+        "task": task.name,
         "classes": list(task.classes),
         "n_patients": len(patients),
         "patient_mean": {c: _nanmean([p[c] for p in patients]) for c in metric_columns},
@@ -303,3 +311,10 @@ def _patient_means(rows: list[dict[str, Any]], columns: list[str]) -> list[dict[
         {"patient_id": pid, "n_scans": len(group)} | {c: _nanmean([float(r[c]) for r in group]) for c in columns}
         for pid, group in sorted(by_patient.items())
     ]
+
+
+def describe_evaluation(result: dict[str, Any]) -> list[str]:
+    """The lines ``medtl evaluate`` prints for a result of :func:`evaluate` (the run's task says how)."""
+    from medtl.tasks import task_class
+
+    return task_class(str(result.get("task") or "classification")).describe_evaluation(result)

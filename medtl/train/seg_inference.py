@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from medtl.io.dicom_seg import _affine_4x4
-from medtl.train.segmentation import SegmentationTask, segmentation_metrics
+from medtl.tasks.segmentation import SegmentationTask, segmentation_metrics
 
 __all__ = ["mask_names", "native_label_maps", "native_scores", "native_split_scores", "segment_scans"]
 

@@ -11,8 +11,8 @@ import torch
 
 from medtl.config import ExperimentConfig
 from medtl.errors import ConfigError
+from medtl.rundir import RunDir
 from medtl.train.experiment import Experiment
-from medtl.train.rundir import RunDir
 
 __all__ = ["build_trainer", "resolve_precision", "quiet_lightning"]
 

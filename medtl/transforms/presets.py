@@ -56,6 +56,7 @@ from medtl.transforms.checks import (
     modality_from_meta,
     unwrap_load_error,
 )
+from medtl.transforms.record import InputRecord
 from medtl.weights.sources import Normalization
 
 __all__ = [
@@ -79,19 +80,47 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Pipeline:
-    """The transforms of one experiment and what they were built from (recorded in the model card)."""
+    """The transforms of one experiment and what they were built from (recorded in the model card).
+
+    Attributes:
+        pre: deterministic preprocessing (cached).
+        post_train: augmentation, channels and normalisation of training samples.
+        post_eval: channels and normalisation of validation and inference samples.
+        record: the input record the pipeline was built from, with the model's input size fixed.
+        data_channels: channels of a sample before channel adaptation (3 for 2.5D neighbour slices).
+        description: what each step does, for the model card.
+    """
 
     pre: Compose
     post_train: Compose
     post_eval: Compose
-    mode: str
-    modality: str
-    model_spatial_dims: int
+    record: InputRecord
     data_channels: int
-    in_channels: int
-    size: list[int]
-    normalization: Normalization
     description: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        return self.record.mode
+
+    @property
+    def modality(self) -> str:
+        return self.record.modality
+
+    @property
+    def model_spatial_dims(self) -> int:
+        return self.record.model_spatial_dims
+
+    @property
+    def in_channels(self) -> int:
+        return self.record.in_channels
+
+    @property
+    def normalization(self) -> Normalization:
+        return self.record.normalization
+
+    @property
+    def size(self) -> list[int]:
+        return list(self.record.size or ())
 
 
 def _intensity(modality: str, norm: Normalization, config: ExperimentConfig) -> tuple[list[Any], str]:
@@ -165,8 +194,8 @@ def flip_axes(config: ExperimentConfig, model_dims: int) -> list[int]:
 def augmentation(config: ExperimentConfig, model_dims: int, *, mask_key: str | None = None) -> list[Any]:
     """The training augmentation; with ``mask_key`` the geometric transforms move the mask too (nearest)."""
     aug: list[Any] = []
-    a = config.augment
-    if not a.enabled:
+    a = getattr(config, "augment", None)
+    if a is None or not a.enabled:  # a pretraining config: its views are its own augmentation
         return aug
     if config.preprocess.orientation is None and model_dims == 3 and a.flip_axes is None and a.flips:
         log.warning("augment.flips in 3D assume RAS volumes, but preprocess.orientation is None: axes are as stored")
@@ -197,40 +226,28 @@ def augmentation(config: ExperimentConfig, model_dims: int, *, mask_key: str | N
     return aug
 
 
-def build_pipeline(
-    config: ExperimentConfig,
-    *,
-    modality: str,
-    mode: str,
-    scan_dims: int,
-    in_channels: int,
-    normalization: Normalization,
-    scan_channels: int = 1,
-    flat_volumes: bool = False,
-) -> Pipeline:
+def build_pipeline(config: Any, record: InputRecord) -> Pipeline:
     """Build the transforms of an experiment.
 
     Args:
-        config: the experiment config.
-        modality: CT, MR or XR (already resolved from ``auto``).
-        mode: 2d, 3d or 2.5d (resolved).
-        scan_dims: spatial dims of the images (2 for radiographs and one-slice volumes, 3 for volumes).
-        in_channels: channels of the model input (decided with the weight source, see
-            :func:`medtl.train.experiment.resolve_input`).
-        normalization: the intensity normalisation the weights expect.
-        scan_channels: channels of the scans as read (1 for grey, 3 for RGB captures, N for a 4D NIfTI).
-        flat_volumes: the images are volumes of one slice, used as 2D images.
+        config: the experiment config (its ``preprocess``, ``augment`` and ``data`` sections are read), or a
+            pretraining config (no ``augment``: no augmentation).
+        record: the resolved input (:func:`medtl.train.experiment.resolve_input_record`, or a run's
+            ``preprocessing.json``): modality, mode, scan dims and channels, the model's channels and the
+            normalisation its weights expect.
 
     Returns:
-        A :class:`Pipeline`.
+        A :class:`Pipeline` (its ``record`` with the model's input size).
 
     Raises:
         ConfigError: a mode that does not fit the scans, a size of the wrong length, a flip axis out of range.
     """
     from medtl.io import LoadScand
 
-    norm = normalization
-    model_dims = 3 if mode == "3d" else 2
+    modality, mode, scan_dims, scan_channels = record.modality, record.mode, record.scan_dims, record.scan_channels
+    flat_volumes, in_channels = record.flat_volumes, record.in_channels
+    norm = record.normalization
+    model_dims = record.model_spatial_dims
     if mode in ("3d", "2.5d") and scan_dims != 3:
         what = "volumes of one slice" if flat_volumes else f"{scan_dims}D"
         raise ConfigError(f"data.mode {mode!r} needs 3D scans, but the scans are {what}; use data.mode 2d")
@@ -250,7 +267,7 @@ def build_pipeline(
         size = size * model_dims
     if len(size) != model_dims:
         raise ConfigError(f"preprocess.size {size} must have {model_dims} values for mode {mode!r}")
-    data_channels = 3 if (mode == "2.5d" and config.data.neighbor_slices) else scan_channels
+    data_channels = 3 if (mode == "2.5d" and getattr(config.data, "neighbor_slices", False)) else scan_channels
 
     pre: list[Any] = [
         LoadScand(keys=[KEY], series_key="series"),
@@ -311,12 +328,7 @@ def build_pipeline(
         pre=Compose([Guard(Compose(pre, log_stats=False), "preprocessing")], log_stats=False),
         post_train=Compose([RandGuard(Compose(aug + final, log_stats=False), "augmentation")], log_stats=False),
         post_eval=Compose([Guard(Compose(final, log_stats=False), "normalisation")], log_stats=False),
-        mode=mode,
-        modality=modality,
-        model_spatial_dims=model_dims,
+        record=record.with_size(size),
         data_channels=data_channels,
-        in_channels=in_channels,
-        size=size,
-        normalization=norm,
         description=desc,
     )

@@ -38,7 +38,7 @@ from medtl.config import ExperimentConfig
 from medtl.errors import ConfigError, DataLoadError
 from medtl.transforms.checks import KEY, AdaptChannelsd, ExpectScand, Guard, RandGuard, default_size
 from medtl.transforms.presets import Pipeline, _intensity, augmentation, channel_stats
-from medtl.weights.sources import Normalization
+from medtl.transforms.record import InputRecord
 
 __all__ = [
     "MASK",
@@ -390,25 +390,17 @@ def patch_size_of(config: ExperimentConfig, model_dims: int) -> list[int]:
     return size
 
 
-def build_segmentation_pipeline(
-    config: ExperimentConfig,
-    *,
-    modality: str,
-    mode: str,
-    scan_dims: int,
-    in_channels: int,
-    normalization: Normalization,
-    scan_channels: int = 1,
-    flat_volumes: bool = False,
-) -> Pipeline:
+def build_segmentation_pipeline(config: ExperimentConfig, record: InputRecord) -> Pipeline:
     """The joint image + mask transforms of a segmentation experiment (arguments as
-    :func:`~medtl.transforms.presets.build_pipeline`).
+    :func:`~medtl.transforms.presets.build_pipeline`; ``record.model_spatial_dims`` must be the scans' own).
 
     Raises:
         ConfigError: 2.5D mode, a mode that does not fit the scans, sizes of the wrong length.
     """
     from medtl.io import LoadScand
 
+    modality, mode, scan_dims, scan_channels = record.modality, record.mode, record.scan_dims, record.scan_channels
+    flat_volumes, in_channels, normalization = record.flat_volumes, record.in_channels, record.normalization
     seg = config.segmentation
     if seg is None:
         raise ConfigError("build_segmentation_pipeline needs a segmentation section in the config")
@@ -493,35 +485,22 @@ def build_segmentation_pipeline(
         pre=Compose([Guard(Compose(pre, log_stats=False), "preprocessing")], log_stats=False),
         post_train=Compose([RandGuard(Compose(crop + aug + final, log_stats=False), "augmentation")], log_stats=False),
         post_eval=Compose([Guard(Compose(final, log_stats=False), "normalisation")], log_stats=False),
-        mode=mode,
-        modality=modality,
-        model_spatial_dims=model_dims,
+        record=record.with_size(size),
         data_channels=scan_channels,
-        in_channels=in_channels,
-        size=size,
-        normalization=normalization,
         description=desc,
     )
 
 
-def build_inference_transforms(
-    config: ExperimentConfig,
-    *,
-    modality: str,
-    mode: str,
-    scan_dims: int,
-    in_channels: int,
-    normalization: Normalization,
-    scan_channels: int = 1,
-    flat_volumes: bool = False,
-) -> Compose:
+def build_inference_transforms(config: ExperimentConfig, record: InputRecord) -> Compose:
     """The image-only preprocessing of a segmentation run, with metadata kept so that MONAI ``Invertd`` can put a
     prediction back on the input's own grid (orientation, spacing, padding and resizing undone).
 
-    Arguments as :func:`build_segmentation_pipeline`.
+    Arguments as :func:`build_segmentation_pipeline` (``record``: the run's own, from its preprocessing.json).
     """
     from medtl.io import LoadScand
 
+    modality, mode, scan_dims, scan_channels = record.modality, record.mode, record.scan_dims, record.scan_channels
+    flat_volumes, in_channels, normalization = record.flat_volumes, record.in_channels, record.normalization
     model_dims = 3 if mode == "3d" else 2
     size = patch_size_of(config, model_dims)
     t: list[Any] = [

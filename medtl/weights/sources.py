@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medtl.errors import UnknownOptionError
-from medtl.utils import look_up_option
+from medtl.utils import is_weights_file, look_up_option
 from medtl.weights import astra
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "sources_for_arch",
     "IMAGENET_ARCHS",
     "MEDICALNET_DEPTHS",
-    "WEIGHT_FILE_SUFFIXES",
 ]
 
 # The one place that holds ImageNet's statistics; transforms read them from the weight source record.
@@ -367,21 +366,10 @@ def list_weight_sources() -> list[str]:
     return list(_SOURCES) + list_local_sources()
 
 
-WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".tar")
-
-
 def is_weight_file_path(value: str | os.PathLike[str]) -> bool:
-    """Whether a ``weights`` value names a checkpoint file rather than a registered source.
-
-    The one test used everywhere (config paths, run names, :func:`get_weight_source`): a path object, or a string
-    that is not a source name and holds a path separator or ends in a weight-file suffix
-    (:data:`WEIGHT_FILE_SUFFIXES`). A file without a suffix in the current folder is written ``./name``.
-    """
-    if isinstance(value, os.PathLike):
-        return True
-    if value in _SOURCES:
-        return False
-    return "/" in value or os.sep in value or value.lower().endswith(WEIGHT_FILE_SUFFIXES)
+    """Whether a ``weights`` value names a checkpoint file rather than a registered source
+    (:func:`medtl.utils.is_weights_file`, the one test used everywhere)."""
+    return value not in _SOURCES and is_weights_file(value)
 
 
 def sources_for_arch(arch: str, *, dims: int | None = None) -> list[str]:

@@ -29,7 +29,7 @@ from medtl.comparison.results import Arm, CompareResults, RunRecord
 from medtl.comparison.stats import METRICS, aggregate_by_patient, compute_metric
 from medtl.comparison.summary import summarize
 from medtl.errors import MedtlError
-from medtl.train.rundir import RunDir, RunLockedError
+from medtl.rundir import RunDir, RunLockedError
 
 _CONFIG = (
     "data: {manifest: data/manifest.csv, mode: 2d}\n"

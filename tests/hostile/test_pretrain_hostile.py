@@ -15,7 +15,7 @@ from medtl.errors import ManifestError, TrainingError
 from medtl.pretraining import pretrain
 from medtl.pretraining.module import PretrainModule
 from medtl.pretraining.run import PretrainInterrupted
-from medtl.train.rundir import RunDir
+from medtl.rundir import RunDir
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from helpers.seg_tasks import make_disc_task, make_sphere_task, seg_config
 
 from medtl.cli import main
 from medtl.train import fine_tune
+from medtl.transforms.record import InputRecord
 
 CLASSES = ["background", "ball", "core"]
 AFFINE = np.diag([1.0, 1.0, 2.5, 1.0])  # the sphere task's grid
@@ -493,7 +494,8 @@ def test_a_patch_larger_than_the_volume_pads_it_with_background(seg_run) -> None
     _, task = seg_run
     cfg = load_config(_config(task / "manifest.csv", task / "unused", "x", patch_size=[64, 64, 64]))
     pipe = build_segmentation_pipeline(
-        cfg, modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")
+        cfg,
+        InputRecord.of(modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")),
     )
     image, mask = task / "vol_000.nii.gz", task / "ball_000.nii.gz"
     d = pipe.pre({"image": str(image), "mask": str(mask), "_path": str(image), "_mask_path": str(mask)})

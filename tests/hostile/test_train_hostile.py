@@ -22,9 +22,9 @@ from medtl.cli import main
 from medtl.config import TrainConfig
 from medtl.errors import TrainingError
 from medtl.models import create_model
+from medtl.tasks.classification import ClassificationTask
 from medtl.train import fine_tune
 from medtl.train.module import TaskModule
-from medtl.train.task import ClassificationTask
 
 SLOW_START = 120.0  # commands that import torch and Lightning
 

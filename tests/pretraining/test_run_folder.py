@@ -14,7 +14,7 @@ from medtl.errors import TrainingError
 from medtl.pretraining import pretrain
 from medtl.pretraining.module import PretrainModule
 from medtl.pretraining.run import PretrainInterrupted
-from medtl.train.rundir import RunDir, RunLockedError
+from medtl.rundir import RunDir, RunLockedError
 
 
 def _config(pool: dict[str, Path], tmp_path: Path, epochs: int = 2) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from helpers.dicom import highdicom_seg, write_series
 from medtl.errors import DataLoadError
 from medtl.io import read_scan
 from medtl.io.dicom_seg import SEGMENTATION_STORAGE, is_dicom_seg, read_dicom_seg, seg_to_label_map
+from medtl.transforms.record import InputRecord
 
 hd = pytest.importorskip("highdicom")
 
@@ -106,7 +107,8 @@ def test_the_pipeline_reads_a_seg_mask_like_the_same_mask_as_nifti(tmp_path: Pat
         }
     )
     pipe = build_segmentation_pipeline(
-        cfg, modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")
+        cfg,
+        InputRecord.of(modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")),
     )
     outs = [
         pipe.pre({"image": str(folder), "mask": str(mask), "_path": str(folder), "_mask_path": str(mask)})
@@ -146,9 +148,9 @@ def test_seg_errors_are_one_line_and_name_the_fix(tmp_path: Path, monkeypatch: p
 
 def test_a_predicted_mask_written_as_seg_reads_back_voxel_for_voxel(tmp_path: Path) -> None:
     from medtl.config import load_config
+    from medtl.tasks.segmentation import SegmentationTask
     from medtl.train.predict import write_prediction_seg
     from medtl.train.seg_inference import segment_scans
-    from medtl.train.segmentation import SegmentationTask
     from medtl.transforms.segmentation import build_inference_transforms
     from medtl.weights.sources import Normalization
 
@@ -167,7 +169,8 @@ def test_a_predicted_mask_written_as_seg_reads_back_voxel_for_voxel(tmp_path: Pa
         }
     )
     transforms = build_inference_transforms(
-        cfg, modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")
+        cfg,
+        InputRecord.of(modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")),
     )
     task = SegmentationTask(["background", "bright"], roi_size=[16, 16, 16], spatial_dims=3)
     rows = segment_scans(Threshold(), task, transforms, [{"image": str(folder)}], tmp_path / "out")

@@ -63,7 +63,7 @@ def test_a_label_free_segmentation_manifest_prepares_and_splits_by_patient(xray_
     )
     exp = prepare_experiment(cfg, build_datasets=False)
     assert not read_manifest(exp.config).labelled
-    assert exp.strata == ["unlabelled"] and exp.mode == "2d" and exp.task.spatial_dims == 2
+    assert exp.task.strata_names == ["unlabelled"] and exp.mode == "2d" and exp.task.spatial_dims == 2
     counts = exp.patient_counts()
     assert counts == {"train": 13, "val": 13, "test": 13}  # half of the 26 training patients, 13 + 13 held out
     assert sum(s == "train" for s in exp.assignment.values()) == 26

@@ -11,9 +11,9 @@ import torch
 from helpers.seg_tasks import make_sphere_task, seg_config
 from PIL import Image
 
+from medtl.rundir import RunDir
 from medtl.train.experiment import prepare_experiment
 from medtl.train.overlay import choose_slice, display_range, overlay_name, render_overlay, write_overlays
-from medtl.train.rundir import RunDir
 
 
 def _png(data: bytes) -> Image.Image:
@@ -94,7 +94,7 @@ def test_write_extras_draws_three_test_scans_of_a_3d_run(tmp_path: Path) -> None
     )
     exp = prepare_experiment(cfg)
     test = exp.datasets["test"]
-    assert len(test) == 4 and exp.strata == ["unlabelled"]
+    assert len(test) == 4 and exp.task.strata_names == ["unlabelled"]
     torch.manual_seed(0)
     model = torch.nn.Conv3d(1, 2, 1)  # any network: what is drawn is its prediction, whatever it is
     run = RunDir(tmp_path / "run")

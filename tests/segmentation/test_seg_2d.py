@@ -12,8 +12,8 @@ from PIL import Image
 
 from medtl.config import load_config
 from medtl.data.manifest import UNLABELLED
+from medtl.rundir import RunDir
 from medtl.train.run import fine_tune
-from medtl.train.rundir import RunDir
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "seg_xray_2d.yaml"
 

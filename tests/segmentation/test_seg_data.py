@@ -14,8 +14,8 @@ import torch
 from helpers.seg_tasks import make_disc_task, seg_config, write_nifti
 
 from medtl.errors import DataLoadError, ManifestError
+from medtl.tasks.segmentation import segmentation_metrics
 from medtl.train.experiment import prepare_experiment
-from medtl.train.segmentation import segmentation_metrics
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 
@@ -40,7 +40,7 @@ def test_masks_load_with_their_images_on_the_same_grid(tmp_path: Path) -> None:
     assert img[mask].mean() > img[~mask].mean() + 0.2
     torch.testing.assert_close(sample["spacing"], torch.tensor([0.8, 0.8], dtype=torch.float64))
     assert exp.task.name == "segmentation" and exp.classes == ["background", "disc"]
-    assert exp.strata == ["big", "small"]
+    assert exp.task.strata_names == ["big", "small"]
 
 
 @pytest.mark.parametrize(
@@ -231,5 +231,5 @@ def test_segmentation_example_configs_prepare(name: str) -> None:
     assert cfg.segmentation is not None and cfg.train.monitor == "val_dice"
     exp = prepare_experiment(cfg, build_datasets=False)
     assert exp.task.name == "segmentation" and exp.task.roi_size == [32, 32, 32]
-    assert exp.classes == ["background", "lung", "nodule"] and exp.strata == ["no_nodule", "nodule"]
+    assert exp.classes == ["background", "lung", "nodule"] and exp.task.strata_names == ["no_nodule", "nodule"]
     assert len(exp.records) == 48 and all(Path(r["mask"]).is_file() for r in exp.records)

@@ -16,10 +16,11 @@ from helpers.seg_tasks import seg_config, write_nifti
 
 from medtl.config import load_config
 from medtl.errors import TrainingError
+from medtl.rundir import RunDir
+from medtl.tasks.segmentation import SegmentationTask
 from medtl.train.predict import LoadedRun
-from medtl.train.rundir import RunDir
 from medtl.train.scoring import evaluate_segmentation
-from medtl.train.segmentation import SegmentationTask
+from medtl.transforms.record import InputRecord
 from medtl.transforms.segmentation import build_segmentation_pipeline
 from medtl.utils import hash_patient_id
 from medtl.weights.sources import Normalization
@@ -77,7 +78,8 @@ def _loaded_run(root: Path) -> LoadedRun:
         }
     )
     pipeline = build_segmentation_pipeline(
-        cfg, modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")
+        cfg,
+        InputRecord.of(modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")),
     )
     run = root / "run"
     run.mkdir()
@@ -194,7 +196,8 @@ def test_evaluate_takes_dicom_seg_reference_masks(tmp_path: Path) -> None:
         }
     )
     pipeline = build_segmentation_pipeline(
-        cfg, modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")
+        cfg,
+        InputRecord.of(modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")),
     )
     task = SegmentationTask(["background", "lung", "nodule"], roi_size=[32, 32, 32], spatial_dims=3)
     (tmp_path / "run").mkdir()
@@ -231,7 +234,8 @@ def test_native_grid_scores_the_masks_predict_writes(tmp_path: Path) -> None:
         }
     )
     pipeline = build_segmentation_pipeline(
-        cfg, modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")
+        cfg,
+        InputRecord.of(modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")),
     )
     task = SegmentationTask(["background", "box"], roi_size=[32, 32, 32], spatial_dims=3)
     (tmp_path / "run").mkdir()
@@ -240,7 +244,7 @@ def test_native_grid_scores_the_masks_predict_writes(tmp_path: Path) -> None:
     resampled = evaluate_segmentation(loaded, tmp_path / "m.csv", device="cpu", grid="preprocessed")
     assert native["grid"] == "native" and resampled["grid"] == "preprocessed"
 
-    transforms = build_inference_transforms(cfg, **PRE_3D, normalization=Normalization("none"))
+    transforms = build_inference_transforms(cfg, InputRecord.of(**PRE_3D, normalization=Normalization("none")))
     (row,) = segment_scans(Threshold(), task, transforms, [{"image": str(tmp_path / "a.nii.gz")}], tmp_path / "out")
     written = np.asarray(nib.load(row["mask_file"]).dataobj)
     assert written.shape == shape
@@ -269,12 +273,12 @@ def test_native_grid_on_2d_images_resized_for_the_model(tmp_path: Path) -> None:
         }
     )
     pre = {"modality": "CT", "mode": "2d", "scan_dims": 2, "in_channels": 1}
-    pipeline = build_segmentation_pipeline(cfg, **pre, normalization=Normalization("none"))
+    pipeline = build_segmentation_pipeline(cfg, InputRecord.of(**pre, normalization=Normalization("none")))
     task = SegmentationTask(["background", "disc"], roi_size=[64, 64], spatial_dims=2)
     (tmp_path / "run").mkdir()
     loaded = LoadedRun(RunDir(tmp_path / "run"), cfg, task, pipeline, Threshold().eval(), pre, tmp_path / "x")
     m = evaluate_segmentation(loaded, manifest, device="cpu")
-    transforms = build_inference_transforms(cfg, **pre, normalization=Normalization("none"))
+    transforms = build_inference_transforms(cfg, InputRecord.of(**pre, normalization=Normalization("none")))
     for scan in m["scans"]:
         (row,) = segment_scans(Threshold(), task, transforms, [{"image": scan["image"]}], tmp_path / "o")
         written = np.asarray(nib.load(row["mask_file"]).dataobj)[..., 0]

@@ -12,8 +12,8 @@ from monai.networks.nets import resnet as monai_resnet
 from medtl.config import TrainConfig
 from medtl.errors import UnknownOptionError
 from medtl.models import SegmentationModel, create_model
+from medtl.tasks.segmentation import SegmentationTask, sliding_window
 from medtl.train.module import TaskModule
-from medtl.train.segmentation import SegmentationTask, sliding_window
 
 
 def _same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medtl.errors import ConfigError
-from medtl.train.segmentation import SegmentationTask, patient_means
+from medtl.tasks.segmentation import SegmentationTask, patient_means
 
 
 def _scores(rows: list[tuple[list[float], list[float], list[float]]]) -> torch.Tensor:

@@ -11,8 +11,9 @@ import torch
 from helpers.seg_tasks import write_nifti
 
 from medtl.config import load_config
+from medtl.tasks.segmentation import SegmentationTask
 from medtl.train.seg_inference import segment_scans
-from medtl.train.segmentation import SegmentationTask
+from medtl.transforms.record import InputRecord
 from medtl.transforms.segmentation import build_inference_transforms
 from medtl.weights.sources import Normalization
 
@@ -52,7 +53,8 @@ def _segment(tmp_path: Path, **preprocess) -> tuple[np.ndarray, nib.Nifti1Image,
         }
     )
     transforms = build_inference_transforms(
-        cfg, modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")
+        cfg,
+        InputRecord.of(modality="CT", mode="3d", scan_dims=3, in_channels=1, normalization=Normalization("none")),
     )
     task = SegmentationTask(["background", "box"], roi_size=[32, 32, 32], spatial_dims=3)
     rows = segment_scans(Threshold(), task, transforms, [{"image": str(tmp_path / "oblique.nii.gz")}], tmp_path / "o")

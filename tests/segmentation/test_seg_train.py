@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from helpers.seg_tasks import seg_config
 
+from medtl.rundir import RunDir
 from medtl.train.run import fine_tune
-from medtl.train.rundir import RunDir
 
 
 @pytest.mark.slow  # 157 s on 2 shared cores under load

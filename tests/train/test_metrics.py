@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from medtl.errors import TrainingError
-from medtl.train.metrics import METRIC_NAMES, classification_metrics, compute_metric
+from medtl.metric_specs import metrics_for_task
+from medtl.train.metrics import classification_metrics, compute_metric
+
+METRIC_NAMES = metrics_for_task("classification")
 
 
 def pair_auc(pos: np.ndarray, neg: np.ndarray) -> float:

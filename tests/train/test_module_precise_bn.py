@@ -85,8 +85,8 @@ def test_when_precise_bn_runs_never_changes_the_weights_training_reaches(xray_ta
 
 def _module(**train: Any) -> Any:
     from medtl.models import create_model
+    from medtl.tasks.classification import ClassificationTask
     from medtl.train.module import TaskModule
-    from medtl.train.task import ClassificationTask
 
     model = create_model("resnet18", weights="scratch", in_channels=1, num_classes=2, spatial_dims=2)
     return TaskModule(model, ClassificationTask(["a", "b"]), TrainConfig(**train), "one_cycle")

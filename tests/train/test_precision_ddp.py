@@ -13,9 +13,9 @@ import pytest
 import torch
 from helpers.tasks import base_config
 
+from medtl.rundir import RunDir
 from medtl.train import fine_tune, load_run
 from medtl.train.inference import predict_dataset
-from medtl.train.rundir import RunDir
 
 
 def test_bf16_mixed_trains_validates_with_precise_bn_and_writes_results(xray_task: Path, tmp_path: Path) -> None:
@@ -92,11 +92,10 @@ def test_ddp_fine_tune_keeps_replicas_identical_and_the_logged_metric_reproducib
     logged = {int(r["epoch"]): r["val_auroc"] for r in run.read_metrics()}
     # the best epoch's logged validation AUROC is the one best.ckpt gives on the same validation scans
     loaded = load_run(run.path, quiet=True)
-    from medtl.train.inference import eval_dataset
 
     val = [r for r in _records(run) if r["split"] == "val"]
     scores, targets, _ = predict_dataset(
-        loaded.model, eval_dataset(loaded.config, loaded.pipeline, val), loaded.task, batch_size=4
+        loaded.model, loaded.task.eval_dataset(loaded.config, loaded.pipeline, val), loaded.task, batch_size=4
     )
     recomputed = loaded.task.metrics(scores, targets)["auroc"]
     assert res["best_epoch"] in logged

@@ -59,9 +59,9 @@ def test_2d_run_learns_and_writes_the_run_directory(xray_run) -> None:
         "time_s",
         "train_loss",
         "val_loss",
+        "val_auroc",
         "val_accuracy",
         "val_balanced_accuracy",
-        "val_auroc",
         "val_f1",
         "lr",
     ]

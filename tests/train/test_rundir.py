@@ -12,7 +12,7 @@ import pytest
 
 from medtl.config import load_config
 from medtl.errors import ConfigError, RunDirError
-from medtl.train.rundir import RunDir, RunLockedError
+from medtl.rundir import RunDir, RunLockedError
 
 
 def test_a_second_writer_is_refused_while_the_first_lives_and_a_stale_lock_is_taken_over(tmp_path: Path) -> None:

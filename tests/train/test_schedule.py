@@ -10,9 +10,9 @@ import torch
 
 from medtl import create_model
 from medtl.config import TrainConfig
+from medtl.tasks.classification import ClassificationTask
 from medtl.train.module import TaskModule
 from medtl.train.schedule import PlanScheduler, discriminative_lrs, make_plan, norm_param_ids, one_cycle_factor
-from medtl.train.task import ClassificationTask
 
 
 class _Tensors(torch.utils.data.Dataset):

@@ -12,10 +12,10 @@ from helpers.tasks import base_config
 
 from medtl.config import TrainConfig
 from medtl.models import create_model
+from medtl.rundir import RunDir
+from medtl.tasks.classification import ClassificationTask
 from medtl.train import fine_tune
 from medtl.train.module import TaskModule
-from medtl.train.rundir import RunDir
-from medtl.train.task import ClassificationTask
 
 
 def test_sgd_accumulation_clipping_channels_last_and_ema_in_one_run(xray_task: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from medtl.config import load_config
 from medtl.errors import ConfigError, DataLoadError
 from medtl.train.experiment import resolve_input, resolve_weight_source
 from medtl.transforms import build_pipeline, channel_stats, modality_from_meta, unwrap_load_error
+from medtl.transforms.record import InputRecord
 from medtl.weights.sources import Normalization
 
 
@@ -27,9 +28,10 @@ def _pipe(cfg, *, modality: str, mode: str, scan_dims: int, **kwargs):  # noqa: 
     """The pipeline as an experiment builds it: channels and normalisation from the resolved weight source."""
     data_channels = 3 if mode == "2.5d" and cfg.data.neighbor_slices else 1
     in_channels, norm = resolve_input(cfg, resolve_weight_source(cfg, mode), data_channels=data_channels)
-    return build_pipeline(
-        cfg, modality=modality, mode=mode, scan_dims=scan_dims, in_channels=in_channels, normalization=norm, **kwargs
+    record = InputRecord.of(
+        modality=modality, mode=mode, scan_dims=scan_dims, in_channels=in_channels, normalization=norm, **kwargs
     )
+    return build_pipeline(cfg, record)
 
 
 @pytest.fixture

@@ -69,9 +69,8 @@ def compare_cmd(
 ) -> None:
     """Train every arm x seed x label fraction on the same patients and report whether pretraining helped.
 
-    compare.primary_metric, classification: auroc (default), accuracy, balanced_accuracy or f1.
-
-    Segmentation (a config with a segmentation section): dice (default), hd95 (mm, lower is better), surface_dice.
+    compare.primary_metric: one of the metrics of the config's task (`medtl metrics --task TASK` lists them and
+    their defaults: auroc for classification and multi-label, mae for regression, dice for segmentation).
 
     Every run is kept. Run again on the same folder, finished runs made with the same settings are reused and
     unfinished ones trained again. If finished runs or the splits were made with other settings (config, manifest

@@ -139,7 +139,7 @@ def main() -> int:
             ratios = [n / s / m for s, n, m in later]
             print(f"epochs after the first: end to end at {statistics.mean(ratios):.0%} of model only (target >= 90%)")
 
-    model = create_model(args.arch, task="segmentation", num_classes=3, decoder_channels=decoder).to(device).eval()
+    model = create_model(args.arch, head="unet", num_classes=3, decoder_channels=decoder).to(device).eval()
     vol = torch.randn(1, model.in_channels, *args.volume, device=device)
     with torch.no_grad():
         sliding_window(model, vol[..., : args.patch, : args.patch, : args.patch], patch)  # warm-up

@@ -448,7 +448,7 @@ def check_segmentation(*, smoke: bool, cuda: bool) -> dict[str, Any]:
     row: dict[str, Any] = {"volume": shape, "window": window, "precision": "bf16-mixed" if cuda else "32"}
     try:
         device = torch.device("cuda" if cuda else "cpu")
-        model = create_model("resnet18_3d", weights="scratch", task="segmentation", num_classes=3, in_channels=1)
+        model = create_model("resnet18_3d", weights="scratch", head="unet", num_classes=3, in_channels=1)
         model = model.to(device).eval()
         image = torch.randn(1, 1, *shape, device=device)
         if cuda:

@@ -22,6 +22,7 @@ from medtl.backbones.registry import PYRAMID, ArchSpec, format_name, get_archite
 from medtl.errors import UnknownOptionError
 from medtl.models.load import LoadReport, load_into
 from medtl.models.model import MedtlModel
+from medtl.utils import look_up_option
 from medtl.weights.cache import resolve_weight_file
 from medtl.weights.load import load_checkpoint
 from medtl.weights.sources import Normalization, WeightSource, get_weight_source, sources_for_arch
@@ -170,6 +171,10 @@ def expected_input(
     )
 
 
+#: the heads :func:`create_model` puts on an architecture: a linear classifier on pooled features, or a U-Net decoder
+HEADS = ("linear", "unet")
+
+
 def create_model(
     arch: str,
     weights: str | os.PathLike[str] | WeightSource = "scratch",
@@ -177,7 +182,7 @@ def create_model(
     in_channels: int | None = None,
     num_classes: int = 2,
     spatial_dims: int | None = None,
-    task: str = "classification",
+    head: str = "linear",
     decoder_channels: Sequence[int] | None = None,
 ) -> MedtlModel | SegmentationModel:
     """Build architecture ``arch`` with initial weights from ``weights``.
@@ -196,10 +201,11 @@ def create_model(
         num_classes: classifier outputs; the classifier stays random unless the checkpoint's has this size. 0 builds
             a headless model whose ``forward`` returns pooled features (linear probing, encoders).
         spatial_dims: 2 or 3; a 2D architecture with 3 (or ``weights="imagenet-inflated"``) is inflated to 3D.
-        task: ``"classification"``, or ``"segmentation"``: the architecture with ``weights`` as a headless encoder
+        head: ``"linear"``: a linear classifier on the pooled features with ``num_classes`` outputs (classes,
+            findings, a regressed value; 0: none). ``"unet"``: the architecture with ``weights`` as a headless encoder
             and MONAI's U-Net decoder (:class:`~medtl.models.segmentation.SegmentationModel`) with ``num_classes``
-            output channels (the background included), reported as new.
-        decoder_channels: segmentation: decoder block channels, deepest first (default 256, 128, 64, 32, 16).
+            output channels (for segmentation: the background included), reported as new.
+        decoder_channels: ``head="unet"``: decoder block channels, deepest first (default 256, 128, 64, 32, 16).
 
     Returns:
         The model, with ``load_report`` (including the SHA-256 of the file loaded) and ``weight_source`` set.
@@ -213,9 +219,8 @@ def create_model(
         UnsafeCheckpointError: the checkpoint would need arbitrary unpickling.
         WeightsError: the checkpoint is unreadable or holds NaN/Inf values.
     """
-    if task not in ("classification", "segmentation"):
-        raise UnknownOptionError(f"task {task!r} is not one of: classification, segmentation")
-    if task == "segmentation":
+    head = look_up_option(head, HEADS, what="head")
+    if head == "unet":
         from medtl.models.segmentation import DEFAULT_DECODER_CHANNELS, SegmentationModel
 
         # multi-scale from the start: a checkpoint that holds the feature pyramid (an encoder pretrained here) loads it

@@ -481,7 +481,7 @@ class SegmentationTask(Task):
 
     # ------------------------------------------------------------------ network
     def model_options(self, config: Any) -> dict[str, Any]:
-        return {"task": "segmentation", "decoder_channels": config.segmentation.decoder_channels}
+        return {"head": "unet", "decoder_channels": config.segmentation.decoder_channels}
 
     def check_model(self, model: nn.Module, pipeline: Any, config: Any) -> None:
         """A window (patch or 2D image) the encoder cannot halve evenly is a config error with a size that works."""

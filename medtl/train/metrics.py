@@ -121,12 +121,9 @@ def f1(labels: Any, probs: Any) -> float:
     return float(f1_score(y, pred, average="macro", zero_division=0.0))
 
 
-METRICS: dict[str, Callable[[Any, Any], float]] = {
-    "auroc": auroc,
-    "accuracy": accuracy,
-    "balanced_accuracy": balanced_accuracy,
-    "f1": f1,
-}
+#: name -> function(labels, probs) of every classification metric of the registry: each is the function of this
+#: module with the metric's name
+METRICS: dict[str, Callable[[Any, Any], float]] = {name: globals()[name] for name in metrics_for_task("classification")}
 
 
 def compute_metric(name: str, labels: Any, probs: Any) -> float:

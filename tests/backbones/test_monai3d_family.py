@@ -137,7 +137,7 @@ def test_a_two_channel_file_loads_into_1_or_5_channels(arch, make, in_channels, 
 
 @pytest.mark.parametrize("arch,stride", [(SWIN, 32), (SEGRES, 8)])
 def test_segmentation_forward_backward_at_the_input_size(arch: str, stride: int) -> None:
-    seg = create_model(arch, in_channels=1, num_classes=3, task="segmentation")
+    seg = create_model(arch, in_channels=1, num_classes=3, head="unet")
     assert isinstance(seg, SegmentationModel) and seg.stride == (stride,) * 3
     x = torch.randn(1, 1, 32, 32, 64)
     out = seg(x)
@@ -198,7 +198,7 @@ def test_genesis_pretraining_of_a_swin_writes_a_local_source_that_loads(
     result = pretrain(cfg, quiet=True)
     assert result.weights == "local:swin" and all(r["train_loss"] == r["train_loss"] for r in result.metrics)
     saved = load_file(str(result.encoder_file))
-    seg = create_model(SWIN, weights="local:swin", num_classes=2, task="segmentation")
+    seg = create_model(SWIN, weights="local:swin", num_classes=2, head="unet")
     report = seg.load_report
     assert set(report.matched) == set(saved) and not report.left_random and not report.unexpected
     for key, value in saved.items():

@@ -191,7 +191,7 @@ def test_a_vit_file_made_for_another_size_is_resampled_by_timm_and_reported(tmp_
 
 def test_vit_segmentation_forward_backward_and_groups(tmp_path: Path) -> None:
     path, _ = _timm_file(tmp_path, "vit_tiny_patch16_224", img_size=64, num_classes=4)
-    seg = create_model(VIT, weights=str(path), in_channels=1, num_classes=3, task="segmentation")
+    seg = create_model(VIT, weights=str(path), in_channels=1, num_classes=3, head="unet")
     assert isinstance(seg, SegmentationModel) and seg.stride == (32, 32)
     report = seg.load_report
     pyramid = [k for k in seg.encoder.net.state_dict() if k.startswith(PYRAMID + ".")]
@@ -217,7 +217,7 @@ def test_vit_segmentation_forward_backward_and_groups(tmp_path: Path) -> None:
 def test_a_patch_14_vit_segments_multiples_of_28_and_the_window_check_says_so() -> None:
     from medtl.train.experiment import Experiment
 
-    seg = create_model(VIT14, num_classes=2, task="segmentation")
+    seg = create_model(VIT14, num_classes=2, head="unet")
     assert seg.stride == (28, 28)
     with torch.no_grad():
         assert seg(torch.randn(1, 3, 56, 84)).shape == (1, 2, 56, 84)
@@ -229,10 +229,10 @@ def test_a_patch_14_vit_segments_multiples_of_28_and_the_window_check_says_so() 
 
 
 def test_a_classifier_has_no_pyramid_but_a_segmentation_encoder_file_keeps_it(tmp_path: Path) -> None:
-    seg = create_model(VIT, num_classes=2, task="segmentation")
+    seg = create_model(VIT, num_classes=2, head="unet")
     path = tmp_path / "encoder.pth"
     torch.save(seg.encoder.net.state_dict(), path)  # as medtl pretrain saves an encoder: the pyramid included
-    again = create_model(VIT, weights=str(path), num_classes=2, task="segmentation")
+    again = create_model(VIT, weights=str(path), num_classes=2, head="unet")
     assert not again.load_report.left_random  # pyramid loaded from the file
     for key, value in seg.encoder.net.state_dict().items():
         assert torch.equal(again.encoder.net.state_dict()[key], value), key

@@ -35,7 +35,7 @@ def _write_medicalnet(path: Path, depth: int = 10) -> dict[str, torch.Tensor]:
 
 def test_imagenet_format_encoder_equals_classification_path(torchvision_file) -> None:
     path, state = torchvision_file("resnet18")
-    seg = create_model("resnet18", weights=str(path), task="segmentation", num_classes=3)
+    seg = create_model("resnet18", weights=str(path), head="unet", num_classes=3)
     cls = create_model("resnet18", weights=str(path), num_classes=0)
     assert isinstance(seg, SegmentationModel)
     _same_tensors(seg.encoder.net.state_dict(), cls.net.state_dict())
@@ -50,7 +50,7 @@ def test_imagenet_format_encoder_equals_classification_path(torchvision_file) ->
 
 def test_imagenet_inflated_encoder_equals_classification_path(torchvision_file) -> None:
     path, _ = torchvision_file("resnet18")
-    seg = create_model("resnet18", weights=str(path), task="segmentation", num_classes=2, spatial_dims=3)
+    seg = create_model("resnet18", weights=str(path), head="unet", num_classes=2, spatial_dims=3)
     cls = create_model("resnet18", weights=str(path), num_classes=0, spatial_dims=3)
     assert seg.spatial_dims == 3 and seg.encoder.net.conv1.weight.ndim == 5
     _same_tensors(seg.encoder.net.state_dict(), cls.net.state_dict())
@@ -59,7 +59,7 @@ def test_imagenet_inflated_encoder_equals_classification_path(torchvision_file) 
 def test_medicalnet_format_encoder_equals_classification_path(tmp_path: Path) -> None:
     path = tmp_path / "resnet_10.pth"
     state = _write_medicalnet(path)
-    seg = create_model("resnet10_3d", weights=str(path), task="segmentation", num_classes=3)
+    seg = create_model("resnet10_3d", weights=str(path), head="unet", num_classes=3)
     cls = create_model("resnet10_3d", weights=str(path), num_classes=0)
     _same_tensors(seg.encoder.net.state_dict(), cls.net.state_dict())
     loaded = seg.encoder.net.state_dict()
@@ -68,7 +68,7 @@ def test_medicalnet_format_encoder_equals_classification_path(tmp_path: Path) ->
 
 
 def test_param_groups_put_the_decoder_last_and_fine_tune_freezes_the_encoder() -> None:
-    model = create_model("resnet18", task="segmentation", num_classes=2, decoder_channels=[16, 16, 16, 16, 16])
+    model = create_model("resnet18", head="unet", num_classes=2, decoder_channels=[16, 16, 16, 16, 16])
     groups = model.param_groups()
     assert [g.name for g in groups] == ["stem", "stage1", "stage2", "stage3", "stage4", "head"]
     ids = [id(p) for g in groups for p in g.params]
@@ -86,7 +86,7 @@ def test_param_groups_put_the_decoder_last_and_fine_tune_freezes_the_encoder() -
 
 def test_sliding_window_equals_whole_volume_inference_on_a_volume_that_fits() -> None:
     torch.manual_seed(0)
-    model = create_model("resnet10_3d", task="segmentation", num_classes=3, decoder_channels=[16, 16, 8, 8, 8]).eval()
+    model = create_model("resnet10_3d", head="unet", num_classes=3, decoder_channels=[16, 16, 8, 8, 8]).eval()
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad():
         whole = model(x)
@@ -98,8 +98,8 @@ def test_sliding_window_equals_whole_volume_inference_on_a_volume_that_fits() ->
 
 
 def test_inputs_not_multiple_of_the_stride_and_anisotropic_encoders_are_refused() -> None:
-    model = create_model("resnet18", task="segmentation", num_classes=2, decoder_channels=[8, 8, 8, 8, 8])
+    model = create_model("resnet18", head="unet", num_classes=2, decoder_channels=[8, 8, 8, 8, 8])
     with pytest.raises(ValueError, match="multiple of"):
         model(torch.randn(1, 3, 40, 40))
-    with pytest.raises(UnknownOptionError, match="task"):
-        create_model("resnet18", task="detection")
+    with pytest.raises(UnknownOptionError, match="head 'detection'.*linear, unet"):
+        create_model("resnet18", head="detection")

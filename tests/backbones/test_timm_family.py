@@ -215,17 +215,16 @@ def test_vit_segmentation_forward_backward_and_groups(tmp_path: Path) -> None:
 
 
 def test_a_patch_14_vit_segments_multiples_of_28_and_the_window_check_says_so() -> None:
-    from medtl.train.experiment import Experiment
+    from medtl.tasks.segmentation import SegmentationTask
 
     seg = create_model(VIT14, num_classes=2, head="unet")
     assert seg.stride == (28, 28)
     with torch.no_grad():
         assert seg(torch.randn(1, 3, 56, 84)).shape == (1, 2, 56, 84)
-    fake = SimpleNamespace(
-        pipeline=SimpleNamespace(model_spatial_dims=2), config=SimpleNamespace(model=SimpleNamespace(arch=VIT14))
-    )
+    pipeline = SimpleNamespace(model_spatial_dims=2, size=[64, 100])
+    config = SimpleNamespace(model=SimpleNamespace(arch=VIT14))
     with pytest.raises(ConfigError, match=r"multiple of \[28, 28\].*e\.g\. \[56, 112\]"):
-        Experiment._check_window(fake, [64, 100], seg.stride)
+        SegmentationTask(["background", "x"], spatial_dims=2).check_model(seg, pipeline, config)
 
 
 def test_a_classifier_has_no_pyramid_but_a_segmentation_encoder_file_keeps_it(tmp_path: Path) -> None:

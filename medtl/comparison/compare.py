@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -313,6 +314,13 @@ class ComparisonReport:
         return [r.sentence for r in self.summary.rows if r.sentence]
 
 
+def default_compare_dir(experiment: Any) -> Path:
+    """``<output.dir>/compare-<output.name or arch>``; an architecture such as ``timm/convnext_small[drop_rate=0.1]``
+    is no folder name, so characters a run name cannot hold become ``_``."""
+    name = re.sub(r"[^A-Za-z0-9_.+=@,-]+", "_", experiment.output.name or experiment.model.arch)
+    return Path(experiment.output.dir) / f"compare-{name}"
+
+
 def compare(
     config: str | Path | dict[str, Any] | CompareConfig,
     *,
@@ -391,7 +399,7 @@ def compare(
     elif section.dir is not None:
         compare_dir = Path(section.dir)
     else:
-        compare_dir = Path(experiment.output.dir) / f"compare-{experiment.output.name or experiment.model.arch}"
+        compare_dir = default_compare_dir(experiment)
     # absolute, so the splits.file written into each run's config.yaml still resolves from the run folder
     compare_dir = compare_dir.expanduser().resolve()
     with folder_lock(

@@ -117,3 +117,12 @@ def test_an_experiment_config_is_still_an_experiment_config() -> None:
     path = ROOT / "configs" / "xray_mobilenet_imagenet.yaml"
     cfg = load_any_config(path)
     assert cfg == load_config(path) and cfg.augment.flips == ["left_right"]
+
+
+def test_the_default_folder_of_a_timm_arch_is_one_folder(tmp_path) -> None:
+    from medtl.comparison.compare import default_compare_dir
+    from medtl.config import load_config
+
+    cfg = load_config({"data": {"manifest": "m.csv"}, "model": {"arch": "timm/vit_tiny_patch16_224[img_size=64]"}})
+    folder = default_compare_dir(cfg)
+    assert folder.parent == cfg.output.dir and folder.name == "compare-timm_vit_tiny_patch16_224_img_size=64_"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -88,15 +89,24 @@ def predict_dataset(
 def records_from_inputs(
     inputs: list[str | Path], read_manifest: Callable[[Path], list[dict[str, Any]]]
 ) -> tuple[list[dict[str, Any]], bool]:
-    """Records for files or folders (one scan each, unlabelled) or manifest CSVs (labels kept).
+    """Records of what ``predict`` (any task) was given: scan files, folders and manifest CSVs.
+
+    A scan file is one unlabelled record. A folder is indexed like ``medtl index`` (:func:`medtl.data.index.index_tree`,
+    headers only): one record per DICOM series (a series in its own folder is that folder; several series in one
+    folder are told apart by their SeriesInstanceUID) and one per NIfTI file or single-file image, so a folder that is
+    one series stays one scan and a folder of patients gives every scan. Files under a folder that are not scans are
+    left out with a warning naming how many and the first. A manifest CSV keeps its labels.
 
     Args:
         inputs: scans, folders or manifest CSVs.
-        read_manifest: reads a labelled manifest into records with the run's targets (the task's
-            :meth:`~medtl.tasks.base.Task.read_labelled`).
+        read_manifest: reads a manifest into records with the run's targets (classification and the other tasks
+            with one row per scan: :meth:`~medtl.tasks.base.Task.read_labelled`; segmentation: its unlabelled rows).
 
     Returns:
         ``(records, labelled)``; ``labelled`` is False as soon as one input is not a manifest.
+
+    Raises:
+        NoImagesError: an input does not exist, or a folder holds no scan medtl can read.
     """
     records: list[dict[str, Any]] = []
     labelled = True
@@ -108,5 +118,36 @@ def records_from_inputs(
         if not p.exists():
             raise NoImagesError(f"input {p} does not exist", path=str(p), fix="check the path")
         labelled = False
-        records.append({"image": str(p.resolve()), "label": 0, "patient_id": "", "row": None})
+        if p.is_dir():
+            records += _folder_records(p)
+        else:
+            records.append(_scan_record(p.resolve()))
     return records, labelled
+
+
+def _scan_record(image: Path, series: str | None = None) -> dict[str, Any]:
+    """An unlabelled record of one scan (no manifest row: errors name the scan)."""
+    return {"image": str(image), "series": series or "", "label": 0, "patient_id": "", "row": None}
+
+
+def _folder_records(folder: Path) -> list[dict[str, Any]]:
+    """One record per scan found under ``folder`` (see :func:`records_from_inputs`)."""
+    from medtl.data.index import index_tree
+
+    try:
+        found = index_tree(folder)
+    except NoImagesError as exc:
+        text = str(exc)
+        if exc.fix:
+            text = text.removesuffix(f"; {exc.fix}")
+        raise NoImagesError(
+            f"input folder: {text}", path=str(folder), fix="give the folder that holds the scans, or the scan files"
+        ) from None
+    if found.unreadable:
+        first = found.unreadable[0]
+        warnings.warn(
+            f"{folder}: {len(found.unreadable)} file(s) are not scans medtl can read and were left out "
+            f"(first: {first.path}: {first.reason})",
+            stacklevel=3,
+        )
+    return [_scan_record(Path(r["image"]), r.get("series")) for r in found.rows]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medtl.errors import DataLoadError, MedtlError, NoImagesError, RunDirError, TrainingError
+from medtl.errors import DataLoadError, MedtlError, RunDirError, TrainingError
 from medtl.io.output import check_not_an_input
 from medtl.rundir import RunDir, write_prediction_csv
 from medtl.tasks.base import Task
@@ -235,17 +235,7 @@ def predict_masks(
         )
     _check_output_folder(Path(out))
     transforms = build_inference_transforms(loaded.config, loaded.record)
-    records: list[dict[str, Any]] = []
-    for inp in inputs:
-        p = Path(inp)
-        if p.suffix.lower() == ".csv":
-            from medtl.data import Manifest
-
-            records += Manifest.from_csv(p, labels_required=False).to_dicts()
-        elif not p.exists():
-            raise NoImagesError(f"input {p} does not exist", path=str(p), fix="check the path")
-        else:
-            records.append({"image": str(p.resolve())})
+    records, _ = records_from_inputs(list(inputs), _unlabelled_rows)
     if dicom_seg:
         from medtl.io.nifti import is_nifti_path
 
@@ -282,6 +272,13 @@ def predict_masks(
         for row, r in zip(rows, records, strict=True):
             row["seg_file"] = str(_write_seg(loaded, r, Path(row["mask_file"]), deidentify=deidentify))
     return rows
+
+
+def _unlabelled_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a manifest given to a segmentation predict (labels optional, masks not needed)."""
+    from medtl.data import Manifest
+
+    return Manifest.from_csv(path, labels_required=False).to_dicts()
 
 
 def _writable_ancestor(path: Path) -> tuple[Path, str | None]:

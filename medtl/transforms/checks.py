@@ -90,7 +90,8 @@ class Guard(Transform):
             raise DataLoadError(
                 f"scan {path}{where} failed in {self.stage}: {what}",
                 path=None if path is None else str(path),
-                fix="fix or remove this row of the manifest",
+                # a scan given to predict (a file, or one found in a folder) has no manifest row
+                fix="fix or remove this row of the manifest" if where else "fix the scan or leave it out of the inputs",
             ) from exc
 
 

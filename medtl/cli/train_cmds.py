@@ -232,18 +232,41 @@ def lr_find_cmd(
     typer.echo(f"suggested lr: {res.suggestion:.3g}  (plot: {res.plot})")
 
 
-config_app = typer.Typer(help="Check or print an experiment or comparison config.", no_args_is_help=True)
+config_app = typer.Typer(help="Check or print an experiment, comparison or pretraining config.", no_args_is_help=True)
+
+
+def _load_any(config: Path, sets: list[str] | None) -> Any:
+    """An experiment, comparison (a ``compare`` section) or pretraining config (a ``method`` key), validated by
+    its own schema."""
+    from medtl.comparison.compare_config import load_any_config
+    from medtl.config import read_config_file
+
+    overrides = _overrides(sets=sets)
+    raw = read_config_file(Path(config).expanduser())
+    if "method" in raw or "method" in overrides:
+        from medtl.pretraining.config import load_pretrain_config
+
+        return load_pretrain_config(config, overrides)
+    return load_any_config(config, overrides)
 
 
 @config_app.command("validate")
 def config_validate(config: ConfigArg, sets: Set = None) -> None:
-    """Check CONFIG (an experiment, or a comparison with a compare section): unknown fields and bad values are
-    reported with their path and the allowed values."""
-    from medtl.comparison.compare_config import CompareConfig, default_arms, load_any_config
+    """Check CONFIG (an experiment, a comparison with a compare section, or a pretraining config with a method):
+    unknown fields and bad values are reported with their path and the allowed values; the manifest's header must
+    hold the columns the config names (data.image_column...)."""
+    from medtl.comparison.compare_config import CompareConfig, default_arms
+    from medtl.config.loading import check_manifest_columns
+    from medtl.pretraining.config import PretrainConfig
 
-    cfg = load_any_config(config, _overrides(sets=sets))
+    cfg = _load_any(config, sets)
+    if isinstance(cfg, PretrainConfig):
+        start = cfg.model.weights
+        typer.echo(f"{config}: ok (pretraining {cfg.method}, {cfg.model.arch} from {start}, {cfg.train.epochs} epochs)")
+        return
     if isinstance(cfg, CompareConfig):
         exp, comp = cfg.experiment, cfg.compare
+        check_manifest_columns(exp)
         arms = ", ".join(a.name for a in (comp.arms if comp.arms is not None else default_arms(exp)))
         typer.echo(
             f"{config}: ok (compare {arms}; {comp.seeds} seeds, fractions {comp.fractions}, "
@@ -251,17 +274,25 @@ def config_validate(config: ConfigArg, sets: Set = None) -> None:
             f"{exp.model.arch}, {exp.train.epochs} epochs)"
         )
         return
+    check_manifest_columns(cfg)
     typer.echo(f"{config}: ok ({cfg.model.arch}, weights {cfg.model.weights}, {cfg.train.epochs} epochs)")
 
 
 @config_app.command("show")
 def config_show(config: ConfigArg, sets: Set = None) -> None:
-    """Print CONFIG (an experiment or a comparison) with every default filled in."""
-    from medtl.comparison.compare_config import CompareConfig, compare_config_to_yaml, load_any_config
-    from medtl.config import config_to_yaml
+    """Print CONFIG (an experiment, a comparison or a pretraining config) with every default filled in."""
+    import yaml
 
-    cfg = load_any_config(config, _overrides(sets=sets))
-    typer.echo(compare_config_to_yaml(cfg) if isinstance(cfg, CompareConfig) else config_to_yaml(cfg), nl=False)
+    from medtl.comparison.compare_config import CompareConfig, compare_config_to_yaml
+    from medtl.config import config_to_yaml
+    from medtl.pretraining.config import PretrainConfig
+
+    cfg = _load_any(config, sets)
+    if isinstance(cfg, PretrainConfig):
+        text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+    else:
+        text = compare_config_to_yaml(cfg) if isinstance(cfg, CompareConfig) else config_to_yaml(cfg)
+    typer.echo(text, nl=False)
 
 
 def pretrain_cmd(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 import difflib
 import os
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from medtl.config.sections import ExperimentConfig
-from medtl.errors import ConfigError
+from medtl.errors import ConfigError, ManifestError
 from medtl.utils import is_weights_file
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "resolve_relative_path",
     "config_to_yaml",
     "apply_overrides",
+    "check_manifest_columns",
+    "read_manifest_header",
 ]
 
 
@@ -177,3 +180,67 @@ def load_config(
 def config_to_yaml(config: ExperimentConfig) -> str:
     """The resolved config as YAML (defaults filled in)."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def read_manifest_header(path: str | os.PathLike[str]) -> list[str]:
+    """The column names of a manifest CSV: its first non-blank line, without reading the rest of the file.
+
+    Raises:
+        ManifestError: the file is missing, not UTF-8 text, not a CSV, or empty.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(
+            f"manifest {path} does not exist" if not path.exists() else f"manifest {path} is not a file",
+            path=str(path),
+            fix="check data.manifest (relative paths are relative to the config file)",
+        )
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            for cells in csv.reader(fh):
+                if any(c.strip() for c in cells):
+                    return [c.strip() for c in cells]
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"manifest {path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            path=str(path),
+            fix="save it as a UTF-8 CSV",
+        ) from None
+    except csv.Error as exc:
+        raise ManifestError(f"manifest {path} is not a valid CSV: {exc}", path=str(path)) from None
+    raise ManifestError(
+        f"manifest {path} is empty: it has no header", path=str(path), fix="write a header line and one row per scan"
+    )
+
+
+#: the ``data`` fields that name a manifest column, and the column each names by default
+COLUMN_FIELDS = {"image_column": "image", "label_column": "label", "patient_column": "patient_id"}
+
+
+def check_manifest_columns(config: ExperimentConfig) -> None:
+    """Refuse a manifest whose header lacks a column the config names, from its header line only (no scan is read).
+
+    ``data.image_column`` is always checked (every task reads scans); ``data.label_column`` and
+    ``data.patient_column`` when the config maps them to another name than the default (a manifest without a label
+    or patient column can be valid: segmentation, one scan per patient). Names are matched with case ignored, as the
+    manifest reader does.
+
+    Raises:
+        ManifestError: one line naming the manifest, the field, the column and the columns the manifest has.
+    """
+    data = config.data
+    header = read_manifest_header(data.manifest)
+    have = {h.lower() for h in header if h}
+    for field, default in COLUMN_FIELDS.items():
+        name = getattr(data, field)
+        if field != "image_column" and name == default:
+            continue
+        if name.lower() not in have:
+            close = difflib.get_close_matches(name, [h for h in header if h], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ManifestError(
+                f"data.{field} is {name!r}, but manifest {data.manifest} has no such column{hint}; its columns are "
+                f"{','.join(header)!r}",
+                path=str(data.manifest),
+                fix=f"set data.{field} to one of the manifest's columns, or rename the column in the manifest",
+            )

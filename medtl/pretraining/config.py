@@ -152,6 +152,11 @@ class PretrainTrainConfig(_Section):
     num_nodes: int = Field(1, ge=1)
     sync_batchnorm: bool = Field(False, description="Synchronise batch-norm statistics across devices (GPUs).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads of torch in this process (default: the cores this process may use), as in training.",
+    )
     seed: int = Field(0, description="Seed of weight initialisation, shuffling and views.")
     cache: Literal["memory", "disk", "none"] = Field(
         "disk",

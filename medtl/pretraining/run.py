@@ -37,7 +37,7 @@ import torch
 from medtl.errors import ConfigError, TrainingError
 from medtl.pretraining.config import PretrainConfig, load_pretrain_config
 from medtl.rundir import RunDir, json_clean
-from medtl.train.run import Interrupted, check_resume_checkpoint, is_rank_zero_env
+from medtl.train.run import Interrupted, check_resume_checkpoint, default_threads, is_rank_zero_env
 from medtl.train.trainer import resolve_precision
 from medtl.utils import medtl_home
 from medtl.weights.local import LOCAL_PREFIX, RECORD_FILE, local_weights_dir, register_local_source
@@ -268,6 +268,7 @@ def pretrain(
         _check_name_free(cfg, name)
     run.path.mkdir(parents=True, exist_ok=True)
     os.environ[RUN_DIR_ENV] = str(run.path.resolve())
+    torch.set_num_threads(cfg.train.threads or default_threads())  # as a training run does
     if not rank0:
         return _pretrain(cfg, run, name, resume, changes, quiet, t0, rank0)
     with run.lock():  # a second pretraining into this folder is refused while this one lives

@@ -2,16 +2,18 @@
 generated tree of thousands of DICOM files with medtl, SimpleITK's series discovery and a plain pydicom loop.
 
 Usage: ``python benchmarks/bench_io.py [--slices 300] [--size 512] [--repeats 2]`` (reading) and
-``python benchmarks/bench_io.py --tree [--patients 20] [--series 60] [--files 3000]`` (indexing).
+``python benchmarks/bench_io.py --tree [--files 3000,10000] [--pairs 7]`` (indexing).
 
 Reading prints one table: seconds (best of ``--repeats``), slices per second, and the largest difference from the
 known truth in HU after bringing each result to (x, y, z) order. A second table shows a folder holding
 two series: medtl reads the one asked for, MONAI's PydicomReader stacks both into one volume.
 
-Indexing prints files/s of ``medtl index`` (in process and as a command, first run with an empty header cache and
-again with the cache filled), SimpleITK's ``GetGDCMSeriesIDs`` over every series folder and a naive pydicom
-``dcmread(stop_before_pixels=True)`` loop, the ratio of each to SimpleITK, and the peak memory of ``medtl index``
-at a third and at all of the files.
+Indexing generates a tree per size (50 files per series) and prints files/s of SimpleITK's series discovery
+(``GetGDCMSeriesIDs`` + ``GetGDCMSeriesFileNames`` over every series folder, and ``GetGDCMSeriesIDs`` alone), a
+naive pydicom ``dcmread(stop_before_pixels=True)`` loop and medtl (``index_tree`` and the ``medtl index`` command,
+first with an empty header cache and again with the cache filled); then the time ratio of a first medtl index to
+SimpleITK as the median of back-to-back pairs, whole processes (the command against SimpleITK run as a script) and
+in process; and the peak memory of ``medtl index`` at a third and at all of the files.
 """
 
 from __future__ import annotations
@@ -186,8 +188,48 @@ def _peak_rss_of_index(root: Path, home: Path) -> tuple[float, float]:
     return int(own) / 1024, int(helpers) / 1024
 
 
-def bench_tree(patients: int, series: int, files: int) -> None:
-    """Index a generated tree with medtl, SimpleITK and pydicom; print files/s and the ratio to SimpleITK."""
+# SimpleITK's series discovery as a user writes it: the series of each folder, then each series' files.
+_SITK_DISCOVERY = """
+import sys, SimpleITK as sitk
+reader, n = sitk.ImageSeriesReader(), 0
+for folder in sys.argv[1:]:
+    for uid in reader.GetGDCMSeriesIDs(folder):
+        n += len(reader.GetGDCMSeriesFileNames(folder, uid))
+print(n)
+"""
+_SITK_IDS = """
+import sys, SimpleITK as sitk
+reader = sitk.ImageSeriesReader()
+print(sum(len(reader.GetGDCMSeriesIDs(folder)) for folder in sys.argv[1:]))
+"""
+
+
+def _command_env(tmp: Path) -> dict[str, str]:
+    """The environment of the timed commands: Python's bytecode cache on, in a folder of the benchmark's own.
+
+    An installed medtl runs from compiled ``.pyc`` files; a checkout run with ``PYTHONDONTWRITEBYTECODE=1`` (as on
+    the project's machines) would compile every medtl module at each start and time the compiler instead.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    return env
+
+
+def _median_range(values: list[float]) -> str:
+    return f"{np.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
+
+
+def bench_tree(sizes: list[int], pairs: int) -> None:
+    """Index generated trees with medtl, SimpleITK and pydicom; print files/s and the time ratio to SimpleITK."""
+    print(f"cores: {os.cpu_count()}, load average {' '.join(open('/proc/loadavg').read().split()[:3])}")
+    for n_files in sizes:
+        series = max(1, n_files // 50)
+        bench_tree_once(min(50, max(1, series // 3)), series, n_files, pairs)
+    print(f"\nload average at the end: {' '.join(open('/proc/loadavg').read().split()[:3])}")
+
+
+def bench_tree_once(patients: int, series: int, files: int, pairs: int) -> None:
+    """One tree of ``files`` files: best times, then ``pairs`` back-to-back pairs in process and as commands."""
     import shutil
     import subprocess
     import sys
@@ -195,14 +237,14 @@ def bench_tree(patients: int, series: int, files: int) -> None:
     import pydicom
     import SimpleITK as sitk
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"cores: {os.cpu_count()}, load average {load:.1f}")
     with tempfile.TemporaryDirectory(prefix="medtl-bench-tree-") as tmp:
         root = Path(tmp) / "tree"
         t = time.perf_counter()
         n = write_tree(root, patients, series, files)
         folders = sorted({p.parent for p in root.rglob("IM*")})
-        print(f"wrote {n} files ({len(folders)} series of {patients} patients) in {time.perf_counter() - t:.1f} s\n")
+        took = time.perf_counter() - t
+        print(f"\n## {n:,} files ({len(folders)} series of {patients} patients), written in {took:.1f} s")
+        env = _command_env(Path(tmp))
 
         def drop_cache(home: Path) -> None:
             shutil.rmtree(home, ignore_errors=True)
@@ -213,6 +255,14 @@ def bench_tree(patients: int, series: int, files: int) -> None:
         home = Path(tmp) / "home"
         os.environ["MEDTL_HOME"] = str(home)
         from medtl.data.index import index_tree
+
+        def sitk_discovery() -> int:
+            reader = sitk.ImageSeriesReader()
+            return sum(
+                len(reader.GetGDCMSeriesFileNames(str(f), uid))
+                for f in folders
+                for uid in reader.GetGDCMSeriesIDs(str(f))
+            )
 
         def sitk_ids() -> int:
             reader = sitk.ImageSeriesReader()
@@ -233,74 +283,80 @@ def bench_tree(patients: int, series: int, files: int) -> None:
         def medtl_cached() -> int:
             return len(index_tree(root).rows)
 
+        def run(cmd: list[str], **extra: str) -> float:
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, env=dict(env, **extra))
+            return time.perf_counter() - t
+
+        medtl_cmd = [
+            str(Path(sys.executable).with_name("medtl")),
+            "index",
+            str(root),
+            "--out",
+            str(Path(tmp) / "m.csv"),
+        ]
+
         def cli(first: bool) -> float:
             if first:
                 drop_cache(home)
-            t = time.perf_counter()
-            medtl = Path(sys.executable).with_name("medtl")
-            subprocess.run(
-                [str(medtl), "index", str(root), "--out", str(Path(tmp) / "m.csv")],
-                check=True,
-                capture_output=True,
-                env=dict(os.environ, MEDTL_HOME=str(home)),
-            )
-            return time.perf_counter() - t
+            return run(medtl_cmd, MEDTL_HOME=str(home))
 
-        sitk_s, _, found = best_time(sitk_ids, 5)
+        def sitk_script(code: str = _SITK_DISCOVERY) -> float:
+            return run([sys.executable, "-c", code, *map(str, folders)])
+
+        def startup() -> float:
+            return run([str(Path(sys.executable).with_name("medtl")), "index", "--help"])
+
+        cli(True)  # compiles medtl's modules into the benchmark's bytecode cache, as an installation has them
+        sitk_s, _, found = best_time(sitk_discovery, 5)
         cases = [
-            ("SimpleITK GetGDCMSeriesIDs (every series folder)", sitk_s, found),
+            ("SimpleITK GetGDCMSeriesIDs + GetGDCMSeriesFileNames (every series folder)", sitk_s, found),
+            ("SimpleITK GetGDCMSeriesIDs alone", *best_time(sitk_ids, 5)[::2]),
             ("pydicom dcmread(stop_before_pixels) loop", *best_time(pydicom_loop, 2)[::2]),
+            ("medtl index_tree, empty cache", *best_time(medtl_first, 5)[::2]),
         ]
-        cases.append(("medtl index_tree, empty cache", *best_time(medtl_first, 5)[::2]))
         medtl_cached()
         cases.append(("medtl index_tree, cache filled", *best_time(medtl_cached, 3)[::2]))
         cli_first = min(cli(True) for _ in range(3))
         cli_cached = min(cli(False) for _ in range(3))
-
-        def startup() -> float:
-            t = time.perf_counter()
-            medtl = Path(sys.executable).with_name("medtl")
-            subprocess.run([str(medtl), "index", "--help"], check=True, capture_output=True)
-            return time.perf_counter() - t
-
-        def sitk_script() -> float:
-            code = (
-                "import sys, SimpleITK as sitk; r = sitk.ImageSeriesReader(); "
-                "print(sum(len(r.GetGDCMSeriesIDs(f)) for f in sys.argv[1:]))"
-            )
-            t = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code, *map(str, folders)], check=True, capture_output=True)
-            return time.perf_counter() - t
-
         start = min(startup() for _ in range(3))
         sitk_cmd = min(sitk_script() for _ in range(3))
         cases.append(("`medtl index` command, empty cache (with start-up)", cli_first, "-"))
         cases.append(("`medtl index` command, cache filled (with start-up)", cli_cached, "-"))
         cases.append(("`medtl index --help` (start-up alone)", start, "no files"))
-        cases.append(("SimpleITK as a script (`python -c`, with start-up)", sitk_cmd, "-"))
-        print("| indexer | seconds | files/s | time vs SimpleITK | series or files found |")
-        print("|---|---:|---:|---:|---:|")
-        for name, seconds, out in cases:
-            rate = "-" if out == "no files" else f"{n / seconds:,.0f}"
-            print(f"| {name} | {seconds:.2f} | {rate} | {seconds / sitk_s:.2f}x | {out} |")
-        print(
-            f"\ncommand against command: `medtl index` (empty cache) takes {cli_first / sitk_cmd:.2f}x and (cache "
-            f"filled) {cli_cached / sitk_cmd:.2f}x the time of SimpleITK's discovery run as a script"
-        )
+        cases.append(("SimpleITK discovery as a script (`python -c`, with start-up)", sitk_cmd, "-"))
+        print("\n| indexer | seconds (best) | files/s | time vs SimpleITK in process |")
+        print("|---|---:|---:|---:|")
+        for name, seconds, _out in cases:
+            rate = "-" if _out == "no files" else f"{n / seconds:,.0f}"
+            print(f"| {name} | {seconds:.2f} | {rate} | {seconds / sitk_s:.2f}x |")
 
         def timed(fn: Callable[[], Any]) -> float:
             t = time.perf_counter()
             fn()
             return time.perf_counter() - t
 
-        # The machine's speed drifts between runs; pairs run back to back see the same machine.
-        inproc = [timed(medtl_first) / timed(sitk_ids) for _ in range(9)]
-        command = [cli(True) / sitk_script() for _ in range(5)]
+        # The machine's speed drifts (and on a shared machine, other work comes and goes): each ratio is taken from
+        # two runs made back to back, alternating which of the two goes first; the median of the pairs is reported.
+        def pair(a: Callable[[], float], b: Callable[[], float], a_first: bool) -> float:
+            if a_first:
+                ta = a()
+                return ta / b()
+            tb = b()
+            return a() / tb
+
+        inproc, inproc_ids, command, command_ids = [], [], [], []
+        for k in range(pairs):
+            inproc.append(pair(lambda: timed(medtl_first), lambda: timed(sitk_discovery), k % 2 == 0))
+            inproc_ids.append(pair(lambda: timed(medtl_first), lambda: timed(sitk_ids), k % 2 == 1))
+            command.append(pair(lambda: cli(True), sitk_script, k % 2 == 0))
+            command_ids.append(pair(lambda: cli(True), lambda: sitk_script(_SITK_IDS), k % 2 == 1))
         print(
-            "time ratios of back-to-back pairs, median (range): "
-            f"`index_tree` (empty cache) / SimpleITK {np.median(inproc):.2f}x ({min(inproc):.2f}-{max(inproc):.2f}, "
-            f"9 pairs); `medtl index` command (empty cache) / SimpleITK script {np.median(command):.2f}x "
-            f"({min(command):.2f}-{max(command):.2f}, 5 pairs)"
+            f"\nfirst index (empty header cache) / SimpleITK, median (range) of {pairs} back-to-back pairs:\n"
+            f"- whole processes, `medtl index` / SimpleITK discovery script: **{_median_range(command)}**; "
+            f"/ GetGDCMSeriesIDs-only script: {_median_range(command_ids)}\n"
+            f"- in process, `index_tree` / SimpleITK discovery: **{_median_range(inproc)}**; "
+            f"/ GetGDCMSeriesIDs alone: {_median_range(inproc_ids)}"
         )
         third = Path(tmp) / "third"
         third.mkdir()
@@ -351,13 +407,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tree", action="store_true", help="benchmark indexing a generated tree instead")
-    parser.add_argument("--patients", type=int, default=20)
-    parser.add_argument("--series", type=int, default=60)
-    parser.add_argument("--files", type=int, default=3000)
+    parser.add_argument("--files", default="3000,10000", help="tree sizes, comma-separated (50 files per series)")
+    parser.add_argument("--pairs", type=int, default=7, help="back-to-back pairs per ratio")
     args = parser.parse_args()
     if args.tree:
         warnings.simplefilter("ignore")
-        bench_tree(args.patients, args.series, args.files)
+        bench_tree([int(v) for v in args.files.split(",")], args.pairs)
         return
     warnings.simplefilter("ignore")
     import logging

@@ -159,6 +159,40 @@ def _default_run_dir(cfg: ExperimentConfig) -> Path:
     return out
 
 
+def _check_before_writing(cfg: ExperimentConfig) -> None:
+    """What can be checked of a config in milliseconds, before its run folder is created: the architecture, the
+    weight source (a run folder used as weights is read here) and the manifest's columns (its header line).
+
+    Raises:
+        UnknownOptionError, WeightsError, RunDirError, ManifestError: naming the field and the fix.
+    """
+    from medtl.backbones import get_architecture
+    from medtl.config.loading import check_manifest_columns
+    from medtl.weights import get_weight_source
+
+    get_architecture(cfg.model.arch)
+    get_weight_source(cfg.model.weights)
+    check_manifest_columns(cfg)
+
+
+def _stopped_before_first_epoch(run: RunDir) -> str | None:
+    """The one line saying a rerun replaces ``run``, when it is an attempt that failed or was interrupted before its
+    first epoch ended (no checkpoint: nothing to resume); None for any other run (finished, running, resumable)."""
+    from medtl.errors import MedtlError
+
+    try:
+        result = run.read_result()
+    except MedtlError:  # a torn result.json: not this function's to judge
+        return None
+    status = result.get("status")
+    if status not in ("failed", "interrupted") or run.last_checkpoint.exists() or run.best_checkpoint.exists():
+        return None
+    why = " ".join(str(result.get("error") or status).split())
+    if len(why) > 200:
+        why = why[:197] + "..."
+    return f"replacing {run.path}: its earlier attempt stopped before its first epoch ended ({why}); nothing to resume"
+
+
 def _resume_config(run: RunDir, asked: ExperimentConfig | None) -> tuple[ExperimentConfig, dict[str, Any]]:
     """The saved config of a run to resume and the changes ``asked`` makes (see :meth:`RunDir.resume_changes`)."""
     saved = run.read_config()
@@ -234,8 +268,16 @@ def fine_tune(
             raise ConfigError(
                 "set output.name (or --name) when launching with torchrun or SLURM, so every process writes one run"
             )
+        _check_before_writing(cfg)
         run = RunDir(run_dir if run_dir is not None else _default_run_dir(cfg))
         if rank0 and run.holds_run():
+            stale = _stopped_before_first_epoch(run)
+            if stale and not overwrite:
+                # nothing of it can be resumed: the corrected rerun takes its place
+                log.info(stale)
+                if not quiet:
+                    print(stale, flush=True)
+                overwrite = True
             if not overwrite:
                 raise TrainingError(
                     f"run folder {run.path} already holds a run (status {run.status})",

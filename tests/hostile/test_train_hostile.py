@@ -131,6 +131,8 @@ def test_a_failed_run_does_not_trap_its_name(finished_run, tmp_path: Path, run_m
     cfg = dict(cfg, output={"dir": str(tmp_path), "name": "again"})
     (tmp_path / "again").mkdir()
     (tmp_path / "again" / "result.json").write_text(json.dumps({"status": "failed", "error": "disk full"}))
+    # failed after an epoch (a checkpoint to resume from); one that failed before has nothing to keep and is replaced
+    (tmp_path / "again" / "last.ckpt").write_bytes(b"checkpoint")
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     line = assert_one_line_error(run_medtl("train", path), "again")

@@ -74,7 +74,7 @@ from medtl.comparison.launch import (
 )
 from medtl.comparison.report import ReportFiles, write_report
 from medtl.comparison.results import Arm, CompareResults, RunRecord, record_from_run_dir
-from medtl.comparison.summary import Summary, summarize
+from medtl.comparison.summary import Summary, schedule_warnings, summarize
 from medtl.errors import ConfigError, MedtlError, TrainingError
 from medtl.metric_specs import check_metric_for_task, default_metric, metric_spec
 from medtl.rundir import RunDir, RunLockedError, folder_lock, lock_holder
@@ -443,6 +443,8 @@ def _compare(
     jobs: list[Job] = []
     failed: dict[int, RunRecord] = {}
     notes: list[str] = []  # said once nothing can refuse any more
+    # an arm that never unfreezes (compare --epochs 1 with train.freeze_epochs 1): said now, and in the report
+    notes += [f"warning: {w}" for w in schedule_warnings(specs, experiment.train.model_dump(), section.reference)]
     changed: list[Path] = []
     unfinished: list[Path] = []
     changes: list[str] = list(splits_changes)

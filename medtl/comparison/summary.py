@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from medtl.comparison.results import CompareResults, RunRecord
+from medtl.comparison.results import Arm, CompareResults, RunRecord
 from medtl.comparison.stats import (
     MIN_SEEDS_FOR_VERDICT,
     MeanCI,
@@ -379,6 +379,31 @@ def _warnings(results: CompareResults) -> list[str]:
         failed = [r for r in results.runs if r.arm == arm.name and r.status == "failed"]
         if failed:
             out.append(f"{arm.display}: {len(failed)} run(s) failed; see 'Failed runs'.")
+    return schedule_warnings(results.arms, results.config.get("train") or {}, results.reference) + out
+
+
+def schedule_warnings(arms: list[Arm], train: dict[str, Any], reference: str) -> list[str]:
+    """One warning per arm whose schedule keeps its pretrained body frozen for every epoch
+    (:func:`medtl.train.schedule.frozen_body_warning`): a linear probe set against the reference's full training.
+
+    Args:
+        arms: the comparison's arms (their resolved schedules).
+        train: the experiment's ``train`` section as a dict (``epochs``, ``freeze_epochs``).
+        reference: the reference arm's name.
+    """
+    from medtl.train.schedule import frozen_body_warning
+
+    epochs, freeze = train.get("epochs"), train.get("freeze_epochs", 1)
+    if not isinstance(epochs, int) or not isinstance(freeze, int):
+        return []
+    ref = next((a.display for a in arms if a.name == reference), reference)
+    out = []
+    for arm in arms:
+        text = frozen_body_warning(arm.schedule, epochs=epochs, freeze_epochs=freeze)
+        if text and arm.name != reference:
+            out.append(f"{arm.display}: {text}. Its verdict compares a linear probe with {ref} trained in full.")
+        elif text:
+            out.append(f"{arm.display} (the reference): {text}.")
     return out
 
 

@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from medtl.rundir import RunDir
 from medtl.train.datasets import class_balance
 from medtl.train.experiment import Experiment, check_pseudonyms, prepare_experiment
 from medtl.train.inference import make_loader
+from medtl.train.schedule import frozen_body_warning
 from medtl.train.trainer import build_trainer, quiet_lightning, resolve_precision
 from medtl.utils import is_weights_file
 
@@ -290,6 +292,11 @@ def fine_tune(
                         shutil.rmtree(child) if child.is_dir() else child.unlink()
     os.environ[RUN_DIR_ENV] = str(run.path.resolve())
     torch.set_num_threads(cfg.train.threads or default_threads())
+    frozen = frozen_body_warning(
+        cfg.resolved_schedule(), epochs=cfg.train.epochs, freeze_epochs=cfg.train.freeze_epochs
+    )
+    if frozen and rank0 and not quiet:  # compare runs are quiet: compare says it once per arm, and in its report
+        warnings.warn(f"run {run.path}: {frozen}", stacklevel=2)
     if rank0:
         with run.lock():
             return _fine_tune(cfg, run, resume, changes, callbacks, trainer_kwargs, quiet, t_start, rank0)

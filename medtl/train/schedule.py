@@ -25,6 +25,8 @@ __all__ = [
     "one_cycle_factor",
     "discriminative_lrs",
     "make_plan",
+    "frozen_throughout",
+    "frozen_body_warning",
     "norm_param_ids",
     "set_frozen",
     "PlanScheduler",
@@ -86,6 +88,30 @@ def make_plan(
     if epochs > f:
         phases.append(Phase(f, epochs, 0, tuple(discriminative_lrs(lr * unfreeze_lr_factor, n_groups, lr_mult))))
     return phases
+
+
+def frozen_throughout(schedule: str, *, epochs: int, freeze_epochs: int) -> bool:
+    """Whether the plan of ``schedule`` keeps the body frozen in every epoch (``fine_tune`` with ``freeze_epochs``
+    >= ``epochs``): the run is then a linear probe (head and normalisation layers), never fine-tuning."""
+    plan = make_plan(schedule, epochs=epochs, n_groups=2, lr=1.0, freeze_epochs=freeze_epochs)
+    return all(phase.frozen_groups > 0 for phase in plan)
+
+
+def frozen_body_warning(schedule: str, *, epochs: int, freeze_epochs: int) -> str | None:
+    """What to tell the user when :func:`frozen_throughout` holds, else None: the one check of a schedule that
+    never unfreezes, used by ``medtl train`` (a console warning) and ``compare`` (the console and the report).
+
+    A linear probe is a legitimate experiment (and has no other spelling in the config), so this warns rather than
+    refuses; what it must never be is an accident of ``--epochs 1``.
+    """
+    if not frozen_throughout(schedule, epochs=epochs, freeze_epochs=freeze_epochs):
+        return None
+    return (
+        f"schedule fine_tune keeps the body (every layer but the head) frozen for all {epochs} epoch(s) "
+        f"(train.freeze_epochs {freeze_epochs} >= train.epochs {epochs}): only the head and the normalisation layers "
+        "train, a linear probe rather than fine-tuning; raise train.epochs above train.freeze_epochs (or lower "
+        "train.freeze_epochs) to fine-tune the body"
+    )
 
 
 def norm_param_ids(model: nn.Module) -> set[int]:

@@ -23,6 +23,7 @@ from medtl.errors import DataLoadError
 from medtl.io import read_scan
 from medtl.io.dicom_seg import read_dicom_seg
 from medtl.transforms.checks import ExpectScan
+from medtl.transforms.record import InputRecord
 from medtl.transforms.segmentation import check_mask
 
 hd = pytest.importorskip("highdicom")
@@ -321,9 +322,8 @@ def test_the_2d_pipeline_reads_a_transposed_mask_like_the_mask_on_the_images_gri
             "segmentation": {"classes": CLASSES},
         }
     )
-    pipe = build_segmentation_pipeline(
-        cfg, modality="XR", mode="2d", scan_dims=2, in_channels=1, normalization=Normalization("none")
-    )
+    record = InputRecord.of(modality="XR", mode="2d", scan_dims=2, in_channels=1, normalization=Normalization("none"))
+    pipe = build_segmentation_pipeline(cfg, record)
     outs = [
         pipe.pre({"image": str(image_path), "mask": str(m), "_path": str(image_path), "_mask_path": str(m)})
         for m in (tmp_path / "same.nii.gz", tmp_path / "transposed.nii.gz")

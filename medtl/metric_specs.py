@@ -58,6 +58,9 @@ class MetricSpec:
         default_for: the tasks whose default primary metric and checkpoint monitor this is.
         scale_unit: the unit is the label's own (regression errors); :func:`metric_spec` fills it in.
         description: one line for help texts.
+        chance: the value a model that learnt nothing gets in expectation (0.5 for AUROC), or None where the
+            metric has no such level independent of the data (accuracy and F1 depend on the class balance, errors
+            on the label's scale). The verdict says when the reference arm's interval holds it.
     """
 
     name: str
@@ -72,6 +75,7 @@ class MetricSpec:
     default_for: tuple[str, ...] = ()
     scale_unit: bool = False
     description: str = ""
+    chance: float | None = None
 
     @property
     def monitor(self) -> str:
@@ -111,6 +115,7 @@ METRICS: tuple[MetricSpec, ...] = (
         (_CLS, _ML),
         default_for=(_CLS, _ML),
         description="area under the ROC curve (two classes; more classes and multi-label: macro over classes)",
+        chance=0.5,
     ),
     MetricSpec("accuracy", "accuracy", (_CLS,), description="share of correct arg-max predictions"),
     MetricSpec("balanced_accuracy", "balanced accuracy", (_CLS,), description="mean recall over the classes"),
@@ -121,7 +126,9 @@ METRICS: tuple[MetricSpec, ...] = (
         (_ML,),
         description="area under the precision-recall curve, macro over the findings",
     ),
-    MetricSpec("auroc_micro", "micro AUROC", (_ML,), description="AUROC of every (scan, finding) pair pooled"),
+    MetricSpec(
+        "auroc_micro", "micro AUROC", (_ML,), description="AUROC of every (scan, finding) pair pooled", chance=0.5
+    ),
     MetricSpec(
         "average_precision_micro",
         "micro average precision",

@@ -56,7 +56,10 @@ def compare_cmd(
         1, "--parallel", min=1, help="Runs at once on this machine, each with its own GPU if there are enough."
     ),
     slurm_partition: str | None = typer.Option(
-        None, "--slurm-partition", help="Submit each run as a SLURM job to this partition (needs medtl[slurm])."
+        None,
+        "--slurm-partition",
+        # rich markup would read [slurm] as a style tag and print "medtl": the bracket is escaped
+        help="Submit each run as a SLURM job to this partition (needs the extra: pip install 'medtl\\[slurm]').",
     ),
     slurm_time: int = typer.Option(120, "--slurm-time", min=1, help="SLURM: time limit of a run's job, minutes."),
     slurm_gpus: int = typer.Option(1, "--slurm-gpus", min=0, help="SLURM: GPUs per run's job."),

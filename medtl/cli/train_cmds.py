@@ -128,7 +128,9 @@ def predict_cmd(
             "input, <name>_mask.nii.gz, on the input's own grid and affine (plus <name>_seg.dcm with --dicom-seg).",
         ),
     ] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Scans per batch (default: the run's train.batch_size).")
+    ] = None,
     dicom_seg: Annotated[
         bool,
         typer.Option(
@@ -216,8 +218,10 @@ def evaluate_cmd(
 def lr_find_cmd(
     config: ConfigArg,
     out: Annotated[Path, typer.Option("--out", help="PNG plot of loss against learning rate.")] = Path("lr_find.png"),
-    min_lr: Annotated[float, typer.Option("--min-lr")] = 1e-6,
-    max_lr: Annotated[float, typer.Option("--max-lr")] = 1.0,
+    min_lr: Annotated[float, typer.Option("--min-lr", help="Learning rate of the first step of the test.")] = 1e-6,
+    max_lr: Annotated[
+        float, typer.Option("--max-lr", help="Learning rate of the last step (the rate grows geometrically).")
+    ] = 1.0,
     steps: Annotated[int, typer.Option("--steps", help="Optimizer steps of the range test.")] = 60,
     weights: Weights = None,
     arch: Arch = None,

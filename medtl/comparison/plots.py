@@ -8,10 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from medtl.comparison.results import CompareResults
-from medtl.comparison.summary import Summary
+from medtl.comparison.summary import Summary, fraction_words
 from medtl.metric_specs import metric_spec
 
-__all__ = ["plot_label_efficiency", "plot_learning_curves", "plot_roc_curves"]
+__all__ = ["plot_label_efficiency", "plot_learning_curves", "plot_roc_curves", "ROC_LEGEND_AUROC"]
+
+#: what the ROC plot's legend calls its AUROC: that of the scores averaged over seeds, which differs from the mean of
+#: the per-seed AUROCs the tables show (averaging scores first smooths each seed's errors)
+ROC_LEGEND_AUROC = "AUROC of the seed-averaged scores"
 
 
 def _plt():
@@ -35,7 +39,11 @@ def _colors(n: int) -> list:
 
 
 def plot_label_efficiency(results: CompareResults, summary: Summary, path: str | Path) -> Path:
-    """Test primary metric vs label fraction: one line per arm (mean over seeds) with its 95% CI band."""
+    """Test primary metric vs label fraction: one line per arm (mean over seeds) with its 95% CI band; with a single
+    label fraction there is no curve to draw, so one dot per arm with its interval as error bars
+    (:func:`_plot_one_fraction`)."""
+    if len(results.fractions) == 1:
+        return _plot_one_fraction(results, summary, path)
     plt = _plt()
     metric = summary.primary_metric
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
@@ -66,6 +74,41 @@ def plot_label_efficiency(results: CompareResults, summary: Summary, path: str |
     ax.set_title(f"Label efficiency (mean of {n_seeds} seeds, 95% CI over seeds)")
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def _plot_one_fraction(results: CompareResults, summary: Summary, path: str | Path) -> Path:
+    """The test primary metric of each arm at the comparison's only label fraction: a dot (mean over seeds) with its
+    95% CI over seeds as an error bar, one column per arm (a line through single points would suggest a curve)."""
+    plt = _plt()
+    metric = summary.primary_metric
+    fraction = results.fractions[0]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(results.arms) + 2), 4), dpi=100)
+    names = []
+    for arm, color in zip(results.arms, _colors(len(results.arms)), strict=True):
+        row = summary.row(arm.name, fraction)
+        names.append(_text(arm.display))
+        if row is None or metric not in row.metrics or not np.isfinite(row.metrics[metric].mean):
+            continue
+        ci = row.metrics[metric]
+        x = len(names) - 1
+        if np.isfinite(ci.low) and np.isfinite(ci.high):
+            yerr = [[ci.mean - ci.low], [ci.high - ci.mean]]
+            ax.errorbar([x], [ci.mean], yerr=yerr, fmt="o", color=color, capsize=6, markersize=7)
+        else:  # one seed: no interval
+            ax.plot([x], [ci.mean], marker="o", linestyle="none", color=color, markersize=7)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_ylabel(_text(f"test {summary.spec.label}"))
+    ax.set_title(
+        f"Test {_text(summary.spec.words)} {fraction_words(fraction)}\n(mean of {len(results.seeds)} seeds, "
+        "95% CI over seeds; one label fraction, so no curve)"
+    )
+    ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -140,7 +183,7 @@ def plot_roc_curves(results: CompareResults, path: str | Path) -> Path | None:
             continue
         fpr, tpr, _ = roc_curve(y, scores)
         auc = roc_auc_score(y, scores)
-        ax.plot(fpr, tpr, color=color, label=f"{_text(arm.display)} (AUROC {auc:.3f})")
+        ax.plot(fpr, tpr, color=color, label=f"{_text(arm.display)} ({ROC_LEGEND_AUROC} {auc:.3f})")
         drawn = True
     if not drawn:
         plt.close(fig)
@@ -148,7 +191,12 @@ def plot_roc_curves(results: CompareResults, path: str | Path) -> Path | None:
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")
-    ax.set_title(f"Test ROC, {f * 100:g}% of labels\n(probabilities averaged over seeds)")
+    # the legend's AUROC is of the seed-averaged scores; the summary table's is the mean of the per-seed AUROCs
+    ax.set_title(
+        f"Test ROC, {f * 100:g}% of labels, probabilities averaged over seeds\n(legend: AUROC of those averaged "
+        "scores; the tables show the mean of each seed's AUROC)",
+        fontsize="medium",
+    )
     ax.legend(fontsize="small", loc="lower right")
     fig.tight_layout()
     fig.savefig(path)

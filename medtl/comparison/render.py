@@ -82,11 +82,14 @@ def render_md(blocks: list[Block], base: Path) -> str:
     return "\n".join(out)
 
 
+# Long unbroken cells (a SHA-256, a URL, a file path, a load report line) may break anywhere, and "anywhere" also
+# lowers the width a table asks for, so every table fits the page (1100 px) instead of running off a 1280 px screen.
 _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-    "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:4px 8px;"
-    "text-align:left;vertical-align:top}th{background:#f3f3f3}img{max-width:100%}"
-    "pre{background:#f6f6f6;padding:0.8em;overflow-x:auto}li{margin:0.3em 0}"
+    "table{border-collapse:collapse;margin:1em 0;font-size:0.9em;max-width:100%}th,td{border:1px solid #ccc;"
+    "padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere;word-break:break-word}"
+    "th{background:#f3f3f3}img{max-width:100%}"
+    "pre{background:#f6f6f6;padding:0.8em;white-space:pre-wrap;overflow-wrap:anywhere}li{margin:0.3em 0}"
 )
 
 

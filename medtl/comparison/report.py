@@ -79,12 +79,17 @@ def _power_note(summary: Summary, n_patients: int) -> str:
     return text
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 label fraction``, ``4 label fractions``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _intro(results: CompareResults, summary: Summary, n_patients: int) -> str:
     n_ok = sum(r.ok for r in results.runs)
     n_failed = sum(r.status == "failed" for r in results.runs)
     head = (
-        f"{len(results.arms)} arms x {len(results.seeds)} seeds x {len(results.fractions)} label fractions: "
-        f"{n_ok} runs finished, {n_failed} failed. "
+        f"{_count(len(results.arms), 'arm')} x {_count(len(results.seeds), 'seed')} x "
+        f"{_count(len(results.fractions), 'label fraction')}: {_count(n_ok, 'run')} finished, {n_failed} failed. "
     )
     same = f"on the same {n_patients or 'n/a'} test patients for every arm"
     train = results.config.get("train") or {}
@@ -220,11 +225,30 @@ def _blocks(
         Block(
             "p",
             "Every run is a normal medtl run folder (config, splits, metrics.csv, checkpoints, model card); "
-            "results.csv lists them with their test metrics, and results.json holds everything in this "
+            "results.csv lists them with all their test metrics, and results.json holds everything in this "
             "report, including per-patient test predictions (hashed patient IDs).",
         )
     )
+    header, rows = _runs_table(results, summary)
+    b.append(Block("table", header=header, rows=rows))
     return b
+
+
+def _runs_table(results: CompareResults, summary: Summary) -> tuple[list[str], list[list[str]]]:
+    """Every run of the comparison: arm, seed, label fraction, status, test primary metric and run folder."""
+    spec = summary.spec
+    header = ["arm", "seed", "labels", "status", f"test {spec.label}", "run folder"]
+    rows = []
+    for r in sorted(results.runs, key=lambda r: (r.fraction, r.arm, r.seed)):
+        try:
+            display = results.arm(r.arm).display
+        except KeyError:  # a run of an arm no longer in the config
+            display = r.arm
+        value = r.test_metrics.get(summary.primary_metric) if r.ok else None
+        rows.append(
+            [display, str(r.seed), f"{r.fraction * 100:g}%", r.status, fmt(value, spec.digits), r.run_dir or ""]
+        )
+    return header, rows
 
 
 def _mean_cell(r: ArmFractionSummary, k: str, digits: int) -> str:

@@ -33,6 +33,8 @@ __all__ = [
     "METRIC_WORDS",
     "CONVERGENCE_TOLERANCE",
     "CONVERGENCE_WINDOW",
+    "chance_note",
+    "schedule_warnings",
 ]
 
 #: How close (in units of the primary metric) to the common validation plateau counts as "reached"; a metric in mm
@@ -347,9 +349,11 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
                         seed=seed,
                     )
                 row.convergence = _convergence(pairs, metric)
+                ref_values = [r.test_metrics.get(metric, math.nan) for r in ref_runs.values()]
+                ref_ci = mean_ci(ref_values, confidence, bounds=best_bounds)
                 row.sentence = _verdict(
                     results.arm(arm.name).display,
-                    results.arm(ref).display,
+                    results.arm(ref).display + chance_note(metric_spec(metric), ref_ci, confidence),
                     row.vs_reference,
                     fraction,
                     confidence,
@@ -405,6 +409,20 @@ def schedule_warnings(arms: list[Arm], train: dict[str, Any], reference: str) ->
         elif text:
             out.append(f"{arm.display} (the reference): {text}.")
     return out
+
+
+def chance_note(spec: MetricSpec, ci: MeanCI, confidence: float = 0.95) -> str:
+    """`` (at chance: AUROC 0.519, 95% CI 0.470 to 0.568 over seeds holds 0.5)`` when the metric has a chance level
+    (:attr:`~medtl.metric_specs.MetricSpec.chance`) and the interval over seeds holds it, else ``""`` (also with a
+    single seed, which gives no interval)."""
+    level = spec.chance
+    if level is None or not (np.isfinite(ci.low) and np.isfinite(ci.high)) or not ci.low <= level <= ci.high:
+        return ""
+    pct = f"{confidence * 100:.0f}%"
+    return (
+        f" (at chance: {spec.words} {spec.amount(ci.mean)}, {pct} CI {spec.amount(ci.low)} to "
+        f"{spec.amount(ci.high)} over seeds holds {level:g})"
+    )
 
 
 # ------------------------------------------------------------------------------------------ results

@@ -10,6 +10,7 @@ help texts.
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -241,3 +242,245 @@ def test_config_validate_reads_a_pretraining_config_and_train_threads_is_used(
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------- §5.5 a failed run's folder
+
+
+def test_a_run_that_failed_before_its_first_epoch_does_not_block_the_corrected_rerun(
+    xray_run, tmp_path: Path, run_medtl
+) -> None:
+    _, _, cfg = xray_run
+    runs = tmp_path / "runs"
+    cfg = dict(cfg, output={"dir": str(runs), "name": "fix"})
+    wrong = _write_yaml(tmp_path / "wrong.yaml", dict(cfg, data=dict(cfg["data"], mode="3d")))
+    assert run_medtl("train", wrong).returncode == 2  # radiographs are not volumes: fails once the first scan is read
+    assert json.loads((runs / "fix" / "result.json").read_text())["status"] == "failed"
+    right = _write_yaml(tmp_path / "right.yaml", cfg)
+    proc = run_medtl("train", right)
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stdout.splitlines() if line.startswith("replacing")]
+    assert len(said) == 1 and str(runs / "fix") in said[0] and "before its first epoch" in said[0]
+    assert json.loads((runs / "fix" / "result.json").read_text())["status"] == "ok"
+    # a finished run still needs --resume or --overwrite
+    line = assert_one_line_error(run_medtl("train", right), "fix", "status ok")
+    assert "--overwrite" in line
+    # what can be checked in milliseconds is checked before the folder exists
+    for name, change in (("w", {"model": {"arch": "resnet18", "weights": "imagenett"}}), ("c", {"data": {
+        **cfg["data"], "label_column": "Finding"}})):  # fmt: skip
+        bad = _write_yaml(tmp_path / f"{name}.yaml", dict(cfg, output={"dir": str(runs), "name": name}, **change))
+        assert run_medtl("train", bad).returncode == 2
+        assert not (runs / name).exists()
+
+
+# ---------------------------------------------------------------------------------------- §5.2 a body never unfrozen
+
+
+def _compare_config(tmp_path: Path) -> Path:
+    import helpers.compare as fake
+
+    fake.write_manifest(tmp_path / "data")
+    cfg = {
+        "data": {"manifest": "data/manifest.csv", "mode": "2d"},
+        "model": {"arch": "mobilenet_v2"},
+        "train": {"epochs": 3, "freeze_epochs": 1},
+        "compare": {
+            "arms": [
+                {"name": "imagenet", "label": "MobileNetV2 ImageNet", "model": {"weights": "imagenet"}},
+                {"name": "scratch", "model": {"weights": "scratch"}},
+            ],
+            "seeds": 3,
+            "n_resamples": 200,
+        },
+    }
+    return _write_yaml(tmp_path / "compare.yaml", cfg)
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch):
+    """Training replaced by a stand-in that writes run folders as the engine does (helpers.compare.FakeEngine)."""
+    import helpers.compare as fake
+
+    import medtl.train
+
+    stand_in = fake.FakeEngine()
+    monkeypatch.setattr(medtl.train, "fine_tune", stand_in)
+    return stand_in
+
+
+def test_compare_says_when_an_arm_never_unfreezes(tmp_path: Path, engine, run_medtl) -> None:
+    cfg = _compare_config(tmp_path)
+    proc = run_medtl("compare", cfg, "--epochs", "1", "--fractions", "1", "--out", tmp_path / "one")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())  # the summary's warnings are wrapped to the console's width
+    warning = "warning: MobileNetV2 ImageNet: schedule fine_tune keeps the body (every layer but the head) frozen"
+    # said before the runs start, and again under the summary
+    assert text.count(warning) == 2 and text.index(warning) < text.index("[1/6]")
+    assert text.count("frozen for all 1 epoch(s)") == 2  # not for scratch: one_cycle trains everything at once
+    assert text.count("a linear probe with scratch trained in full") == 2
+    report = (tmp_path / "one" / "report.md").read_text()
+    assert "Warnings:" in report and "MobileNetV2 ImageNet: schedule fine\\_tune keeps the body" in report
+    assert "compares a linear probe with scratch trained in full" in report
+    # the twin: two epochs unfreeze the body in the second; nothing to say
+    proc = run_medtl("compare", cfg, "--epochs", "2", "--fractions", "1", "--out", tmp_path / "two")
+    assert proc.returncode == 0, proc.stderr
+    assert "frozen for all" not in proc.stdout
+    assert "frozen for all" not in (tmp_path / "two" / "report.md").read_text()
+
+
+def test_train_warns_when_the_body_is_never_unfrozen(
+    tmp_path: Path, run_medtl, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+    import warnings
+
+    manifest = make_xray_task(tmp_path / "data", n_patients=12, size=16)
+    cfg = base_config(
+        manifest,
+        tmp_path / "runs",
+        preprocess={"size": [16, 16]},
+        train={"epochs": 1, "schedule": "fine_tune", "freeze_epochs": 1},
+        output={"name": "probe"},
+    )
+    path = _write_yaml(tmp_path / "cfg.yaml", cfg)
+    with warnings.catch_warnings():  # as the medtl command shows a warning: one line on stderr (not pytest's record)
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line)
+        )
+        proc = run_medtl("train", path)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "frozen for all" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"warning: run {tmp_path / 'runs' / 'probe'}: schedule fine_tune")
+    assert "train.freeze_epochs 1 >= train.epochs 1" in lines[0] and "linear probe" in lines[0]
+
+
+# ---------------------------------------------------------------------------------------- §5.6 the report and --help
+
+
+def test_the_report_of_one_label_fraction(tmp_path: Path, engine, run_medtl, monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.figure
+
+    drawn: dict[str, dict] = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):  # what each plot holds, read from the figure as it is saved
+        ax = fig.axes[0]
+        legend = ax.get_legend()
+        drawn[Path(path).stem] = {
+            "lines": [line.get_xydata().tolist() for line in ax.get_lines()],
+            "bars": [seg.tolist() for c in ax.collections for seg in getattr(c, "get_segments", list)()],
+            "legend": [t.get_text() for t in legend.get_texts()] if legend else [],
+            "title": ax.get_title(),
+            "ticks": [t.get_text() for t in ax.get_xticklabels()],
+        }
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    cfg = _compare_config(tmp_path)
+    out = tmp_path / "cmp"
+    proc = run_medtl("compare", cfg, "--fractions", "1", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    data = json.loads((out / "results.json").read_text())
+    # "1 label fraction", not "1 label fractions"
+    assert "2 arms x 3 seeds x 1 label fraction: 6 runs finished" in md
+    # the label-efficiency plot: a dot per arm with its interval, no line through single points
+    eff = drawn["label_efficiency"]
+    assert eff["ticks"] == ["MobileNetV2 ImageNet", "scratch"]
+    assert all(len(points) == 1 for points in eff["lines"])
+
+    def has_bar(x: float, low: float, high: float) -> bool:
+        return any(
+            a[0] == b[0] == x and min(a[1], b[1]) == pytest.approx(low) and max(a[1], b[1]) == pytest.approx(high)
+            for a, b in eff["bars"]
+        )
+
+    for x, arm in enumerate(("imagenet", "scratch")):
+        ci = next(r for r in data["summary"]["rows"] if r["arm"] == arm)["metrics"]["auroc"]
+        assert has_bar(x, ci["low"], ci["high"]), (arm, ci, eff["bars"])
+    # the ROC legend says whose AUROC it shows, and the title says why it differs from the table's
+    roc = drawn["roc"]
+    assert roc["legend"] and all("AUROC of the seed-averaged scores" in t for t in roc["legend"])
+    assert "mean of each seed's AUROC" in roc["title"]
+    # "Runs" lists every run: arm, seed, labels, status, test metric, folder
+    runs_section = md[md.index("## Runs") :]
+    for r in data["runs"]:
+        assert f"| {r['seed']} | 100% | ok | {r['test_metrics']['auroc']:.3f} |" in runs_section
+        assert r["run_dir"].replace("_", "\\_") in runs_section
+    # long cells wrap in the HTML instead of widening the page (checked on the style rules: no browser here)
+    html = (out / "report.html").read_text()
+    style = html[html.index("<style>") : html.index("</style>")]
+    cell_rule = style[style.index("th,td{") :].split("}")[0]
+    assert "overflow-wrap:anywhere" in cell_rule
+    assert "max-width:100%" in style[style.index("table{") :].split("}")[0]
+    assert "white-space:pre-wrap" in style[style.index("pre{") :].split("}")[0]
+
+
+def test_the_verdict_says_when_the_reference_arm_is_at_chance() -> None:
+    from medtl.comparison.stats import MeanCI
+    from medtl.comparison.summary import chance_note
+    from medtl.metric_specs import metric_spec
+
+    auroc = metric_spec("auroc")
+    assert auroc.chance == 0.5 and metric_spec("auroc_Effusion").chance == 0.5
+    note = chance_note(auroc, MeanCI(0.519, 0.47, 0.568, 3, 0.02))
+    assert note == " (at chance: AUROC 0.519, 95% CI 0.470 to 0.568 over seeds holds 0.5)"
+    assert chance_note(auroc, MeanCI(0.9, 0.85, 0.95, 3, 0.02)) == ""  # well above chance
+    assert chance_note(auroc, MeanCI(0.52, float("nan"), float("nan"), 1, float("nan"))) == ""  # one seed: no interval
+    assert metric_spec("dice").chance is None and chance_note(metric_spec("dice"), MeanCI(0.5, 0.4, 0.6, 3, 0.1)) == ""
+
+
+def test_a_compare_whose_scratch_arm_is_at_chance_says_so(tmp_path: Path, engine, run_medtl) -> None:
+    import helpers.compare as fake
+
+    real = fake.FakeEngine.__call__
+
+    def coin_flip_scratch(self, config, *, run_dir, quiet=False):
+        out = real(self, config, run_dir=run_dir, quiet=quiet)
+        if config.model.weights == "scratch":  # scores that know nothing of the labels
+            path = Path(run_dir) / "predictions_test.csv"
+            rows = _rows(path)
+            rng = np.random.default_rng(config.train.seed)
+            for r in rows:
+                p = float(rng.uniform())
+                r["prob_negative"], r["prob_positive"] = str(1 - p), str(p)
+            with open(path, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+        return out
+
+    engine.__class__ = type("ChanceEngine", (fake.FakeEngine,), {"__call__": coin_flip_scratch})
+    cfg = _compare_config(tmp_path)
+    proc = run_medtl("compare", cfg, "--fractions", "1", "--seeds", "5", "--out", tmp_path / "cmp")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    scratch = next(r for r in data["summary"]["rows"] if r["arm"] == "scratch")["metrics"]["auroc"]
+    assert scratch["low"] <= 0.5 <= scratch["high"]
+    sentence = next(r for r in data["summary"]["rows"] if r["arm"] == "imagenet")["sentence"]
+    assert f"scratch (at chance: AUROC {scratch['mean']:.3f}, 95% CI {scratch['low']:.3f} to " in sentence
+    assert "(at chance" in (tmp_path / "cmp" / "report.md").read_text()
+
+
+def test_every_option_of_every_command_has_help_and_brackets_survive(run_medtl) -> None:
+    import typer
+
+    from medtl.cli import app
+
+    def walk(command, path):
+        if hasattr(command, "commands"):  # a group: its commands
+            for name, sub in command.commands.items():
+                yield from walk(sub, [*path, name])
+        else:
+            for param in command.params:
+                yield " ".join(path), param
+
+    missing = [
+        f"{where} {'/'.join(param.opts)}"
+        for where, param in walk(typer.main.get_command(app), ["medtl"])
+        if not (getattr(param, "help", None) or "").strip()
+    ]
+    assert missing == []
+    proc = run_medtl("compare", "--help")
+    assert proc.returncode == 0 and "pip install 'medtl[slurm]'" in proc.stdout

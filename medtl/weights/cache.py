@@ -32,6 +32,7 @@ from pathlib import Path
 
 from medtl.errors import HashMismatchError, UnknownOptionError, WeightsNotAvailableError
 from medtl.utils import look_up_option, medtl_home
+from medtl.weights.local import LOCAL_PREFIX
 from medtl.weights.sources import WeightFile, WeightSource, get_weight_source, list_weight_sources
 
 __all__ = [
@@ -276,8 +277,11 @@ def resolve_weight_file(source: WeightSource | str, arch: str, *, allow_download
 def parse_weight_name(name: str) -> tuple[WeightSource, str]:
     """Split ``"<source>:<arch>"`` (e.g. ``imagenet:mobilenet_v2``, ``medicalnet:resnet18_3d``).
 
-    ``medicalnet:resnet18`` and ``medicalnet:18`` are accepted for ``medicalnet:resnet18_3d``.
+    ``medicalnet:resnet18`` and ``medicalnet:18`` are accepted for ``medicalnet:resnet18_3d``. ``local:<name>`` is an
+    encoder pretrained here (:func:`_local_import_source`).
     """
+    if name.startswith(LOCAL_PREFIX):
+        return _local_import_source(name)
     if ":" not in name:
         raise UnknownOptionError(
             f"weight name {name!r} should be '<source>:<architecture>', e.g. 'imagenet:mobilenet_v2' or "
@@ -290,6 +294,60 @@ def parse_weight_name(name: str) -> tuple[WeightSource, str]:
         arch = f"resnet{arch}_3d" if arch.isdigit() else f"{arch}_3d"
     arch = look_up_option(arch, [f.arch for f in source.files], what=f"architecture with {source.name} weights")
     return source, arch
+
+
+def _local_import_source(name: str) -> tuple[WeightSource, str]:
+    """``local:<name>`` as ``medtl weights import`` restores it: the registration record, which stays in the cache when
+    the encoder file is lost, says the architecture and the SHA-256 the file must have.
+
+    Raises:
+        WeightsNotAvailableError: no record (nothing says which file the encoder was).
+        WeightsError: the record is unreadable or a field is wrong.
+        UnknownOptionError: ``local:<name>:<arch>`` names another architecture than the record's.
+    """
+    from medtl.weights.local import ENCODER_FILE, RECORD_FILE, local_weights_dir, read_local_record
+    from medtl.weights.sources import Normalization
+
+    bare, _, arch = name[len(LOCAL_PREFIX) :].partition(":")
+    folder = local_weights_dir() / bare
+    record_path = folder / RECORD_FILE
+    if not bare or not record_path.is_file():
+        raise WeightsNotAvailableError(
+            f"cannot import {LOCAL_PREFIX}{bare}: its record {record_path} is gone, so nothing says which file it was "
+            "(the SHA-256 its pretraining recorded)",
+            path=str(record_path),
+            fix=f"re-run the pretraining that made it (medtl pretrain CONFIG with output.name: {bare or 'NAME'})",
+        )
+    record = read_local_record(record_path)
+    if arch and arch != record["arch"]:
+        raise UnknownOptionError(
+            f"{LOCAL_PREFIX}{bare} is a {record['arch']} encoder, not {arch}; import it as {LOCAL_PREFIX}{bare}"
+        )
+    norm = record.get("normalization") or {}
+    source = WeightSource(
+        name=LOCAL_PREFIX + bare,
+        description=f"encoder pretrained here ({record_path})",
+        dims=record["spatial_dims"],
+        archs=(record["arch"],),
+        in_channels=record.get("in_channels"),
+        normalization=Normalization(
+            norm.get("kind", "none"),
+            tuple(norm["mean"]) if norm.get("mean") else None,
+            tuple(norm["std"]) if norm.get("std") else None,
+        ),
+        license=record.get("license") or "as the owner of the pretraining data states",
+        citation=record.get("citation") or "",
+        files=(
+            WeightFile(
+                arch=record["arch"],
+                filename=ENCODER_FILE,
+                url=(folder / ENCODER_FILE).resolve().as_uri(),
+                sha256=record["encoder_sha256"],
+            ),
+        ),
+        path=str(folder / ENCODER_FILE),
+    )
+    return source, record["arch"]
 
 
 def add_to_cache(
@@ -318,6 +376,15 @@ def add_to_cache(
     if not src.is_file():
         raise WeightsNotAvailableError(f"cannot import {src}: no such file; pass the path of {f.filename}")
     digest = sha256_file(src)
+    local = source.name.startswith(LOCAL_PREFIX)
+    if local and digest != f.sha256:
+        raise HashMismatchError(
+            f"cannot import {src} as {source.name}: it has SHA-256 {digest}, but {source.name} was registered with "
+            f"{f.sha256} (its record in {Path(str(source.path)).parent}); it is not the encoder that pretraining wrote",
+            path=str(src),
+            fix=f"import the {f.filename} of that pretraining run (its run folder keeps a copy), or re-run the "
+            "pretraining",
+        )
     _check_hash(src, f, digest)
     if check is not None:
         check(src)
@@ -326,7 +393,8 @@ def add_to_cache(
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.copyfile(src, tmp)
     os.replace(tmp, dest)
-    _record(dest, digest)
+    if not local:  # a local encoder's SHA-256 is in its record
+        _record(dest, digest)
     logger.info("imported %s as %s:%s into %s (sha256 %s)", src, source.name, arch, dest, digest)
     return dest
 

@@ -383,7 +383,14 @@ def sources_for_arch(arch: str, *, dims: int | None = None) -> list[str]:
 
 
 def file_source(path: str | os.PathLike[str]) -> WeightSource:
-    """A source record for a user's checkpoint file (format detected when it is loaded)."""
+    """A source record for a user's checkpoint file (format detected when it is loaded); a medtl run folder, or its
+    best.ckpt / last.ckpt, is the run's own source, which knows its architecture, channels and normalisation
+    (:func:`medtl.weights.runs.run_source`)."""
+    from medtl.weights.runs import run_source
+
+    run = run_source(path)
+    if run is not None:
+        return run
     return WeightSource(
         name="file",
         description=f"checkpoint file {path}",

@@ -484,3 +484,71 @@ def test_every_option_of_every_command_has_help_and_brackets_survive(run_medtl) 
     assert missing == []
     proc = run_medtl("compare", "--help")
     assert proc.returncode == 0 and "pip install 'medtl[slurm]'" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------- §5.3 a run used as weights
+
+
+def test_a_run_used_as_weights_keeps_its_input(xray_run, tmp_path: Path, run_medtl) -> None:
+    from medtl.errors import UnknownOptionError
+    from medtl.models import weight_source_for
+
+    first, _, cfg = xray_run
+    first_pre = json.loads((first / "preprocessing.json").read_text())
+    assert first_pre["normalization"]["kind"] == "imagenet" and first_pre["in_channels"] == 3
+    cfg = dict(
+        cfg,
+        model={"arch": "resnet18", "weights": str(first / "best.ckpt")},
+        preprocess={"size": [16, 16]},  # normalization: auto, what the weights say
+        train=dict(cfg["train"], epochs=2),
+        output={"dir": str(tmp_path / "runs"), "name": "again"},
+    )
+    proc = run_medtl("train", _write_yaml(tmp_path / "again.yaml", cfg))
+    assert proc.returncode == 0, proc.stderr
+    again = tmp_path / "runs" / "again"
+    pre = json.loads((again / "preprocessing.json").read_text())
+    # the first run's input: ImageNet mean/std and 3 channels, not "none" as for an anonymous file
+    assert pre["normalization"] == first_pre["normalization"] and pre["in_channels"] == first_pre["in_channels"]
+    report = json.loads((again / "load_report.json").read_text())
+    assert report["left_random"] == [] and report["adapted"] == {} and len(report["matched"]) > 100
+    assert f"from run:{first}" in report["summary"] and report["file"] == str(first / "best.ckpt")
+    # the run folder itself is the same source (its best.ckpt); another architecture is refused naming the run's
+    source = weight_source_for("resnet18", str(first), spatial_dims=2)
+    assert source.path == str(first / "best.ckpt") and source.normalization.kind == "imagenet"
+    assert source.in_channels == 3
+    with pytest.raises(UnknownOptionError, match=r"run:.*has no weights for 'resnet34' \(it fits: resnet18\)"):
+        weight_source_for("resnet34", str(first / "last.ckpt"), spatial_dims=2)
+
+
+def test_weights_import_restores_a_local_encoder_checked_against_its_record(tmp_path: Path, run_medtl) -> None:
+    import torch
+    from helpers.model_states import torchvision_state
+    from safetensors.torch import save_file
+
+    from medtl.weights.local import ENCODER_FILE, RECORD_FILE, register_local_source
+
+    state = {k: v for k, v in torchvision_state("resnet18", 0).items() if not k.startswith("fc.")}
+    encoder = tmp_path / "encoder.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(encoder))
+    record = {"arch": "resnet18", "spatial_dims": 2, "in_channels": 3, "normalization": {"kind": "none"}}
+    folder = register_local_source("xr-ssl", encoder, record)
+    (folder / ENCODER_FILE).unlink()  # the cache lost the file (a cleaned disk, a copied MEDTL_HOME)
+    # another file is refused: its SHA-256 is not the one the pretraining recorded
+    other = tmp_path / "other.safetensors"
+    save_file({k: (v + 1).contiguous() if v.is_floating_point() else v for k, v in state.items()}, str(other))
+    line = assert_one_line_error(run_medtl("weights", "import", "local:xr-ssl", other), "other.safetensors")
+    assert "local:xr-ssl" in line and "SHA-256" in line
+    assert not (folder / ENCODER_FILE).exists()
+    # the pretraining's own file is restored, and loads again as local:xr-ssl
+    proc = run_medtl("weights", "import", "local:xr-ssl", encoder)
+    assert proc.returncode == 0, proc.stderr
+    assert (folder / ENCODER_FILE).read_bytes() == encoder.read_bytes()
+    from medtl.models import create_model
+
+    model = create_model("resnet18", weights="local:xr-ssl", num_classes=2)
+    assert model.load_report.left_random == ["fc.weight", "fc.bias"]
+    assert torch.equal(model.state_dict()["net.conv1.weight"], state["conv1.weight"])
+    # with the record gone there is nothing to check a file against: re-run the pretraining
+    (folder / RECORD_FILE).unlink()
+    line = assert_one_line_error(run_medtl("weights", "import", "local:xr-ssl", encoder), "local:xr-ssl")
+    assert "re-run the pretraining" in line

@@ -4,7 +4,9 @@ Every checkpoint goes through the same steps:
 
 1. :func:`read_checkpoint` reads the file with ``torch.load(map_location="cpu", weights_only=True)`` (or
    safetensors). A file that needs arbitrary unpickling is refused with :class:`UnsafeCheckpointError`: a
-   ``.pth`` from the internet is code.
+   ``.pth`` from the internet is code. A source whose files are whole pickled models (torchxrayvision's) asks for
+   ``module_pickle=True``: :func:`medtl.weights.module_pickle.read_module_pickle` then rebuilds their tensors
+   without importing or running the model's classes.
 2. :func:`unwrap_checkpoint` finds the state dict inside: torchvision files and plain state dicts as they are,
    MedicalNet's ``{"state_dict": {"module.conv1.weight": ...}}``, Lightning checkpoints
    (``{"state_dict": {"model.net.conv1.weight": ...}, "epoch": ...}``), ``{"model": ...}`` / ``{"net": ...}``.
@@ -43,11 +45,16 @@ def _describe_unpickling(exc: BaseException) -> str:
     return "it holds pickled Python objects besides tensors"
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> object:
+def read_checkpoint(path: str | os.PathLike[str], *, module_pickle: bool = False) -> object:
     """Read a checkpoint without running code from it.
 
     ``.safetensors`` files are read with safetensors; anything else with
     ``torch.load(path, map_location="cpu", weights_only=True)``, which only rebuilds tensors and plain containers.
+
+    Args:
+        path: the file.
+        module_pickle: the file is a whole pickled model (a weight source's record says so): its module classes
+            become inert stand-ins and only its tensors are kept (:mod:`medtl.weights.module_pickle`).
 
     Raises:
         WeightsNotAvailableError: the file does not exist.
@@ -70,6 +77,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> object:
                 f"{path} is not a readable safetensors file ({exc}); it may be truncated: copy it again",
                 path=str(path),
             ) from exc
+    if module_pickle:
+        from medtl.weights.module_pickle import read_module_pickle
+
+        return read_module_pickle(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -172,12 +183,20 @@ def check_finite(state: Mapping[str, torch.Tensor], *, path: str | None = None) 
                 )
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], str]:
+def load_checkpoint(
+    path: str | os.PathLike[str], *, module_pickle: bool = False
+) -> tuple[dict[str, torch.Tensor], str]:
     """:func:`read_checkpoint`, :func:`unwrap_checkpoint`, then :func:`check_finite`.
+
+    Args:
+        path: the file.
+        module_pickle: the file is a whole pickled model (see :func:`read_checkpoint`).
 
     Returns:
         The state dict (tensors only) and its format description.
     """
-    state, fmt = unwrap_checkpoint(read_checkpoint(path), path=str(path))
+    state, fmt = unwrap_checkpoint(read_checkpoint(path, module_pickle=module_pickle), path=str(path))
+    if module_pickle and fmt == "plain state dict":
+        fmt = "pickled model, tensors read without running its code"
     check_finite(state, path=str(path))
     return state, fmt

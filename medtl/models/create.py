@@ -20,18 +20,24 @@ from medtl.backbones.adapt import set_submodule
 from medtl.backbones.inflate import inflate_network
 from medtl.backbones.registry import PYRAMID, ArchSpec, format_name, get_architecture, split_options
 from medtl.errors import UnknownOptionError
-from medtl.models.load import LoadReport, load_into
+from medtl.models.load import LoadReport, load_into, read_source_state
 from medtl.models.model import MedtlModel
 from medtl.utils import look_up_option
 from medtl.weights.cache import resolve_weight_file
-from medtl.weights.load import load_checkpoint
 from medtl.weights.sources import Normalization, WeightSource, get_weight_source, sources_for_arch
 from medtl.weights.verify import check_weight_file
 
 if TYPE_CHECKING:
     from medtl.models.segmentation import SegmentationModel
 
-__all__ = ["create_model", "weight_source_for", "expected_input", "ExpectedInput", "library_source"]
+__all__ = [
+    "create_model",
+    "weight_source_for",
+    "expected_input",
+    "ExpectedInput",
+    "library_source",
+    "arch_for_weights",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +92,24 @@ def _fits(source: WeightSource, spec: ArchSpec) -> bool:
     """Whether ``source`` has weights for ``spec``, its architectures compared by canonical name (size options in
     any order: ``swin_unetr_3d[window_size=4,feature_size=12]`` is ``swin_unetr_3d[feature_size=12,window_size=4]``)."""
     return source.fits(spec.name) or any(format_name(*split_options(a)) == spec.name for a in source.archs)
+
+
+def arch_for_weights(arch: str | None, weights: str | os.PathLike[str] | WeightSource) -> str:
+    """``arch``, or when it is ``None`` the one architecture the weight source has weights for.
+
+    Raises:
+        UnknownOptionError: no ``arch`` and the source fits several architectures (or any).
+    """
+    if arch is not None:
+        return arch
+    source = get_weight_source(weights)
+    if source.single_arch is None:
+        fits = ", ".join(source.archs) if source.archs else "any architecture"
+        raise UnknownOptionError(
+            f"name an architecture: weight source {source.name!r} has weights for {fits}; only a source with weights "
+            "for a single architecture implies it"
+        )
+    return source.single_arch
 
 
 def weight_source_for(
@@ -176,7 +200,7 @@ HEADS = ("linear", "unet")
 
 
 def create_model(
-    arch: str,
+    arch: str | None = None,
     weights: str | os.PathLike[str] | WeightSource = "scratch",
     *,
     in_channels: int | None = None,
@@ -190,7 +214,8 @@ def create_model(
     Args:
         arch: a registered architecture (``medtl.list_architectures()``), e.g. ``"resnet18"``,
             ``"resnet50_3d"``, ``"swin_unetr_3d"``, ``"segresnet_3d"``, or any timm model as ``"timm/<name>"``;
-            size options in brackets, e.g. ``"swin_unetr_3d[feature_size=24]"``.
+            size options in brackets, e.g. ``"swin_unetr_3d[feature_size=24]"``. ``None``: the architecture of a
+            weight source that has weights for one (``create_model(weights="rad-dino")``).
         weights: ``"scratch"``, ``"imagenet"`` (timm's default tag for a ``timm/`` architecture),
             ``"imagenet-inflated"``, ``"medicalnet"``, ``"medicalnet23"``, ``"ct-i3resnet152"``, a checkpoint file
             (torchvision, timm, MONAI, MedicalNet, Lightning, plain state dict, safetensors), or a
@@ -220,6 +245,7 @@ def create_model(
         WeightsError: the checkpoint is unreadable or holds NaN/Inf values.
     """
     head = look_up_option(head, HEADS, what="head")
+    arch = arch_for_weights(arch, weights)
     if head == "unet":
         from medtl.models.segmentation import DEFAULT_DECODER_CHANNELS, SegmentationModel
 
@@ -273,7 +299,7 @@ def _create(
         else:
             path = resolve_weight_file(source, spec.name)
             checked = check_weight_file(source, spec.name, path)  # the file actually loaded, hashed before reading
-            state, fmt = load_checkpoint(path)  # a bad file fails before any model is built
+            state, fmt = read_source_state(source, spec.name, path)  # a bad file fails before any model is built
             file = str(path)
         net = _build(spec, in_channels, num_classes, empty=True)
         checkpoint_is_3d = any(v.ndim == 5 for v in state.values())
@@ -289,6 +315,7 @@ def _create(
             report.notes.append(
                 f"inflated to 3D (I3D): {n} convolution kernels repeated over depth and divided by the depth"
             )
+        report.restriction = source.restriction
         if checked is not None:
             report.sha256, report.verified = checked.sha256, checked.verified
             report.verification = checked.verification

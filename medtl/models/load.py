@@ -24,12 +24,12 @@ from torch import nn
 from medtl.backbones.adapt import adapt_input_conv
 from medtl.backbones.medicalnet3d import depth_for_layers
 from medtl.backbones.registry import ArchSpec, get_architecture
-from medtl.errors import CheckpointMismatchError
+from medtl.errors import CheckpointMismatchError, UnknownOptionError
 from medtl.weights.cache import add_to_cache, parse_weight_name
 from medtl.weights.load import load_checkpoint
-from medtl.weights.sources import WeightSource
+from medtl.weights.sources import WeightFile, WeightSource
 
-__all__ = ["LoadReport", "load_into", "check_checkpoint_fits", "import_weights"]
+__all__ = ["LoadReport", "load_into", "check_checkpoint_fits", "import_weights", "read_source_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class LoadReport:
         verified: whether that hash matches one the weight source publishes; ``False`` means "unverified" (a
             user's file, or a source such as MedicalNet that publishes none).
         verification: one line saying what the hash was checked against.
+        restriction: what the weights' licence or training data restricts (non-commercial research...), or ``None``.
     """
 
     source: str
@@ -68,6 +69,7 @@ class LoadReport:
     sha256: str | None = None
     verified: bool = False
     verification: str = ""
+    restriction: str | None = None
 
     @property
     def pretrained(self) -> bool:
@@ -93,6 +95,8 @@ class LoadReport:
         if self.unexpected:
             lines.append(f"  unused from file: {len(self.unexpected)} ({_first(self.unexpected)})")
         lines.extend(f"  {note}" for note in self.notes)
+        if self.restriction:
+            lines.append(f"  licence RESTRICTED: {self.restriction}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -285,10 +289,38 @@ def _guess_arch(report: LoadReport) -> str:
     return f"The file has {kind} ResNet blocks {layers} per stage: it looks like resnet{depth}."
 
 
+def _file_record(source: WeightSource | None, arch: str) -> WeightFile | None:
+    """The record of the file ``source`` has for ``arch``, or ``None`` (a checkpoint file, scratch)."""
+    if source is None or not (source.files or source.derived_from):
+        return None
+    try:
+        return source.file_for(arch)
+    except UnknownOptionError:
+        return None
+
+
+def read_source_state(
+    source: WeightSource | None, arch: str, path: str | os.PathLike[str]
+) -> tuple[dict[str, torch.Tensor], str]:
+    """Read the weight file at ``path`` as its source's record says (a whole pickled model is read as tensors only)
+    and put its keys under the network's names with the record's key map (a pure dict -> dict function, e.g.
+    :func:`medtl.weights.zoo.dinov2_hf_to_timm`).
+
+    Returns:
+        The state dict and its format description (naming the key map applied).
+    """
+    f = _file_record(source, arch)
+    state, fmt = load_checkpoint(path, module_pickle=bool(f and f.module_pickle))
+    if f is not None and f.key_map is not None:
+        state = f.key_map(state)
+        fmt = f"{fmt}, keys mapped by {f.key_map.__name__}"
+    return state, fmt
+
+
 def check_checkpoint_fits(path: str | os.PathLike[str], arch: str, *, source: WeightSource | None = None) -> LoadReport:
     """Check, without allocating the model, that the checkpoint at ``path`` fits ``arch`` (used on import)."""
     spec = get_architecture(arch)
-    state, fmt = load_checkpoint(path)
+    state, fmt = read_source_state(source, arch, path)
     in_channels = (source.in_channels if source is not None else None) or spec.default_in_channels
     with torch.device("meta"):
         net = spec.build(in_channels=in_channels, num_classes=2)

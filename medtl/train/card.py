@@ -57,7 +57,8 @@ def model_card(exp: Any, result: dict[str, Any], load_report: dict[str, Any]) ->
         "",
         "## Weights",
         f"- Architecture `{cfg.model.arch}`, weights `{md_escape(cfg.model.weights)}` (source `{prov.get('source')}`)",
-        f"- Licence: {prov.get('license') or 'n/a'}",
+        f"- Licence: {prov.get('license') or 'n/a'}"
+        + (f"; RESTRICTED: {exp.source.restriction}" if getattr(exp.source, "restriction", None) else ""),
         f"- Citation: {prov.get('citation') or 'n/a'}",
         f"- File: {prov.get('file') or 'none'}; SHA-256 of the file loaded: {prov.get('sha256') or 'n/a'}"
         + ("" if prov.get("verified") in (None, True) or not prov.get("file") else " (unverified: no pinned hash)"),

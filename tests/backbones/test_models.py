@@ -90,4 +90,5 @@ def test_sources_for_arch():
     assert sources_for_arch("resnet200_3d") == ["medicalnet"]
     assert sources_for_arch("resnet18") == ["imagenet", "imagenet-inflated"]
     assert sources_for_arch("resnet18", dims=3) == ["imagenet-inflated"]
-    assert sources_for_arch("i3resnet152_3d") == ["ct-i3resnet152"]
+    assert sources_for_arch("i3resnet152_3d") == ["ct-i3resnet152", "merlin"]
+    assert sources_for_arch("i3resnet152_3d", zoo=False) == ["ct-i3resnet152"]

@@ -54,6 +54,8 @@ class MetricSpec:
         digits: decimals the report prints.
         convergence_tolerance: how close to the common validation plateau counts as "reached", in the metric's
             units (below the plateau for higher-is-better metrics, above it for lower-is-better ones).
+        relative_tolerance: used where ``convergence_tolerance`` is NaN: the tolerance as a share of the plateau
+            (an error in the label's units, whose scale is not known in advance: 2% of the plateau's MAE).
         comparable: whether ``compare.primary_metric`` may be this metric (the loss may only be monitored).
         default_for: the tasks whose default primary metric and checkpoint monitor this is.
         scale_unit: the unit is the label's own (regression errors); :func:`metric_spec` fills it in.
@@ -71,6 +73,7 @@ class MetricSpec:
     bounds: tuple[float, float] = (0.0, 1.0)
     digits: int = 3
     convergence_tolerance: float = SCORE_TOLERANCE
+    relative_tolerance: float = math.nan
     comparable: bool = True
     default_for: tuple[str, ...] = ()
     scale_unit: bool = False
@@ -99,13 +102,37 @@ class MetricSpec:
         text = f"{value:+.{self.digits}f}" if sign else f"{value:.{self.digits}f}"
         return f"{text} {self.unit}" if self.unit else text
 
+    def tolerance_at(self, level: float) -> float:
+        """The convergence tolerance at a plateau of ``level``: the absolute one, else the relative share of
+        ``|level|``; NaN when the metric has neither (the loss)."""
+        if math.isfinite(self.convergence_tolerance):
+            return self.convergence_tolerance
+        return self.relative_tolerance * abs(level)
+
+    @property
+    def tolerance_text(self) -> str:
+        """The convergence tolerance in words: ``0.02``, ``1 mm``, ``2% of the plateau``, or ``n/a``."""
+        if math.isfinite(self.convergence_tolerance):
+            return f"{self.convergence_tolerance:g}" + (f" {self.unit}" if self.unit else "")
+        if math.isfinite(self.relative_tolerance):
+            return f"{self.relative_tolerance * 100:g}% of the plateau"
+        return "n/a"
+
     def better(self, difference: float) -> bool:
         """Whether a difference (a - b) is in the direction that favours a."""
         return difference > 0 if self.higher_is_better else difference < 0
 
 
 _MM = dict(higher_is_better=False, unit="mm", bounds=(0.0, math.inf), digits=2, convergence_tolerance=1.0)
-_ERROR = dict(higher_is_better=False, bounds=(0.0, math.inf), digits=2, convergence_tolerance=math.nan, scale_unit=True)
+# an error in the label's units: no absolute tolerance can be fixed in advance, so 2% of the plateau
+_ERROR = dict(
+    higher_is_better=False,
+    bounds=(0.0, math.inf),
+    digits=2,
+    convergence_tolerance=math.nan,
+    relative_tolerance=SCORE_TOLERANCE,
+    scale_unit=True,
+)
 
 #: The metrics, in the order tables list them (each task's default first).
 METRICS: tuple[MetricSpec, ...] = (

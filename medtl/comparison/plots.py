@@ -69,7 +69,7 @@ def plot_label_efficiency(results: CompareResults, summary: Summary, path: str |
     ax.set_xticks([f * 100 for f in results.fractions])
     ax.set_xticklabels([f"{f * 100:g}%" for f in results.fractions])
     ax.set_xlabel("training labels used")
-    ax.set_ylabel(_text(f"test {metric_spec(metric).label}"))
+    ax.set_ylabel(_text(f"test {summary.spec.label}"))
     n_seeds = len(results.seeds)
     ax.set_title(f"Label efficiency (mean of {n_seeds} seeds, 95% CI over seeds)")
     ax.grid(alpha=0.3)

@@ -19,7 +19,6 @@ from medtl.comparison.render import Block, md_escape, render_html, render_md
 from medtl.comparison.results import CompareResults
 from medtl.comparison.summary import ArmFractionSummary, Summary, summarize
 from medtl.comparison.tables import ci_text, fmt, fmt_p, print_summary, summary_table
-from medtl.metric_specs import metric_spec
 
 __all__ = ["write_report", "summary_table", "print_summary", "fmt", "fmt_p", "md_escape", "ReportFiles"]
 
@@ -106,7 +105,7 @@ def _method(results: CompareResults, summary: Summary) -> str:
     m = spec.words
     ref = results.arm(summary.reference).display
     pct = f"{summary.confidence * 100:.0f}%"
-    tol = f"{summary.convergence_tolerance:g}" + (f" {spec.unit}" if spec.unit else "")
+    tol = summary.tolerance_text
     if spec.higher_is_better:
         target = f"the lower of the arm's and {ref}'s plateaus minus {tol}"
     else:
@@ -168,7 +167,7 @@ def _blocks(
     b.append(Block("h2", "Other test metrics (mean over seeds, 95% CI)"))
     names = {k for r in summary.rows for k in r.metrics}
     other = [k for k in results.metric_names() if k in names] + sorted(names - set(results.metric_names()))
-    specs = {k: metric_spec(k) for k in other}
+    specs = {k: summary.metric_spec(k) for k in other}
     rows2 = []
     for f in results.fractions:
         for arm in results.arms:
@@ -194,7 +193,8 @@ def _blocks(
                 "random initialisation" if a.is_scratch else (p.get("description", "") or ""),
                 a.schedule,
                 a.mode or "",
-                p.get("license", "") or ("n/a" if a.is_scratch else ""),
+                (p.get("license", "") or ("n/a" if a.is_scratch else ""))
+                + (f"; RESTRICTED: {p['restriction']}" if p.get("restriction") else ""),
                 p.get("citation", "") or "",
                 _sha256_cell(p, a.is_scratch),
             ]

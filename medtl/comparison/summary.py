@@ -4,7 +4,7 @@ against the reference arm, its verdict sentence, and convergence."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,8 @@ __all__ = [
 ]
 
 #: How close (in units of the primary metric) to the common validation plateau counts as "reached"; a metric in mm
-#: (HD95) has its own (:attr:`~medtl.metric_specs.MetricSpec.convergence_tolerance`, 1 mm).
+#: (HD95) has its own (:attr:`~medtl.metric_specs.MetricSpec.convergence_tolerance`, 1 mm), an error in the label's
+#: units a share of the plateau (:attr:`~medtl.metric_specs.MetricSpec.relative_tolerance`, MAE: 2%).
 CONVERGENCE_TOLERANCE = SCORE_TOLERANCE
 #: Validation scores are smoothed by a trailing mean over this many epochs before looking for the crossing.
 CONVERGENCE_WINDOW = 3
@@ -122,11 +123,22 @@ class Summary:
     convergence_tolerance: float = CONVERGENCE_TOLERANCE
     convergence_window: int = CONVERGENCE_WINDOW
     task: str = "classification"
+    unit: str = ""
 
     @property
     def spec(self) -> MetricSpec:
         """The primary metric's record: direction, unit, digits."""
-        return metric_spec(self.primary_metric)
+        return self.metric_spec(self.primary_metric)
+
+    def metric_spec(self, name: str) -> MetricSpec:
+        """The record of a metric of this comparison, with :attr:`unit` where its unit is the label's (a
+        regression's MAE in years: :meth:`medtl.tasks.base.Task.metric_unit`)."""
+        return metric_spec(name, unit=self.unit or None)
+
+    @property
+    def tolerance_text(self) -> str:
+        """The convergence tolerance in words: ``0.02``, ``1 mm``, ``2% of the plateau``."""
+        return replace(self.spec, convergence_tolerance=self.convergence_tolerance).tolerance_text
 
     def row(self, arm: str, fraction: float) -> ArmFractionSummary | None:
         for r in self.rows:
@@ -145,6 +157,7 @@ class Summary:
             "n_resamples": self.n_resamples,
             "min_seeds": self.min_seeds,
             "convergence_tolerance": self.convergence_tolerance,
+            "convergence_relative_tolerance": self.spec.relative_tolerance,
             "convergence_window": self.convergence_window,
             "warnings": self.warnings,
             "rows": [r.to_dict() for r in self.rows],
@@ -161,10 +174,10 @@ def used_words(fraction: float, fraction_used: float | None) -> str:
     return f" ({fraction_used * 100:.1f}% actually used)"
 
 
-def _too_few_seeds(d: PairedDifference) -> str:
+def _too_few_seeds(d: PairedDifference, unit: str = "") -> str:
     """What to do when there are too few seeds for a verdict, with a seed count where one can be estimated."""
     k = d.n_seeds
-    spec = metric_spec(d.metric)
+    spec = metric_spec(d.metric, unit=unit or None)
     base = f"at least {MIN_SEEDS_FOR_VERDICT} seeds per arm are needed for any verdict (compare.seeds)"
     if k < 2 or not np.isfinite(d.seed_sd):
         return f"Run more: {base}; 5 seeds give an interval about half as wide as 3 when training noise dominates."
@@ -187,12 +200,14 @@ def _verdict(
     fraction: float,
     confidence: float,
     fraction_used: float | None = None,
+    unit: str = "",
 ) -> str:
-    """The verdict sentence; its direction follows the metric's ("beat" is a lower HD95, a higher Dice)."""
+    """The verdict sentence; its direction follows the metric's ("beat" is a lower HD95, a higher Dice), its
+    amounts carry the metric's unit (``unit``: the label's, for errors in the label's units)."""
     words = fraction_words(fraction) + used_words(fraction, fraction_used)
     if d is None or not np.isfinite(d.difference):
         return f"{arm} could not be compared with {ref} {words} (no paired test predictions)."
-    spec = metric_spec(d.metric)
+    spec = metric_spec(d.metric, unit=unit or None)
     m = spec.words
     diff = f"{spec.amount(d.difference, sign=True)} {m}" + ("" if spec.higher_is_better else " (lower is better)")
     k = d.n_seeds
@@ -200,7 +215,7 @@ def _verdict(
         seeds = f"{k} seed" + ("s" if k != 1 else "")
         return (
             f"{arm} differed from {ref} by {diff} {words}, but with {seeds} per arm training noise cannot be "
-            f"separated from an effect: no verdict. {_too_few_seeds(d)}"
+            f"separated from an effect: no verdict. {_too_few_seeds(d, unit)}"
         )
     if not d.estimable:
         return (
@@ -244,7 +259,9 @@ def _convergence(pairs: list[tuple[RunRecord, RunRecord]], metric: str) -> dict[
     epochs) and its plateau is the mean of the last third of the smoothed curve; the target is the
     worse of the two plateaus less the metric's tolerance (:data:`CONVERGENCE_TOLERANCE` for scores in
     [0, 1]): for a lower-is-better metric (HD95) the higher plateau plus 1 mm, reached when the curve
-    crosses it from above. Both runs are measured against the
+    crosses it from above. A metric in the label's units (MAE) has no tolerance fixed in advance: its
+    tolerance is a share of the worse plateau (:meth:`~medtl.metric_specs.MetricSpec.tolerance_at`; 2%), the
+    same for both runs of the pair. Both runs are measured against the
     same target in the same way, so two identical arms get the same answer in distribution (comparing
     one arm's first crossing with the other's best epoch, a selection-biased maximum, showed "never" for
     half the seeds of identical arms). A run that does not reach the target (its curve stops or has no
@@ -252,7 +269,6 @@ def _convergence(pairs: list[tuple[RunRecord, RunRecord]], metric: str) -> dict[
     """
     spec = metric_spec(metric)
     up = spec.higher_is_better
-    tol = spec.convergence_tolerance
     per_seed: dict[str, dict[str, Any]] = {}
     for run, ref in pairs:
         if not run.curve or not ref.curve:
@@ -261,7 +277,9 @@ def _convergence(pairs: list[tuple[RunRecord, RunRecord]], metric: str) -> dict[
         ref_e, ref_t, ref_s = _curve(ref, metric)
         smooth, ref_smooth = smooth_scores(s, CONVERGENCE_WINDOW), smooth_scores(ref_s, CONVERGENCE_WINDOW)
         level, ref_level = plateau(smooth), plateau(ref_smooth)
-        target = min(level, ref_level) - tol if up else max(level, ref_level) + tol
+        worse = min(level, ref_level) if up else max(level, ref_level)
+        tol = spec.tolerance_at(worse)
+        target = worse - tol if up else worse + tol
         if not np.isfinite(target):
             continue
         c = convergence(e, t, smooth, target, higher_is_better=up)
@@ -269,6 +287,7 @@ def _convergence(pairs: list[tuple[RunRecord, RunRecord]], metric: str) -> dict[
         per_seed[str(run.seed)] = c.to_dict() | {
             "plateau": level,
             "reference_plateau": ref_level,
+            "tolerance": tol,
             "last_epoch": max(e),
             "last_seconds": _last(t),
             "reference_epoch": cr.epoch,
@@ -296,7 +315,8 @@ def _convergence(pairs: list[tuple[RunRecord, RunRecord]], metric: str) -> dict[
         "median_seconds": median("seconds", "last_seconds"),
         "reference_median_epoch": median("reference_epoch", "reference_last_epoch"),
         "reference_median_seconds": median("reference_seconds", "reference_last_seconds"),
-        "tolerance": tol,
+        "tolerance": spec.convergence_tolerance,
+        "relative_tolerance": spec.relative_tolerance,
         "higher_is_better": up,
         "window": CONVERGENCE_WINDOW,
     }
@@ -312,6 +332,8 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
     metric = results.primary_metric
     ref = results.reference
     best_bounds = metric_spec(metric).bounds
+    # the unit of errors in the label's units (a regression's MAE in years), from the experiment's config
+    unit = results.task_class.metric_unit(results.config)
     rows: list[ArmFractionSummary] = []
     for arm in results.arms:
         for fraction in results.fractions:
@@ -358,6 +380,7 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
                     fraction,
                     confidence,
                     row.fraction_used,
+                    unit,
                 )
             rows.append(row)
     spec = metric_spec(metric)
@@ -370,6 +393,7 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
         _warnings(results),
         convergence_tolerance=spec.convergence_tolerance,
         task=results.task,
+        unit=unit,
     )
 
 

@@ -97,9 +97,7 @@ def summary_table(results: CompareResults, summary: Summary) -> tuple[list[str],
     ref = results.arm(summary.reference).display
     pct = f"{summary.confidence * 100:.0f}%"
     unit = f" ({spec.unit})" if spec.unit else ""
-    plateau = f"{'-' if spec.higher_is_better else '+'} {summary.convergence_tolerance:g}" + (
-        f" {spec.unit}" if spec.unit else ""
-    )
+    plateau = f"{'-' if spec.higher_is_better else '+'} {summary.tolerance_text}"
     header = [
         "arm",
         "labels",

@@ -385,6 +385,13 @@ class Task:
         return f"Primary metric: test {spec.words}, computed per patient {same}."
 
     @classmethod
+    def metric_unit(cls, config: Any) -> str:
+        """The unit of this task's metrics whose unit is the label's (:attr:`MetricSpec.scale_unit
+        <medtl.metric_specs.MetricSpec.scale_unit>`: a regression's MAE in years) in ``config`` (an
+        :class:`~medtl.config.ExperimentConfig` or its dict, as a comparison keeps it). Default: none."""
+        return ""
+
+    @classmethod
     def bootstrap_units(cls) -> str:
         """What the patient bootstrap resamples, for the report's method paragraph."""
         return "patients"

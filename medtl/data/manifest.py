@@ -93,7 +93,7 @@ class Manifest:
         *,
         classes: Sequence[str] | None = None,
         check_files: bool = True,
-        label_column: str = "label",
+        label_column: str | None = "label",
         image_column: str = "image",
         labels_required: bool = True,
         patient_column: str = "patient_id",
@@ -104,7 +104,9 @@ class Manifest:
             path: the CSV file.
             classes: the allowed labels, in class-index order; default: the sorted unique labels found.
             check_files: check that every image exists (a folder must hold at least one file).
-            label_column: the column holding the labels.
+            label_column: the column holding the labels; None (with ``labels_required=False``): no column is read
+                as class labels and every other column stays in :attr:`Record.extra` as written, for a task that
+                parses its own targets (a regression's numbers: :mod:`medtl.tasks.regression`).
             image_column: the column holding the scan paths.
             patient_column: the column holding the patient IDs.
             labels_required: False: a manifest without labels (no label column, or an empty one) is read as

@@ -255,7 +255,7 @@ def parse_table(
     path: Path,
     classes: Sequence[str] | None,
     check_files: bool,
-    label_column: str,
+    label_column: str | None,
     image_column: str,
     labels_required: bool = True,
     patient_column: str = "patient_id",
@@ -264,7 +264,9 @@ def parse_table(
 
     With ``labels_required=False`` the label column may be absent (or empty in every row): every record then has
     label 0 and the label name :data:`UNLABELLED`, the only class. A label column with some cells filled is
-    checked as always.
+    checked as always. ``label_column=None`` (with ``labels_required=False``) reads no column as class labels:
+    every column other than image, patient, split and series stays in :attr:`Record.extra` as written, for a task
+    that parses its own targets (a regression's numbers).
 
     Returns:
         The records, the class names in class-index order (``[UNLABELLED]`` for a manifest without labels), and
@@ -273,6 +275,9 @@ def parse_table(
     Raises:
         ManifestError: any problem, all of them listed with their row numbers.
     """
+    if label_column is None and labels_required:
+        raise ValueError("label_column=None reads no labels: pass labels_required=False with it")
+    label_text = label_column or "label"  # for the messages below
     root = path.parent
     while table and not any(cell.strip() for cell in table[0]):
         table.pop(0)  # leading blank lines are not the header
@@ -280,7 +285,7 @@ def parse_table(
         raise ManifestError(
             f"manifest {path} is empty: it has no header and no rows",
             path=str(path),
-            fix=f"write a header line '{image_column},{label_column}' and one row per scan",
+            fix=f"write a header line '{image_column},{label_text}' and one row per scan",
         )
     header = [h.strip() for h in table[0]]
     # known columns are matched case-insensitively; the user's own spelling is kept for extras
@@ -292,7 +297,7 @@ def parse_table(
         "split": "split",
         "series": "series",
     }
-    col = {key: lookup.get(name.lower()) for key, name in wanted.items()}
+    col = {key: lookup.get(name.lower()) if name is not None else None for key, name in wanted.items()}
     unlabelled = not labels_required and _label_column_unused(table, col["label"])
     if unlabelled and classes is not None:
         raise ManifestError(
@@ -315,7 +320,7 @@ def parse_table(
         raise ManifestError(
             f"manifest {path}: {'; '.join(header_problems)}; the header is {','.join(header)!r}",
             path=str(path),
-            fix=f"the first line must name the columns, at least {image_column},{label_column}",
+            fix=f"the first line must name the columns, at least {image_column},{label_text}",
         )
 
     rows = [(n, r) for n, r in enumerate(table[1:], start=2) if any(cell.strip() for cell in r)]

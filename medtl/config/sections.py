@@ -21,6 +21,7 @@ __all__ = [
     "RUN_NAME_MAX",
     "check_run_name",
     "SegmentationConfig",
+    "RegressionConfig",
     "ExperimentConfig",
 ]
 
@@ -426,6 +427,67 @@ class SegmentationConfig(_Section):
         return v
 
 
+class RegressionConfig(_Section):
+    """Regression: a number per scan (``task: regression``; see :mod:`medtl.tasks.regression`).
+
+    The manifest's ``data.label_column`` holds the numbers (an age, a volume, a score, a size in mm). The network has
+    one output; with ``standardize`` it learns the target standardised by the training scans' mean and SD, and its
+    outputs are turned back into the label's units before any metric, prediction or comparison sees them.
+    """
+
+    loss: Literal["mse", "l1", "huber"] = Field(
+        "huber",
+        description="mse: squared error; l1: absolute error; huber: squared within huber_delta of the target, "
+        "absolute beyond it, so a few outlying or mistyped labels cannot dominate the gradients (the default).",
+    )
+    huber_delta: float = Field(
+        1.0,
+        gt=0.0,
+        description="huber: where the loss turns from squared to absolute, in training-SD units of the target "
+        "with standardize (in the label's units without).",
+    )
+    unit: str = Field(
+        "", max_length=20, description="The label's unit (years, mm, ml), shown with MAE and RMSE in every output."
+    )
+    standardize: bool = Field(
+        True,
+        description="Learn (target - mean) / SD of the training scans' targets; outputs are turned back into the "
+        "label's units (the mean and SD are kept in the run's preprocessing.json).",
+    )
+    bins: int = Field(
+        5,
+        ge=1,
+        description="The patient split and the label fractions are stratified by this many quantile bins of each "
+        "patient's mean target (fewer when there are too few patients for every bin to give val and test patients).",
+    )
+
+    @field_validator("unit")
+    @classmethod
+    def _unit(cls, v: str) -> str:
+        v = v.strip()
+        if any(not (c.isprintable() and c not in "$|<>") for c in v):
+            raise ValueError(f"unit {v!r} must be plain text (letters, digits, spaces, / ^ . %)")
+        return v
+
+    def check_experiment(self, config: ExperimentConfig) -> None:
+        """Refuse options of the experiment that only a classification run uses (each names the field)."""
+        if config.train.class_balance != "none":
+            raise ValueError(
+                f"train.class_balance {config.train.class_balance!r} balances classes; a regression run has none "
+                "(its split is stratified by regression.bins): leave train.class_balance at none"
+            )
+        if config.train.label_smoothing:
+            raise ValueError(
+                f"train.label_smoothing {config.train.label_smoothing} smooths class labels; a regression target "
+                "has none: leave it at 0"
+            )
+        if config.data.classes is not None:
+            raise ValueError(
+                "data.classes lists the classes of a classification run; a regression run reads numbers from "
+                f"data.label_column ({config.data.label_column!r}): remove data.classes"
+            )
+
+
 class ExperimentConfig(_Section):
     """A whole experiment."""
 
@@ -443,6 +505,7 @@ class ExperimentConfig(_Section):
     train: TrainConfig = TrainConfig()
     output: OutputConfig = OutputConfig()
     segmentation: SegmentationConfig | None = None
+    regression: RegressionConfig | None = None
 
     @model_validator(mode="after")
     def _task_and_monitor(self) -> ExperimentConfig:

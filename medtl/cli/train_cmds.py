@@ -239,15 +239,24 @@ def lr_find_cmd(
 config_app = typer.Typer(help="Check or print an experiment, comparison or pretraining config.", no_args_is_help=True)
 
 
+#: top-level keys only a pretraining config has
+_PRETRAIN_KEYS = ("method", "views", "simclr", "genesis", "knn")
+
+
 def _load_any(config: Path, sets: list[str] | None) -> Any:
-    """An experiment, comparison (a ``compare`` section) or pretraining config (a ``method`` key), validated by
-    its own schema."""
+    """An experiment, comparison (a ``compare`` section) or pretraining config (a ``method``, ``views``, ``simclr``,
+    ``genesis`` or ``knn`` section, or ``data.folder``), validated by its own schema."""
     from medtl.comparison.compare_config import load_any_config
     from medtl.config import read_config_file
 
     overrides = _overrides(sets=sets)
     raw = read_config_file(Path(config).expanduser())
-    if "method" in raw or "method" in overrides:
+    data = raw.get("data")
+    if (
+        any(key in raw for key in _PRETRAIN_KEYS)
+        or "method" in overrides
+        or (isinstance(data, dict) and "folder" in data)  # unlabeled scans: only pretraining reads a folder
+    ):
         from medtl.pretraining.config import load_pretrain_config
 
         return load_pretrain_config(config, overrides)

@@ -229,6 +229,10 @@ def test_config_validate_reads_a_pretraining_config_and_train_threads_is_used(
     }
     path = _write_yaml(tmp_path / "pretrain.yaml", cfg)
     assert run_medtl("config", "validate", path).returncode == 0
+    # method: simclr is the default; a folder of unlabeled scans says "pretraining" as well
+    folder_cfg = {k: v for k, v in cfg.items() if k != "method"} | {"data": {"folder": str(data)}}
+    proc = run_medtl("config", "validate", _write_yaml(tmp_path / "folder.yaml", folder_cfg))
+    assert proc.returncode == 0 and "ok (pretraining simclr" in proc.stdout, proc.stderr
     shown = yaml.safe_load(run_medtl("config", "show", path).stdout)
     assert shown["method"] == "simclr" and shown["train"]["threads"] == 1
     # a typo is still refused, by the pretraining schema (its own fields listed)

@@ -322,6 +322,48 @@ def write_xray(out: Path, seed: int = SEED) -> list[dict[str, str]]:
         rows.append({"image": name, "label": label})
     rows.sort(key=lambda r: r["image"])
     _write_csv(out / "manifest.csv", rows, ["image", "label"])
+    write_xray_regression(out, seed)
+    return rows
+
+
+def write_xray_regression(out: Path, seed: int = SEED) -> list[dict[str, str]]:
+    """Write ``manifest_regression.csv`` beside the radiographs: each patient's body width in mm (``task: regression``).
+
+    ``body_width_mm`` is the width of the body ellipse ``xray_phantom`` draws: twice its horizontal semi-axis (the
+    image's columns times a draw of 0.42-0.47) times the column PixelSpacing of the written file (2.8 mm), so about
+    230-330 mm. A measured size stands in for an age or a volume: a continuous quantity the network must read from
+    the image. The draws of :func:`write_xray` are replayed (no image is written again), noting the semi-axis as
+    ``xray_phantom`` draws it; the patient comes from the DICOM PatientID, as in manifest.csv.
+    """
+    import pydicom
+
+    class WidthNote:  # the generator, noting xray_phantom's one draw between 0.42 and 0.47: the body's half-width
+        def __init__(self, rng: np.random.Generator) -> None:
+            self.rng, self.share = rng, np.nan
+
+        def __getattr__(self, name: str):
+            return getattr(self.rng, name)
+
+        def uniform(self, low=0.0, high=1.0, size=None):
+            value = self.rng.uniform(low, high, size)
+            if (low, high) == (0.42, 0.47):
+                self.share = float(value)
+            return value
+
+    rng = np.random.default_rng([seed, 3])
+    labels = [CLASSES[i % 2] for i in range(52)]
+    rng.shuffle(labels)
+    rows = []
+    for label in labels:
+        shape = (int(rng.integers(48, 65)) * 2, int(rng.integers(48, 65)) * 2)
+        note = WidthNote(rng)
+        xray_phantom(note, shape, label == "positive")  # type: ignore[arg-type]
+        rng.uniform(150, 450), rng.uniform(1800, 2600), rng.integers(2), rng.uniform()  # grey levels, modality
+        name = f"{random_name(rng)}{'.dcm' if rng.integers(2) else ''}"
+        column_mm = float(pydicom.dcmread(out / name, stop_before_pixels=True).PixelSpacing[1])
+        rows.append({"image": name, "body_width_mm": f"{2 * shape[1] * note.share * column_mm:.1f}"})
+    rows.sort(key=lambda r: r["image"])
+    _write_csv(out / "manifest_regression.csv", rows, ["image", "body_width_mm"])
     return rows
 
 

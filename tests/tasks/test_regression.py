@@ -160,6 +160,23 @@ def test_config_refuses_classification_options(tmp_path: Path, override: dict, f
     assert cfg.task == "regression" and cfg.regression.loss == "huber" and cfg.regression.bins == 5
 
 
+def test_the_sample_regression_manifest_reads_through_its_config() -> None:
+    from medtl.data import Manifest
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "configs" / "xray_regression.yaml")
+    manifest = RegressionTask.read_manifest(cfg)
+    records = RegressionTask.records(cfg, manifest)
+    widths = np.asarray([r["target"] for r in records])
+    assert len(records) == 52 and len({r["patient_id"] for r in records}) == 52
+    assert 230 < widths.min() and widths.max() < 335 and widths.std() > 15  # body widths in mm
+    assert RegressionTask.output_names(cfg, manifest) == ["body_width_mm"]
+    # the radiographs of manifest.csv, each with its patient from the DICOM PatientID
+    images = {str(r.image): r.patient_id for r in Manifest.from_csv(root / "sample_data" / "xray" / "manifest.csv")}
+    assert {r["image"]: r["patient_id"] for r in records} == images
+    assert sorted(np.bincount(list(RegressionTask.patient_strata(records).values())).tolist()) == [10, 10, 10, 11, 11]
+
+
 # --------------------------------------------------------------------------------------------------- splits
 
 

@@ -26,6 +26,8 @@ __all__ = [
     "patient_labels",
     "make_splits",
     "label_fraction_patients",
+    "iterative_stratify",
+    "iterative_order",
     "check_no_leakage",
     "read_splits_csv",
     "write_splits_csv",
@@ -199,6 +201,76 @@ def label_fraction_patients(
         k = max(1, int(np.ceil(fraction * len(order) - 1e-9)))
         chosen.extend(order[:k])
     return sorted(chosen)
+
+
+def _label_matrix(labels: Any) -> np.ndarray:
+    y = np.asarray(labels, dtype=bool)
+    return y[:, None] if y.ndim == 1 else y
+
+
+def iterative_stratify(labels: np.ndarray, ratios: Sequence[float], seed: int = 0) -> np.ndarray:
+    """Multi-label stratification: the subset of each row, so every subset holds about its share of each label.
+
+    The iterative stratification of Sechidis et al. (2011), from the ``iterative-stratification`` package: the
+    label with the fewest rows left is dealt first, each of its rows to the subset that still wants most of that
+    label; rows without any label fill the subsets that want most rows. Rows are shuffled with the seed first and
+    ties are broken with it, so the same seed gives the same subsets.
+
+    Args:
+        labels: ``(n_rows, n_labels)``, true where a row has the label (unknown counts as absent).
+        ratios: the share of rows each subset should get (they are normalised); a subset of ratio 0 gets none.
+        seed: the seed.
+
+    Returns:
+        The subset index (into ``ratios``) of each row.
+    """
+    from iterstrat.ml_stratifiers import IterativeStratification
+
+    y = _label_matrix(labels)  # boolean: the package indexes label columns by a row of the matrix
+    r = np.asarray(ratios, dtype=float)
+    used = np.flatnonzero(r > 0)
+    out = np.zeros(y.shape[0], dtype=np.int64)
+    if y.shape[0] == 0 or used.size == 0:
+        return out
+    rng = np.random.RandomState(seed)
+    order = rng.permutation(y.shape[0])
+    folds = IterativeStratification(labels=y[order], r=r[used] / r[used].sum(), random_state=rng)
+    out[order] = used[folds]
+    return out
+
+
+def iterative_order(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """An order of the rows whose every prefix is stratified on the labels: the order of nested label fractions.
+
+    The rows are halved by :func:`iterative_stratify`, each half halved again, and so on; the order lists the first
+    half's order, then the second's. A prefix is then a union of stratified halves, quarters, eighths... (the
+    binary digits of its length), so the first 10% hold about 10% of each label's rows, and the first 10% are
+    among the first 25% for any fraction, as nested label fractions require.
+
+    Args:
+        labels: ``(n_rows, n_labels)``, true where a row has the label.
+        seed: the seed (one order per seed).
+
+    Returns:
+        A permutation of ``range(n_rows)``.
+    """
+    y = _label_matrix(labels)
+    out: list[int] = []
+    # an explicit stack (first half on top) instead of recursion: deep orders of many rows stay flat
+    stack = [(np.arange(y.shape[0]), 0)]
+    while stack:
+        rows, depth = stack.pop()
+        if rows.size <= 1:
+            out.extend(rows.tolist())
+            continue
+        block_seed = int(np.random.SeedSequence([seed, depth, int(rows[0])]).generate_state(1)[0])
+        half = iterative_stratify(y[rows], [0.5, 0.5], seed=block_seed)
+        first, second = rows[half == 0], rows[half == 1]
+        if first.size == 0 or second.size == 0:  # cannot happen for two rows or more; never loop on it
+            first, second = rows[: rows.size // 2], rows[rows.size // 2 :]
+        stack.append((second, depth + 1))
+        stack.append((first, depth + 1))
+    return np.asarray(out, dtype=np.int64)
 
 
 def check_no_leakage(records: Iterable[Mapping[str, Any]], assignment: Mapping[str, str]) -> None:

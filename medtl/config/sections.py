@@ -22,6 +22,7 @@ __all__ = [
     "check_run_name",
     "SegmentationConfig",
     "RegressionConfig",
+    "MultiLabelConfig",
     "ExperimentConfig",
 ]
 
@@ -447,6 +448,89 @@ class RegressionConfig(_Section):
         "with standardize (in the label's units without).",
     )
     unit: str = Field(
+class MultiLabelConfig(_Section):
+    """Multi-label findings: several 0/1 findings per scan (``task: multilabel``; see :mod:`medtl.tasks.multilabel`).
+
+    The manifest gives either one column per finding (``1`` present, ``0`` absent, ``-1`` uncertain, blank
+    unknown; ``1.0``/``0.0``/``-1.0`` as CheXpert writes them) or one ``labels`` column naming the findings present,
+    separated by ``|`` (an empty cell: no finding).
+    """
+
+    findings: list[str] | None = Field(
+        None,
+        description="The findings, in output order. Default: the sorted names found in the labels column when the "
+        "manifest has one, else every other column whose filled cells are all 0, 1 or -1.",
+    )
+    labels_column: str = Field(
+        "labels", description="Column of '|'-separated findings present (used when the manifest has it)."
+    )
+    separator: str = Field("|", min_length=1, description="Separator of the findings in the labels column.")
+    uncertain: Literal["ignore", "zeros", "ones"] = Field(
+        "ignore",
+        description="Uncertain labels (-1, as CheXpert writes them). ignore: masked out of the loss and the metrics, "
+        "like blank cells; zeros: read as absent; ones: read as present.",
+    )
+    pos_weight: Literal["none", "balanced"] | list[float] = Field(
+        "none",
+        description="Weights of the positive terms of the binary cross-entropy, one per finding. balanced: "
+        "negatives / positives of each finding among the training scans; a list: one weight per finding.",
+    )
+    threshold: Literal["fixed", "youden", "f1"] = Field(
+        "fixed",
+        description="Decision thresholds of the pred_<finding> columns and of F1. fixed: threshold_value for every "
+        "finding; youden (sensitivity + specificity - 1) or f1: each finding's best threshold on the validation "
+        "scans after training, recorded in the run's preprocessing.json and used by predict and evaluate.",
+    )
+    threshold_value: float = Field(0.5, gt=0.0, lt=1.0, description="The threshold of threshold: fixed.")
+
+    @field_validator("findings")
+    @classmethod
+    def _findings(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        names = [str(f).strip() for f in v]
+        if not names or any(not n for n in names):
+            raise ValueError("findings must list one or more non-empty names (or leave it out to read them)")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"findings lists {', '.join(map(repr, twice))} more than once; list each finding once")
+        return names
+
+    @field_validator("pos_weight")
+    @classmethod
+    def _weights(cls, v: Any) -> Any:
+        if isinstance(v, list) and (not v or any(not w > 0 for w in v)):
+            raise ValueError(f"pos_weight must be none, balanced or a list of positive numbers (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _weights_fit_findings(self) -> MultiLabelConfig:
+        given = isinstance(self.pos_weight, list) and self.findings is not None
+        if given and len(self.pos_weight) != len(self.findings):  # type: ignore[arg-type]
+            raise ValueError(
+                f"pos_weight has {len(self.pos_weight)} weights but findings lists {len(self.findings)} findings"
+            )
+        return self
+
+    def check_experiment(self, config: ExperimentConfig) -> None:
+        """Refuse options of the experiment that do not apply to multi-label findings (each names its
+        replacement)."""
+        if config.train.class_balance != "none":
+            raise ValueError(
+                f"train.class_balance {config.train.class_balance!r} balances the classes of a classification run; "
+                "a multi-label run weighs each finding's positives with multilabel.pos_weight (e.g. balanced)"
+            )
+        if config.train.label_smoothing:
+            raise ValueError("train.label_smoothing applies to classification; leave it at 0 for task: multilabel")
+        if config.data.classes is not None:
+            raise ValueError("data.classes lists the classes of a classification run; use multilabel.findings")
+        if config.data.label_column != "label":
+            raise ValueError(
+                f"data.label_column {config.data.label_column!r} is the class column of a classification run; a "
+                "multi-label manifest names its findings' column in multilabel.labels_column"
+            )
+
+
         "", max_length=20, description="The label's unit (years, mm, ml), shown with MAE and RMSE in every output."
     )
     standardize: bool = Field(
@@ -525,6 +609,7 @@ class ExperimentConfig(_Section):
             # the task's own options: defaults where it has none that must be given
             kind = next(a for a in section.annotation.__args__ if a is not type(None))  # type: ignore[union-attr]
             needed = [name for name, f in kind.model_fields.items() if f.is_required()]
+    multilabel: MultiLabelConfig | None = None
             if needed:
                 raise ValueError(f"task: {task} needs a {task}: section with {', '.join(needed)}")
             setattr(self, task, kind())

@@ -150,6 +150,11 @@ class Task:
         """Learn what the task takes from the training split once the datasets exist (loss weights, target
         scaling). Default: nothing."""
 
+    def learn_from_validation(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
+        """Learn what the task takes from the trained model's per-scan validation scores (:meth:`score_split`), before
+        the final metrics are computed: decision thresholds, say. What it learns belongs in :meth:`state`: the run's
+        preprocessing.json is written again after the final scoring. Default: nothing."""
+
     def make_dataset(self, experiment: Any, records: list[dict[str, Any]], *, train: bool, cache: str | None = None):
         """The dataset of ``records`` with the experiment's pipeline (scan-level tasks: slices of 2.5D scans)."""
         from medtl.data.dataset import SampleDataset

@@ -383,11 +383,14 @@ def _fine_tune(
                 metrics[split] = {}
                 continue
             scores, targets, ids = exp.task.score_split(exp, model, split, device=device, precision=precision)
+            if split == "val":
+                exp.task.learn_from_validation(scores, targets)
             metrics[split] = exp.task.metrics(scores, targets)
             columns = exp.task.prediction_columns(with_labels=True)
             run.write_predictions(split, columns, exp.task.prediction_rows(recs, scores, ids, with_labels=True))
             if split == "test":
                 exp.task.write_extras(run, model, exp.datasets[split], recs)
+        run.write_preprocessing(exp.preprocessing())  # with what the task learnt from the validation scans
         model = model.cpu()
         seconds = time.perf_counter() - t_start
         result = {

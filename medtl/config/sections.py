@@ -428,26 +428,6 @@ class SegmentationConfig(_Section):
         return v
 
 
-class RegressionConfig(_Section):
-    """Regression: a number per scan (``task: regression``; see :mod:`medtl.tasks.regression`).
-
-    The manifest's ``data.label_column`` holds the numbers (an age, a volume, a score, a size in mm). The network has
-    one output; with ``standardize`` it learns the target standardised by the training scans' mean and SD, and its
-    outputs are turned back into the label's units before any metric, prediction or comparison sees them.
-    """
-
-    loss: Literal["mse", "l1", "huber"] = Field(
-        "huber",
-        description="mse: squared error; l1: absolute error; huber: squared within huber_delta of the target, "
-        "absolute beyond it, so a few outlying or mistyped labels cannot dominate the gradients (the default).",
-    )
-    huber_delta: float = Field(
-        1.0,
-        gt=0.0,
-        description="huber: where the loss turns from squared to absolute, in training-SD units of the target "
-        "with standardize (in the label's units without).",
-    )
-    unit: str = Field(
 class MultiLabelConfig(_Section):
     """Multi-label findings: several 0/1 findings per scan (``task: multilabel``; see :mod:`medtl.tasks.multilabel`).
 
@@ -531,6 +511,26 @@ class MultiLabelConfig(_Section):
             )
 
 
+class RegressionConfig(_Section):
+    """Regression: a number per scan (``task: regression``; see :mod:`medtl.tasks.regression`).
+
+    The manifest's ``data.label_column`` holds the numbers (an age, a volume, a score, a size in mm). The network has
+    one output; with ``standardize`` it learns the target standardised by the training scans' mean and SD, and its
+    outputs are turned back into the label's units before any metric, prediction or comparison sees them.
+    """
+
+    loss: Literal["mse", "l1", "huber"] = Field(
+        "huber",
+        description="mse: squared error; l1: absolute error; huber: squared within huber_delta of the target, "
+        "absolute beyond it, so a few outlying or mistyped labels cannot dominate the gradients (the default).",
+    )
+    huber_delta: float = Field(
+        1.0,
+        gt=0.0,
+        description="huber: where the loss turns from squared to absolute, in training-SD units of the target "
+        "with standardize (in the label's units without).",
+    )
+    unit: str = Field(
         "", max_length=20, description="The label's unit (years, mm, ml), shown with MAE and RMSE in every output."
     )
     standardize: bool = Field(
@@ -589,6 +589,7 @@ class ExperimentConfig(_Section):
     train: TrainConfig = TrainConfig()
     output: OutputConfig = OutputConfig()
     segmentation: SegmentationConfig | None = None
+    multilabel: MultiLabelConfig | None = None
     regression: RegressionConfig | None = None
 
     @model_validator(mode="after")
@@ -609,7 +610,6 @@ class ExperimentConfig(_Section):
             # the task's own options: defaults where it has none that must be given
             kind = next(a for a in section.annotation.__args__ if a is not type(None))  # type: ignore[union-attr]
             needed = [name for name, f in kind.model_fields.items() if f.is_required()]
-    multilabel: MultiLabelConfig | None = None
             if needed:
                 raise ValueError(f"task: {task} needs a {task}: section with {', '.join(needed)}")
             setattr(self, task, kind())

@@ -322,7 +322,60 @@ def write_xray(out: Path, seed: int = SEED) -> list[dict[str, str]]:
         rows.append({"image": name, "label": label})
     rows.sort(key=lambda r: r["image"])
     _write_csv(out / "manifest.csv", rows, ["image", "label"])
+    write_xray_multilabel(out, seed)
     write_xray_regression(out, seed)
+    return rows
+
+
+def write_xray_multilabel(out: Path, seed: int = SEED) -> list[dict[str, str]]:
+    """Write ``manifest_multilabel.csv`` beside the radiographs: three findings per image, CheXpert style.
+
+    The draws of :func:`write_xray` are replayed (no image is written again) through a recorder that notes what
+    ``xray_phantom`` drew: ``Nodule`` 1 when the image's opacity is round (the positive class), ``Scar`` 1 when it
+    has one or more scar lines, ``Left`` 1 when the opacity lies in the lung field on the image's left (lower
+    column indices). Uncertain (-1): ``Nodule`` when the opacity's radius is under 5.8 px (small: round or elongated
+    is hard to call), ``Scar`` when the only scar line is under 15 px long. Blank (unknown): ``Left`` in 4 rows and
+    ``Scar`` in 3, drawn by a generator of their own.
+    """
+
+    class Recorder:  # a Generator that notes every draw (method, arguments, result)
+        def __init__(self, rng: np.random.Generator) -> None:
+            self.rng, self.draws = rng, []
+
+        def __getattr__(self, name: str):
+            def draw(*args, **kwargs):
+                value = getattr(self.rng, name)(*args, **kwargs)
+                self.draws.append((name, args, value))
+                return value
+
+            return draw
+
+    rng = np.random.default_rng([seed, 3])
+    labels = [CLASSES[i % 2] for i in range(52)]
+    rng.shuffle(labels)
+    rows = []
+    for label in labels:
+        shape = (int(rng.integers(48, 65)) * 2, int(rng.integers(48, 65)) * 2)
+        rec = Recorder(rng)
+        xray_phantom(rec, shape, label == "positive")  # type: ignore[arg-type]
+        rng.uniform(150, 450), rng.uniform(1800, 2600), rng.integers(2), rng.uniform()  # grey levels, modality
+        name = f"{random_name(rng)}{'.dcm' if rng.integers(2) else ''}"
+        draws = [(m, a) for m, a, _ in rec.draws]
+        values = [v for _, _, v in rec.draws]
+        n_scars = int(values[draws.index(("integers", (0, 3)))])
+        scar_lengths = [v for (m, a), v in zip(draws, values, strict=True) if (m, a) == ("uniform", (12, 20))]
+        at = draws.index(("uniform", (5.5, 8.5)))  # the opacity's radius, then the lung field it is drawn in
+        side = int(values[draws.index(("integers", (2,)), at)])
+        nodule = "-1" if values[at] < 5.8 else str(int(label == "positive"))
+        scar = "-1" if n_scars == 1 and scar_lengths[0] < 15 else str(int(n_scars > 0))
+        rows.append({"image": name, "Nodule": nodule, "Scar": scar, "Left": str(int(side == 0))})
+    blanks = np.random.default_rng([seed, 3, 1]).permutation(len(rows))
+    for i in blanks[:4]:
+        rows[i]["Left"] = ""
+    for i in blanks[4:7]:
+        rows[i]["Scar"] = ""
+    rows.sort(key=lambda r: r["image"])
+    _write_csv(out / "manifest_multilabel.csv", rows, ["image", "Nodule", "Scar", "Left"])
     return rows
 
 

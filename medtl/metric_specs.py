@@ -148,6 +148,23 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("balanced_accuracy", "balanced accuracy", (_CLS,), description="mean recall over the classes"),
     MetricSpec("f1", "F1", (_CLS, _ML), description="F1 of the positive class (macro over classes and findings)"),
     MetricSpec(
+        "ece",
+        "ECE",
+        (_CLS,),
+        higher_is_better=False,
+        description="expected calibration error, 15 equal-width bins (two classes: of the positive class's "
+        "probability; more classes: of the top-label confidence)",
+    ),
+    MetricSpec(
+        "brier",
+        "Brier score",
+        (_CLS,),
+        higher_is_better=False,
+        bounds=(0.0, 2.0),
+        description="mean squared error of the probabilities (two classes: of the positive class's; more classes: "
+        "summed over the one-hot vector)",
+    ),
+    MetricSpec(
         "average_precision",
         "average precision",
         (_ML,),

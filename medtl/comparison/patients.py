@@ -215,13 +215,26 @@ def _weighted_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray)
         return np.where(den > 0, num / den, np.nan)
 
 
+def _weighted_ece(y: np.ndarray, p: np.ndarray, w: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Expected calibration error of every row of unit weights ``w`` (B, n): per bin, the weighted sum of outcomes
+    less the weighted sum of confidences (:func:`medtl.train.metrics.calibration_target` and ``calibration_bins``:
+    the same bins as the unweighted metric), summed in absolute value over the bins and divided by the total."""
+    metrics = _metrics_module()
+    conf, hit = metrics.calibration_target(y, p)
+    bins = metrics.calibration_bins(conf)
+    onehot = np.eye(metrics.ECE_BINS)[bins]  # (n, bins)
+    gap = w @ (onehot * (hit - conf)[:, None])
+    return np.where(total > 0, np.abs(gap).sum(axis=1) / total, np.nan)
+
+
 def weighted_metric(name: str, labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """A metric of :data:`METRIC_NAMES` on many resamples at once, each given as unit weights.
 
     Row ``b`` of ``weights`` (B, n) holds how often each unit appears in resample ``b``; the result
     equals :func:`compute_metric` on that resample (the units repeated by their counts), with the same
     definitions (AUROC one-vs-rest over the classes present, macro F1 over the classes in labels or
-    predictions, ...). The tests check this against scikit-learn on expanded resamples. This is what
+    predictions, ECE and Brier score as :mod:`medtl.train.metrics` defines them, ...). The tests check this against
+    scikit-learn and those functions on expanded resamples. This is what
     makes a bootstrap of thousands of resamples take milliseconds.
 
     Returns:
@@ -245,6 +258,14 @@ def weighted_metric(name: str, labels: np.ndarray, probs: np.ndarray, weights: n
             return np.where(n_ok >= 2, mean, np.nan)
         if name == "accuracy":
             return np.where(total > 0, w @ correct / total, np.nan)
+        if name == "ece":
+            return _weighted_ece(y, p, w, total)
+        if name == "brier":
+            if n_classes == 2:
+                sq = (p[:, 1] - (y == 1)) ** 2
+            else:
+                sq = ((p - np.eye(n_classes)[y]) ** 2).sum(axis=1)
+            return np.where(total > 0, w @ sq / total, np.nan)
         if name == "balanced_accuracy":
             recalls = []
             for c in range(n_classes):

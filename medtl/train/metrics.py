@@ -22,6 +22,14 @@ Definitions (``probs`` is (n, n_classes); the predicted class is the arg-max):
 - ``f1``: two classes: F1 of class 1. More classes: macro F1 over the classes present in the labels or
   the predictions (a class absent from both is not averaged in, as it is not for AUROC and balanced
   accuracy). 0 when class 1 is neither predicted nor present.
+- ``ece`` (expected calibration error, Guo et al. 2017; lower is better): the probabilities are put in
+  :data:`ECE_BINS` (15) equal-width bins, bin ``b`` holding ``(b/15, (b+1)/15]`` (0 goes in the first bin), and
+  ``ECE = sum_b n_b / n * |accuracy_b - confidence_b|``. Two classes: the probability of class 1 against
+  whether the label is class 1 (the positive class's calibration, as the reliability diagram draws it). More
+  classes: the top-label confidence (the largest probability) against whether the arg-max is right.
+- ``brier`` (lower is better): two classes: ``mean((p_1 - [y = 1])^2)``, the positive class's squared error
+  (0 to 1). More classes: the squared distance between the probability vector and the one-hot label, summed over
+  the classes and averaged over the cases (0 to 2; Brier's original definition).
 """
 
 from __future__ import annotations
@@ -39,16 +47,24 @@ from medtl.errors import TrainingError
 from medtl.metric_specs import metrics_for_task
 
 __all__ = [
+    "ECE_BINS",
     "METRICS",
     "accuracy",
     "aggregate_by_scan",
     "auroc",
     "balanced_accuracy",
     "binary_auroc",
+    "brier",
+    "calibration_bins",
+    "calibration_target",
     "classification_metrics",
     "compute_metric",
+    "ece",
     "f1",
 ]
+
+#: Equal-width probability bins of the expected calibration error (Guo et al. 2017 use 15).
+ECE_BINS = 15
 
 
 def _arrays(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -121,6 +137,45 @@ def f1(labels: Any, probs: Any) -> float:
     return float(f1_score(y, pred, average="macro", zero_division=0.0))
 
 
+def calibration_target(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """What calibration is measured on: ``(confidence, outcome)`` per case. Two classes: the probability of class 1
+    and whether the label is class 1; more classes: the largest probability and whether the arg-max is right."""
+    y, p = _arrays(labels, probs)
+    if p.shape[1] == 2:
+        return p[:, 1], (y == 1).astype(float)
+    return p.max(axis=1), (p.argmax(axis=1) == y).astype(float)
+
+
+def calibration_bins(confidence: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """The bin of each confidence: ``b`` holds ``(edges[b], edges[b + 1]]`` with ``edges = linspace(0, 1, bins + 1)``
+    (the edges as NumPy computes them, so a probability of 0.2 is in the bin that ends at 0.2), and 0 goes in the
+    first bin."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.searchsorted(edges, np.asarray(confidence, dtype=float), side="left") - 1, 0, bins - 1)
+
+
+def ece(labels: Any, probs: Any) -> float:
+    """Expected calibration error over :data:`ECE_BINS` equal-width bins (see the module); ``nan`` for no cases."""
+    conf, hit = calibration_target(labels, probs)
+    if not conf.size:
+        return math.nan
+    b = calibration_bins(conf)
+    gap = np.bincount(b, weights=hit, minlength=ECE_BINS) - np.bincount(b, weights=conf, minlength=ECE_BINS)
+    return float(np.abs(gap).sum() / conf.size)
+
+
+def brier(labels: Any, probs: Any) -> float:
+    """Brier score: the positive class's for two classes, summed over the one-hot vector otherwise (see the
+    module); ``nan`` for no cases."""
+    y, p = _arrays(labels, probs)
+    if not y.size:
+        return math.nan
+    if p.shape[1] == 2:
+        return float(np.mean((p[:, 1] - (y == 1)) ** 2))
+    onehot = np.eye(p.shape[1])[y]
+    return float(np.mean(((p - onehot) ** 2).sum(axis=1)))
+
+
 #: name -> function(labels, probs) of every classification metric of the registry: each is the function of this
 #: module with the metric's name
 METRICS: dict[str, Callable[[Any, Any], float]] = {name: globals()[name] for name in metrics_for_task("classification")}
@@ -155,7 +210,8 @@ def aggregate_by_scan(
 
 
 def classification_metrics(probs: Any, labels: Any, num_classes: int) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, AUROC, F1 (defined in the module docstring) and the confusion matrix.
+    """Accuracy, balanced accuracy, AUROC, F1, ECE, Brier score (defined in the module docstring) and the confusion
+    matrix.
 
     Args:
         probs: (n, num_classes) class probabilities, a tensor or an array.
@@ -163,8 +219,8 @@ def classification_metrics(probs: Any, labels: Any, num_classes: int) -> dict[st
         num_classes: the task's number of classes (rows and columns of the confusion matrix).
 
     Returns:
-        ``{"n", "accuracy", "balanced_accuracy", "auroc", "f1", "confusion_matrix"}``; AUROC is ``nan``
-        when the labels hold a single class.
+        ``{"n", <each classification metric of the registry>, "confusion_matrix"}``; AUROC is ``nan`` when the
+        labels hold a single class.
 
     Raises:
         TrainingError: some probabilities are NaN or infinite.

@@ -39,11 +39,28 @@ def by_hand(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
 
     seen = sorted(set(labels.tolist()) | set(pred.tolist()))
     f1 = f1_of(1) if c == 2 else float(np.mean([f1_of(k) for k in seen]))
+    # calibration: two classes, the positive class's probability; more, the top-label confidence
+    if c == 2:
+        conf, hit = probs[:, 1], (labels == 1).astype(float)
+        brier = float(np.mean((probs[:, 1] - (labels == 1)) ** 2))
+    else:
+        conf, hit = probs.max(1), (pred == labels).astype(float)
+        brier = float(
+            np.mean([sum((probs[i, k] - (labels[i] == k)) ** 2 for k in range(c)) for i in range(len(labels))])
+        )
+    ece, edges = 0.0, np.linspace(0, 1, 16)
+    for b in range(15):  # (edges[b], edges[b + 1]], zero in the first bin
+        lo, hi = edges[b], edges[b + 1]
+        inside = ((conf > lo) | (b == 0)) & (conf <= hi)
+        if inside.any():
+            ece += inside.sum() / len(conf) * abs(hit[inside].mean() - conf[inside].mean())
     return {
         "accuracy": float((pred == labels).mean()),
         "balanced_accuracy": float(np.mean(recalls)),
         "auroc": auroc,
         "f1": f1,
+        "ece": float(ece),
+        "brier": brier,
     }
 
 
@@ -105,3 +122,18 @@ def test_non_finite_probabilities_are_an_error():
 def test_empty_input_gives_nan_metrics():
     m = classification_metrics(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), 2)
     assert m["n"] == 0 and all(math.isnan(m[k]) for k in METRIC_NAMES) and m["confusion_matrix"] == []
+
+
+def test_calibration_metrics_of_known_cases():
+    """A perfectly calibrated bin has no ECE; a confident wrong answer costs its full confidence."""
+    # two classes: p(positive) 0.8 for 5 cases of which 4 are positive: calibrated, ECE 0
+    probs = np.array([[0.2, 0.8]] * 5)
+    labels = np.array([1, 1, 1, 1, 0])
+    assert compute_metric("ece", labels, probs) == pytest.approx(0.0, abs=1e-12)
+    assert compute_metric("brier", labels, probs) == pytest.approx((4 * 0.2**2 + 0.8**2) / 5)
+    # three classes, one case, 0.9 on the wrong class: top-label confidence 0.9, accuracy 0
+    wrong = np.array([[0.9, 0.05, 0.05]])
+    assert compute_metric("ece", np.array([1]), wrong) == pytest.approx(0.9)
+    assert compute_metric("brier", np.array([1]), wrong) == pytest.approx(0.9**2 + 0.95**2 + 0.05**2)
+    # a probability of exactly 1 falls in the last bin, 0 in the first
+    assert compute_metric("ece", np.array([1, 0]), np.array([[0.0, 1.0], [1.0, 0.0]])) == pytest.approx(0.0)

@@ -63,6 +63,8 @@ def test_2d_run_learns_and_writes_the_run_directory(xray_run) -> None:
         "val_accuracy",
         "val_balanced_accuracy",
         "val_f1",
+        "val_ece",
+        "val_brier",
         "lr",
     ]
     times = [float(r["time_s"]) for r in metrics]

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from medtl.weights.share import SharedWeights
 
 __all__ = ["register"]
 
@@ -118,11 +122,17 @@ def pull_cmd(
         ..., help="'<source>[:<arch>]', e.g. rad-dino, imagenet:resnet18 or medicalnet:resnet50_3d."
     ),
     force: bool = typer.Option(False, "--force", help="Download again even if cached."),
+    as_name: str | None = typer.Option(None, "--name", help="hf:ORG/NAME[@REVISION]: register it as local:<name>."),
 ) -> None:
     """Download weights into the cache (release URL, or the Hugging Face hub at the pinned revision), check the
-    SHA-256, and state the licence when it restricts use."""
+    SHA-256, and state the licence when it restricts use; hf:ORG/NAME[@REVISION] pulls weights shared with
+    `medtl weights export` and registers them as local:<name>."""
     from medtl.weights.cache import download, parse_weight_name
 
+    if name.startswith("hf:"):  # weights shared with `medtl weights export`
+        from medtl.weights.share import pull_shared
+
+        return _say_shared(pull_shared(name, name=as_name, force=force))
     source, arch = parse_weight_name(name)
     path = download(source, arch, force=force)
     typer.echo(f"{source.name}:{arch} -> {path}")
@@ -131,17 +141,56 @@ def pull_cmd(
 
 @weights_app.command("import")
 def import_cmd(
-    name: str = typer.Argument(..., help="'<source>[:<arch>]', e.g. radimagenet or medicalnet:resnet18_3d."),
-    file: Path = typer.Argument(..., help="The weight file obtained elsewhere (torchvision .pth, MedicalNet .pth)."),
+    name: str = typer.Argument(
+        ..., help="'<source>[:<arch>]', e.g. radimagenet or medicalnet:resnet18_3d; or a folder of shared weights."
+    ),
+    file: Path | None = typer.Argument(
+        None, help="The weight file obtained elsewhere (torchvision .pth, MedicalNet .pth); none for a folder."
+    ),
+    as_name: str | None = typer.Option(None, "--name", help="A folder of shared weights: register it as local:<name>."),
 ) -> None:
-    """Copy a weight file into the cache after checking its SHA-256 (where known) and that it fits the network."""
+    """Copy a weight file into the cache after checking its SHA-256 (where known) and that it fits the network; a
+    folder written by `medtl weights export` is checked and registered as local:<name>."""
     from medtl.models import import_weights
     from medtl.weights import sha256_file
     from medtl.weights.cache import parse_weight_name
 
+    if file is None:  # a folder written by `medtl weights export`
+        from medtl.weights.share import import_shared
+
+        return _say_shared(import_shared(name, name=as_name))
     path = import_weights(name, file)
     typer.echo(f"imported {file} as {name} -> {path} (sha256 {sha256_file(path)})")
     typer.echo(f"licence: {parse_weight_name(name)[0].license_line}")
+
+
+@weights_app.command("export")
+def export_cmd(
+    source: str = typer.Argument(..., help="A pretrained encoder: local:<name> (medtl pretrain, or imported)."),
+    out: Path = typer.Argument(..., help="A new or empty folder: the content of a Hugging Face model repository."),
+    license: str | None = typer.Option(
+        None, "--license", help="The weights' licence, chosen by you (required): apache-2.0, mit, cc-by-4.0, "
+        "cc-by-nc-4.0, other..."
+    ),  # fmt: skip
+    as_name: str | None = typer.Option(None, "--name", help="The name to share them under (default: the local name)."),
+) -> None:
+    """Write a local: encoder as a Hugging Face hub-ready folder: model.safetensors, config.json (architecture,
+    expected input, method, epochs, data summary) and README.md (a model card without patient identifiers)."""
+    from medtl.weights.share import export_shared
+
+    shared = export_shared(source, out, license=license, name=as_name)
+    for f in shared.files:
+        typer.echo(f"wrote {f}")
+    typer.echo(f"{shared.source} (sha256 {shared.sha256}); upload the folder as a model repository, e.g. "
+               f"`hf upload ORG/{shared.config['name']} {out}`")  # fmt: skip
+
+
+def _say_shared(shared: SharedWeights) -> None:
+    """What ``weights import`` / ``pull`` of shared weights print."""
+    done = "already registered as" if shared.already else "registered as"
+    typer.echo(f"{shared.folder}: {done} {shared.source} (sha256 {shared.sha256}); use it as model.weights: "
+               f"{shared.source}")  # fmt: skip
+    typer.echo(f"licence: {shared.config.get('license')}")
 
 
 @weights_app.command("verify")

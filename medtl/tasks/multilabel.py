@@ -862,7 +862,9 @@ class MultiLabelTask(Task):
     @classmethod
     def patient_units(cls, run: Any, classes: list[str]) -> PatientFindings:
         path = run.predictions_file("test")
-        thresholds = run.read_preprocessing().get("thresholds")
+        # the run's thresholds (F1 of the units); a folder holding only predictions scores at threshold_value's 0.5
+        has_state = run.file(type(run).PREPROCESSING).is_file()
+        thresholds = run.read_preprocessing().get("thresholds") if has_state else None
         return aggregate_findings(run.read_prediction_rows("test"), classes, thresholds, source=str(path))
 
     @classmethod

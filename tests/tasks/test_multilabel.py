@@ -491,6 +491,20 @@ def test_units_from_a_predictions_file_round_trip_and_align() -> None:
         aggregate_findings([{k: v for k, v in rows[0].items() if k != "prob_B"}], ["A", "B"])
 
 
+def test_units_of_a_folder_without_the_runs_state_use_the_default_thresholds(tmp_path: Path) -> None:
+    from medtl.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    task = MultiLabelTask(["A", "B"], thresholds=[0.3, 0.7])
+    records = [{"image": f"/x/{i}.dcm", "patient_id": f"p{i}", "targets": [float(i % 2), 1.0]} for i in range(4)]
+    scores = torch.tensor([[0.2, 0.6], [0.4, 0.8], [0.1, 0.9], [0.9, 0.5]])
+    rows = task.prediction_rows(records, scores, torch.arange(4), with_labels=True)
+    run.write_predictions("test", task.prediction_columns(with_labels=True), rows)
+    units = MultiLabelTask.patient_units(run, ["A", "B"])
+    assert units.thresholds.tolist() == [0.5, 0.5] and len(units) == 4
+    np.testing.assert_allclose(units.probs, scores.numpy(), atol=1e-6)
+
+
 def test_paired_difference_on_finding_units_resamples_patients_jointly() -> None:
     base = units_case()
     rng = np.random.default_rng(7)

@@ -121,6 +121,13 @@ def test_a_multilabel_run_learns_both_findings_and_writes_them(trained, findings
     again = finding_metrics(probs, truth, pre["thresholds"], FINDINGS)
     for key in ("auroc", "average_precision", "f1", "auroc_micro", "auroc_Bar"):
         assert again[key] == pytest.approx(test[key], abs=1e-5), key
+    # compare's per-patient units of the run score F1 at the run's own thresholds
+    from medtl.tasks.multilabel import MultiLabelTask
+
+    units = MultiLabelTask.patient_units(run, FINDINGS)
+    assert units.thresholds.tolist() == pytest.approx(pre["thresholds"]) and units.metric("f1") == pytest.approx(
+        test["f1"], abs=1e-5
+    )  # one scan per patient: the units are the scans
     # the split is by patient, and splits.csv shows each patient's findings
     splits = read_csv(run.file(RunDir.SPLITS))
     assert {s["label"] for s in splits} <= {"Disc", "Bar", "Bar|Disc", "none"}

@@ -11,8 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from medtl.export.common import (
     INPUT_NAME,
     TOLERANCE,
@@ -105,17 +103,6 @@ def _weights_named(value: Any) -> str:
     return f"a checkpoint file ({Path(text).name})" if is_weights_file(text) else text
 
 
-def _window(task: Any, record: Any) -> dict[str, Any]:
-    """The sliding window ``medtl predict`` uses for a dense network: the task's own settings (the run's input size
-    by default)."""
-    return {
-        "roi_size": [int(s) for s in getattr(task, "roi_size", None) or record.size or []],
-        "overlap": float(getattr(task, "overlap", 0.25)),
-        "mode": str(getattr(task, "blend", "gaussian")),
-        "sw_batch_size": 4,
-    }
-
-
 def _input_info(
     loaded: Any, fmt: str, *, dense: bool, meaning: str, output: str, sample: Sample, transforms: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -172,7 +159,7 @@ def _input_info(
         "check": {"tolerance": TOLERANCE, "on": sample.described},
     }
     if dense:
-        info["outputs"]["sliding_window"] = _window(loaded.task, record)
+        info["outputs"]["sliding_window"] = loaded.task.export_spec(record)["window"]
     return info
 
 
@@ -225,11 +212,8 @@ def export_run(
             fix="export to onnx or torchscript (the per-slice network) and average the slices' scores yourself",
         )
     model = loaded.model.cpu().eval()
-    size = list(record.size or [])
-    with torch.no_grad():
-        probe = model(torch.zeros(1, record.in_channels, *size))
-    dense = probe.ndim == 2 + len(size) and list(probe.shape[2:]) == size
-    scores = None if dense else loaded.task.outputs_to_scores
+    spec = loaded.task.export_spec(record)
+    dense, scores = bool(spec["dense"]), spec["scores"]
     network = ExportedNetwork(traceable(model), scores).eval()
     chosen = preprocess_sample(loaded, dense, sample)
     leaf_transforms = inference_transforms(loaded, dense)
@@ -304,6 +288,6 @@ def _write(
         return [path], write_torchscript(network, sample.tensor, path)
     from medtl.export.bundle import bundle_config, write_bundle
 
-    window = _window(loaded.task, loaded.record) if dense else None
+    window = loaded.task.export_spec(loaded.record)["window"]
     config = bundle_config(transforms, dense=dense, window=window)
     return write_bundle(tmp, network, loaded, sample, info, config=config, dense=dense, license_name=license)

@@ -313,6 +313,16 @@ class Task:
     def write_extras(self, run: Any, model: nn.Module, dataset: Any, records: Sequence[dict[str, Any]]) -> None:
         """Write what the task adds to a finished run folder besides the predictions (overlays). Default: nothing."""
 
+    def export_spec(self, record: Any) -> dict[str, Any]:
+        """What an exported network returns and how ``predict`` runs it (:mod:`medtl.export`).
+
+        Scan-level tasks: one network call per scan, ending with :meth:`outputs_to_scores` (``dense`` False,
+        ``scores`` the function, no window). A dense task (segmentation) returns logits per voxel of a window that
+        slides over the whole scan: ``dense`` True, ``scores`` None and ``window`` (``roi_size``, ``overlap``,
+        ``mode``, ``sw_batch_size``).
+        """
+        return {"dense": False, "scores": self.outputs_to_scores, "window": None}
+
     def card_metrics(self, config: ExperimentConfig, result: dict[str, Any]) -> list[str]:
         """The model card's metrics section (Markdown lines): one row per split of the run's metrics."""
         from medtl.train.card import metrics_table

@@ -510,6 +510,16 @@ class SegmentationTask(Task):
         transforms = build_inference_transforms(experiment.config, experiment.input_record)
         return native_split_scores(model, self, transforms, experiment.splits["test"], device=device)
 
+    def export_spec(self, record: Any) -> dict[str, Any]:
+        """Logits of a window the size of the training patch, slid over the whole scan as ``predict`` does."""
+        window = {
+            "roi_size": [int(s) for s in self.roi_size or record.size or []],
+            "overlap": float(self.overlap),
+            "mode": str(self.blend),
+            "sw_batch_size": 4,
+        }
+        return {"dense": True, "scores": None, "window": window}
+
     def result_extras(self) -> dict[str, Any]:
         return {"metrics_grid": {"val": "preprocessed", "test": "native"}}
 

@@ -160,9 +160,14 @@ class PlainProgress(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or not self.metrics.rows:
             return
+        from medtl.metric_specs import LOSS, METRIC_SPECS, default_metric
+
         r = self.metrics.rows[-1]
         parts = [f"epoch {r['epoch']}/{trainer.max_epochs}"]
-        for k in ("train_loss", "val_loss", "val_accuracy", "val_auroc", "val_dice"):
+        # the losses, the task's primary metric and the checkpoint's monitor (when it is another)
+        shown = ["train_loss", LOSS.monitor, METRIC_SPECS[default_metric(pl_module.task.name)].monitor]
+        monitor = getattr(getattr(pl_module, "cfg", None), "monitor", None)
+        for k in dict.fromkeys([*shown, *([monitor] if monitor else [])]):
             v = r.get(k)
             if isinstance(v, float) and not math.isnan(v):
                 parts.append(f"{k} {v:.4f}")

@@ -315,3 +315,53 @@ def test_the_power_note_with_two_seeds_is_sane(tmp_path: Path) -> None:
     assert "At least 3 seeds per arm are needed for a verdict" in note
     # no half-width is printed as if it measured what the comparison can resolve
     assert "wide (median half-width)" not in note and not re.search(r"±\d", note)
+
+
+# ------------------------------------------------------------------- two real compares on one folder at once
+
+
+def _compare_in_child(config: str, out: str, started: Any, done: Any) -> None:
+    from medtl.comparison.compare import compare as run_compare
+
+    def say(msg: str) -> None:
+        if "training" in msg:
+            started.set()  # the folder's lock is held from before the first run starts training
+
+    res = run_compare(config, out_dir=out, on_event=say, overrides={"train.epochs": 2})
+    done.put([r.status for r in res.results.runs])
+
+
+@pytest.mark.slow
+def test_two_compares_on_one_folder_at_once_the_second_is_refused_and_nothing_is_lost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two real ``compare`` processes on one new folder: the one that holds the folder trains every run; the other is
+    refused in one line (CLI, exit non-zero) while the first is training, and leaves no file behind."""
+    write_manifest(tmp_path / "data", n_patients=16, size=16)
+    cfg = tmp_path / "compare.yaml"
+    cfg.write_text(_CONFIG)
+    out = tmp_path / "cmp"
+    ctx = multiprocessing.get_context("spawn")
+    started, done = ctx.Event(), ctx.Queue()
+    child = ctx.Process(target=_compare_in_child, args=(str(cfg), str(out), started, done))
+    child.start()
+    try:
+        assert started.wait(240), "the first compare did not start training"
+        before = _tree(out)
+        code = main(["compare", str(cfg), "--out", str(out), "--epochs", "2"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code != 0 and len(err) == 1 and "in use by process" in err[0] and str(child.pid) in err[0], err
+        assert "Traceback" not in "\n".join(err)
+        statuses = done.get(timeout=600)
+    finally:
+        child.join(60)
+        if child.is_alive():
+            _stop(child)
+    assert statuses == ["ok", "ok"]
+    after = _tree(out)
+    # the first held the folder while the second was refused; what it had written then is all still there
+    assert ".lock" in before
+    assert set(before) - {".lock"} <= set(after)
+    for run in _RUNS:
+        assert RunDir(out / run).status == "ok"
+    assert not (out / ".lock").exists()

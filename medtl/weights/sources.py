@@ -214,6 +214,12 @@ class WeightSource:
             report. ``None``: no restriction known.
         intensity: the intensity preprocessing the weights were trained with, before :attr:`normalization` (CT
             window, orientation, spacing), as the authors publish it.
+        modalities: the data modalities the weights are meant for, as medtl names a scan's (``"CT"``, ``"MR"``,
+            ``"XR"``: :func:`medtl.transforms.checks.modality_from_meta`); empty: any (ImageNet, DINOv2, scratch).
+            A comparison offers a source as a default arm only on data of one of them.
+        default_arm: whether ``compare`` offers the source as an arm when a config names none: one source per family
+            (torchxrayvision's ``all`` DenseNet, not its single-dataset variants; DINOv2 ViT-S, not ViT-B); the
+            others are arms a config names.
     """
 
     name: str
@@ -231,6 +237,8 @@ class WeightSource:
     modality: str = ""
     restriction: str | None = None
     intensity: str = ""
+    modalities: tuple[str, ...] = ()
+    default_arm: bool = True
 
     @property
     def single_arch(self) -> str | None:
@@ -245,6 +253,10 @@ class WeightSource:
     def fits(self, arch: str) -> bool:
         """Whether the source has weights for ``arch``."""
         return not self.archs or arch in self.archs
+
+    def fits_modality(self, modality: str | None) -> bool:
+        """Whether the weights are meant for data of ``modality`` (CT, MR, XR); an unknown modality (``None``) fits."""
+        return not self.modalities or modality is None or modality in self.modalities
 
     def file_for(self, arch: str) -> WeightFile:
         """The weight file for ``arch``.
@@ -294,6 +306,8 @@ class WeightSource:
             "modality": self.modality,
             "restriction": self.restriction,
             "intensity": self.intensity,
+            "modalities": list(self.modalities),
+            "default_arm": self.default_arm,
             "files": [
                 {
                     "arch": f.arch,
@@ -413,6 +427,7 @@ _SOURCES: dict[str, WeightSource] = {
             citation=_MEDICALNET_CITATION,
             files=_medicalnet_files(datasets23=False),
             modality="CT/MR",
+            modalities=("CT", "MR"),
         ),
         WeightSource(
             name="medicalnet23",
@@ -425,6 +440,8 @@ _SOURCES: dict[str, WeightSource] = {
             citation=_MEDICALNET_CITATION,
             files=_medicalnet_files(datasets23=True),
             modality="CT/MR",
+            modalities=("CT", "MR"),
+            default_arm=False,  # a variant of medicalnet (same networks, more datasets): an arm a config names
         ),
         WeightSource(
             name="ct-i3resnet152",
@@ -448,6 +465,7 @@ _SOURCES: dict[str, WeightSource] = {
                 ),
             ),
             modality="CT",
+            modalities=("CT",),
         ),
     )
 }

@@ -212,6 +212,8 @@ def _xrv_densenet(tag: str, file: str, trained_on: str, restricted_by: list[str]
         modality="CXR",
         restriction=restriction,
         intensity=_XRV_INTENSITY,
+        modalities=("XR",),
+        default_arm=tag == "all",  # one torchxrayvision arm by default; the single-dataset files are named arms
     )
 
 
@@ -254,6 +256,8 @@ def _xrv_sources() -> list[WeightSource]:
             ),
             input_size=(512, 512),
             modality="CXR",
+            modalities=("XR",),
+            default_arm=False,  # torchxrayvision's default arm is the DenseNet
             restriction="trained on the SIIM-ACR Pneumothorax challenge and VinDr-CXR (PhysioNet credentialed "
             "licence) data, whose terms allow non-commercial research use only",
             intensity=_XRV_INTENSITY,
@@ -297,6 +301,7 @@ def zoo_sources() -> list[WeightSource]:
             ),
             input_size=(224, 224),
             modality="CT/MR/US",
+            modalities=("CT", "MR"),
             restriction="RadImageNet's images and models are released for research use (radimagenet.com): check "
             "its terms before commercial use",
             intensity="8-bit images (3 equal channels) mapped to [-1, 1]: (x - 127.5) * 2 / 255, 224 x 224",
@@ -327,6 +332,7 @@ def zoo_sources() -> list[WeightSource]:
             ),
             input_size=(518, 518),
             modality="CXR",
+            modalities=("XR",),
             restriction="the model card says: research use only, not for clinical practice",
             intensity="shorter side resized to 518 with B-spline interpolation, min-max scaled to [0, 255], "
             "centre crop 518",
@@ -383,6 +389,7 @@ def zoo_sources() -> list[WeightSource]:
                 input_size=(518, 518),
                 modality="natural images",
                 intensity="RGB in [0, 1], ImageNet mean/std",
+                default_arm=short == "vits14",  # one DINOv2 arm by default (the small one); ViT-B is a named arm
             )
             for short, label, arch, repo in (
                 ("vits14", "ViT-S/14", "timm/vit_small_patch14_dinov2", "facebook/dinov2-small"),
@@ -417,6 +424,7 @@ def zoo_sources() -> list[WeightSource]:
             ),
             input_size=(256, 256),
             modality="CT/MR/XR/US/endoscopy/fundus/dermoscopy/microscopy...",
+            modalities=("CT", "MR", "XR"),
             intensity="RGB (grey images repeated), longest side resized to 256 and padded, min-max to [0, 1]",
         ),
         WeightSource(
@@ -442,6 +450,7 @@ def zoo_sources() -> list[WeightSource]:
                 ),
             ),
             modality="CT",
+            modalities=("CT",),
             intensity="CT window [-1024, 2048] HU -> [0, 1], orientation SPL, 1 mm isotropic: set "
             "preprocess.ct_window [-1024, 2048], orientation SPL, spacing [1, 1, 1]",
         ),
@@ -467,6 +476,7 @@ def zoo_sources() -> list[WeightSource]:
                 ),
             ),
             modality="CT",
+            modalities=("CT",),
             intensity="CT window [-1000, 1000] HU -> [0, 1], RAS, 1.5 x 1.5 x 2 mm, 96^3 crops",
         ),
         WeightSource(
@@ -494,6 +504,7 @@ def zoo_sources() -> list[WeightSource]:
                 ),
             ),
             modality="CT",
+            modalities=("CT",),
             intensity="CT window [-175, 250] HU -> [0, 1], RAS, 1.5 mm isotropic, 64^3 to 96^3 crops",
         ),
         WeightSource(
@@ -520,6 +531,7 @@ def zoo_sources() -> list[WeightSource]:
                 ),
             ),
             modality="CT",
+            modalities=("CT",),
             intensity="RAS, 1.5 x 1.5 x 3 mm, CT window [-1000, 1000] HU -> [0, 1], 224 x 224 x 160",
         ),
     ]

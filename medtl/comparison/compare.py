@@ -266,11 +266,15 @@ def _run_config(experiment: Any, arm: Arm, seed: int, fraction: float, splits_fi
 
 
 def _merge_provenance(arm: Arm, run: RunDir) -> None:
-    """Fill the arm's provenance and load report with what the run recorded about the weights it really loaded."""
-    weights = run.read_result().get("weights") or {}
+    """Fill the arm's provenance and load report with what the run recorded about the weights it really loaded, and
+    the parameter count of its network."""
+    result = run.read_result()
+    weights = result.get("weights") or {}
     for key in ("source", "license", "citation", "file", "sha256", "verified", "url", "normalization"):
         if weights.get(key) is not None and not arm.provenance.get(key):
             arm.provenance[key] = weights[key]
+    if result.get("n_parameters") is not None and arm.provenance.get("n_parameters") is None:
+        arm.provenance["n_parameters"] = int(result["n_parameters"])
     if not arm.load_report:
         arm.load_report = str(run.read_load_report().get("summary", ""))
 
@@ -311,7 +315,8 @@ class ComparisonReport:
         return self.files.report_html
 
     def sentences(self) -> list[str]:
-        return [r.sentence for r in self.summary.rows if r.sentence]
+        """Every verdict: against the reference, then against each ``also_against`` arm."""
+        return self.summary.sentences()
 
 
 def default_compare_dir(experiment: Any) -> Path:
@@ -384,6 +389,12 @@ def compare(
     names = [a.name for a in arm_cfgs]
     if len(set(names)) != len(names):
         raise ConfigError(f"arm names must be unique (got {names})")
+    unknown_also = [a for a in section.also_against or [] if a not in names]
+    if unknown_also:
+        raise ConfigError(
+            f"compare.also_against names {unknown_also}, which are not among the arms ({', '.join(names)})",
+            fix="name arms of the comparison, or [] for none",
+        )
     if arms:
         unknown = [a for a in arms if a not in names]
         if unknown:

@@ -86,6 +86,13 @@ class CompareSection(_Section):
         "it too (train.monitor: val_<primary_metric>) unless the config sets train.monitor.",
     )
     reference: str = Field("scratch", description="The arm every other arm is compared with.")
+    also_against: list[str] | None = Field(
+        None,
+        description="Arms every other arm is also compared with, besides the reference (default: the ImageNet arms, "
+        "whose weights are imagenet or imagenet-inflated, unless one is the reference; [] for none). At each label "
+        "fraction the tests of every arm against the reference and against these are one family: a verdict needs "
+        "a Holm-adjusted p below 0.05 and the intervals shown are Bonferroni's simultaneous ones.",
+    )
     n_resamples: int = Field(2000, ge=100, description="Bootstrap resamples over test patients.")
     dir: Path | None = Field(None, description="Comparison folder (default: <output.dir>/compare-<output.name>).")
 

@@ -73,7 +73,7 @@ def plot_label_efficiency(results: CompareResults, summary: Summary, path: str |
     n_seeds = len(results.seeds)
     ax.set_title(f"Label efficiency (mean of {n_seeds} seeds, 95% CI over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small" if len(results.arms) > 3 else None)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -101,7 +101,8 @@ def _plot_one_fraction(results: CompareResults, summary: Summary, path: str | Pa
         else:  # one seed: no interval
             ax.plot([x], [ci.mean], marker="o", linestyle="none", color=color, markersize=7)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names)
+    many = len(names) > 3  # the zoo's default arms: long labels, slanted so they do not run into each other
+    ax.set_xticklabels(names, rotation=30 if many else 0, ha="right" if many else "center")
     ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_ylabel(_text(f"test {summary.spec.label}"))
     ax.set_title(

@@ -17,8 +17,16 @@ import numpy as np
 from medtl.comparison.plots import plot_label_efficiency, plot_learning_curves
 from medtl.comparison.render import Block, md_escape, render_html, render_md
 from medtl.comparison.results import CompareResults
-from medtl.comparison.summary import ArmFractionSummary, Summary, summarize
-from medtl.comparison.tables import ci_text, fmt, fmt_p, print_summary, summary_table
+from medtl.comparison.summary import ArmFractionSummary, Summary, fraction_words, summarize
+from medtl.comparison.tables import (
+    also_table,
+    ci_text,
+    fmt,
+    fmt_p,
+    print_summary,
+    ranking_table,
+    summary_table,
+)
 
 __all__ = ["write_report", "summary_table", "print_summary", "fmt", "fmt_p", "md_escape", "ReportFiles"]
 
@@ -136,6 +144,42 @@ def _method(results: CompareResults, summary: Summary) -> str:
     )
 
 
+def _family_note(results: CompareResults, summary: Summary) -> str:
+    """How the verdicts of many arms keep a family-wise error of 5%: Holm's step-down over each label fraction's
+    tests, shown with Bonferroni's simultaneous intervals ("" with one test per fraction)."""
+    m = summary.family_size()
+    if m <= 1:
+        return ""
+    ref = results.arm(summary.reference).display
+    others = [results.arm(a).display for a in summary.also_against]
+    against = ref + "".join(f" and with {o}" for o in others)
+    alpha = 1 - summary.confidence
+    pct = f"{summary.confidence * 100:.0f}%"
+    level = f"{(1 - alpha / m) * 100:.4g}%"
+    return (
+        f"Many arms, one family of tests per label fraction: at each fraction every arm is compared with {against} "
+        f"on the same patients ({m} tests at most). A verdict ('beat', 'did worse') needs Holm's step-down "
+        f"adjusted p-value below {alpha:.2g}, which keeps the chance of any false verdict among them at or under "
+        f"{alpha * 100:.0f}% whatever their dependence (checked by simulation: tests/comparison/"
+        f"test_calibration_multi.py). The intervals shown with them are Bonferroni's simultaneous {pct} intervals "
+        f"(each at {level} with {m} tests), which together cover every true difference with at least {pct} "
+        "probability; an interval excludes 0 only when Holm also rejects, and Holm can reject where it still holds "
+        "0 (the sentence then says so). The label fractions are separate questions and are not adjusted for one "
+        "another; the unadjusted p-values are in results.json."
+    )
+
+
+def _ranking_note(summary: Summary) -> str:
+    """What the ranking orders by and what its columns mean."""
+    fraction = summary.ranking_fraction if summary.ranking_fraction is not None else 1.0
+    return (
+        f"Arms ordered by mean test {summary.spec.words} {fraction_words(fraction)}. The order of the means is not "
+        "itself a test: only the verdicts beside each arm (Holm-adjusted p) say which differences are real. "
+        "Parameters: the arm's network as trained, head included (its runs' result.json). Seconds per epoch: "
+        "wall-clock, validation included, from the runs' metrics.csv, on the machine that ran them."
+    )
+
+
 #: headings of the plots every comparison draws (a task adds its own: :meth:`medtl.tasks.base.Task.report_plots`)
 PLOT_TITLES = {"label_efficiency": "Label efficiency", "learning_curves": "Validation learning curves"}
 
@@ -147,7 +191,7 @@ def _blocks(
     b: list[Block] = [Block("h1", "Does pretraining help? medtl comparison report")]
     b.append(Block("p", _intro(results, summary, n_patients)))
     b.append(Block("h2", "Verdict"))
-    sentences = [r.sentence for r in summary.rows if r.sentence]
+    sentences = summary.sentences()
     b.append(Block("ul", items=sentences or ["No paired comparison was possible (see failed runs below)."]))
     if summary.warnings:
         b.append(Block("p", "Warnings:"))
@@ -155,10 +199,23 @@ def _blocks(
     power = _power_note(summary, n_patients)
     if power:
         b.append(Block("p", power))
+    if summary.ranking:
+        b.append(Block("h2", "Ranking"))
+        header, rows = ranking_table(results, summary)
+        b.append(Block("table", header=header, rows=rows))
+        b.append(Block("p", _ranking_note(summary)))
     b.append(Block("h2", "Summary"))
     header, rows = summary_table(results, summary)
     b.append(Block("table", header=header, rows=rows))
     b.append(Block("p", _method(results, summary)))
+    family = _family_note(results, summary)
+    if family:
+        b.append(Block("p", family))
+    for against in summary.also_against:
+        header, rows = also_table(results, summary, against)
+        if rows:
+            b.append(Block("h2", f"Against {results.arm(against).display}"))
+            b.append(Block("table", header=header, rows=rows))
     for key, title in titles.items():
         if key in images:
             b.append(Block("h2", title))

@@ -56,6 +56,8 @@ __all__ = [
     "cluster_bootstrap",
     "paired_difference",
     "seeds_needed",
+    "holm_adjust",
+    "simultaneous_interval",
     "convergence",
     "smooth_scores",
     "plateau",
@@ -448,3 +450,54 @@ def seeds_needed(
         if se > 0 and float(_sps.t.ppf(0.5 + confidence / 2, df)) * se < abs(difference):
             return k
     return None
+
+
+# ------------------------------------------------------------------------------- many arms, one family
+
+
+def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (Holm 1979) of one family of tests.
+
+    Sorted ascending, the ``i``-th smallest of ``m`` p-values (``i`` from 0) becomes ``(m - i) * p``, made
+    non-decreasing along the order and capped at 1; a hypothesis is rejected at family-wise level ``alpha`` exactly
+    when its adjusted p-value is below ``alpha``, which keeps the probability of any false rejection at or under
+    ``alpha`` whatever the dependence between the tests. Non-finite p-values (tests that could not be made) stay
+    ``nan`` and are not counted in ``m``.
+
+    Args:
+        p_values: the unadjusted p-values, in any order.
+
+    Returns:
+        The adjusted p-values, in the order given.
+    """
+    p = np.asarray(list(p_values), dtype=float)
+    out = np.full(p.shape, math.nan)
+    tested = np.flatnonzero(np.isfinite(p))
+    m = tested.size
+    running = 0.0
+    for rank, i in enumerate(tested[np.argsort(p[tested], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * float(p[i])))
+        out[i] = running
+    return out
+
+
+def simultaneous_interval(
+    d: PairedDifference, family_size: int, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """The Bonferroni interval of ``d`` in a family of ``family_size`` tests: the t-interval of
+    :func:`paired_difference` (same standard error and degrees of freedom) at level ``1 - (1 - confidence) / m``, so
+    that all ``m`` intervals together cover their true differences with probability at least ``confidence``. It
+    excludes 0 exactly when ``m * p < 1 - confidence``; Holm's step-down (:func:`holm_adjust`) rejects whenever that
+    holds, and sometimes when it does not (then Holm's verdict stands and this interval still holds 0).
+
+    Returns:
+        ``(low, high, level)``; ``nan`` bounds when ``d`` is not estimable. With ``m = 1`` the interval is ``d``'s own.
+    """
+    m = max(int(family_size), 1)
+    level = 1.0 - (1.0 - confidence) / m
+    if not d.estimable:
+        return math.nan, math.nan, level
+    if m == 1 and abs(d.confidence - confidence) < 1e-12:
+        return float(d.low), float(d.high), level
+    half = float(_sps.t.ppf(0.5 + level / 2, d.df)) * d.se
+    return d.difference - half, d.difference + half, level

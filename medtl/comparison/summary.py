@@ -1,5 +1,6 @@
 """The summary of a comparison: per arm and label fraction, the metrics over seeds, the paired difference
-against the reference arm, its verdict sentence, and convergence."""
+against the reference arm (and against the ``compare.also_against`` arms, ImageNet by default), the verdict
+sentences with Holm's adjustment over each label fraction's tests, the ranking of the arms, and convergence."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from medtl.comparison.stats import (
     PairedDifference,
     censored_median,
     convergence,
+    holm_adjust,
     mean_ci,
     paired_difference,
     plateau,
     seeds_needed,
+    simultaneous_interval,
     smooth_scores,
 )
 from medtl.metric_specs import METRIC_SPECS, SCORE_TOLERANCE, MetricSpec, metric_spec
@@ -35,6 +38,9 @@ __all__ = [
     "CONVERGENCE_WINDOW",
     "chance_note",
     "schedule_warnings",
+    "PairTest",
+    "RankedArm",
+    "also_against_arms",
 ]
 
 #: How close (in units of the primary metric) to the common validation plateau counts as "reached"; a metric in mm
@@ -77,6 +83,10 @@ class ArmFractionSummary:
         left_out: segmentation: metric -> per run (seed order), the test patients left out of it because it
             was undefined on all their scans (HD95 when a class is in only one of prediction and reference);
             only metrics with a patient left out appear.
+        vs_also: the paired difference to each arm of ``compare.also_against`` (ImageNet by default), by its name.
+        also_sentences: the verdict against each of them, by its name.
+        seconds_per_epoch: mean over the runs of their seconds per epoch (metrics.csv: the last ``time_s`` over the
+            last epoch, validation included).
     """
 
     arm: str
@@ -91,6 +101,9 @@ class ArmFractionSummary:
     sentence: str = ""
     fraction_used: float | None = None
     left_out: dict[str, list[int]] = field(default_factory=dict)
+    vs_also: dict[str, PairedDifference] = field(default_factory=dict)
+    also_sentences: dict[str, str] = field(default_factory=dict)
+    seconds_per_epoch: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +119,9 @@ class ArmFractionSummary:
             "convergence": self.convergence,
             "sentence": self.sentence,
             "left_out": self.left_out,
+            "vs_also": {k: v.to_dict() for k, v in self.vs_also.items()},
+            "also_sentences": self.also_sentences,
+            "seconds_per_epoch": self.seconds_per_epoch,
         }
 
 
@@ -124,6 +140,13 @@ class Summary:
     convergence_window: int = CONVERGENCE_WINDOW
     task: str = "classification"
     unit: str = ""
+    #: the arms every other arm is also compared with, besides the reference (``compare.also_against``)
+    also_against: list[str] = field(default_factory=list)
+    #: every paired test reported, each label fraction's judged as one family (Holm)
+    tests: list[PairTest] = field(default_factory=list)
+    #: the arms by mean primary metric at :attr:`ranking_fraction` (the largest label fraction with results)
+    ranking: list[RankedArm] = field(default_factory=list)
+    ranking_fraction: float | None = None
 
     @property
     def spec(self) -> MetricSpec:
@@ -146,6 +169,23 @@ class Summary:
                 return r
         return None
 
+    def test(self, arm: str, against: str, fraction: float) -> PairTest | None:
+        """The paired test of ``arm`` against ``against`` at ``fraction``, if it was made."""
+        for t in self.tests:
+            if t.arm == arm and t.against == against and abs(t.fraction - fraction) < 1e-9:
+                return t
+        return None
+
+    def family_size(self, fraction: float | None = None) -> int:
+        """Tests in the family of ``fraction`` (Holm's ``m``); the largest family when ``fraction`` is ``None``."""
+        sizes = [t.family_size for t in self.tests if fraction is None or abs(t.fraction - fraction) < 1e-9]
+        return max(sizes, default=0)
+
+    def sentences(self) -> list[str]:
+        """Every verdict sentence: per arm and fraction, against the reference, then against each ``also_against``
+        arm."""
+        return [s for r in self.rows for s in (r.sentence, *r.also_sentences.values()) if s]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.task,
@@ -161,6 +201,11 @@ class Summary:
             "convergence_window": self.convergence_window,
             "warnings": self.warnings,
             "rows": [r.to_dict() for r in self.rows],
+            "also_against": self.also_against,
+            "adjustment": "holm",
+            "tests": [t.to_dict() for t in self.tests],
+            "ranking_fraction": self.ranking_fraction,
+            "ranking": [r.to_dict() for r in self.ranking],
         }
 
 
@@ -384,7 +429,7 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
                 )
             rows.append(row)
     spec = metric_spec(metric)
-    return Summary(
+    summary = Summary(
         metric,
         ref,
         rows,
@@ -395,6 +440,8 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
         task=results.task,
         unit=unit,
     )
+    _many_arms(results, summary, n_resamples=n_resamples, seed=seed)
+    return summary
 
 
 def _warnings(results: CompareResults) -> list[str]:
@@ -447,6 +494,318 @@ def chance_note(spec: MetricSpec, ci: MeanCI, confidence: float = 0.95) -> str:
         f" (at chance: {spec.words} {spec.amount(ci.mean)}, {pct} CI {spec.amount(ci.low)} to "
         f"{spec.amount(ci.high)} over seeds holds {level:g})"
     )
+
+
+# ------------------------------------------------------------------ many arms: one family of tests per fraction
+
+
+@dataclass
+class PairTest:
+    """One paired test of a comparison, judged with the other tests at its label fraction as one family.
+
+    Each label fraction asks "which start is best with this many labels?": every arm against the reference and
+    against each ``compare.also_against`` arm is one test of that fraction's family. A verdict needs Holm's
+    adjusted p-value (:func:`~medtl.comparison.stats.holm_adjust`) below ``1 - confidence``, which keeps the chance
+    of any false "beat" or "did worse" at that fraction at or under 5%; the interval shown is Bonferroni's
+    simultaneous interval (:func:`~medtl.comparison.stats.simultaneous_interval`). With one test in the family both
+    are the test's own p-value and 95% interval.
+
+    Attributes:
+        arm: the arm tested.
+        against: the arm it is compared with.
+        fraction: the label fraction.
+        difference: the paired difference ``arm - against`` (its own unadjusted p-value and interval).
+        family_size: tests in the family of this fraction (Holm's ``m``: those that allow a verdict, with at least 3
+            seeds and an estimable interval); 0 when this test is not one of them.
+        p_holm: Holm-adjusted p-value (``nan`` outside the family).
+        low: lower bound of the interval shown; ``high`` likewise.
+        level: the confidence of each interval, ``1 - (1 - confidence) / family_size``.
+        verdict: ``"beat"``, ``"did worse than"``, ``"no significant difference"`` or ``"no verdict"``.
+        sentence: the verdict in words.
+    """
+
+    arm: str
+    against: str
+    fraction: float
+    difference: PairedDifference
+    family_size: int
+    p_holm: float
+    low: float
+    high: float
+    level: float
+    verdict: str
+    sentence: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arm": self.arm,
+            "against": self.against,
+            "fraction": self.fraction,
+            "difference": self.difference.difference,
+            "p_value": self.difference.p_value,
+            "family_size": self.family_size,
+            "p_holm": self.p_holm,
+            "low": self.low,
+            "high": self.high,
+            "level": self.level,
+            "verdict": self.verdict,
+            "sentence": self.sentence,
+        }
+
+
+@dataclass
+class RankedArm:
+    """One arm in the ranking: its place by mean primary metric at the ranking's label fraction, and its verdicts.
+
+    Attributes:
+        rank: 1 for the best mean; ``None`` for an arm without a finished run there.
+        arm: the arm's name.
+        mean: its primary metric over seeds (mean and 95% CI), or ``None``.
+        verdicts: against each reference arm (by name): the verdict with its Holm-adjusted p, ``"(itself)"`` for the
+            arm compared with, ``"n/a"`` when no test was made.
+        seconds_per_epoch: mean seconds per epoch of its runs there.
+        n_parameters: parameters of its network (from its runs' result.json), when known.
+    """
+
+    rank: int | None
+    arm: str
+    mean: MeanCI | None
+    verdicts: dict[str, str]
+    seconds_per_epoch: float | None
+    n_parameters: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "arm": self.arm,
+            "mean": self.mean.to_dict() if self.mean is not None else None,
+            "verdicts": self.verdicts,
+            "seconds_per_epoch": self.seconds_per_epoch,
+            "n_parameters": self.n_parameters,
+        }
+
+
+#: the weights of the arms a comparison also compares every arm with when ``compare.also_against`` is not set
+ALSO_AGAINST_WEIGHTS = ("imagenet", "imagenet-inflated")
+
+
+def also_against_arms(results: CompareResults) -> list[str]:
+    """The arms every other arm is also compared with: ``compare.also_against`` when the config sets it (those among
+    the arms, the reference left out), else the ImageNet arms (weights ``imagenet`` or ``imagenet-inflated``) other
+    than the reference."""
+    names = [a.name for a in results.arms]
+    given = (results.config.get("compare") or {}).get("also_against")
+    if given is not None:
+        return [n for n in given if n in names and n != results.reference]
+    return [a.name for a in results.arms if a.weights in ALSO_AGAINST_WEIGHTS and a.name != results.reference]
+
+
+def _pair_key(run: RunRecord) -> tuple[int, int]:
+    """What pairs a run with another arm's run: its seed, and its cross-validation fold when it has one."""
+    fold = getattr(run, "fold", None)
+    return run.seed, -1 if fold is None else int(fold)
+
+
+def _repeat_kwargs(results: CompareResults) -> dict[str, Any]:
+    """Cross-validation folds as repetitions (``compare.repeat``): the fold ratio of the paired differences and the
+    noun of the verdict sentences; nothing for seeds on one split."""
+    folds = getattr(results, "folds", None)
+    if not folds:
+        return {}
+    return {"fold_ratio": results.fold_ratio}
+
+
+def _reps_words(results: CompareResults, k: int) -> str:
+    """``3 seeds``; with folds, ``3 folds`` or ``6 runs (seeds x folds)``."""
+    if getattr(results, "folds", None):
+        if len(results.seeds) == 1:
+            return f"{k} fold{'s' if k != 1 else ''}"
+        return f"{k} run{'s' if k != 1 else ''} (seeds x folds)"
+    return f"{k} seed{'s' if k != 1 else ''}"
+
+
+def _seconds_per_epoch(runs: list[RunRecord]) -> float | None:
+    """Mean over runs of (wall-clock seconds at the last epoch) / (epochs), from metrics.csv."""
+    per = []
+    for r in runs:
+        rows = [x for x in r.curve if np.isfinite(float(x.get("time_s", math.nan))) and float(x.get("epoch", 0)) > 0]
+        if rows:
+            per.append(float(rows[-1]["time_s"]) / float(rows[-1]["epoch"]))
+    return float(np.mean(per)) if per else None
+
+
+def _p_text(p: float) -> str:
+    return "n/a" if not np.isfinite(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def _family_sentence(
+    arm: str, against: str, t: PairTest, fraction_used: float | None, confidence: float, unit: str, reps: str
+) -> str:
+    """The verdict of a test judged in a family of two or more: Holm's decision, Bonferroni's interval."""
+    d = t.difference
+    spec = metric_spec(d.metric, unit=unit or None)
+    m = spec.words
+    words = fraction_words(t.fraction) + used_words(t.fraction, fraction_used)
+    pct = f"{confidence * 100:.0f}%"
+    holm = f"Holm-adjusted p {_p_text(t.p_holm)} over {t.family_size} comparisons; {reps}, {d.n_patients} test patients"
+    holds = t.low <= 0 <= t.high
+    signed = f"{pct} simultaneous CI {spec.amount(t.low)} to {spec.amount(t.high)}"
+    if t.verdict in ("beat", "did worse than"):
+        note = ", Bonferroni's, which still holds 0 where Holm's step-down rejects" if holds else ""
+        if spec.higher_is_better or holds:
+            ci = f"({signed}{note}; {holm})"
+            if spec.higher_is_better:
+                return f"{arm} {t.verdict} {against} by {spec.amount(abs(d.difference))} {m} {ci} {words}."
+            way = "lower" if d.difference < 0 else "higher"
+            return f"{arm} {t.verdict} {against}: {m} {spec.amount(abs(d.difference))} {way} {ci} {words}."
+        way = "lower" if d.difference < 0 else "higher"
+        lo, hi = sorted((abs(t.low), abs(t.high)))
+        ci = f"({pct} simultaneous CI {spec.amount(lo)} to {spec.amount(hi)} {way}; {holm})"
+        return f"{arm} {t.verdict} {against}: {m} {spec.amount(abs(d.difference))} {way} {ci} {words}."
+    diff = f"{spec.amount(d.difference, sign=True)} {m}" + ("" if spec.higher_is_better else " (lower is better)")
+    return (
+        f"{arm} did not beat {against} {words}: the difference was {diff} ({signed}; {holm}), no significant "
+        "difference."
+    )
+
+
+def _many_arms(results: CompareResults, summary: Summary, *, n_resamples: int, seed: int) -> None:
+    """Fill in what a comparison of many arms adds to the summary: the paired differences against the
+    ``also_against`` arms, each label fraction's family of tests with Holm's adjustment (verdicts and sentences;
+    with one test in a family the sentence stays the single test's), seconds per epoch, and the ranking."""
+    metric, ref, confidence = summary.primary_metric, summary.reference, summary.confidence
+    also = also_against_arms(results)
+    summary.also_against = also
+    repeat = _repeat_kwargs(results)
+    noun = {"noun": "fold" if len(results.seeds) == 1 else "seed x fold"} if repeat else {}
+    done = {}
+    for r in results.runs:
+        if r.ok:
+            done.setdefault((r.arm, round(r.fraction, 9)), {})[_pair_key(r)] = r
+    for row in summary.rows:
+        runs = done.get((row.arm, round(row.fraction, 9)), {})
+        row.seconds_per_epoch = _seconds_per_epoch(list(runs.values()))
+        if row.arm == ref:
+            continue
+        for other in also:
+            theirs = done.get((other, round(row.fraction, 9)), {})
+            pairs = [(runs[k], theirs[k]) for k in sorted(runs) if k in theirs]
+            pairs = [(a, b) for a, b in pairs if a.predictions is not None and b.predictions is not None]
+            if other == row.arm or not pairs:
+                continue
+            row.vs_also[other] = paired_difference(
+                [a.predictions for a, _ in pairs],
+                [b.predictions for _, b in pairs],
+                metric,
+                n_resamples=n_resamples,
+                confidence=confidence,
+                seed=seed,
+                **repeat,
+            )
+    for fraction in results.fractions:
+        rows = [r for r in summary.rows if abs(r.fraction - fraction) < 1e-9]
+        entries = [(r, ref, r.vs_reference) for r in rows if r.arm != ref and r.vs_reference is not None]
+        entries += [(r, other, d) for r in rows for other, d in r.vs_also.items()]
+        judged = [d.verdict_allowed for _, _, d in entries]
+        m = sum(judged)
+        p_holm = holm_adjust([d.p_value if ok else math.nan for (_, _, d), ok in zip(entries, judged, strict=True)])
+        for (row, against, d), ok, p in zip(entries, judged, p_holm, strict=True):
+            if ok:
+                low, high, level = simultaneous_interval(d, m, confidence)
+                reject = d.significant if m == 1 else bool(p < 1 - confidence)
+                verdict = ("beat" if summary.spec.better(d.difference) else "did worse than") if reject else None
+            else:
+                low, high, level = d.low, d.high, confidence
+                verdict = None
+            t = PairTest(
+                row.arm,
+                against,
+                fraction,
+                d,
+                m if ok else 0,
+                float(p),
+                float(low),
+                float(high),
+                level,
+                verdict or ("no significant difference" if ok else "no verdict"),
+            )
+            against_row = summary.row(against, fraction)
+            at_chance = ""
+            if against_row is not None and metric in against_row.metrics:
+                at_chance = chance_note(summary.spec, against_row.metrics[metric], confidence)
+            arm_name, against_name = results.arm(row.arm).display, results.arm(against).display + at_chance
+            if ok and m > 1:
+                reps = _reps_words(results, d.n_seeds)
+                t.sentence = _family_sentence(
+                    arm_name, against_name, t, row.fraction_used, confidence, summary.unit, reps
+                )
+            elif against == ref:
+                t.sentence = row.sentence  # the single test's own verdict, as made by summarize
+            else:
+                t.sentence = _verdict(
+                    arm_name, against_name, d, fraction, confidence, row.fraction_used, summary.unit, **noun
+                )
+            if against == ref:
+                row.sentence = t.sentence
+            else:
+                row.also_sentences[against] = t.sentence
+            summary.tests.append(t)
+    _rank(results, summary)
+
+
+def _rank(results: CompareResults, summary: Summary) -> None:
+    """Order the arms by mean primary metric at the largest label fraction with results (best first; the order of
+    the means, not a test: the verdicts beside each arm say which differences are real)."""
+    metric = summary.primary_metric
+    with_results = [
+        f for f in results.fractions if any(r.n_ok and metric in r.metrics for r in summary.rows if r.fraction == f)
+    ]
+    if not with_results:
+        return
+    fraction = max(with_results)
+    summary.ranking_fraction = fraction
+    up = summary.spec.higher_is_better
+    against = [summary.reference, *summary.also_against]
+
+    def mean_of(arm: str) -> float:
+        row = summary.row(arm, fraction)
+        ci = row.metrics.get(metric) if row is not None else None
+        return ci.mean if ci is not None and np.isfinite(ci.mean) else math.nan
+
+    order = sorted(
+        results.arms, key=lambda a: (not np.isfinite(mean_of(a.name)), -mean_of(a.name) if up else mean_of(a.name))
+    )
+    mirrored = {"beat": "did worse than", "did worse than": "beat"}
+    rank = 0
+    for arm in order:
+        row = summary.row(arm.name, fraction)
+        finite = bool(np.isfinite(mean_of(arm.name)))
+        rank += int(finite)
+        verdicts = {}
+        for other in against:
+            t = summary.test(arm.name, other, fraction)
+            back = summary.test(other, arm.name, fraction) if t is None else None  # scratch against ImageNet
+            if other == arm.name:
+                verdicts[other] = "(itself)"
+            elif t is None and back is None:
+                verdicts[other] = "n/a"
+            elif (t or back).verdict == "no verdict":
+                verdicts[other] = "no verdict"
+            elif t is not None:
+                verdicts[other] = f"{t.verdict} (p {_p_text(t.p_holm)})"
+            else:
+                verdicts[other] = f"{mirrored.get(back.verdict, back.verdict)} (p {_p_text(back.p_holm)})"
+        n_params = (arm.provenance or {}).get("n_parameters")
+        summary.ranking.append(
+            RankedArm(
+                rank if finite else None,
+                arm.name,
+                row.metrics.get(metric) if row is not None else None,
+                verdicts,
+                row.seconds_per_epoch if row is not None else None,
+                int(n_params) if n_params is not None else None,
+            )
+        )
 
 
 # ------------------------------------------------------------------------------------------ results

@@ -419,6 +419,8 @@ def _fine_tune(
             "modality": exp.modality,
             "mode": exp.mode,
             "best_checkpoint": str(best_path),
+            # the network as trained, head included: what compare reports next to each arm's result
+            "n_parameters": sum(p.numel() for p in model.parameters()),
             **exp.task.result_extras(),
         }
         run.write_card(model_card(exp, {**result, "run_dir": str(run.path)}, load_report))

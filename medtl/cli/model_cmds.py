@@ -71,11 +71,23 @@ def _console():
 
 
 @weights_app.command("list")
-def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+def list_cmd(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    for_config: Path | None = typer.Option(
+        None,
+        "--for",
+        help="An experiment or comparison config: say which sources fit its data (dims, modality, architecture) and "
+        "are compare's default arms, and why the others are not.",
+    ),
+) -> None:
     """Every weight source and file: dims, modality, licence, size, cached or not, what its hash is checked against
-    and how it is obtained; ``local:`` records that cannot be read as broken."""
+    and how it is obtained; ``local:`` records that cannot be read as broken. With ``--for CONFIG``: which sources
+    fit that config's data and which of them ``compare`` takes as arms when the config names none."""
     from medtl.weights import cache_listing, get_weight_source, list_weight_sources
     from medtl.weights.local import broken_local_sources
+
+    if for_config is not None:
+        return _list_for(for_config, json_out)
 
     entries = cache_listing()
     broken = broken_local_sources()
@@ -114,6 +126,32 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON ins
         highlight=False,
         markup=False,
     )
+
+
+def _list_for(path: Path, json_out: bool) -> None:
+    """``weights list --for CONFIG``: :func:`medtl.comparison.arm_offers.arm_offers` of the config, as a table."""
+    from medtl.comparison.arm_offers import arm_offers, data_kind, default_arm_notes
+    from medtl.comparison.compare_config import load_any_config
+
+    cfg = load_any_config(path)
+    experiment = getattr(cfg, "experiment", cfg)
+    kind = data_kind(experiment)
+    offers = arm_offers(experiment, kind)
+    if json_out:
+        typer.echo(json.dumps({"data": kind.__dict__, "sources": [o.to_dict() for o in offers]}, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("source", "default arm", "architecture", "why", "weights file")
+    table.columns[0].no_wrap = True
+    for o in offers:
+        file = o.availability + (f"; RESTRICTED: {o.restriction}" if o.restriction and o.offered else "")
+        table.add_row(o.source, "yes" if o.offered else "no", o.arch or "-", o.reason, file)
+    console = _console()
+    console.print(f"{path}: {kind.describe()}", highlight=False, markup=False)
+    console.print(table)
+    for note in default_arm_notes(offers, kind):
+        console.print(note, highlight=False, markup=False)
 
 
 @weights_app.command("pull")

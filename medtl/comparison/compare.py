@@ -385,7 +385,16 @@ def compare(
     if section.primary_metric is None:  # a CompareConfig built by hand; load_compare_config fills it in
         section.primary_metric = default_metric(task)
     check_metric_for_task(section.primary_metric, task)
-    arm_cfgs = section.arms if section.arms is not None else default_arms(experiment)
+    if section.arms is not None:
+        arm_cfgs = section.arms
+    else:  # every source that fits the data, plus scratch; said before anything runs
+        from medtl.comparison.arm_offers import arm_offers, data_kind, default_arm_notes
+
+        kind = data_kind(experiment)
+        offers = arm_offers(experiment, kind)
+        arm_cfgs = default_arms(experiment, offers)
+        for note in default_arm_notes(offers, kind):
+            say(note)
     names = [a.name for a in arm_cfgs]
     if len(set(names)) != len(names):
         raise ConfigError(f"arm names must be unique (got {names})")

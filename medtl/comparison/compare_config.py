@@ -74,7 +74,10 @@ class CompareSection(_Section):
     """What to compare and how."""
 
     arms: list[ArmConfig] | None = Field(
-        None, description="Arms; default: every weight source that fits model.arch, plus scratch."
+        None,
+        description="Arms; default: every registered weight source that fits the data (dims, modality) and is its "
+        "family's default arm, with its own architecture when it is made for one (else model.arch), plus scratch "
+        "(`medtl weights list --for CONFIG` shows which and why).",
     )
     seeds: int = Field(3, ge=1, description="Seeds per arm and fraction (seeds 0..n-1).")
     fractions: list[float] = Field([0.1, 0.25, 0.5, 1.0], description="Label fractions of the training patients.")
@@ -249,29 +252,21 @@ def arm_config(experiment: Any, arm: ArmConfig, *, source: str = "(object)") -> 
 # --------------------------------------------------------------------------------------------- arms
 
 
-def _dims_of(experiment: Any) -> int:
-    """Spatial dims of the experiment's models: from data.mode, else the weights, else the architecture."""
-    from medtl.backbones import get_architecture
-    from medtl.weights import get_weight_source
+def default_arms(experiment: Any, offers: list[Any] | None = None) -> list[ArmConfig]:
+    """The arms of a comparison whose config names none: every registered weight source that fits the data (dims,
+    modality) and is its family's default arm, each with its own architecture when it is made for one (else
+    ``model.arch``), plus scratch. :mod:`medtl.comparison.arm_offers` holds the rules; ``medtl weights list --for
+    CONFIG`` shows them applied.
 
-    mode = experiment.data.mode
-    if mode != "auto":
-        return 3 if mode == "3d" else 2
-    src = get_weight_source(experiment.model.weights)
-    return int(src.dims) if src.dims is not None else int(get_architecture(experiment.model.arch).dims)
+    Args:
+        experiment: the experiment config.
+        offers: :func:`~medtl.comparison.arm_offers.arm_offers` of it, when already made.
+    """
+    from medtl.comparison.arm_offers import arm_offers, offered
 
-
-def default_arms(experiment: Any) -> list[ArmConfig]:
-    """Every registered weight source that fits the experiment's architecture and data dims, plus scratch; the model
-    zoo's sources (chest X-ray, CT, foundation models) are arms a config names, not defaults."""
-    from medtl.weights.sources import sources_for_arch
-
-    arch = experiment.model.arch
-    arms = [
-        ArmConfig(name=n, model=ArmModel(arch=arch, weights=n))
-        for n in sources_for_arch(arch, dims=_dims_of(experiment), zoo=False)
-    ]
-    return [*arms, ArmConfig(name="scratch", model=ArmModel(arch=arch, weights="scratch"))]
+    offers = arm_offers(experiment) if offers is None else offers
+    arms = [ArmConfig(name=o.source, model=ArmModel(arch=o.arch, weights=o.source)) for o in offered(offers)]
+    return [*arms, ArmConfig(name="scratch", model=ArmModel(arch=experiment.model.arch, weights="scratch"))]
 
 
 def arm_spec(arm: ArmConfig, experiment: Any) -> Arm:

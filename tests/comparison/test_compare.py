@@ -114,8 +114,9 @@ def test_default_arms_fit_the_architecture(setup):
     cfg, _, _ = setup
     c = load_compare_config(cfg)
     names = [a.name for a in default_arms(c.experiment)]
-    assert names == ["imagenet", "scratch"]
-    c3 = load_compare_config(cfg, {"model.arch": "resnet18_3d", "data.mode": "3d"})
+    # radiographs: ImageNet for model.arch, then the X-ray and general zoo sources with their own architectures
+    assert names[0] == "imagenet" and "litemedsam" in names and "medicalnet" not in names and names[-1] == "scratch"
+    c3 = load_compare_config(cfg, {"model.arch": "resnet18_3d", "data.mode": "3d", "data.modality": "CT"})
     names3 = [a.name for a in default_arms(c3.experiment)]
     assert names3[-1] == "scratch" and "medicalnet" in names3 and "imagenet" not in names3
     assert run_dir_for(Path("/c"), "imagenet", 1, 0.25) == Path("/c/runs/imagenet/frac0.25-seed1")

@@ -254,6 +254,7 @@ def test_compare_arms_take_the_arch_of_a_single_arch_source():
     assert arm_spec(ArmConfig(name="in", model=ArmModel(weights="imagenet")), experiment).arch == "resnet18"
     chex = arm_spec(ArmConfig(name="chex", model=ArmModel(weights="xrv-densenet121-chex")), experiment)
     assert chex.arch == "densenet121" and chex.provenance["restriction"].startswith("trained on CheXpert")
-    # the zoo's sources are arms a config names: the default arms of a densenet121 study stay ImageNet and scratch
+    # default arms: one zoo source per family (torchxrayvision's "all" DenseNet, not its single-dataset files)
     densenet = load_config({"data": {"manifest": "m.csv"}, "model": {"arch": "densenet121", "weights": "imagenet"}})
-    assert [a.name for a in default_arms(densenet)] == ["imagenet", "scratch"]
+    names = [a.name for a in default_arms(densenet)]
+    assert names[:2] == ["imagenet", "xrv-densenet121-all"] and "xrv-densenet121-chex" not in names

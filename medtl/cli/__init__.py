@@ -31,9 +31,9 @@ app = typer.Typer(
 
 
 def _register_all() -> None:
-    from medtl.cli import compare_cmds, data_cmds, export_cmds, io_cmds, model_cmds, task_cmds, train_cmds
+    from medtl.cli import compare_cmds, cv_cmds, data_cmds, export_cmds, io_cmds, model_cmds, task_cmds, train_cmds
 
-    for module in (io_cmds, data_cmds, model_cmds, train_cmds, compare_cmds, task_cmds, export_cmds):
+    for module in (io_cmds, data_cmds, model_cmds, train_cmds, compare_cmds, cv_cmds, task_cmds, export_cmds):
         module.register(app)
 
 

@@ -24,6 +24,13 @@ same patients. For each seed and label fraction every arm trains on the same (st
 subset of training patients, for the same number of epochs. Pretrained arms use the fine_tune schedule,
 scratch the one-cycle schedule from the start (unless an arm says otherwise).
 
+Folds instead of (or with) seeds: ``compare.repeat: folds`` trains each arm once per cross-validation fold of
+``splits.folds`` (seed 0), ``both`` once per seed and fold. A stratified test set is held out first and the other
+patients are dealt into the folds (:func:`medtl.data.splits.make_splits`); ``splits_fold<k>.csv`` holds fold ``k``'s
+split, so every fold's model is tested on the same test patients and the per-fold differences pair up as the
+per-seed ones do. Their intervals are Nadeau and Bengio's corrected resampled t
+(:func:`medtl.comparison.stats.paired_difference`).
+
 How it stays whole: every finished run is kept. Running ``compare`` again reuses each finished run whose reuse
 record (:mod:`medtl.comparison.launch`: config, manifest, splits, pseudonym secret, weights file) is unchanged, and
 retrains unfinished ones. A comparison whose finished runs or splits would change (another ``train.lr``, edited
@@ -99,6 +106,8 @@ __all__ = [
 
 
 SPLITS_FILE = "splits.csv"
+#: the split of fold ``k`` with ``compare.repeat: folds`` or ``both`` (in place of splits.csv)
+FOLD_SPLITS_FILE = "splits_fold{fold}.csv"
 #: what the shared splits.csv was made from, beside it
 SPLITS_RECORD = "splits.json"
 #: where ``replace=True`` moves an old comparison, under a folder named by the UTC time
@@ -113,9 +122,9 @@ class ComparisonChangedError(ConfigError):
     """The comparison folder holds finished runs or splits made from other settings."""
 
 
-def _render_splits(experiment: Any, manifest: Any) -> bytes:
+def _render_splits(experiment: Any, manifest: Any, fold: int | None = None) -> bytes:
     """The shared splits.csv's bytes: a copy of ``splits.file``, else the split by patient of the manifest (with the
-    strata of the experiment's task)."""
+    strata of the experiment's task); with ``fold``, that fold's split of ``splits.folds``."""
     from medtl.data.splits import read_splits_csv, write_splits_csv
 
     if experiment.splits.file is not None:
@@ -124,15 +133,47 @@ def _render_splits(experiment: Any, manifest: Any) -> bytes:
         return src.read_bytes()
     task = task_class(experiment.task)
     records = task.records(experiment, manifest)
-    assignment = task.make_splits(records, experiment.splits)
+    splits = experiment.splits if fold is None else experiment.splits.model_copy(update={"fold": fold})
+    assignment = task.make_splits(records, splits)
     with tempfile.TemporaryDirectory(prefix="medtl-splits-") as tmp:  # nothing is written in the comparison yet
         path = Path(tmp) / SPLITS_FILE
         write_splits_csv(path, assignment, task.split_label_text(records))
         return path.read_bytes()
 
 
-def _splits_record(experiment: Any, manifest_sha256: str, check: str) -> dict[str, Any]:
-    """What the shared splits.csv is made from (recorded in splits.json, without its own hash)."""
+def fold_splits(experiment: Any, manifest: Any) -> list[bytes]:
+    """The splits.csv of each cross-validation fold of ``splits.folds`` (fold ``k`` validates on the ``k``-th part):
+    one stratified test set held out for every fold, the other patients dealt into the folds.
+
+    Raises:
+        ConfigError: ``splits.folds`` is not set, ``splits.file`` is, or the manifest has a ``split`` column (each
+            would fix one split for every fold).
+    """
+    s = experiment.splits
+    if s.folds is None:
+        raise ConfigError("cross-validation needs splits.folds (the number of folds)", fix="set splits.folds: 5")
+    if s.file is not None:
+        raise ConfigError(
+            f"splits.file {s.file} fixes one split for every fold; cross-validation deals the patients into folds "
+            "itself",
+            fix="remove splits.file",
+        )
+    task = task_class(experiment.task)
+    records = task.records(experiment, manifest)
+    given = [r for r in records if str(r.get("split") or "").strip()]
+    if given:
+        raise ConfigError(
+            f"manifest {experiment.data.manifest} has a split column (row {given[0].get('row', '?')}), which fixes "
+            "one split for every fold",
+            path=str(experiment.data.manifest),
+            fix="remove the split column (or empty it) to cross-validate",
+        )
+    return [_render_splits(experiment, manifest, fold) for fold in range(s.folds)]
+
+
+def _splits_record(experiment: Any, manifest_sha256: str, check: str, repeat: str = "seeds") -> dict[str, Any]:
+    """What the shared splits.csv is made from (recorded in splits.json, without its own hash); with folds
+    (``repeat``), what the ``splits_fold<k>.csv`` are made from."""
     s = experiment.splits
     record: dict[str, Any] = {"manifest_sha256": manifest_sha256, "pseudonym_check": check}
     if s.file is not None:
@@ -141,13 +182,27 @@ def _splits_record(experiment: Any, manifest_sha256: str, check: str) -> dict[st
     else:
         record |= {"seed": s.seed, "val_fraction": s.val_fraction, "test_fraction": s.test_fraction}
         record |= {"folds": s.folds, "fold": s.fold}
+    if repeat != "seeds":  # (absent for seeds, so the records of earlier comparisons still match)
+        record |= {"repeat": repeat, "fold": None}
     return record
 
 
-def _splits_changes(compare_dir: Path, wanted: dict[str, Any]) -> list[str]:
-    """How the comparison's splits.csv (if any) differs from the one these settings make, in words."""
-    csv_path, json_path = compare_dir / SPLITS_FILE, compare_dir / SPLITS_RECORD
+def _split_files(compare_dir: Path, folds: list[int | None]) -> dict[int | None, Path]:
+    """The shared split of each fold (``None``: the one splits.csv of a comparison over seeds)."""
+    return {k: compare_dir / (SPLITS_FILE if k is None else FOLD_SPLITS_FILE.format(fold=k)) for k in folds}
+
+
+def _splits_changes(
+    compare_dir: Path, wanted: dict[str, Any], files: dict[int | None, Path] | None = None
+) -> list[str]:
+    """How the comparison's splits.csv (or fold splits) differs from the one these settings make, in words."""
+    files = files or {None: compare_dir / SPLITS_FILE}
+    csv_path, json_path = next(iter(files.values())), compare_dir / SPLITS_RECORD
     if not csv_path.is_file():
+        folds_made = any(compare_dir.glob(FOLD_SPLITS_FILE.format(fold="*")))
+        if (compare_dir / SPLITS_FILE).is_file() or folds_made:  # made for the other kind of repetition
+            before = "folds or both" if folds_made else "seeds"
+            return [f"compare.repeat: {before} -> {wanted.get('repeat') or 'seeds'}"]
         return []
     try:
         old = json.loads(json_path.read_text())
@@ -162,13 +217,20 @@ def _splits_changes(compare_dir: Path, wanted: dict[str, Any]) -> list[str]:
         changes.append("pseudonym secret")
     if old.get("manifest_sha256") != wanted["manifest_sha256"]:
         changes.append("manifest content")
-    for k in ("file", "seed", "val_fraction", "test_fraction", "folds", "fold"):
+    for k in ("file", "seed", "val_fraction", "test_fraction", "folds", "fold", "repeat"):
         if old.get(k) != wanted.get(k):
-            changes.append(f"splits.{k}: {show_value(old.get(k))} -> {show_value(wanted.get(k))}")
+            name = "compare.repeat" if k == "repeat" else f"splits.{k}"
+            changes.append(f"{name}: {show_value(old.get(k))} -> {show_value(wanted.get(k))}")
     if old.get("file") == wanted.get("file") and old.get("file_sha256") != wanted.get("file_sha256"):
         changes.append("splits.file content")
-    if old.get("splits_sha256") != file_sha256(csv_path):
-        changes.append(f"{SPLITS_FILE} edited since it was made")
+    if None in files:
+        if old.get("splits_sha256") != file_sha256(csv_path):
+            changes.append(f"{SPLITS_FILE} edited since it was made")
+        return changes
+    made = old.get("fold_sha256") or {}
+    for path in files.values():
+        if not path.is_file() or made.get(path.name) != file_sha256(path):
+            changes.append(f"{path.name} {'edited since it was made' if path.is_file() else 'missing'}")
     return changes
 
 
@@ -198,11 +260,16 @@ def _supersede(compare_dir: Path, runs: list[Path], *, splits: bool) -> Path:
             target = dest / path.relative_to(compare_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(path), str(target))
-    for name in _REPORT_FILES + ((SPLITS_FILE, SPLITS_RECORD) if splits else ()):
+    split_names = (
+        SPLITS_FILE,
+        SPLITS_RECORD,
+        *sorted(p.name for p in compare_dir.glob(FOLD_SPLITS_FILE.format(fold="*"))),
+    )
+    for name in _REPORT_FILES + (split_names if splits else ()):
         if (compare_dir / name).exists():
             shutil.move(str(compare_dir / name), str(dest / name))
     if not splits:
-        for name in (SPLITS_FILE, SPLITS_RECORD):
+        for name in split_names:
             if (compare_dir / name).is_file():
                 shutil.copy2(compare_dir / name, dest / name)
     return dest
@@ -239,12 +306,15 @@ def _check_not_held(folders: list[Path]) -> None:
 # --------------------------------------------------------------------------------------------- runs
 
 
-def run_dir_for(compare_dir: Path, arm: str, seed: int, fraction: float) -> Path:
-    """``<compare dir>/runs/<arm>/frac<fraction>-seed<seed>``."""
-    return Path(compare_dir) / "runs" / arm / f"frac{fraction:g}-seed{seed}"
+def run_dir_for(compare_dir: Path, arm: str, seed: int, fraction: float, fold: int | None = None) -> Path:
+    """``<compare dir>/runs/<arm>/frac<fraction>-seed<seed>`` (``...-seed<seed>-fold<fold>`` for a fold)."""
+    tail = "" if fold is None else f"-fold{fold}"
+    return Path(compare_dir) / "runs" / arm / f"frac{fraction:g}-seed{seed}{tail}"
 
 
-def _run_config(experiment: Any, arm: Arm, seed: int, fraction: float, splits_file: Path, run_dir: Path) -> Any:
+def _run_config(
+    experiment: Any, arm: Arm, seed: int, fraction: float, splits_file: Path, run_dir: Path, fold: int | None = None
+) -> Any:
     from medtl.config import load_config
 
     overrides: dict[str, Any] = {
@@ -259,6 +329,8 @@ def _run_config(experiment: Any, arm: Arm, seed: int, fraction: float, splits_fi
         "output.dir": str(run_dir.parent),
         "output.name": run_dir.name,
     }
+    if fold is not None:  # the split is the file's; the config says which fold it is
+        overrides["splits.fold"] = fold
     if arm.mode and arm.mode != "auto":
         overrides["data.mode"] = arm.mode
     overrides.update(arm.overrides)
@@ -295,7 +367,8 @@ def _fatal_error(_: Any, results: CompareResults) -> str | None:
     for rec in results.runs:
         if not rec.ok and rec.status == "failed" and str(rec.error or "").startswith(_SETUP_ERRORS):
             return f"arm {rec.arm!r} cannot train: {rec.error}"
-    if results.runs and len(results.runs) == len(results.seeds) * len(results.fractions) * len(results.arms):
+    planned = len(results.seeds) * len(results.fractions) * len(results.arms) * max(1, len(results.folds))
+    if results.runs and len(results.runs) == planned:
         if not any(r.ok for r in results.runs):
             return f"every run failed; the first: {results.runs[0].error}"
     return None
@@ -448,17 +521,31 @@ def _compare(
     task_cls = task_class(experiment.task)
     manifest = task_cls.read_manifest(experiment)
     check = pseudonym_check()
-    wanted = _splits_record(experiment, _manifest_sha256(experiment), check)
-    splits_changes = _splits_changes(compare_dir, wanted)
-    splits_path = compare_dir / SPLITS_FILE
-    keep_splits = splits_path.is_file() and not splits_changes
-    splits_bytes = splits_path.read_bytes() if keep_splits else _render_splits(experiment, manifest)
-    inputs = RunInputs(wanted["manifest_sha256"], hashlib.sha256(splits_bytes).hexdigest(), check)
+    wanted = _splits_record(experiment, _manifest_sha256(experiment), check, section.repeat)
+    by_folds = section.repeat != "seeds"
+    fold_list: list[int | None] = list(range(experiment.splits.folds or 0)) if by_folds else [None]
+    if by_folds:
+        rendered = fold_splits(experiment, manifest)  # refuses a config that fixes one split (before any write)
+    split_files = _split_files(compare_dir, fold_list)
+    splits_changes = _splits_changes(compare_dir, wanted, split_files)
+    keep_splits = all(p.is_file() for p in split_files.values()) and not splits_changes
+    if keep_splits:
+        splits_bytes = {k: p.read_bytes() for k, p in split_files.items()}
+    else:
+        splits_bytes = (
+            dict(zip(fold_list, rendered, strict=True)) if by_folds else {None: _render_splits(experiment, manifest)}
+        )
+    inputs = {
+        k: RunInputs(wanted["manifest_sha256"], hashlib.sha256(b).hexdigest(), check) for k, b in splits_bytes.items()
+    }
     specs = [arm_spec(a, experiment) for a in arm_cfgs]
     classes = task_cls.output_names(experiment, manifest)
-    seed_list = list(range(section.seeds))
+    # folds alone: one run per fold with seed 0
+    seed_list = [0] if section.repeat == "folds" else list(range(section.seeds))
     # fractions outermost: an interrupted comparison has all arms at the first fractions
-    plan = [(arm, seed, f) for f in section.fractions for seed in seed_list for arm in specs]
+    plan = [
+        (arm, seed, f, fold) for f in section.fractions for seed in seed_list for fold in fold_list for arm in specs
+    ]
     weight_hashes: dict[str, str | None] = {}
     jobs: list[Job] = []
     failed: dict[int, RunRecord] = {}
@@ -468,17 +555,17 @@ def _compare(
     changed: list[Path] = []
     unfinished: list[Path] = []
     changes: list[str] = list(splits_changes)
-    for i, (arm, seed, fraction) in enumerate(plan):
-        run_dir = run_dir_for(compare_dir, arm.name, seed, fraction)
-        tag = f"[{i + 1}/{len(plan)}] {arm.name} seed {seed} {fraction * 100:g}% labels"
+    for i, (arm, seed, fraction, fold) in enumerate(plan):
+        run_dir = run_dir_for(compare_dir, arm.name, seed, fraction, fold)
+        tag = _tag(i, len(plan), arm.name, seed, fraction, fold)
         try:
-            run_cfg = _run_config(experiment, arm, seed, fraction, splits_path, run_dir)
+            run_cfg = _run_config(experiment, arm, seed, fraction, split_files[fold], run_dir, fold)
         except ConfigError as exc:
-            failed[i] = RunRecord(arm.name, seed, fraction, "failed", f"ConfigError: {exc}", str(run_dir))
+            failed[i] = RunRecord(arm.name, seed, fraction, "failed", f"ConfigError: {exc}", str(run_dir), fold=fold)
             notes.append(f"{tag}: FAILED: {exc}")
             continue
         w_sha = weights_sha256(run_cfg.model.weights, weight_hashes)
-        key_rec = key_record(run_cfg, dataclasses.replace(inputs, weights_sha256=w_sha))
+        key_rec = key_record(run_cfg, dataclasses.replace(inputs[fold], weights_sha256=w_sha))
         run = RunDir(run_dir)
         if is_finished(run, key_rec["key"]):
             notes.append(f"{tag}: finished earlier, reusing {run_dir}")
@@ -506,8 +593,12 @@ def _compare(
         )
     )
     if not keep_splits:
-        atomic_write_bytes(splits_path, splits_bytes)
-        splits_rec = {**wanted, "splits_sha256": inputs.splits_sha256}
+        for k, data in splits_bytes.items():
+            atomic_write_bytes(split_files[k], data)
+        if by_folds:
+            splits_rec = {**wanted, "fold_sha256": {split_files[k].name: inputs[k].splits_sha256 for k in fold_list}}
+        else:
+            splits_rec = {**wanted, "splits_sha256": inputs[None].splits_sha256}
         atomic_write_bytes(compare_dir / SPLITS_RECORD, (json.dumps(splits_rec, indent=2) + "\n").encode())
     for msg in notes:
         say(msg)
@@ -522,28 +613,31 @@ def _compare(
         config={**experiment.to_dict(), "compare": section.model_dump(mode="json")},
         compare_dir=str(compare_dir),
         task=task,
+        folds=[k for k in fold_list if k is not None],
     )
 
     def record(i: int, seconds: float | None = None) -> None:
-        arm, seed, fraction = plan[i]
-        run_dir = run_dir_for(compare_dir, arm.name, seed, fraction)
-        rec = record_from_run_dir(run_dir, arm=arm.name, seed=seed, fraction=fraction, classes=classes, task=task)
+        arm, seed, fraction, fold = plan[i]
+        run_dir = run_dir_for(compare_dir, arm.name, seed, fraction, fold)
+        rec = record_from_run_dir(
+            run_dir, arm=arm.name, seed=seed, fraction=fraction, classes=classes, task=task, fold=fold
+        )
         if seconds is not None and rec.seconds is None:
             rec.seconds = seconds
         _merge_provenance(arm, RunDir(run_dir))
         results.runs.append(rec)
-        tag = f"[{i + 1}/{len(plan)}] {arm.name} seed {seed} {fraction * 100:g}% labels"
+        tag = _tag(i, len(plan), arm.name, seed, fraction, fold)
         if rec.ok:
             spec = metric_spec(section.primary_metric)
             value = spec.amount(rec.test_metrics.get(section.primary_metric, float("nan")))
             say(f"{tag}: done, test {section.primary_metric} per patient {value}")
         else:
             say(f"{tag}: FAILED: {rec.error}")
-        results.runs.sort(key=lambda r: _order[(r.arm, r.seed, r.fraction)])
+        results.runs.sort(key=lambda r: _order[(r.arm, r.seed, r.fraction, r.fold)])
         results.write_json(compare_dir / "results.json")
         results.write_csv(compare_dir / "results.csv")
 
-    _order = {(a.name, sd, f): k for k, (a, sd, f) in enumerate(plan)}
+    _order = {(a.name, sd, f, fold): k for k, (a, sd, f, fold) in enumerate(plan)}
     results.runs.extend(failed.values())
     pending = {j.index for j in jobs}
     for i in range(len(plan)):
@@ -569,6 +663,11 @@ def _compare(
     if fatal:
         raise TrainingError(f"{fatal}; the report of what finished is {files.report_html}")
     return ComparisonReport(results, summary, compare_dir, files)
+
+
+def _tag(i: int, n: int, arm: str, seed: int, fraction: float, fold: int | None) -> str:
+    """``[3/12] scratch seed 1 50% labels`` (``... fold 2`` for a fold), as compare's progress lines name a run."""
+    return f"[{i + 1}/{n}] {arm} seed {seed}{'' if fold is None else f' fold {fold}'} {fraction * 100:g}% labels"
 
 
 def _status(run: RunDir) -> str:

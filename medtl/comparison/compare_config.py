@@ -80,6 +80,13 @@ class CompareSection(_Section):
         "(`medtl weights list --for CONFIG` shows which and why).",
     )
     seeds: int = Field(3, ge=1, description="Seeds per arm and fraction (seeds 0..n-1).")
+    repeat: Literal["seeds", "folds", "both"] = Field(
+        "seeds",
+        description="What each arm's runs repeat over: seeds (compare.seeds runs on one split), folds (one run per "
+        "cross-validation fold of splits.folds, seed 0; every fold's model is tested on the same held-out test "
+        "patients) or both (compare.seeds x splits.folds runs). Folds share training patients, so their intervals "
+        "are Nadeau and Bengio's corrected resampled t (README: Cross-validation).",
+    )
     fractions: list[float] = Field([0.1, 0.25, 0.5, 1.0], description="Label fractions of the training patients.")
     primary_metric: str | None = Field(
         None,

@@ -94,8 +94,9 @@ def _count(n: int, noun: str) -> str:
 def _intro(results: CompareResults, summary: Summary, n_patients: int) -> str:
     n_ok = sum(r.ok for r in results.runs)
     n_failed = sum(r.status == "failed" for r in results.runs)
+    folds = f" x {_count(len(results.folds), 'cross-validation fold')}" if results.folds else ""
     head = (
-        f"{_count(len(results.arms), 'arm')} x {_count(len(results.seeds), 'seed')} x "
+        f"{_count(len(results.arms), 'arm')} x {_count(len(results.seeds), 'seed')}{folds} x "
         f"{_count(len(results.fractions), 'label fraction')}: {_count(n_ok, 'run')} finished, {n_failed} failed. "
     )
     same = f"on the same {n_patients or 'n/a'} test patients for every arm"
@@ -125,6 +126,18 @@ def _method(results: CompareResults, summary: Summary) -> str:
         if with_delong
         else f"DeLong's test is about two-class AUROC and does not apply to {m} (n/a)."
     )
+    folds = (
+        f" The runs repeat over {len(results.folds)} cross-validation folds (compare.repeat), each fold's model "
+        "tested on the same held-out test patients, and 'seed' in the tables means such a run. Two folds share "
+        f"{len(results.folds) - 2} of the {len(results.folds) - 1} parts each trains on, so their results are "
+        "correlated and the variance over runs divided by their number would be too small: every interval over "
+        "runs is Nadeau and Bengio's corrected resampled t (Machine Learning 52, 2003), the variance over runs "
+        f"times 1/k + n_left_out/n_train (here 1/k + {results.fold_ratio:.3g}), with the shared patient variance "
+        "added as below. It is calibrated when the fold-to-fold spread is mostly training noise rather than which "
+        "patients trained the model (README: Cross-validation)."
+        if results.folds
+        else ""
+    )
     return (
         f"'{pct} CI over seeds' is a t-interval of the mean over seeds. 'difference vs {ref}' is the mean "
         f"over seeds of the paired difference in test {m} on the same patients. Its uncertainty has two "
@@ -140,7 +153,7 @@ def _method(results: CompareResults, summary: Summary) -> str:
         f"{m} is smoothed over {summary.convergence_window} epochs, its plateau is the mean of the last third of "
         f"the smoothed curve, and the target is {target}, a level both reach; the median is the epoch by which "
         "half the seeds had reached it (a seed that never did counts as not yet, so 'not reached' means fewer "
-        "than half did)."
+        "than half did)." + folds
     )
 
 

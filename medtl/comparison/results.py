@@ -93,6 +93,8 @@ class RunRecord:
         fraction_used: share of the training patients whose labels the run actually used (label
             fractions round up and keep at least one patient per class, so 10% can be 16.7%);
             ``None`` when not known.
+        fold: the cross-validation fold the run was validated on (``compare.repeat: folds`` or ``both``), else
+            ``None``.
     """
 
     arm: str
@@ -108,6 +110,12 @@ class RunRecord:
     predictions: PatientData | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
     fraction_used: float | None = None
+    fold: int | None = None
+
+    @property
+    def repetition(self) -> tuple[int, int]:
+        """What pairs the run with the other arms' runs: its seed and fold (-1: no folds)."""
+        return (self.seed, -1 if self.fold is None else self.fold)
 
     @property
     def ok(self) -> bool:
@@ -178,6 +186,16 @@ class CompareResults:
     summary: Summary | None = None
     task: str = "classification"
     overlays: dict[str, list[str]] = field(default_factory=dict)
+    #: the cross-validation folds each (arm, seed, fraction) ran on (``compare.repeat``), empty when none
+    folds: list[int] = field(default_factory=list)
+
+    @property
+    def fold_ratio(self) -> float:
+        """Nadeau and Bengio's ``n_left_out / n_train`` of the folds (0 without folds):
+        :func:`medtl.comparison.stats.fold_ratio`."""
+        from medtl.comparison.stats import fold_ratio
+
+        return fold_ratio(len(self.folds)) if self.folds else 0.0
 
     @property
     def task_class(self) -> Any:
@@ -198,9 +216,9 @@ class CompareResults:
                 return a
         raise KeyError(name)
 
-    def run(self, arm: str, seed: int, fraction: float) -> RunRecord | None:
+    def run(self, arm: str, seed: int, fraction: float, fold: int | None = None) -> RunRecord | None:
         for r in self.runs:
-            if r.arm == arm and r.seed == seed and abs(r.fraction - fraction) < 1e-9:
+            if r.arm == arm and r.seed == seed and abs(r.fraction - fraction) < 1e-9 and r.fold == fold:
                 return r
         return None
 
@@ -218,6 +236,7 @@ class CompareResults:
             "config": self.config,
             "compare_dir": self.compare_dir,
             "overlays": self.overlays,
+            "folds": self.folds,
         }
 
     @classmethod
@@ -235,6 +254,7 @@ class CompareResults:
             compare_dir=d.get("compare_dir"),
             task=d.get("task", "classification"),
             overlays={k: list(v) for k, v in (d.get("overlays") or {}).items()},
+            folds=[int(k) for k in d.get("folds") or []],
         )
 
     def write_json(self, path: str | Path) -> Path:
@@ -253,9 +273,11 @@ class CompareResults:
         metrics = self.metric_names()
         extra = list(self.task_class.results_columns(self, RunRecord("", 0, 0.0)))
         fields = results_csv_fields(metrics, extra)
+        if self.folds:
+            fields.insert(fields.index("seed") + 1, "fold")
         w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         w.writeheader()
-        for r in sorted(self.runs, key=lambda r: (r.fraction, r.arm, r.seed)):
+        for r in sorted(self.runs, key=lambda r: (r.fraction, r.arm, r.repetition)):
             arm = self.arm(r.arm)
             row = {
                 "arm": r.arm,
@@ -272,6 +294,8 @@ class CompareResults:
                 "best_val": _num(r.best_val(self.primary_metric)) if r.ok else "",
                 "run_dir": r.run_dir or "",
             }
+            if self.folds:
+                row["fold"] = "" if r.fold is None else r.fold
             for m in metrics:
                 row[f"test_{m}"] = _num(r.test_metrics.get(m, math.nan)) if r.ok else ""
             row |= self.task_class.results_columns(self, r)
@@ -314,7 +338,14 @@ def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:
 
 
 def record_from_run_dir(
-    run_dir: str | Path, *, arm: str, seed: int, fraction: float, classes: list[str], task: str | None = None
+    run_dir: str | Path,
+    *,
+    arm: str,
+    seed: int,
+    fraction: float,
+    classes: list[str],
+    task: str | None = None,
+    fold: int | None = None,
 ) -> RunRecord:
     """A :class:`RunRecord` from a finished run directory (result.json, metrics.csv, predictions_test.csv).
 
@@ -327,7 +358,7 @@ def record_from_run_dir(
     from medtl.tasks import task_class
 
     run = RunDir(run_dir)
-    rec = RunRecord(arm=arm, seed=seed, fraction=fraction, run_dir=str(run.path))
+    rec = RunRecord(arm=arm, seed=seed, fraction=fraction, run_dir=str(run.path), fold=fold)
     result = run.read_result()
     rec.status = str(result.get("status", "pending"))
     rec.error = result.get("error")

@@ -40,6 +40,8 @@ __all__ = [
     "METRIC_NAMES",
     "METRICS",
     "MeanCI",
+    "MetricInterval",
+    "RepeatedMean",
     "PatientPredictions",
     "PatientValues",
     "PatientData",
@@ -55,6 +57,9 @@ __all__ = [
     "cluster_resample_counts",
     "cluster_bootstrap",
     "paired_difference",
+    "bootstrap_intervals",
+    "repeated_mean",
+    "fold_ratio",
     "seeds_needed",
     "holm_adjust",
     "simultaneous_interval",
@@ -117,12 +122,19 @@ class MeanCI:
         return asdict(self)
 
 
-def mean_ci(values: Sequence[float], confidence: float = 0.95, bounds: tuple[float, float] | None = None) -> MeanCI:
+def mean_ci(
+    values: Sequence[float],
+    confidence: float = 0.95,
+    bounds: tuple[float, float] | None = None,
+    fold_ratio: float = 0.0,
+) -> MeanCI:
     """Mean and t-interval of ``values`` (one value per seed); non-finite values are dropped.
 
     With a single value the interval is undefined and reported as ``nan``; with zero spread it
     collapses onto the mean. ``bounds`` clips the interval to the metric's range (with 2-3 seeds a
-    t-interval of an AUROC easily runs past 1).
+    t-interval of an AUROC easily runs past 1). With values of cross-validation folds, ``fold_ratio``
+    (:func:`fold_ratio`) widens the variance of the mean from ``sd**2 / n`` to ``sd**2 * (1 / n + fold_ratio)``
+    (Nadeau and Bengio's corrected resampled t: the folds' training sets overlap).
     """
     x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     n = int(x.size)
@@ -132,7 +144,7 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95, bounds: tuple[flo
     if n == 1:
         return MeanCI(mean, math.nan, math.nan, 1, math.nan)
     sd = float(x.std(ddof=1))
-    half = float(_sps.t.ppf(0.5 + confidence / 2, df=n - 1)) * sd / math.sqrt(n)
+    half = float(_sps.t.ppf(0.5 + confidence / 2, df=n - 1)) * sd * math.sqrt(1.0 / n + fold_ratio)
     low, high = mean - half, mean + half
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
@@ -202,6 +214,20 @@ def cluster_bootstrap(
 # ------------------------------------------------------------------------------- paired difference
 
 
+#: how :func:`paired_difference` makes its interval, in words: over seeds on one split, and over folds
+SEEDS_METHOD = "t-interval over seeds with the shared patient variance (patient bootstrap)"
+FOLDS_METHOD = (
+    "corrected resampled t-interval over folds (Nadeau and Bengio 2003: the fold variance times 1/k + n_left_out / "
+    "n_train) with the shared patient variance (patient bootstrap)"
+)
+
+
+def fold_ratio(n_folds: int) -> float:
+    """Nadeau and Bengio's ``n_test / n_train`` for ``k``-fold cross-validation: each fold trains on ``k - 1`` parts
+    and leaves one out, so ``1 / (k - 1)``; 0 for fewer than two folds (no cross-validation)."""
+    return 1.0 / (n_folds - 1) if n_folds >= 2 else 0.0
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """Difference in a metric between two arms on the same test patients (a - b), over seeds and patients.
@@ -232,6 +258,9 @@ class PairedDifference:
         per_seed: the per-seed differences.
         confidence: level of the interval.
         method: how the interval was made, in words.
+        fold_ratio: 0 when the repetitions are seeds on one split; for cross-validation folds, Nadeau and Bengio's
+            ratio of the patients a fold leaves out of training to those it trains on (``1 / (k - 1)``), by which
+            the seed variance term is widened (see :func:`paired_difference`).
     """
 
     metric: str
@@ -252,7 +281,8 @@ class PairedDifference:
     df: float = math.nan
     per_seed: tuple[float, ...] = field(default_factory=tuple)
     confidence: float = 0.95
-    method: str = "t-interval over seeds with the shared patient variance (patient bootstrap)"
+    method: str = SEEDS_METHOD
+    fold_ratio: float = 0.0
 
     @property
     def estimable(self) -> bool:
@@ -283,17 +313,21 @@ class PairedDifference:
 _SEED_VARIANCE_QUANTILE = 0.25
 
 
-def _combine(seed_sd: float, shared_var: float, n_seeds: int, n_patients: int) -> tuple[float, float]:
+def _combine(
+    seed_sd: float, shared_var: float, n_seeds: int, n_patients: int, fold_ratio: float = 0.0
+) -> tuple[float, float]:
     """Standard error and degrees of freedom of the seed-averaged difference.
 
-    ``se**2 = seed_sd**2 / k + shared_var``. The degrees of freedom are Welch-Satterthwaite's for the
+    ``se**2 = seed_sd**2 / k + shared_var``; with repetitions that are cross-validation folds (their training sets
+    overlap), ``se**2 = seed_sd**2 * (1 / k + fold_ratio) + shared_var``, Nadeau and Bengio's correction
+    (:func:`paired_difference`). The degrees of freedom are Welch-Satterthwaite's for the
     two parts (``k - 1`` for the seed part, ``n_patients - 1`` for the patient part), but computed with
     the seed variance at the upper end of its 50% confidence interval rather than at its estimate: with
     3 seeds the plug-in value is too often small by chance, which raises the degrees of freedom just when
     the standard error is too small, and the interval then claimed a difference in 8-10% of simulated
     comparisons of equal arms (100 test patients) instead of 5%. The standard error itself is unchanged.
     """
-    a = seed_sd**2 / n_seeds  # training noise (plus the seed-specific part of patient noise)
+    a = seed_sd**2 * (1.0 / n_seeds + fold_ratio)  # training noise (plus the seed-specific part of patient noise)
     c = max(shared_var, 0.0)  # patient noise common to every seed
     var = a + c
     if not np.isfinite(var):
@@ -314,6 +348,7 @@ def paired_difference(
     n_resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    fold_ratio: float = 0.0,
 ) -> PairedDifference:
     """Difference ``metric(a) - metric(b)`` on the patients both arms predicted, over seeds and patients.
 
@@ -344,6 +379,17 @@ def paired_difference(
     every setting. A patient-only interval, which ignores training noise, gave 8-18% (SD 0.056) and
     19-43% (SD 0.107).
 
+    **Folds instead of seeds** (``compare.repeat: folds``; ``fold_ratio > 0``): each repetition is a model trained on
+    another cross-validation fold, tested on the same held-out test patients. Two folds share ``(k - 2) / (k - 1)``
+    of their training patients, so their differences are positively correlated and ``seed_sd**2 / k`` understates
+    the variance of their mean. The training part is then widened as in Nadeau and Bengio's corrected resampled
+    t-test (Machine Learning 52, 2003; Bouckaert and Frank 2004 for repeated folds):
+    ``se**2 = seed_sd**2 * (1 / k + fold_ratio) + shared`` with ``fold_ratio = n_left_out / n_train = 1 / (k - 1)``
+    (:func:`fold_ratio`) and ``k`` the number of repetitions (folds, or seeds x folds). The correction assumes the
+    correlation between two folds' results is about ``n_left_out / n``, which holds when the fold-to-fold spread is
+    mostly training noise rather than which patients trained the model; ``tests/comparison/test_cv_calibration.py``
+    simulates both and says where it holds (README, "Cross-validation").
+
     With one seed the interval is undefined (``nan``): training noise cannot be estimated. With fewer
     than :data:`MIN_SEEDS_FOR_VERDICT` seeds the interval is computed but no verdict is allowed
     (:attr:`PairedDifference.verdict_allowed`). A zero standard error (identical arms, constant
@@ -356,7 +402,9 @@ def paired_difference(
         raise ValueError(f"{len(list_a)} prediction sets for a but {len(list_b)} for b; they must pair up")
     nan = math.nan
     if not list_a:
-        return PairedDifference(metric, nan, nan, nan, nan, nan, nan, 0, 0, None, 0, confidence=confidence)
+        return PairedDifference(
+            metric, nan, nan, nan, nan, nan, nan, 0, 0, None, 0, confidence=confidence, fold_ratio=fold_ratio
+        )
     ref = list_a[0]
     if any(type(p) is not type(ref) for p in list_a + list_b):
         raise ValueError("a and b must hold the same kind of per-patient data (the units of one task)")
@@ -369,7 +417,9 @@ def paired_difference(
         list_b = [ref.align(p)[1] for p in list_b]
     k = len(list_a)
     if len(ref) == 0:
-        return PairedDifference(metric, nan, nan, nan, nan, nan, nan, 0, 0, None, k, confidence=confidence)
+        return PairedDifference(
+            metric, nan, nan, nan, nan, nan, nan, 0, 0, None, k, confidence=confidence, fold_ratio=fold_ratio
+        )
     n_patients = len(set(ref.patient_id.tolist()))
     # row 0: every unit once, the observed data (equal to compute_metric, which the tests check); then the resamples
     counts = np.vstack(
@@ -394,7 +444,7 @@ def paired_difference(
     seed_sd = float(np.std(per_seed, ddof=1)) if k >= 2 else nan
     se = df = low = high = p_value = nan
     if k >= 2 and np.isfinite(seed_sd) and np.isfinite(shared_var):
-        se, df = _combine(seed_sd, shared_var, k, n_patients)
+        se, df = _combine(seed_sd, shared_var, k, n_patients, fold_ratio)
         if se > 0:
             tcrit = float(_sps.t.ppf(0.5 + confidence / 2, df))
             low, high = d - tcrit * se, d + tcrit * se
@@ -424,6 +474,8 @@ def paired_difference(
         float(df),
         tuple(float(v) for v in per_seed),
         confidence,
+        FOLDS_METHOD if fold_ratio > 0 else SEEDS_METHOD,
+        float(fold_ratio),
     )
 
 
@@ -501,3 +553,182 @@ def simultaneous_interval(
         return float(d.low), float(d.high), level
     half = float(_sps.t.ppf(0.5 + level / 2, d.df)) * d.se
     return d.difference - half, d.difference + half, level
+
+
+# ------------------------------------------------------------------------------ one arm, one run
+
+
+@dataclass(frozen=True)
+class MetricInterval:
+    """A metric of one run's per-patient units with its percentile patient-bootstrap interval.
+
+    Attributes:
+        metric: the metric.
+        value: the metric over the units (the point estimate).
+        low: lower bound of the interval (``nan`` when fewer than two resamples gave a value); ``high`` likewise.
+        n_patients: patients in the units.
+        n_resamples: resamples on which the metric was defined (a resample with one class has no AUROC).
+        confidence: level of the interval.
+    """
+
+    metric: str
+    value: float
+    low: float
+    high: float
+    n_patients: int
+    n_resamples: int
+    confidence: float = 0.95
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bootstrap_intervals(
+    units: PatientData,
+    metrics: Sequence[str] | None = None,
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, MetricInterval]:
+    """Each metric of one run's per-patient units with a percentile interval over a patient bootstrap.
+
+    Patients are drawn with replacement, as many as there are, within the units' strata when they have them (the
+    class, for classification: :func:`cluster_resample_counts`), and the metric is evaluated on every resample at once
+    (``units.weighted``), exactly as :func:`paired_difference` resamples test patients. The interval is the
+    ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles of the resampled values; resamples where the
+    metric is undefined are left out. It covers the sampling of patients only: one trained model is taken as given.
+
+    Args:
+        units: a run's per-patient units (:meth:`medtl.tasks.base.Task.evaluation_units`).
+        metrics: the metrics (default: every metric the units give).
+        n_resamples: bootstrap resamples.
+        confidence: level of the intervals.
+        seed: seed of the resampling (the same seed gives the same intervals).
+    """
+    names = list(metrics) if metrics is not None else list(units.metric_names)
+    nan = math.nan
+    if len(units) == 0:
+        return {m: MetricInterval(m, nan, nan, nan, 0, 0, confidence) for m in names}
+    n_patients = len({str(p) for p in units.patient_id})
+    counts = cluster_resample_counts(units.patient_id, strata=units.strata, n_resamples=n_resamples, seed=seed)
+    tail = (1.0 - confidence) / 2
+    out = {}
+    for m in names:
+        boot = np.asarray(units.weighted(m, counts), dtype=float)
+        boot = boot[np.isfinite(boot)]
+        low, high = (float(v) for v in np.quantile(boot, [tail, 1.0 - tail])) if boot.size >= 2 else (nan, nan)
+        out[m] = MetricInterval(m, float(units.metric(m)), low, high, n_patients, int(boot.size), confidence)
+    return out
+
+
+@dataclass(frozen=True)
+class RepeatedMean:
+    """The mean of one arm's test metric over its repetitions (seeds or folds) on the same test patients, with an
+    interval over repetitions and patients (:func:`repeated_mean`).
+
+    Attributes:
+        metric: the metric.
+        mean: mean over the repetitions.
+        low: lower bound of the interval (``nan`` with one repetition); ``high`` likewise.
+        n: repetitions.
+        sd: SD of the per-repetition values.
+        patient_se: the patient bootstrap SE shared by every repetition (counted once).
+        se: standard error of ``mean``.
+        df: degrees of freedom of the t-interval.
+        per_repetition: the per-repetition values.
+        n_patients: test patients.
+        fold_ratio: Nadeau and Bengio's term (0 for seeds on one split; see :func:`paired_difference`).
+        confidence: level of the interval.
+    """
+
+    metric: str
+    mean: float
+    low: float
+    high: float
+    n: int
+    sd: float
+    patient_se: float
+    se: float
+    df: float
+    per_repetition: tuple[float, ...]
+    n_patients: int
+    fold_ratio: float = 0.0
+    confidence: float = 0.95
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["per_repetition"] = list(self.per_repetition)
+        return d
+
+
+def repeated_mean(
+    runs: Sequence[PatientData],
+    metric: str,
+    *,
+    fold_ratio: float = 0.0,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    bounds: tuple[float, float] | None = None,
+) -> RepeatedMean:
+    """Mean of ``metric`` over runs of one arm tested on the same patients, with the interval
+    :func:`paired_difference` gives a difference: ``se**2 = sd**2 * (1 / k + fold_ratio) + shared``, ``sd`` the SD of
+    the per-run values, ``shared`` the patient bootstrap variance common to all runs, a t-interval with the
+    degrees of freedom of :func:`_combine`. With ``fold_ratio = 1 / (k - 1)`` (folds: :func:`fold_ratio`) it is the
+    corrected resampled t of Nadeau and Bengio; ``bounds`` clips the interval to the metric's range.
+    """
+    units = list(runs)
+    nan = math.nan
+    k = len(units)
+    if k == 0:
+        return RepeatedMean(metric, nan, nan, nan, 0, nan, nan, nan, nan, (), 0, fold_ratio, confidence)
+    ref = units[0]
+    metric = look_up_option(metric, ref.metric_names, what="metric")
+    if not all(ref.same_units(u) for u in units[1:]):
+        for u in units[1:]:
+            ref, _ = ref.align(u)
+        units = [ref.align(u)[1] for u in units]
+    n_patients = len({str(p) for p in ref.patient_id})
+    if len(ref) == 0:
+        return RepeatedMean(metric, nan, nan, nan, k, nan, nan, nan, nan, (), 0, fold_ratio, confidence)
+    counts = np.vstack(
+        [
+            np.ones((1, len(ref)), dtype=np.int64),
+            cluster_resample_counts(ref.patient_id, strata=ref.strata, n_resamples=n_resamples, seed=seed),
+        ]
+    )
+    values = np.stack([u.weighted(metric, counts) for u in units], axis=1)
+    per = values[0]
+    mean = float(np.mean(per))
+    boot = values[1:][np.isfinite(values[1:]).all(axis=1)]
+    patient_se = shared = sd = se = df = low = high = nan
+    if boot.shape[0] >= 2 and np.isfinite(mean):
+        cov = np.atleast_2d(np.cov(boot, rowvar=False))
+        shared = float((cov.sum() - np.trace(cov)) / (k * (k - 1))) if k >= 2 else nan
+        patient_se = math.sqrt(max(shared, 0.0)) if np.isfinite(shared) else nan
+    if k >= 2 and np.isfinite(shared):
+        sd = float(np.std(per, ddof=1))
+        se, df = _combine(sd, shared, k, n_patients, fold_ratio)
+        if se > 0:
+            half = float(_sps.t.ppf(0.5 + confidence / 2, df)) * se
+            low, high = mean - half, mean + half
+            if bounds is not None:
+                low, high = max(low, bounds[0]), min(high, bounds[1])
+        elif se == 0:
+            low = high = mean
+    return RepeatedMean(
+        metric,
+        mean,
+        float(low),
+        float(high),
+        k,
+        sd,
+        patient_se,
+        float(se),
+        float(df),
+        tuple(float(v) for v in per),
+        n_patients,
+        float(fold_ratio),
+        confidence,
+    )

@@ -219,10 +219,22 @@ def used_words(fraction: float, fraction_used: float | None) -> str:
     return f" ({fraction_used * 100:.1f}% actually used)"
 
 
-def _too_few_seeds(d: PairedDifference, unit: str = "") -> str:
+def _repetitions(k: int, noun: str) -> str:
+    """``3 seeds``, ``1 fold``, ``6 runs (seeds x folds)``."""
+    if noun == "seed x fold":
+        return f"{k} run{'s' if k != 1 else ''} (seeds x folds)"
+    return f"{k} {noun}{'s' if k != 1 else ''}"
+
+
+def _too_few_seeds(d: PairedDifference, unit: str = "", noun: str = "seed") -> str:
     """What to do when there are too few seeds for a verdict, with a seed count where one can be estimated."""
     k = d.n_seeds
     spec = metric_spec(d.metric, unit=unit or None)
+    if noun != "seed":  # folds: the count is splits.folds (x compare.seeds)
+        return (
+            f"Run more: at least {MIN_SEEDS_FOR_VERDICT} folds (or seeds x folds) per arm are needed for any verdict "
+            "(splits.folds, compare.seeds)."
+        )
     base = f"at least {MIN_SEEDS_FOR_VERDICT} seeds per arm are needed for any verdict (compare.seeds)"
     if k < 2 or not np.isfinite(d.seed_sd):
         return f"Run more: {base}; 5 seeds give an interval about half as wide as 3 when training noise dominates."
@@ -246,6 +258,7 @@ def _verdict(
     confidence: float,
     fraction_used: float | None = None,
     unit: str = "",
+    noun: str = "seed",
 ) -> str:
     """The verdict sentence; its direction follows the metric's ("beat" is a lower HD95, a higher Dice), its
     amounts carry the metric's unit (``unit``: the label's, for errors in the label's units)."""
@@ -257,10 +270,10 @@ def _verdict(
     diff = f"{spec.amount(d.difference, sign=True)} {m}" + ("" if spec.higher_is_better else " (lower is better)")
     k = d.n_seeds
     if k < MIN_SEEDS_FOR_VERDICT:
-        seeds = f"{k} seed" + ("s" if k != 1 else "")
+        seeds = _repetitions(k, noun)
         return (
             f"{arm} differed from {ref} by {diff} {words}, but with {seeds} per arm training noise cannot be "
-            f"separated from an effect: no verdict. {_too_few_seeds(d, unit)}"
+            f"separated from an effect: no verdict. {_too_few_seeds(d, unit, noun)}"
         )
     if not d.estimable:
         return (
@@ -269,7 +282,7 @@ def _verdict(
             "No verdict."
         )
     pct = f"{confidence * 100:.0f}%"
-    tail = f"{k} seeds, {d.n_patients} test patients"
+    tail = f"{_repetitions(k, noun)}, {d.n_patients} test patients"
     if d.low > 0 or d.high < 0:
         verb = "beat" if spec.better(d.difference) else "did worse than"
         if spec.higher_is_better:
@@ -329,7 +342,7 @@ def _convergence(pairs: list[tuple[RunRecord, RunRecord]], metric: str) -> dict[
             continue
         c = convergence(e, t, smooth, target, higher_is_better=up)
         cr = convergence(ref_e, ref_t, ref_smooth, target, higher_is_better=up)
-        per_seed[str(run.seed)] = c.to_dict() | {
+        per_seed[str(run.seed) if run.fold is None else f"{run.seed}-fold{run.fold}"] = c.to_dict() | {
             "plateau": level,
             "reference_plateau": ref_level,
             "tolerance": tol,
@@ -370,8 +383,9 @@ def _convergence(pairs: list[tuple[RunRecord, RunRecord]], metric: str) -> dict[
 def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> Summary:
     """Per arm and fraction: mean/CI over seeds, the paired difference to the reference arm, convergence.
 
-    The paired difference pairs each arm's run with the reference's run of the same seed (see
-    :func:`~medtl.comparison.stats.paired_difference` for its interval over seeds and patients);
+    The paired difference pairs each arm's run with the reference's run of the same seed (and fold, with
+    ``compare.repeat: folds`` or ``both``; the intervals then carry Nadeau and Bengio's correction for overlapping
+    training sets: see :func:`~medtl.comparison.stats.paired_difference` for its interval over seeds and patients);
     convergence is described in :func:`_convergence`.
     """
     metric = results.primary_metric
@@ -379,14 +393,21 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
     best_bounds = metric_spec(metric).bounds
     # the unit of errors in the label's units (a regression's MAE in years), from the experiment's config
     unit = results.task_class.metric_unit(results.config)
+    # what the runs of one arm repeat over: seeds on one split, cross-validation folds, or both (compare.repeat)
+    noun = "seed" if not results.folds else ("fold" if len(results.seeds) == 1 else "seed x fold")
     rows: list[ArmFractionSummary] = []
     for arm in results.arms:
         for fraction in results.fractions:
             runs = [r for r in results.runs if r.arm == arm.name and abs(r.fraction - fraction) < 1e-9]
-            ok = sorted((r for r in runs if r.ok), key=lambda r: r.seed)
+            ok = sorted((r for r in runs if r.ok), key=lambda r: r.repetition)
             metric_names = sorted({k for r in ok for k in r.test_metrics}, key=lambda k: (k != metric, k))
             metrics = {
-                k: mean_ci([r.test_metrics.get(k, math.nan) for r in ok], confidence, bounds=metric_spec(k).bounds)
+                k: mean_ci(
+                    [r.test_metrics.get(k, math.nan) for r in ok],
+                    confidence,
+                    bounds=metric_spec(k).bounds,
+                    fold_ratio=results.fold_ratio,
+                )
                 for k in metric_names
             }
             secs = [r.seconds for r in ok if r.seconds is not None]
@@ -397,14 +418,18 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
                 n_ok=len(ok),
                 n_failed=sum(r.status == "failed" for r in runs),
                 metrics=metrics,
-                best_val=mean_ci([r.best_val(metric) for r in ok], confidence, bounds=best_bounds),
+                best_val=mean_ci(
+                    [r.best_val(metric) for r in ok], confidence, bounds=best_bounds, fold_ratio=results.fold_ratio
+                ),
                 seconds=float(np.mean(secs)) if secs else None,
                 fraction_used=float(np.mean(used)) if used else None,
                 left_out={k: [r.n_left_out(k) for r in ok] for k in metric_names if any(r.n_left_out(k) for r in ok)},
             )
-            ref_runs = {r.seed: r for r in results.runs if r.arm == ref and abs(r.fraction - fraction) < 1e-9 and r.ok}
+            ref_runs = {
+                r.repetition: r for r in results.runs if r.arm == ref and abs(r.fraction - fraction) < 1e-9 and r.ok
+            }
             if arm.name != ref and ref_runs:
-                pairs = [(r, ref_runs[r.seed]) for r in ok if r.seed in ref_runs]
+                pairs = [(r, ref_runs[r.repetition]) for r in ok if r.repetition in ref_runs]
                 with_preds = [(a, b) for a, b in pairs if a.predictions is not None and b.predictions is not None]
                 if with_preds:
                     row.vs_reference = paired_difference(
@@ -414,10 +439,11 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
                         n_resamples=n_resamples,
                         confidence=confidence,
                         seed=seed,
+                        fold_ratio=results.fold_ratio,
                     )
                 row.convergence = _convergence(pairs, metric)
                 ref_values = [r.test_metrics.get(metric, math.nan) for r in ref_runs.values()]
-                ref_ci = mean_ci(ref_values, confidence, bounds=best_bounds)
+                ref_ci = mean_ci(ref_values, confidence, bounds=best_bounds, fold_ratio=results.fold_ratio)
                 row.sentence = _verdict(
                     results.arm(arm.name).display,
                     results.arm(ref).display + chance_note(metric_spec(metric), ref_ci, confidence),
@@ -426,6 +452,7 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
                     confidence,
                     row.fraction_used,
                     unit,
+                    noun,
                 )
             rows.append(row)
     spec = metric_spec(metric)

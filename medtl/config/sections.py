@@ -64,8 +64,16 @@ class SplitsConfig(_Section):
     seed: int = Field(0, description="Seed of the split and of the label-fraction subset.")
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Fraction of patients for validation.")
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Fraction of patients held out for testing.")
-    folds: int | None = Field(None, ge=2, description="k-fold cross-validation over the non-test patients.")
-    fold: int = Field(0, ge=0, description="Which fold is the validation fold (0-based).")
+    folds: int | None = Field(
+        None,
+        ge=2,
+        description="k-fold cross-validation: a stratified test set of test_fraction is held out first, the other "
+        "patients are dealt into this many stratified folds, and fold `fold` validates (val_fraction is not used). "
+        "`medtl cv CONFIG` trains every fold; compare.repeat: folds compares arms over them.",
+    )
+    fold: int = Field(
+        0, ge=0, description="Which fold is the validation fold (0-based); the others train. The test set is the same."
+    )
     label_fraction: float = Field(
         1.0, gt=0.0, le=1.0, description="Stratified, nested subset of training patients to train on."
     )

@@ -166,7 +166,13 @@ def predict_cmd(
 
 
 def evaluate_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A finished run folder, or a comparison folder (every finished run is evaluated and the comparison's "
+            "verdict repeated on the manifest's patients)."
+        ),
+    ],
     manifest: Annotated[
         Path,
         typer.Argument(
@@ -179,7 +185,8 @@ def evaluate_cmd(
         typer.Option(
             "--out",
             help="Also write the predictions CSV here (segmentation: per-scan metrics, and per-patient means in "
-            "<stem>_patients.csv next to it).",
+            "<stem>_patients.csv next to it). A comparison folder: the folder of its external report (default "
+            "<compare dir>/external-<manifest name>/).",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -198,12 +205,27 @@ def evaluate_cmd(
             "model's resampled grid ('preprocessed', as the run's validation metrics).",
         ),
     ] = "native",
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Write a self-contained report.html (metrics with 95% patient-bootstrap intervals, a table per site "
+            "when the manifest has a site column, ROC, reliability diagram and confusion matrix for classification), "
+            "report.md, evaluation.json and plots/ into this folder.",
+        ),
+    ] = None,
 ) -> None:
-    """Metrics of a run on a labelled manifest (patients the run has not seen): accuracy, AUROC... for
-    classification; Dice, HD95 and surface Dice per scan, per patient and overall for segmentation."""
+    """Metrics of a run on a labelled manifest (patients the run has not seen), each with a 95% patient-bootstrap
+    interval: accuracy, AUROC... for classification; Dice, HD95 and surface Dice per scan, per patient and overall
+    for segmentation. Given a comparison folder, every finished run is evaluated and the verdict repeated
+    (external_report.html, results_external.json/.csv)."""
+    from medtl.comparison.external import is_comparison_dir
     from medtl.train import evaluate
 
-    m = evaluate(run_dir, manifest, out=out, allow_seen=allow_seen, grid=grid)
+    if is_comparison_dir(run_dir):
+        _evaluate_comparison(run_dir, manifest, out or report, allow_seen=allow_seen, grid=grid, as_json=as_json)
+        return
+    m = evaluate(run_dir, manifest, out=out, allow_seen=allow_seen, grid=grid, report=report)
     if as_json:
         from medtl.rundir import json_clean
 
@@ -213,6 +235,33 @@ def evaluate_cmd(
 
         for line in describe_evaluation(m):
             typer.echo(line)
+
+
+def _evaluate_comparison(
+    compare_dir: Path, manifest: Path, out: Path | None, *, allow_seen: bool, grid: str, as_json: bool
+) -> None:
+    """``medtl evaluate COMPARE_DIR manifest.csv``: every run of the comparison, and its verdict, on the manifest."""
+    from medtl.comparison.external import evaluate_comparison
+
+    ext = evaluate_comparison(
+        compare_dir,
+        manifest,
+        out=out,
+        allow_seen=allow_seen,
+        grid=grid,
+        on_event=None if as_json else (lambda msg: typer.echo(msg)),
+    )
+    if as_json:
+        from medtl.rundir import json_clean
+
+        typer.echo(json.dumps(json_clean(ext.summary.to_dict())))
+        return
+    typer.echo("verdict on the external patients:")
+    for sentence in ext.sentences():
+        typer.echo(f"- {sentence}")
+    typer.echo(
+        f"report: {ext.report_html}  (also {ext.report_md.name}, {ext.results_json.name}, {ext.results_csv.name})"
+    )
 
 
 def lr_find_cmd(

@@ -11,7 +11,16 @@ from medtl.comparison.results import CompareResults
 from medtl.comparison.summary import Summary, fraction_words
 from medtl.metric_specs import metric_spec
 
-__all__ = ["plot_label_efficiency", "plot_learning_curves", "plot_roc_curves", "ROC_LEGEND_AUROC"]
+__all__ = [
+    "plot_label_efficiency",
+    "plot_learning_curves",
+    "plot_roc_curves",
+    "ROC_LEGEND_AUROC",
+    "plot_roc",
+    "plot_reliability",
+    "reliability_bins",
+    "plot_confusion",
+]
 
 #: what the ROC plot's legend calls its AUROC: that of the scores averaged over seeds, which differs from the mean of
 #: the per-seed AUROCs the tables show (averaging scores first smooths each seed's errors)
@@ -199,6 +208,153 @@ def plot_roc_curves(results: CompareResults, path: str | Path) -> Path | None:
         fontsize="medium",
     )
     ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+# ------------------------------------------------------------------------ one model's predictions (evaluate)
+
+
+def plot_roc(
+    y: np.ndarray, probs: np.ndarray, classes: list[str], path: str | Path, *, title: str = "ROC"
+) -> Path | None:
+    """ROC curve of one model's predictions: the last class against the others for two classes, one curve per class
+    (one-vs-rest) for more, each with its AUROC in the legend.
+
+    Args:
+        y: the true class index of each row (a scan, or a patient).
+        probs: ``(n, n_classes)`` class probabilities.
+        classes: the class names, in index order.
+        path: the PNG to write.
+        title: the plot's title.
+
+    Returns:
+        ``path``, or ``None`` (no file) when no class has both positive and negative rows.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    y = np.asarray(y, dtype=int)
+    probs = np.asarray(probs, dtype=float).reshape(len(y), -1)
+    shown = [len(classes) - 1] if len(classes) == 2 else list(range(len(classes)))
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    drawn = False
+    for c, color in zip(shown, _colors(len(shown)), strict=True):
+        positive = y == c
+        if positive.all() or not positive.any():
+            continue
+        fpr, tpr, _ = roc_curve(positive, probs[:, c])
+        auc = roc_auc_score(positive, probs[:, c])
+        name = _text(classes[c]) if len(classes) == 2 else f"{_text(classes[c])} vs rest"
+        ax.plot(fpr, tpr, color=color, label=f"{name} (AUROC {auc:.3f})")
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(_text(title), fontsize="medium")
+    ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def reliability_bins(
+    y: np.ndarray, p: np.ndarray, n_bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Equal-width bins of predicted probability for a reliability diagram.
+
+    ``p`` of shape ``(n,)`` is the probability of the positive class and ``y`` 0/1 (or a class index, 1 the positive
+    class); ``p`` of shape ``(n, n_classes)`` is read as the top class's probability (confidence) against whether
+    that class is ``y`` (the multi-class form).
+
+    Returns:
+        Per non-empty bin: the mean predicted probability, the observed frequency, the count, and the bin's lower
+        edge.
+    """
+    y = np.asarray(y)
+    p = np.asarray(p, dtype=float)
+    if p.ndim == 2 and p.shape[1] == 2:
+        p = p[:, 1]
+    if p.ndim == 2:
+        hit = (np.argmax(p, axis=1) == y.astype(int)).astype(float)
+        p = p.max(axis=1)
+    else:
+        hit = (y.astype(float) > 0).astype(float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, n_bins - 1)
+    counts = np.bincount(idx, minlength=n_bins)
+    ok = counts > 0
+    mean_p = np.bincount(idx, weights=p, minlength=n_bins)[ok] / counts[ok]
+    freq = np.bincount(idx, weights=hit, minlength=n_bins)[ok] / counts[ok]
+    return mean_p, freq, counts[ok], edges[:-1][ok]
+
+
+def plot_reliability(
+    y: np.ndarray, p: np.ndarray, path: str | Path, *, n_bins: int = 10, title: str = "Reliability diagram"
+) -> Path:
+    """A reliability diagram: the observed frequency against the mean predicted probability in equal-width bins
+    (:func:`reliability_bins`), the diagonal of perfect calibration, and below it how many predictions fall in each
+    bin.
+
+    Args:
+        y: the true labels: 0/1 with ``p`` the positive class's probability, or class indices with ``p`` an
+            ``(n, n_classes)`` array (then the top class's probability against whether it is right).
+        p: predicted probabilities, as for ``y``.
+        path: the PNG to write.
+        n_bins: equal-width bins over [0, 1].
+        title: the plot's title.
+    """
+    mean_p, freq, counts, lower = reliability_bins(y, p, n_bins)
+    multi = np.asarray(p).ndim == 2 and np.asarray(p).shape[1] > 2
+    plt = _plt()
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(4.5, 5.5), dpi=100, sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="perfectly calibrated")
+    ax.plot(mean_p, freq, marker="o", color=_colors(1)[0], label="model")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("observed frequency of the top class being right" if multi else "observed frequency of positives")
+    ax.set_title(_text(title), fontsize="medium")
+    ax.legend(fontsize="small", loc="upper left")
+    ax.grid(alpha=0.3)
+    width = 1.0 / n_bins
+    hist.bar(lower + width / 2, counts, width=width * 0.9, color="grey")
+    hist.set_xlabel("predicted probability of the top class" if multi else "predicted probability")
+    hist.set_ylabel("count")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_confusion(
+    matrix: np.ndarray | list[list[int]], classes: list[str], path: str | Path, *, title: str = "Confusion matrix"
+) -> Path:
+    """A confusion matrix as a grid of counts: rows the true class, columns the predicted one."""
+    m = np.asarray(matrix, dtype=int)
+    plt = _plt()
+    size = max(3.5, 0.9 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
+    ax.imshow(m, cmap="Blues")
+    high = m.max() if m.size else 0
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", color="white" if m[i, j] > high / 2 else "black")
+    names = [_text(c) for c in classes]
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=45 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center")
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(_text(title), fontsize="medium")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -362,6 +362,54 @@ class Task:
 
         return evaluate_rows(loaded, manifest, out=out, allow_seen=allow_seen, device=device)
 
+    def evaluation_units(
+        self,
+        records: Sequence[dict[str, Any]],
+        scores: torch.Tensor,
+        scan_ids: torch.Tensor,
+        *,
+        run: Any = None,
+    ) -> Any:
+        """Per-patient units of scans ``evaluate`` scored, made as :meth:`patient_units` makes a run's test units for
+        ``compare`` (so an external evaluation and a comparison compute their metrics and intervals one way).
+
+        Default: the scans' :meth:`prediction_rows` are written as the ``predictions_test.csv`` of a temporary folder
+        (beside a copy of ``run``'s ``preprocessing.json``, which :meth:`patient_units` may read: a multi-label run's
+        thresholds) and read back by :meth:`patient_units`.
+
+        Args:
+            records: the evaluated manifest's rows.
+            scores: per-scan scores (as :meth:`metrics` takes them), one row per entry of ``scan_ids``.
+            scan_ids: each row's index into ``records``.
+            run: the evaluated run's :class:`~medtl.rundir.RunDir`.
+        """
+        import shutil
+        import tempfile
+
+        from medtl.rundir import RunDir
+
+        rows = self.prediction_rows(records, scores, scan_ids, with_labels=True)
+        with tempfile.TemporaryDirectory(prefix="medtl-units-") as tmp:
+            view = RunDir(tmp)
+            view.write_predictions("test", self.prediction_columns(with_labels=True), rows)
+            if run is not None and run.file(RunDir.PREPROCESSING).is_file():
+                shutil.copy2(run.file(RunDir.PREPROCESSING), view.file(RunDir.PREPROCESSING))
+            return type(self).patient_units(view, list(self.classes))
+
+    @classmethod
+    def evaluation_plots(cls, result: dict[str, Any], units: Any, plot_dir: Path) -> dict[str, tuple[str, Path]]:
+        """Task-specific plots of ``medtl evaluate --report``: key -> (title, PNG written in ``plot_dir``).
+
+        Args:
+            result: :meth:`evaluate`'s result (``scans``: the per-scan rows with their ``split``; rows of patients
+                the run trained or validated on are not the evaluation's).
+            units: the per-patient units of the evaluated (unseen) scans (:meth:`evaluation_units`).
+            plot_dir: where to write the PNGs.
+
+        Default: none.
+        """
+        return {}
+
     @classmethod
     def describe_evaluation(cls, result: dict[str, Any]) -> list[str]:
         """What ``medtl evaluate`` prints for :meth:`evaluate`'s result."""

@@ -190,6 +190,46 @@ class ClassificationTask(Task):
         matrix = f"confusion matrix (rows: true {result['classes']}): {result['confusion_matrix']}"
         return [lines[0], matrix, *lines[1:]]
 
+    @classmethod
+    def evaluation_plots(cls, result: dict[str, Any], units: Any, plot_dir: Path) -> dict[str, tuple[str, Path]]:
+        """The ROC curve over the evaluated patients (one-vs-rest for more than two classes: the AUROC the metrics
+        table shows), and the reliability diagram and confusion matrix of the evaluated scans."""
+        from medtl.comparison.plots import plot_confusion, plot_reliability, plot_roc
+
+        classes = list(result.get("classes") or [])
+        out: dict[str, tuple[str, Path]] = {}
+        if units is not None and len(units):
+            n = len({str(p) for p in units.patient_id})
+            roc = plot_roc(
+                units.labels,
+                units.probs,
+                classes,
+                plot_dir / "roc.png",
+                title=f"ROC, {n} patients\n(each patient's scan probabilities averaged)",
+            )
+            if roc is not None:
+                out["roc"] = ("ROC curve (per patient)", roc)
+        rows = [
+            r for r in result.get("scans") or [] if r.get("split") not in ("train", "val") and r.get("label") in classes
+        ]
+        if rows:
+            y = np.asarray([classes.index(r["label"]) for r in rows])
+            probs = np.asarray([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
+            what = "the positive class" if len(classes) == 2 else "the top class"
+            path = plot_reliability(
+                y, probs, plot_dir / "reliability.png", title=f"Reliability, {len(rows)} scans ({what})"
+            )
+            out["reliability"] = ("Reliability diagram (per scan)", path)
+        if result.get("confusion_matrix"):
+            path = plot_confusion(
+                result["confusion_matrix"],
+                classes,
+                plot_dir / "confusion.png",
+                title=f"Confusion matrix, {result['n']} scans",
+            )
+            out["confusion"] = ("Confusion matrix (per scan)", path)
+        return out
+
     # ------------------------------------------------------------------ compare
     @classmethod
     def patient_units(cls, run: Any, classes: list[str]) -> Any:

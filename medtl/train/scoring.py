@@ -21,10 +21,22 @@ from medtl.train.experiment import check_pseudonyms
 from medtl.train.inference import inference_device, predict_dataset, records_from_inputs
 from medtl.train.predict import LoadedRun, _check_output_file, input_paths, load_run
 
-__all__ = ["evaluate", "evaluate_rows", "evaluate_segmentation", "describe_evaluation", "GRIDS"]
+__all__ = [
+    "evaluate",
+    "evaluate_rows",
+    "evaluate_segmentation",
+    "describe_evaluation",
+    "interval_text",
+    "GRIDS",
+    "RESAMPLES",
+]
 
 GRIDS = ("native", "preprocessed")
 """Where :func:`evaluate_segmentation` scores: each scan's own grid, or the grid the model sees."""
+RESAMPLES = 2000
+"""Patient-bootstrap resamples of the intervals :func:`evaluate` gives each metric."""
+SITE_COLUMN = "site"
+"""A manifest column of this name gets each site's metrics with their intervals (``result["sites"]``)."""
 
 
 def evaluate(
@@ -34,12 +46,21 @@ def evaluate(
     out: str | Path | None = None,
     allow_seen: bool = False,
     grid: str = "native",
+    report: str | Path | None = None,
 ) -> dict[str, Any]:
     """The metrics of a run on a labelled manifest (:meth:`Task.evaluate <medtl.tasks.base.Task.evaluate>` of the
-    run's task).
+    run's task), each with a 95% patient-bootstrap interval.
 
     Rows of patients the run trained or validated on would inflate the metrics: they are refused, or with
     ``allow_seen`` scored apart (``result["seen"]``) while the headline metrics cover unseen patients only.
+
+    The unseen scans also become per-patient units as ``compare`` makes them
+    (:meth:`~medtl.tasks.base.Task.evaluation_units`): ``result["patient_metrics"]`` holds each metric over them and
+    ``result["ci"]`` its 95% interval, the 2.5 and 97.5 percentiles of :data:`RESAMPLES` patient-bootstrap resamples
+    (:func:`medtl.comparison.stats.bootstrap_intervals`: patients drawn with replacement, within the task's strata;
+    seed 0). With a ``site`` column, ``result["sites"]`` holds the same per site. ``report``: a folder where a
+    self-contained ``report.html`` (plots embedded), ``report.md``, ``evaluation.json`` and the plots are written
+    (:func:`medtl.comparison.external.write_evaluation_report`).
 
     A segmentation run is scored on a manifest with ``image``, a mask column (``segmentation.mask_column``: NIfTI
     label maps or DICOM SEG) and ``patient_id`` (a ``label`` column is optional): see
@@ -47,19 +68,31 @@ def evaluate(
 
     Returns:
         The task's metrics over the unseen rows (classification: ``n``, ``accuracy``, ``balanced_accuracy``,
-        ``auroc``, ``f1``, ``confusion_matrix``), plus ``task``, ``classes`` and ``seen``; with ``out``, every row's
-        prediction is written there as CSV, with a ``split`` column (train, val, test or new). Segmentation: see
-        :func:`evaluate_segmentation`.
+        ``auroc``, ``f1``, ``confusion_matrix``), plus ``task``, ``classes``, ``seen``, ``scans`` (every row's
+        prediction with its ``split``: train, val, test or new), ``n_patients``, ``patient_metrics``, ``ci``,
+        ``ci_method``, ``units`` (the per-patient units, hashed IDs) and, with a ``site`` column, ``sites``; with
+        ``out``, the ``scans`` rows are written there as CSV. Segmentation: see :func:`evaluate_segmentation`.
 
     Raises:
         TrainingError: the manifest has no rows, or holds rows of the run's training/validation patients.
         ConfigError: ``grid`` is neither ``native`` nor ``preprocessed``.
+        MedtlError: ``report`` is or holds an input (the manifest) or lies inside the run folder.
     """
     _check_grid(grid)
     loaded = load_run(run_dir)
-    return loaded.task.evaluate(
+    if report is not None:
+        from medtl.comparison.external import check_report_dir
+
+        check_report_dir(Path(report), manifest, loaded.run.path)
+    result = loaded.task.evaluate(
         loaded, manifest, out=None if out is None else Path(out), allow_seen=allow_seen, grid=grid
     )
+    if report is not None:
+        # the report is the comparison layer's (its renderer and plots); evaluate only hands it the result
+        from medtl.comparison.external import write_evaluation_report
+
+        result["report"] = str(write_evaluation_report(result, loaded.run.path, manifest, Path(report)))
+    return result
 
 
 def evaluate_rows(
@@ -83,20 +116,67 @@ def evaluate_rows(
         batch_size=loaded.config.train.batch_size,
         device=inference_device(device),
     )
+    rows = loaded.task.prediction_rows(records, scores, ids, with_labels=True)
+    for row, sid in zip(rows, ids.tolist(), strict=True):
+        row["split"] = where[sid]
     if out is not None:
-        rows = loaded.task.prediction_rows(records, scores, ids, with_labels=True)
-        for row, sid in zip(rows, ids.tolist(), strict=True):
-            row["split"] = where[sid]
         write_prediction_csv(Path(out), loaded.task.prediction_columns(with_labels=True) + ["split"], rows)
     group = [where[i] for i in ids.tolist()]
-    unseen = torch.tensor([g not in ("train", "val") for g in group])
+    unseen = torch.tensor([g not in ("train", "val") for g in group], dtype=torch.bool)
     result = loaded.task.metrics(scores[unseen], targets[unseen])
-    result |= {"task": loaded.task.name, "classes": loaded.classes, "seen": {}}
+    result |= {"task": loaded.task.name, "classes": loaded.classes, "seen": {}, "scans": rows}
     for split in ("train", "val"):
-        sel = torch.tensor([g == split for g in group])
+        sel = torch.tensor([g == split for g in group], dtype=torch.bool)
         if bool(sel.any()):
             result["seen"][split] = loaded.task.metrics(scores[sel], targets[sel])
+    for key, value in _intervals(loaded, records, scores[unseen], ids[unseen]).items():
+        result.setdefault(key, value)
     return result
+
+
+def _intervals(
+    loaded: LoadedRun,
+    records: list[dict[str, Any]],
+    scores: torch.Tensor,
+    ids: torch.Tensor,
+    *,
+    n_resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The per-patient metrics of the evaluated (unseen) scans and their patient-bootstrap intervals, overall and per
+    site: the units the run's task makes for ``compare`` (:meth:`~medtl.tasks.base.Task.evaluation_units`), resampled
+    as ``compare`` resamples test patients."""
+    # the one patient bootstrap of medtl (compare's); imported here, as the task's units come from that layer too
+    from medtl.comparison.stats import bootstrap_intervals
+
+    task = loaded.task
+    method = (
+        f"2.5 and 97.5 percentiles of {n_resamples} patient-bootstrap resamples ({task.bootstrap_units()}; "
+        f"seed {seed}); the trained model is taken as given"
+    )
+    out: dict[str, Any] = {"n_patients": 0, "patient_metrics": {}, "ci": {}, "ci_method": method, "units": None}
+    if len(ids) == 0:
+        return out
+
+    def summary(sel: torch.Tensor) -> tuple[Any, dict[str, Any]]:
+        units = task.evaluation_units(records, scores[sel], ids[sel], run=loaded.run)
+        iv = bootstrap_intervals(units, n_resamples=n_resamples, seed=seed)
+        return units, {
+            "n": int(sel.sum()),
+            "n_patients": len({str(p) for p in units.patient_id}),
+            "patient_metrics": {m: v.value for m, v in iv.items()},
+            "ci": {m: [v.low, v.high] for m, v in iv.items()},
+        }
+
+    units, overall = summary(torch.ones(len(ids), dtype=torch.bool))
+    out |= {k: v for k, v in overall.items() if k != "n"} | {"units": units.to_dict()}
+    site_of = [str(records[i].get(SITE_COLUMN) or "").strip() for i in ids.tolist()]
+    if any(site_of):
+        out["sites"] = {
+            site: summary(torch.tensor([s == site for s in site_of], dtype=torch.bool))[1]
+            for site in sorted(set(site_of), key=lambda s: (s == "", s))
+        }
+    return out
 
 
 def _check_outputs(loaded: LoadedRun, manifest: str | Path, records: list[dict[str, Any]], outputs: list[Path]) -> None:
@@ -284,6 +364,8 @@ def evaluate_segmentation(
         sel = torch.tensor([g == split for g in group], dtype=torch.bool)
         if bool(sel.any()):
             result["seen"][split] = task.metrics(scores[sel], targets[sel])
+    for key, value in _intervals(loaded, records, scores[unseen], ids[unseen]).items():
+        result.setdefault(key, value)
     if out is not None:
         out = Path(out)
         write_prediction_csv(out, columns + ["split"], rows)
@@ -314,7 +396,40 @@ def _patient_means(rows: list[dict[str, Any]], columns: list[str]) -> list[dict[
 
 
 def describe_evaluation(result: dict[str, Any]) -> list[str]:
-    """The lines ``medtl evaluate`` prints for a result of :func:`evaluate` (the run's task says how)."""
+    """The lines ``medtl evaluate`` prints for a result of :func:`evaluate` (the run's task says how), then each metric
+    per patient with its 95% interval (``AUROC 0.912 (95% CI 0.850 to 0.960)``), overall and per site."""
     from medtl.tasks import task_class
 
-    return task_class(str(result.get("task") or "classification")).describe_evaluation(result)
+    lines = task_class(str(result.get("task") or "classification")).describe_evaluation(result)
+    if result.get("ci"):
+        n = result.get("n_patients", 0)
+        lines.append(f"per patient ({n} patient(s)), with 95% patient-bootstrap intervals:")
+        lines.append("  " + interval_text(result))
+    for site, values in (result.get("sites") or {}).items():
+        name = site or "(no site)"
+        lines.append(
+            f"  site {name} ({values['n_patients']} patient(s), {values['n']} scan(s)): {interval_text(values)}"
+        )
+    if result.get("report"):
+        lines.append(f"report: {result['report']}")
+    return lines
+
+
+def interval_text(values: dict[str, Any], metrics: list[str] | None = None, *, unit: str | None = None) -> str:
+    """``AUROC 0.912 (95% CI 0.850 to 0.960), accuracy ...`` from ``patient_metrics`` and ``ci`` of an evaluation
+    (the task's registered metrics; per-class forms stay in the JSON and the report)."""
+    from medtl.metric_specs import METRIC_SPECS, metric_spec
+
+    shown = metrics or [m for m in values.get("patient_metrics", {}) if m in METRIC_SPECS]
+    parts = []
+    for m in shown:
+        spec = metric_spec(m, unit=unit or values.get("unit"))
+        value = values["patient_metrics"].get(m, math.nan)
+        low, high = (values.get("ci") or {}).get(m, [math.nan, math.nan])
+        if value is None or not math.isfinite(value):
+            parts.append(f"{spec.words} n/a")
+        elif low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+            parts.append(f"{spec.words} {spec.amount(value)} (no interval)")
+        else:
+            parts.append(f"{spec.words} {spec.amount(value)} (95% CI {spec.amount(low)} to {spec.amount(high)})")
+    return ", ".join(parts)

@@ -219,13 +219,12 @@ def evaluate_cmd(
     interval: accuracy, AUROC... for classification; Dice, HD95 and surface Dice per scan, per patient and overall
     for segmentation. Given a comparison folder, every finished run is evaluated and the verdict repeated
     (external_report.html, results_external.json/.csv)."""
-    from medtl.comparison.external import is_comparison_dir
-    from medtl.train import evaluate
+    from medtl.comparison.external import evaluate_run, is_comparison_dir
 
     if is_comparison_dir(run_dir):
         _evaluate_comparison(run_dir, manifest, out or report, allow_seen=allow_seen, grid=grid, as_json=as_json)
         return
-    m = evaluate(run_dir, manifest, out=out, allow_seen=allow_seen, grid=grid, report=report)
+    m = evaluate_run(run_dir, manifest, out=out, allow_seen=allow_seen, grid=grid, report=report)
     if as_json:
         from medtl.rundir import json_clean
 

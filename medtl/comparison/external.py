@@ -37,6 +37,7 @@ __all__ = [
     "EXTERNAL_FILES",
     "ExternalComparison",
     "check_report_dir",
+    "evaluate_run",
     "write_evaluation_report",
     "is_comparison_dir",
     "external_dir",
@@ -58,6 +59,32 @@ EXTERNAL_PREFIX = "external-"
 
 
 # --------------------------------------------------------------------------------------------- one run
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    manifest: str | Path,
+    *,
+    out: str | Path | None = None,
+    allow_seen: bool = False,
+    grid: str = "native",
+    report: str | Path | None = None,
+) -> dict[str, Any]:
+    """:func:`medtl.train.scoring.evaluate` with its report: ``medtl evaluate RUN manifest.csv [--report DIR]``.
+
+    ``report``, checked before any scan is scored (:func:`check_report_dir`), receives what
+    :func:`write_evaluation_report` writes; ``result["report"]`` is its ``report.html``.
+    """
+    from medtl.train.predict import load_run
+    from medtl.train.scoring import evaluate_loaded
+
+    loaded = load_run(run_dir)
+    if report is not None:
+        check_report_dir(Path(report), manifest, loaded.run.path)
+    result = evaluate_loaded(loaded, manifest, out=out, allow_seen=allow_seen, grid=grid)
+    if report is not None:
+        result["report"] = str(write_evaluation_report(result, loaded.run.path, manifest, Path(report)))
+    return result
 
 
 def check_report_dir(report: Path, manifest: str | Path, run_dir: Path) -> None:

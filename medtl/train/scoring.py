@@ -23,6 +23,7 @@ from medtl.train.predict import LoadedRun, _check_output_file, input_paths, load
 
 __all__ = [
     "evaluate",
+    "evaluate_loaded",
     "evaluate_rows",
     "evaluate_segmentation",
     "describe_evaluation",
@@ -46,7 +47,6 @@ def evaluate(
     out: str | Path | None = None,
     allow_seen: bool = False,
     grid: str = "native",
-    report: str | Path | None = None,
 ) -> dict[str, Any]:
     """The metrics of a run on a labelled manifest (:meth:`Task.evaluate <medtl.tasks.base.Task.evaluate>` of the
     run's task), each with a 95% patient-bootstrap interval.
@@ -57,10 +57,9 @@ def evaluate(
     The unseen scans also become per-patient units as ``compare`` makes them
     (:meth:`~medtl.tasks.base.Task.evaluation_units`): ``result["patient_metrics"]`` holds each metric over them and
     ``result["ci"]`` its 95% interval, the 2.5 and 97.5 percentiles of :data:`RESAMPLES` patient-bootstrap resamples
-    (:func:`medtl.comparison.stats.bootstrap_intervals`: patients drawn with replacement, within the task's strata;
-    seed 0). With a ``site`` column, ``result["sites"]`` holds the same per site. ``report``: a folder where a
-    self-contained ``report.html`` (plots embedded), ``report.md``, ``evaluation.json`` and the plots are written
-    (:func:`medtl.comparison.external.write_evaluation_report`).
+    (:func:`medtl.bootstrap.bootstrap_intervals`: patients drawn with replacement, within the task's strata; seed 0).
+    With a ``site`` column, ``result["sites"]`` holds the same per site. The report of an evaluation (``medtl evaluate
+    --report``) is the comparison layer's: :func:`medtl.comparison.external.evaluate_run`.
 
     A segmentation run is scored on a manifest with ``image``, a mask column (``segmentation.mask_column``: NIfTI
     label maps or DICOM SEG) and ``patient_id`` (a ``label`` column is optional): see
@@ -76,23 +75,24 @@ def evaluate(
     Raises:
         TrainingError: the manifest has no rows, or holds rows of the run's training/validation patients.
         ConfigError: ``grid`` is neither ``native`` nor ``preprocessed``.
-        MedtlError: ``report`` is or holds an input (the manifest) or lies inside the run folder.
     """
     _check_grid(grid)
-    loaded = load_run(run_dir)
-    if report is not None:
-        from medtl.comparison.external import check_report_dir
+    return evaluate_loaded(load_run(run_dir), manifest, out=out, allow_seen=allow_seen, grid=grid)
 
-        check_report_dir(Path(report), manifest, loaded.run.path)
-    result = loaded.task.evaluate(
+
+def evaluate_loaded(
+    loaded: LoadedRun,
+    manifest: str | Path,
+    *,
+    out: str | Path | None = None,
+    allow_seen: bool = False,
+    grid: str = "native",
+) -> dict[str, Any]:
+    """:func:`evaluate` of a run already loaded (:func:`~medtl.train.predict.load_run`)."""
+    _check_grid(grid)
+    return loaded.task.evaluate(
         loaded, manifest, out=None if out is None else Path(out), allow_seen=allow_seen, grid=grid
     )
-    if report is not None:
-        # the report is the comparison layer's (its renderer and plots); evaluate only hands it the result
-        from medtl.comparison.external import write_evaluation_report
-
-        result["report"] = str(write_evaluation_report(result, loaded.run.path, manifest, Path(report)))
-    return result
 
 
 def evaluate_rows(
@@ -146,8 +146,7 @@ def _intervals(
     """The per-patient metrics of the evaluated (unseen) scans and their patient-bootstrap intervals, overall and per
     site: the units the run's task makes for ``compare`` (:meth:`~medtl.tasks.base.Task.evaluation_units`), resampled
     as ``compare`` resamples test patients."""
-    # the one patient bootstrap of medtl (compare's); imported here, as the task's units come from that layer too
-    from medtl.comparison.stats import bootstrap_intervals
+    from medtl.bootstrap import bootstrap_intervals
 
     task = loaded.task
     method = (

@@ -29,6 +29,7 @@ __all__ = [
     "DataLoadError",
     "TrainingError",
     "RunDirError",
+    "unwrap_load_error",
 ]
 
 
@@ -125,3 +126,14 @@ class TrainingError(MedtlError, RuntimeError):
 
 class RunDirError(TrainingError):
     """A run folder is missing a file, holds a corrupt one, or is in use by another process."""
+
+
+def unwrap_load_error(exc: BaseException) -> BaseException:
+    """The :class:`DataLoadError` inside MONAI's ``RuntimeError("applying transform ...")`` wrappers, if any (else
+    ``exc``): what a failing scan's error says, not the wrapper's "applying transform <object at 0x...>"."""
+    cur: BaseException | None = exc
+    while cur is not None:
+        if isinstance(cur, DataLoadError):
+            return cur
+        cur = cur.__cause__
+    return exc

@@ -22,8 +22,7 @@ from monai.data import Dataset as MonaiDataset
 from monai.transforms import Compose, Randomizable, Transform
 from torch.utils.data import Dataset
 
-from medtl.errors import DataLoadError, TrainingError
-from medtl.transforms.checks import unwrap_load_error
+from medtl.errors import DataLoadError, TrainingError, unwrap_load_error
 
 __all__ = [
     "SampleDataset",

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medtl.errors import ManifestError, TrainingError
+from medtl.errors import ManifestError, TrainingError, unwrap_load_error
 from medtl.pretraining.config import PretrainConfig
-from medtl.transforms.checks import unwrap_load_error
 from medtl.utils import hash_patient_id
 
 __all__ = ["ScanPool", "read_pool", "check_volumes", "build_preprocessing", "PoolDataset", "LabelledDataset"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from medtl.rundir import RunDir
 from medtl.tasks.base import Task
-from medtl.tasks.classification import ClassificationTask
 from medtl.train.experiment import Experiment, prepare_experiment
 from medtl.train.lr_find import LRFindResult, lr_find
 from medtl.train.predict import LoadedRun, load_run, predict
@@ -18,7 +17,6 @@ from medtl.train.run import RunResult, fine_tune
 from medtl.train.scoring import evaluate
 
 __all__ = [
-    "ClassificationTask",
     "Experiment",
     "LRFindResult",
     "LoadedRun",

@@ -67,7 +67,7 @@ def load_run(run_dir: str | Path, *, quiet: bool = False) -> LoadedRun:
     Raises:
         RunDirError: the folder is not a finished run, or a file of it is corrupt or unsafe.
     """
-    from medtl import create_model
+    from medtl.models import create_model
     from medtl.tasks import task_class
     from medtl.train.module import TaskModule
     from medtl.weights.load import read_checkpoint

@@ -15,7 +15,12 @@ from monai.transforms import (
     Transform,
 )
 
-from medtl.errors import ConfigError, DataLoadError, MedtlError
+from medtl.errors import (
+    ConfigError,
+    DataLoadError,
+    MedtlError,
+    unwrap_load_error,
+)
 
 __all__ = [
     "KEY",
@@ -105,16 +110,6 @@ class RandGuard(Guard, Randomizable):
 
     def randomize(self, data: Any = None) -> None:
         """The wrapped transforms draw their own parameters."""
-
-
-def unwrap_load_error(exc: BaseException) -> BaseException:
-    """The :class:`DataLoadError` inside MONAI's ``RuntimeError("applying transform ...")`` wrappers, if any."""
-    cur: BaseException | None = exc
-    while cur is not None:
-        if isinstance(cur, DataLoadError):
-            return cur
-        cur = cur.__cause__
-    return exc
 
 
 class AdaptChannels(Transform):

@@ -168,6 +168,7 @@ def _swin_spec(name: str, options: dict[str, Any], use_v2: bool) -> ArchSpec:
         key_fixup=swin_key_fixup,
         description=f"Swin encoder of MONAI {variant} (feature size {kw['feature_size']}; hidden states 1/2 to 1/32)",
         stage_forward=hidden_states,
+        cam_target="layers4.0",  # the last stage's BasicLayer (``layers4`` is the ModuleList that holds it)
         # 5 halvings of the patch size: a multiple of the total stride (64 for the default patch of 2)
         trace_size=_isotropic(kw["patch_size"]) * 2**4 * 8,
         variant=lambda more: _swin_spec(name, options | more, use_v2),

@@ -40,6 +40,8 @@ __all__ = [
     "list_families",
     "split_options",
     "format_name",
+    "tokens_to_map",
+    "channels_last_map",
 ]
 
 _FAMILIES = (
@@ -122,6 +124,11 @@ class ArchSpec:
         pretrained_cfg: what the network's own library says of its default pretrained weights (timm's
             ``pretrained_cfg``: tag, hub repository, mean, std, input size, licence), or ``None``.
         load_pretrained: returns the state dict of those weights, downloaded by the library itself (or ``None``).
+        cam_target: dotted path of the module whose output saliency maps read (Grad-CAM's target layer), where the
+            default of :attr:`cam_layer` is not the right one (``None``: that default).
+        cam_map: ``cam_map(output, spatial_size)`` turns that module's output into a ``(B, C, *spatial)`` map when it
+            is not one (a ViT's tokens, a channels-last stage), given the network input's spatial size; ``None``: the
+            output is already channels-first.
     """
 
     name: str
@@ -147,6 +154,19 @@ class ArchSpec:
     variant: Callable[[dict[str, Any]], ArchSpec] | None = None
     pretrained_cfg: Mapping[str, Any] | None = field(default=None, compare=False)
     load_pretrained: Callable[[], dict[str, torch.Tensor]] | None = None
+    cam_target: str | None = None
+    cam_map: Callable[[torch.Tensor, tuple[int, ...]], torch.Tensor] | None = None
+
+    @property
+    def cam_layer(self) -> str:
+        """Dotted path (in the network) of the module whose output saliency maps are made from: Grad-CAM's target
+        layer, the deepest stage, where the features are most semantic and still spatial. It is :attr:`cam_target`
+        when the record sets one, else the last module of the last stage (the stage's own name for a family whose
+        stages come from :attr:`stage_forward`, e.g. timm's ``feature_info`` module ``layer4`` or ``stages.3``)."""
+        if self.cam_target:
+            return self.cam_target
+        last = self.stages[-1]
+        return last.modules[-1] if last.modules else last.name
 
     @property
     def head_prefixes(self) -> tuple[str, ...]:
@@ -193,6 +213,29 @@ class ArchSpec:
             "stages": [s.name for s in self.stages],
             "description": self.description,
         }
+
+
+def tokens_to_map(prefix_tokens: int, patch: int) -> Callable[[torch.Tensor, tuple[int, ...]], torch.Tensor]:
+    """An :attr:`ArchSpec.cam_map` for a ViT layer whose output is tokens ``(B, N, C)``: the first ``prefix_tokens``
+    (class and register tokens) dropped, the patch tokens laid out on the ``(H / patch, W / patch)`` grid of the
+    input as ``(B, C, H / patch, W / patch)``."""
+
+    def to_map(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+        grid = [int(s) // patch for s in size]
+        b, n, c = x.shape
+        if n - prefix_tokens != grid[0] * grid[1]:
+            raise ValueError(
+                f"{n} tokens with {prefix_tokens} prefix token(s) do not fill the {grid[0]}x{grid[1]} patch grid of "
+                f"a {tuple(size)} input"
+            )
+        return x[:, prefix_tokens:].reshape(b, *grid, c).permute(0, 3, 1, 2)
+
+    return to_map
+
+
+def channels_last_map(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """An :attr:`ArchSpec.cam_map` for a stage whose output is channels-last ``(B, *spatial, C)`` (timm's Swin)."""
+    return x.movedim(-1, 1)
 
 
 #: Attribute under which a record's :attr:`ArchSpec.pyramid` is attached to its network (and its key prefix).

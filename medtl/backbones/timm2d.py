@@ -37,7 +37,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from medtl.backbones.registry import PYRAMID, ArchFamily, ArchSpec, Stage, format_name, register_family
+from medtl.backbones.registry import (
+    PYRAMID,
+    ArchFamily,
+    ArchSpec,
+    Stage,
+    channels_last_map,
+    format_name,
+    register_family,
+    tokens_to_map,
+)
 from medtl.errors import UnknownOptionError, WeightsNotAvailableError
 
 __all__ = ["TIMM_PREFIX", "SimpleFeaturePyramid", "resolve_timm", "timm_group_prefixes"]
@@ -245,6 +254,11 @@ def resolve_timm(name: str, options: dict[str, Any]) -> ArchSpec:
             (tokens,) = intermediates(net, x, indices=1, norm=True)
             yield from getattr(net, PYRAMID)(tokens)
 
+        # saliency: the last block's first norm, whose patch tokens reach the class token through attention (after the
+        # block, a class-token head takes no gradient from the patch tokens, so Grad-CAM there would be empty)
+        last = str(info[-1]["module"])
+        cam_target = f"{last}.norm1" if _has_module(probe, f"{last}.norm1") else last
+        cam_map = tokens_to_map(int(getattr(probe, "num_prefix_tokens", 0) or 0), patch)
         stages = (
             Stage(f"{PYRAMID}.up4", ()),
             Stage(f"{PYRAMID}.up2", ()),
@@ -260,6 +274,8 @@ def resolve_timm(name: str, options: dict[str, Any]) -> ArchSpec:
             yield from intermediates(net, x, indices=n)
 
         stages = tuple(Stage(str(f["module"]), ()) for f in info)
+        cam_target = None  # the last feature_info module (ArchSpec.cam_layer)
+        cam_map = channels_last_map if str(getattr(probe, "output_fmt", "NCHW")) == "NHWC" else None
         trace = max(reductions) * 8
         kind = f"scales at 1/{', 1/'.join(map(str, reductions))}"
     keep = ("architecture", "tag", "hf_hub_id", "url", "mean", "std", "input_size", "license", "num_classes")
@@ -300,7 +316,17 @@ def resolve_timm(name: str, options: dict[str, Any]) -> ArchSpec:
         trace_size=trace,
         pretrained_cfg=pretrained_cfg,
         load_pretrained=load_pretrained if (cfg.get("hf_hub_id") or cfg.get("url")) else None,
+        cam_target=cam_target,
+        cam_map=cam_map,
     )
+
+
+def _has_module(net: nn.Module, path: str) -> bool:
+    try:
+        net.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
 
 
 register_family(

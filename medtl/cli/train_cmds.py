@@ -150,6 +150,26 @@ def predict_cmd(
             "patient and study data removed; the UIDs stay, so the SEG still references its source series.",
         ),
     ] = False,
+    saliency: Annotated[
+        str | None,
+        typer.Option(
+            "--saliency",
+            metavar="gradcam|gradcampp|occlusion",
+            help="Classification runs: also write where the model looks, into a folder saliency/ next to the CSV: "
+            "<name>_saliency.nii.gz (a heat map from 0 to 1 on the scan's own grid and affine) and "
+            "<name>_saliency.png (the scan with the map over it). gradcam: Grad-CAM at the architecture's last "
+            "stage (the usual choice); gradcampp: Grad-CAM++; occlusion: the drop in probability when patches are "
+            "hidden (model-agnostic, slower).",
+        ),
+    ] = None,
+    saliency_class: Annotated[
+        str | None,
+        typer.Option(
+            "--saliency-class",
+            metavar="NAME",
+            help="With --saliency: the class every map explains (default: each scan's predicted class).",
+        ),
+    ] = None,
 ) -> None:
     """Per-scan class probabilities (classification runs) or one mask per scan (segmentation runs), with the run's
     own preprocessing."""
@@ -157,12 +177,23 @@ def predict_cmd(
     from medtl.train.predict import default_output
 
     out = out or default_output(run_dir)
-    rows = predict(run_dir, list(inputs), out=out, batch_size=batch_size, dicom_seg=dicom_seg, deidentify=deidentify)
+    rows = predict(
+        run_dir,
+        list(inputs),
+        out=out,
+        batch_size=batch_size,
+        dicom_seg=dicom_seg,
+        deidentify=deidentify,
+        saliency=saliency,
+        saliency_class=saliency_class,
+    )
     if rows and "mask_file" in rows[0]:
         extra = " and DICOM SEG" if dicom_seg else ""
         typer.echo(f"{len(rows)} scan(s) -> NIfTI masks{extra} in {out}")
     else:
         typer.echo(f"{len(rows)} scan(s) -> {out}")
+    if rows and "saliency_png" in rows[0]:
+        typer.echo(f"saliency maps ({saliency}) -> {Path(rows[0]['saliency_png']).parent}")
 
 
 def evaluate_cmd(

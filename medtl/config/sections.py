@@ -336,6 +336,14 @@ class TrainConfig(_Section):
     max_nonfinite_steps: int = Field(
         0, ge=0, description="Training steps with a NaN/inf loss skipped before the run stops (0: stop at once)."
     )
+    calibrate: Literal["none", "temperature"] = Field(
+        "none",
+        description="temperature (classification): after training, fit one temperature that divides every logit on "
+        "the validation patients (minimum negative log-likelihood, Guo et al. 2017): the predicted classes stay "
+        "the same, the probabilities become as sure as the model is right. It is recorded in the run "
+        "(preprocessing.json) and used by the run's own test predictions, predict and evaluate; result.json "
+        "records the validation ECE before and after.",
+    )
     threads: int | None = Field(
         None,
         ge=1,
@@ -644,6 +652,15 @@ class ExperimentConfig(_Section):
         check = getattr(getattr(self, task, None), "check_experiment", None)
         if check is not None:  # the task's section refuses options of the experiment that do not apply to it
             check(self)
+        if self.train.calibrate != "none":  # the task's own list; read only when asked (it imports the task)
+            from medtl.tasks import task_class
+
+            calibrations = task_class(task).calibrations
+            if self.train.calibrate not in calibrations:
+                raise ValueError(
+                    f"train.calibrate {self.train.calibrate!r} is not available for a {task} run; it takes "
+                    f"{', '.join(calibrations)}"
+                )
         allowed = monitors_for_task(task)
         if self.train.monitor is None:
             self.train.monitor = METRIC_SPECS[default_metric(task)].monitor

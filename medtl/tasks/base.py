@@ -52,6 +52,8 @@ class Task:
     default_output: ClassVar[str] = "predictions.csv"
     #: options of ``predict`` only this task understands (``dicom_seg`` for segmentation)
     predict_options: ClassVar[tuple[str, ...]] = ()
+    #: what ``train.calibrate`` may be in a run of this task (:meth:`calibrate`)
+    calibrations: ClassVar[tuple[str, ...]] = ("none",)
 
     classes: list[str]
 
@@ -296,6 +298,11 @@ class Task:
             precision=precision,
         )
 
+    def calibrate(self, experiment: Any, model: nn.Module, *, device: str, precision: str) -> None:
+        """Fit what calibrates the trained model's scores (``train.calibrate``, one of :attr:`calibrations`) on the
+        validation patients, before the final scoring: the validation and test metrics and predictions, and
+        predict and evaluate later (through :meth:`state`), then use it. Default: nothing."""
+
     def result_extras(self) -> dict[str, Any]:
         """What the task adds to a run's result.json besides its metrics. Default: nothing."""
         return {}
@@ -309,6 +316,27 @@ class Task:
     ) -> list[dict[str, Any]]:
         """One dict per scan, keyed by :meth:`prediction_columns`."""
         raise NotImplementedError
+
+    def saliency(self, explainer: Any, image: torch.Tensor, *, target: str | None = None) -> tuple[torch.Tensor, str]:
+        """A saliency map of one scan (:mod:`medtl.train.saliency`): the task chooses the output to explain and calls
+        ``explainer(image, index)``.
+
+        Args:
+            explainer: a :class:`~medtl.train.saliency.SaliencyExplainer` of the run's network.
+            image: the scan's network input ``(1, C, *spatial)``.
+            target: the name of the output to explain, or None for the task's default.
+
+        Returns:
+            The map ``(*spatial)`` and the name of the output it explains.
+
+        Raises:
+            TrainingError: by default: the task has no saliency maps.
+        """
+        from medtl.errors import TrainingError
+
+        raise TrainingError(
+            f"saliency maps are not available for a {self.name} run", fix="leave out --saliency (classification runs)"
+        )
 
     def write_extras(self, run: Any, model: nn.Module, dataset: Any, records: Sequence[dict[str, Any]]) -> None:
         """Write what the task adds to a finished run folder besides the predictions (overlays). Default: nothing."""
@@ -345,7 +373,7 @@ class Task:
         manifests; with ``out``, written as one CSV."""
         from medtl.train.predict import predict_rows
 
-        return predict_rows(loaded, inputs, out, batch_size=batch_size, device=device)
+        return predict_rows(loaded, inputs, out, batch_size=batch_size, device=device, **(options or {}))
 
     def evaluate(
         self,

@@ -25,8 +25,13 @@ from torch import nn
 from medtl.errors import ManifestError, TrainingError
 from medtl.tasks.base import Task
 
-__all__ = ["ClassificationTask", "check_label_kind"]
+__all__ = ["ClassificationTask", "check_label_kind", "log_odds"]
 
+#: test patients whose first scan a run draws a saliency map of (``saliency/`` in the run folder)
+SALIENCY_PATIENTS = 3
+#: the run folder's folder of saliency PNGs, and its reliability diagram
+SALIENCY_DIR = "saliency"
+RELIABILITY_PNG = "reliability.png"
 #: how many distinct numeric labels make a column look like a quantity (regression) rather than classes
 NUMERIC_CLASSES_LIMIT = 10
 _MULTI_SEPARATOR = re.compile(r"[|;]")
@@ -62,6 +67,13 @@ def check_label_kind(labels: Sequence[tuple[int, str]], path: Any, *, classes_gi
         )
 
 
+def log_odds(logits: torch.Tensor, index: int) -> torch.Tensor:
+    """Log-odds of class ``index`` from logits ``(B, classes)``: ``logit_k - logsumexp(logit_j, j != k)`` (two
+    classes: the difference of the two logits)."""
+    others = torch.cat([logits[:, :index], logits[:, index + 1 :]], dim=1)
+    return logits[:, index] - torch.logsumexp(others, dim=1)
+
+
 def _is_number(text: str) -> bool:
     try:
         return math.isfinite(float(text))
@@ -77,12 +89,20 @@ class ClassificationTask(Task):
         classes: class names in index order.
         class_weights: per-class loss weights (None: unweighted).
         label_smoothing: of the cross-entropy.
+        temperature: every logit is divided by it before the softmax (``train.calibrate: temperature`` fits it on
+            the validation patients after training; 1: the network's own probabilities).
+        calibration: what that fit did, for the run's result.json (None: no fit).
     """
 
     classes: list[str]
     class_weights: list[float] | None = None
     label_smoothing: float = 0.0
+    temperature: float = 1.0
+    calibration: dict[str, Any] | None = None
     name = "classification"
+    calibrations = ("none", "temperature")
+    #: ``predict --saliency [METHOD]`` (and ``--saliency-class NAME``): heat maps of where the model looks
+    predict_options = ("saliency", "saliency_class")
 
     # ------------------------------------------------------------------ config and manifest
     @classmethod
@@ -115,7 +135,11 @@ class ClassificationTask(Task):
 
     @classmethod
     def from_state(cls, config: Any, state: dict[str, Any], pipeline: Any) -> ClassificationTask:
-        return cls(list(state["classes"]))
+        return cls(list(state["classes"]), temperature=float(state.get("temperature", 1.0)))
+
+    def state(self) -> dict[str, Any]:
+        """Classes, and the temperature when one was fitted (predict and evaluate divide the logits by it)."""
+        return super().state() | ({"temperature": self.temperature} if self.calibration is not None else {})
 
     def check_training_split(self, records: Sequence[dict[str, Any]], assignment: dict[str, str], where: str) -> None:
         counts = Counter(int(r["label"]) for r in records if assignment.get(str(r["patient_id"])) == "train")
@@ -147,7 +171,106 @@ class ClassificationTask(Task):
         return nn.functional.cross_entropy(outputs.float(), targets.long(), reduction="none")
 
     def outputs_to_scores(self, outputs: torch.Tensor) -> torch.Tensor:
-        return outputs.float().softmax(-1)
+        """Class probabilities: ``softmax(logits / temperature)``."""
+        return (outputs.float() / self.temperature).softmax(-1)
+
+    def calibrate(self, experiment: Any, model: nn.Module, *, device: str, precision: str) -> None:
+        """``train.calibrate: temperature``: fit one temperature on the validation scans' logits
+        (:func:`medtl.train.calibration.fit_temperature`), and record the validation ECE and negative
+        log-likelihood before and after (per scan, as the metrics are computed) for result.json."""
+        from medtl.train.calibration import collect_logits, fit_temperature, nll
+        from medtl.train.metrics import ece
+
+        if experiment.config.train.calibrate != "temperature":
+            return
+        if not experiment.splits["val"]:
+            self.calibration = {"method": "temperature", "temperature": 1.0, "note": "no validation scans: not fitted"}
+            return
+        logits, targets, scans = collect_logits(
+            model,
+            experiment.datasets["val"],
+            self.target,
+            batch_size=experiment.config.train.batch_size,
+            device=device,
+            precision=precision,
+        )
+        self.temperature = 1.0
+
+        def val_ece() -> float:
+            probs, labels, _ = self.per_scan(self.outputs_to_scores(logits), targets, scans)
+            return ece(labels, probs)
+
+        before, nll_before = val_ece(), nll(logits, targets)
+        self.temperature = fit_temperature(logits, targets)
+        errors = int((logits.argmax(1) != targets.long()).sum())
+        self.calibration = {
+            "method": "temperature",
+            "temperature": self.temperature,
+            "val_ece_before": before,
+            "val_ece_after": val_ece(),
+            "val_nll_before": nll_before,
+            "val_nll_after": nll(logits, targets, self.temperature),
+            "n_val_samples": int(targets.numel()),
+            "n_val_errors": errors,
+        }
+        if errors == 0:
+            self.calibration["note"] = (
+                "every validation sample was predicted right, so the likelihood only rewards surer probabilities: "
+                "the temperature sharpens them; more validation patients give a temperature that can also soften"
+            )
+
+    def result_extras(self) -> dict[str, Any]:
+        """The temperature fit (``calibration``), when ``train.calibrate`` asked for one."""
+        return {"calibration": self.calibration} if self.calibration is not None else {}
+
+    def write_extras(self, run: Any, model: nn.Module, dataset: Any, records: Sequence[dict[str, Any]]) -> None:
+        """``reliability.png``, the reliability diagram of the run's test predictions
+        (:func:`medtl.comparison.plots.plot_reliability`, in the 15 bins of the ECE), and
+        ``saliency/<scan>_saliency.png`` (Grad-CAM of the predicted class, :func:`medtl.train.saliency.write_saliency`)
+        for the first scan of each of the first :data:`SALIENCY_PATIENTS` test patients, the same patients in every
+        run of a comparison (its report shows them side by side). 2.5D runs have no saliency maps."""
+        from medtl.comparison.plots import plot_reliability
+        from medtl.train.metrics import ECE_BINS
+        from medtl.train.saliency import write_saliency
+
+        _, labels, probs = run.read_predictions("test", self.classes)
+        if labels:
+            plot_reliability(
+                np.asarray(labels),
+                probs,
+                run.path / RELIABILITY_PNG,
+                n_bins=ECE_BINS,
+                title=f"Test reliability, {len(labels)} scans"
+                + (f" (temperature {self.temperature:.2f})" if self.calibration else ""),
+            )
+        if dataset.mode == "2.5d" or not records:
+            return
+        first: dict[str, dict[str, Any]] = {}
+        for r in records:
+            first.setdefault(str(r.get("patient_id", r["image"])), r)
+            if len(first) == SALIENCY_PATIENTS:
+                break
+        param = next(model.parameters(), None)
+        try:
+            write_saliency(
+                model,
+                self,
+                run.read_config(),
+                dataset.pipeline,
+                list(first.values()),
+                run.path / SALIENCY_DIR,
+                device=param.device if param is not None else "cpu",
+                nifti=False,
+            )
+        except Exception as exc:  # noqa: BLE001 - pictures of a finished run must not fail the run
+            import warnings
+
+            first_line = " ".join(str(exc).split())[:300]
+            warnings.warn(
+                f"run {run.path}: no saliency maps ({type(exc).__name__}: {first_line}); `medtl predict RUN SCANS "
+                "--saliency gradcam` draws them for given scans",
+                stacklevel=2,
+            )
 
     def metrics(self, scores: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
         from medtl.train.metrics import classification_metrics
@@ -183,6 +306,18 @@ class ClassificationTask(Task):
             row["pred"] = self.classes[int(np.argmax(probs))]
             rows.append(row)
         return rows
+
+    def saliency(self, explainer: Any, image: torch.Tensor, *, target: str | None = None) -> tuple[torch.Tensor, str]:
+        """The map of the predicted class, or of the class ``target`` names. Grad-CAM's score is the class's log-odds
+        (its logit less the log-sum-exp of the other classes' logits, :func:`log_odds`): evidence every class shares
+        cancels out, and unlike the log-probability it does not vanish when the model is sure."""
+        from medtl.utils import look_up_option
+
+        if target is not None:
+            index = self.classes.index(look_up_option(target, self.classes, what="class"))
+        else:
+            index = int(self.outputs_to_scores(explainer.outputs(image))[0].argmax())
+        return explainer(image, index, score=log_odds), self.classes[index]
 
     @classmethod
     def describe_evaluation(cls, result: dict[str, Any]) -> list[str]:

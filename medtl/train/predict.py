@@ -184,8 +184,18 @@ def predict_rows(
     *,
     batch_size: int | None = None,
     device: str | None = None,
+    saliency: str | bool | None = None,
+    saliency_class: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Per-scan predictions of a run whose task gives one row of values per scan, optionally written as a CSV."""
+    """Per-scan predictions of a run whose task gives one row of values per scan, optionally written as a CSV.
+
+    With ``saliency`` (a method of :data:`~medtl.train.saliency.SALIENCY_METHODS`, or True for Grad-CAM), also a
+    folder ``saliency/`` next to the CSV with ``<scan>_saliency.nii.gz`` (the map on the scan's own grid) and
+    ``<scan>_saliency.png`` per scan (:func:`~medtl.train.saliency.write_saliency`), each of the predicted class or of
+    ``saliency_class``; each row then also holds ``saliency_class``, ``saliency_file`` and ``saliency_png`` (not
+    written to the CSV).
+    """
+    method = _saliency_options(loaded, out, saliency, saliency_class)
     if out is not None:
         _check_output_file(Path(out))
     records, labelled = records_from_inputs(list(inputs), loaded.task.read_labelled)
@@ -206,7 +216,60 @@ def predict_rows(
     rows = loaded.task.prediction_rows(records, scores, ids, with_labels=labelled)
     if out is not None:
         write_prediction_csv(Path(out), loaded.task.prediction_columns(with_labels=labelled), rows)
+    if method is not None and out is not None:
+        from medtl.train.saliency import write_saliency
+
+        maps = write_saliency(
+            loaded.model,
+            loaded.task,
+            loaded.config,
+            loaded.pipeline,
+            [records[int(i)] for i in ids.tolist()],
+            Path(out).parent / SALIENCY_DIR,
+            method=method,
+            target=saliency_class,
+            device=inference_device(device),
+        )
+        for row, extra in zip(rows, maps, strict=True):
+            row.update({k: v for k, v in extra.items() if k != "image"})
     return rows
+
+
+#: The folder ``predict --saliency`` writes next to the predictions CSV.
+SALIENCY_DIR = "saliency"
+
+
+def _saliency_options(
+    loaded: LoadedRun, out: Path | None, saliency: str | bool | None, saliency_class: str | None
+) -> str | None:
+    """The saliency method asked for (None: no maps), checked before any scan is read: a known method, a class of
+    the run, an output file to write the folder beside, a 2D or 3D run.
+
+    Raises:
+        TrainingError: ``saliency_class`` without ``saliency``; maps without ``out``; a 2.5D run.
+        UnknownOptionError: an unknown method or class (with the closest one).
+    """
+    from medtl.train.saliency import SALIENCY_METHODS, native_transforms
+    from medtl.utils import look_up_option
+
+    if saliency in (None, False):
+        if saliency_class is not None:
+            raise TrainingError(
+                "--saliency-class names the class a saliency map explains, but no map is asked for",
+                fix="add --saliency",
+            )
+        return None
+    method = (
+        SALIENCY_METHODS[0]
+        if saliency is True
+        else look_up_option(str(saliency), SALIENCY_METHODS, what="saliency method")
+    )
+    if saliency_class is not None:
+        look_up_option(saliency_class, loaded.classes, what="class")
+    if out is None:
+        raise TrainingError("saliency maps are written next to the predictions CSV: give out=", fix="pass --out FILE")
+    native_transforms(loaded.config, loaded.record)  # refuses a 2.5D run now, not after the predictions
+    return method
 
 
 def predict_masks(

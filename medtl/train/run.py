@@ -377,6 +377,9 @@ def _fine_tune(
         device = "cuda" if on_gpu else "cpu"
         metrics: dict[str, dict[str, Any]] = {}
         precision = resolve_precision(cfg.train.precision, cfg.train.accelerator)
+        # train.calibrate: fitted on the validation patients, used by the scoring below, predict and evaluate
+        exp.task.calibrate(exp, model, device=device, precision=precision)
+        run.write_preprocessing(exp.preprocessing())
         for split in ("val", "test"):
             recs = exp.splits[split]
             if not recs:

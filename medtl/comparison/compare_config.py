@@ -95,6 +95,12 @@ class CompareSection(_Section):
         + ". Errors and distances (MAE, HD95 in mm) are lower-is-better. Each run's tested checkpoint is chosen on "
         "it too (train.monitor: val_<primary_metric>) unless the config sets train.monitor.",
     )
+    secondary_metrics: list[str] = Field(
+        [],
+        description="Other metrics of the task reported with the same paired difference and interval against the "
+        "reference arm, in a table of their own (e.g. [brier, ece]: how well calibrated each arm's probabilities "
+        "are); the verdict stays the primary metric's.",
+    )
     reference: str = Field("scratch", description="The arm every other arm is compared with.")
     also_against: list[str] | None = Field(
         None,
@@ -184,6 +190,8 @@ def load_compare_config(
         section.primary_metric = default_metric(task)
     try:
         check_metric_for_task(section.primary_metric, task)
+        for name in section.secondary_metrics:
+            check_metric_for_task(name, task, where="compare.secondary_metrics")
     except ConfigError as exc:
         raise ConfigError(f"invalid config {source}: {exc}") from None
     train = raw.setdefault("train", {})

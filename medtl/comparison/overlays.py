@@ -1,4 +1,5 @@
-"""Example overlays of a segmentation comparison: each arm's predicted masks over test scans, in the report.
+"""Example pictures of each arm in the report: a segmentation comparison's overlays (predicted masks over test scans),
+a classification comparison's saliency maps (where the models look, on the same test patients).
 
 For each arm, the overlay PNGs (``overlays/*.png``, written by a segmentation run through
 :meth:`medtl.rundir.RunDir.overlays`) of its first successful run (lowest seed) at the largest label
@@ -9,14 +10,17 @@ and the folder can be moved or shared as a whole; report.html embeds them.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from medtl.comparison.results import CompareResults
 
-__all__ = ["collect_overlays", "OVERLAY_DIR"]
+__all__ = ["collect_overlays", "collect_saliency", "OVERLAY_DIR", "SALIENCY_DIR"]
 
 #: Folder of the copied overlays inside the comparison folder.
 OVERLAY_DIR = "overlays"
+#: Folder of the copied saliency maps inside the comparison folder (and inside each classification run's folder).
+SALIENCY_DIR = "saliency"
 
 
 def collect_overlays(results: CompareResults, compare_dir: str | Path) -> dict[str, list[str]]:
@@ -32,13 +36,38 @@ def collect_overlays(results: CompareResults, compare_dir: str | Path) -> dict[s
     """
     from medtl.rundir import RunDir
 
+    return _collect(results, compare_dir, OVERLAY_DIR, lambda run_dir: RunDir(run_dir).overlays())
+
+
+def collect_saliency(results: CompareResults, compare_dir: str | Path) -> dict[str, list[str]]:
+    """Copy each arm's saliency maps (``saliency/*_saliency.png`` of its first successful run at the largest label
+    fraction: the same first test patients in every arm, drawn by
+    :meth:`~medtl.tasks.classification.ClassificationTask.write_extras`) into ``compare_dir/saliency/<arm>/``.
+
+    Returns:
+        arm name -> the copied PNGs' paths relative to ``compare_dir`` (POSIX), sorted by name; arms without maps
+        are absent.
+    """
+
+    def maps(run_dir: str) -> list[Path]:
+        folder = Path(run_dir) / SALIENCY_DIR
+        return sorted(folder.glob("*_saliency.png")) if folder.is_dir() else []
+
+    return _collect(results, compare_dir, SALIENCY_DIR, maps)
+
+
+def _collect(
+    results: CompareResults, compare_dir: str | Path, folder: str, pngs_of: Callable[[str], list[Path]]
+) -> dict[str, list[str]]:
+    """Copy ``pngs_of(run folder)`` of each arm's first successful run (lowest seed) at the largest label fraction
+    into ``compare_dir/<folder>/<arm>/``."""
     out = Path(compare_dir)
     found: dict[str, list[str]] = {}
     if not results.fractions:
         return found
     largest = max(results.fractions)
     for arm in results.arms:
-        target = out / OVERLAY_DIR / arm.name
+        target = out / folder / arm.name
         if target.is_dir():  # from an earlier report: the first successful run may have changed since
             shutil.rmtree(target)
         runs = sorted(
@@ -47,7 +76,7 @@ def collect_overlays(results: CompareResults, compare_dir: str | Path) -> dict[s
         )
         if not runs:
             continue
-        pngs = RunDir(runs[0].run_dir).overlays()
+        pngs = pngs_of(runs[0].run_dir)
         if not pngs:
             continue
         target.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ __all__ = [
     "plot_label_efficiency",
     "plot_learning_curves",
     "plot_roc_curves",
+    "plot_png_grid",
     "ROC_LEGEND_AUROC",
     "plot_roc",
     "plot_reliability",
@@ -158,6 +159,42 @@ def plot_learning_curves(results: CompareResults, path: str | Path) -> Path:
     if handles:
         axes[0][-1].legend(handles, labels, fontsize="small")
     fig.suptitle("Validation learning curves (one line per seed)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_png_grid(
+    rows: dict[str, list[Path]], path: str | Path, *, columns: list[str] | None = None, cell: float = 2.8
+) -> Path | None:
+    """PNGs side by side in one figure: one row per key of ``rows`` (its label on the left), one column per file name
+    (the same scan in every row: an arm's saliency maps of the comparison's first test patients), titled by
+    ``columns`` or by the file names. Returns None (no file) when there is no PNG."""
+    drawn = {label: {Path(p).name: Path(p) for p in pngs} for label, pngs in rows.items() if pngs}
+    names = list(dict.fromkeys(name for files in drawn.values() for name in files))
+    if not names:
+        return None
+    titles = columns or [n.removesuffix(".png").removesuffix("_saliency") for n in names]
+    plt = _plt()
+    fig, axes = plt.subplots(
+        len(drawn), len(names), figsize=(cell * len(names), cell * len(drawn)), dpi=100, squeeze=False
+    )
+    for i, (label, files) in enumerate(drawn.items()):
+        for j, name in enumerate(names):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if name in files:
+                ax.imshow(plt.imread(files[name]))
+            else:
+                ax.text(0.5, 0.5, "no picture", ha="center", va="center", transform=ax.transAxes)
+            if j == 0 and label:
+                ax.set_ylabel(_text(label), fontsize="small")
+            if i == 0:
+                ax.set_title(_text(titles[j]), fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

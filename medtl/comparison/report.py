@@ -251,6 +251,8 @@ def _blocks(
             )
     header2 = [f"{k} ({specs[k].unit})" if specs[k].unit else k for k in other]
     b.append(Block("table", header=["arm", "labels", *header2, "seconds per run"], rows=rows2))
+    b.extend(_secondary_blocks(results, summary))
+    b.extend(_saliency_blocks(results, out))
     b.append(Block("h2", "Arms and where their weights come from"))
     arm_rows = []
     for a in results.arms:
@@ -302,6 +304,97 @@ def _blocks(
     header, rows = _runs_table(results, summary)
     b.append(Block("table", header=header, rows=rows))
     return b
+
+
+def _secondary_blocks(results: CompareResults, summary: Summary) -> list[Block]:
+    """``compare.secondary_metrics``: each arm's paired difference to the reference in each of them, with the interval
+    and p-value made as the primary metric's (no verdict is drawn from them)."""
+    from medtl.comparison.summary import secondary_metrics
+
+    names = secondary_metrics(results)
+    rows = []
+    for r in summary.rows:
+        for name in names:
+            d = r.secondary.get(name)
+            if d is None:
+                continue
+            spec = summary.metric_spec(name)
+            better = "lower is better" if not spec.higher_is_better else "higher is better"
+            rows.append(
+                [
+                    results.arm(r.arm).display,
+                    f"{r.fraction * 100:g}%",
+                    f"{spec.label} ({better})",
+                    fmt(d.value_a, spec.digits),
+                    fmt(d.value_b, spec.digits),
+                    spec.amount(d.difference, sign=True),
+                    ci_text(d.low, d.high, spec.digits),
+                    fmt_p(d.p_value),
+                    str(d.n_seeds),
+                ]
+            )
+    if not rows:
+        return []
+    ref = results.arm(summary.reference).display
+    pct = f"{summary.confidence * 100:.0f}%"
+    return [
+        Block("h2", "Secondary metrics (paired difference vs " + ref + ")"),
+        Block(
+            "table",
+            header=[
+                "arm",
+                "labels",
+                "metric",
+                "value",
+                f"{ref} value",
+                f"difference vs {ref}",
+                f"{pct} CI",
+                "p",
+                "seeds",
+            ],
+            rows=rows,
+        ),
+        Block(
+            "p",
+            f"compare.secondary_metrics, each computed per patient and paired with {ref} on the same patients and "
+            f"seeds as the primary metric: the mean over seeds of the per-seed differences, its {pct} interval and "
+            "p-value from the same seed variance and patient bootstrap (see above). They describe the arms; the "
+            "verdict is the primary metric's, and these intervals are not adjusted for being several.",
+        ),
+    ]
+
+
+def _saliency_blocks(results: CompareResults, out: Path) -> list[Block]:
+    """The section "Where the models look": each arm's saliency maps of the same test patients side by side (from its
+    first finished run at the largest label fraction, copied into ``saliency/<arm>/``); nothing when no run drew
+    maps."""
+    from medtl.comparison.overlays import SALIENCY_DIR, collect_saliency
+    from medtl.comparison.plots import plot_png_grid
+
+    found = collect_saliency(results, out)
+    if not any(found.values()):
+        return []
+    (out / "plots").mkdir(exist_ok=True)
+    grid = plot_png_grid(
+        {results.arm(a).display: [out / p for p in paths] for a, paths in found.items()},
+        out / "plots" / "saliency.png",
+    )
+    if grid is None:
+        return []
+    f = max(results.fractions)
+    return [
+        Block("h2", "Where the models look"),
+        Block(
+            "p",
+            f"Grad-CAM of each arm's predicted class on the same test patients (rows: arms; columns: scans), from its "
+            f"first finished run with {f * 100:g}% of the labels, at the architecture's last stage; red is where the "
+            "prediction leans most, each map scaled to its own range. A map is a hint of what drove one prediction, "
+            "not proof of what the model learnt; arms that look at the same place can still differ in how well "
+            f"they predict. The maps themselves are in {SALIENCY_DIR}/<arm>/ (`medtl predict RUN SCANS --saliency "
+            "gradcam` draws them for other scans).",
+        ),
+        Block("img", text="Where the models look", path=grid),
+    ]
 
 
 def _runs_table(results: CompareResults, summary: Summary) -> tuple[list[str], list[list[str]]]:

@@ -38,6 +38,7 @@ __all__ = [
     "CONVERGENCE_WINDOW",
     "chance_note",
     "schedule_warnings",
+    "secondary_metrics",
     "PairTest",
     "RankedArm",
     "also_against_arms",
@@ -74,6 +75,8 @@ class ArmFractionSummary:
         best_val: mean/CI over seeds of the best validation primary metric.
         seconds: mean wall-clock seconds per run.
         vs_reference: paired difference to the reference arm (None for the reference itself).
+        secondary: the paired difference to the reference arm in each of ``compare.secondary_metrics``, computed as
+            :attr:`vs_reference` is (no verdict is drawn from them).
         convergence: per seed, the epoch and seconds at which this arm and the reference reached the
             worse of their two validation plateaus less the tolerance, and their censored medians (see
             :func:`_convergence`).
@@ -97,6 +100,7 @@ class ArmFractionSummary:
     best_val: MeanCI
     seconds: float | None
     vs_reference: PairedDifference | None = None
+    secondary: dict[str, PairedDifference] = field(default_factory=dict)
     convergence: dict[str, Any] = field(default_factory=dict)
     sentence: str = ""
     fraction_used: float | None = None
@@ -116,6 +120,7 @@ class ArmFractionSummary:
             "best_val": self.best_val.to_dict(),
             "seconds": self.seconds,
             "vs_reference": self.vs_reference.to_dict() if self.vs_reference else None,
+            "secondary": {k: v.to_dict() for k, v in self.secondary.items()},
             "convergence": self.convergence,
             "sentence": self.sentence,
             "left_out": self.left_out,
@@ -455,6 +460,7 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
                     noun,
                 )
             rows.append(row)
+    _secondary_differences(results, rows, n_resamples=n_resamples, confidence=confidence, seed=seed)
     spec = metric_spec(metric)
     summary = Summary(
         metric,
@@ -469,6 +475,51 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
     )
     _many_arms(results, summary, n_resamples=n_resamples, seed=seed)
     return summary
+
+
+def secondary_metrics(results: CompareResults) -> list[str]:
+    """The comparison's ``compare.secondary_metrics`` (from its config), the primary metric left out."""
+    names = ((results.config or {}).get("compare") or {}).get("secondary_metrics") or []
+    return [str(m) for m in names if m != results.primary_metric]
+
+
+def _secondary_differences(
+    results: CompareResults, rows: list[ArmFractionSummary], *, n_resamples: int, confidence: float, seed: int
+) -> None:
+    """Fill each row's :attr:`ArmFractionSummary.secondary`: the paired difference to the reference arm in each
+    secondary metric, the runs paired as for the primary metric (same seed, and fold), with the same bootstrap."""
+    names = secondary_metrics(results)
+    if not names:
+        return
+    ref = results.reference
+    fold_ratio = float(getattr(results, "fold_ratio", 0.0) or 0.0)
+    extra: dict[str, Any] = {"fold_ratio": fold_ratio} if fold_ratio else {}
+
+    def key(r: RunRecord) -> Any:
+        return getattr(r, "repetition", r.seed)
+
+    for row in rows:
+        if row.arm == ref:
+            continue
+        mine = [r for r in results.runs if r.arm == row.arm and abs(r.fraction - row.fraction) < 1e-9 and r.ok]
+        theirs = {key(r): r for r in results.runs if r.arm == ref and abs(r.fraction - row.fraction) < 1e-9 and r.ok}
+        pairs = sorted(
+            ((a, theirs[key(a)]) for a in mine if key(a) in theirs and a.predictions is not None),
+            key=lambda p: str(key(p[0])),
+        )
+        pairs = [(a, b) for a, b in pairs if b.predictions is not None]
+        for name in names:
+            if not pairs or name not in pairs[0][0].predictions.metric_names:
+                continue
+            row.secondary[name] = paired_difference(
+                [a.predictions for a, _ in pairs],
+                [b.predictions for _, b in pairs],
+                name,
+                n_resamples=n_resamples,
+                confidence=confidence,
+                seed=seed,
+                **extra,
+            )
 
 
 def _warnings(results: CompareResults) -> list[str]:

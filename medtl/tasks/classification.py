@@ -395,7 +395,44 @@ class ClassificationTask(Task):
         from medtl.comparison.plots import plot_roc_curves
 
         roc = plot_roc_curves(results, plot_dir / "roc.png")
-        return {"roc": ("ROC curves with all the labels", roc)} if roc is not None else {}
+        out = {"roc": ("ROC curves with all the labels", roc)} if roc is not None else {}
+        reliability = cls._arm_reliability(results, plot_dir)
+        if reliability is not None:
+            out["reliability"] = ("Reliability diagrams (test patients, seeds pooled)", reliability)
+        return out
+
+    @classmethod
+    def _arm_reliability(cls, results: Any, plot_dir: Path) -> Path | None:
+        """One reliability diagram per arm at the largest label fraction (the per-patient test probabilities of
+        all its seeds pooled, in the 15 bins of the ECE), side by side in ``reliability.png``."""
+        from medtl.comparison.plots import plot_png_grid, plot_reliability
+        from medtl.train.metrics import ECE_BINS, ece
+
+        f = max(results.fractions) if results.fractions else 1.0
+        pngs: list[Path] = []
+        for i, arm in enumerate(results.arms):
+            units = [
+                r.predictions
+                for r in results.runs
+                if r.arm == arm.name and abs(r.fraction - f) < 1e-9 and r.ok and r.predictions is not None
+            ]
+            if not units:
+                continue
+            labels = np.concatenate([u.labels for u in units])
+            probs = np.concatenate([u.probs for u in units])
+            seeds = f"{len(units)} seed{'s' if len(units) != 1 else ''}"
+            pngs.append(
+                plot_reliability(
+                    labels,
+                    probs,
+                    plot_dir / f"reliability_{i}.png",
+                    n_bins=ECE_BINS,
+                    title=f"{arm.display}: ECE {ece(labels, probs):.3f}\n{f * 100:g}% of labels, {seeds} pooled",
+                )
+            )
+        if not pngs:
+            return None
+        return plot_png_grid({"": pngs}, plot_dir / "reliability.png", columns=[""] * len(pngs), cell=4.5)
 
     @classmethod
     def run_warnings(cls, results: Any, arm: Any, runs: list[Any]) -> list[str]:

@@ -152,9 +152,9 @@ def test_report_files_and_numbers_agree(tmp_path):
     files = write_report(res, tmp_path, n_resamples=200)
     for p in (files.report_md, files.report_html, files.results_json, files.results_csv, *files.plots.values()):
         assert p.is_file() and p.stat().st_size > 0
-    assert set(files.plots) == {"label_efficiency", "learning_curves", "roc"}
+    assert set(files.plots) == {"label_efficiency", "learning_curves", "roc", "reliability"}
     html = files.report_html.read_text()
-    assert html.count("data:image/png;base64,") == 3 and 'src="plots/' not in html
+    assert html.count("data:image/png;base64,") == 4 and 'src="plots/' not in html
     md = files.report_md.read_text()
     assert "pretrained here on 300 unlabeled scans" in md  # where the arm's weights come from
     data = json.loads(files.results_json.read_text())
@@ -206,7 +206,7 @@ def test_user_text_is_escaped_in_markdown_as_in_html(tmp_path):
     res.classes = ["no_finding", "*effusion*"]
     res.runs.append(RunRecord("scratch", 9, 1.0, "failed", "bad | value\n# not a heading", "/runs/x"))
     files = write_report(res, tmp_path, n_resamples=100)
-    assert set(files.plots) == {"label_efficiency", "learning_curves", "roc"}
+    assert set(files.plots) == {"label_efficiency", "learning_curves", "roc", "reliability"}
     md, html = files.report_md.read_text(), files.report_html.read_text()
     assert "<script>" not in md and "<script>" not in html
     assert "a\\|b &lt;script&gt;alert(1)&lt;/script&gt; \\$\\\\frac{\\$" in md

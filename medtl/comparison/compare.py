@@ -552,6 +552,9 @@ def _compare(
     notes: list[str] = []  # said once nothing can refuse any more
     # an arm that never unfreezes (compare --epochs 1 with train.freeze_epochs 1): said now, and in the report
     notes += [f"warning: {w}" for w in schedule_warnings(specs, experiment.train.model_dump(), section.reference)]
+    from medtl.train.inference import cache_note  # where the runs keep their preprocessed scans (disk: shared)
+
+    notes.append(cache_note(experiment, task_cls.records(experiment, manifest)))
     changed: list[Path] = []
     unfinished: list[Path] = []
     changes: list[str] = list(splits_changes)

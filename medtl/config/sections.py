@@ -171,6 +171,14 @@ class AugmentConfig(_Section):
         "default, as it blurs the intensity differences tissue classes are told apart by).",
     )
     noise_std: float = Field(0.0, ge=0.0, description="Standard deviation of Gaussian noise (0: none).")
+    device: Literal["cpu", "gpu"] = Field(
+        "cpu",
+        description="Where the geometric augmentation (flips, rotation, zoom) runs. cpu: on each sample, in the "
+        "loader; gpu: on each training batch after it reached the training device (the GPU), with the same "
+        "draws per sample, so loader workers only read the cache. The rotation and zoom then act after the intensity "
+        "shift, noise and normalisation (the same image for a fixed normalisation; a z-score keeps the unrotated "
+        "scan's statistics).",
+    )
 
     @model_validator(mode="after")
     def _one_way_to_flip(self) -> AugmentConfig:
@@ -273,7 +281,13 @@ class TrainConfig(_Section):
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int = Field(1, ge=1, description="Devices per node; > 1 uses Lightning's DDP strategy.")
     num_nodes: int = Field(1, ge=1)
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    num_workers: int | Literal["auto"] = Field(
+        "auto",
+        description="DataLoader worker processes. auto: on a GPU the cores this run may use minus one, at most 8 "
+        "(cores shared among parallel compare runs and DDP processes, as torch's threads are), on the CPU 0 (workers "
+        "would take the cores the model computes on). A run is reproduced exactly with the same number of workers: "
+        "set a number to reproduce it on another machine.",
+    )
     seed: int = Field(0, description="Seed of weights initialisation, shuffling and augmentation.")
     patience: int | None = Field(None, ge=1, description="Early stopping after this many epochs without progress.")
     monitor: str | None = Field(
@@ -282,8 +296,11 @@ class TrainConfig(_Section):
         "task's metrics (`medtl metrics` lists them) or val_loss. Default: the task's primary metric (val_auroc, "
         "val_dice, val_mae...). Errors and distances (loss, MAE, HD95) are minimised, the others maximised.",
     )
-    cache: Literal["memory", "disk", "none"] = Field(
-        "memory", description="Cache preprocessed scans: memory (CacheDataset), disk (PersistentDataset), none."
+    cache: Literal["auto", "memory", "disk", "none"] = Field(
+        "auto",
+        description="Cache preprocessed scans: memory (each run's own), disk (in $MEDTL_HOME/cache, one folder per "
+        "preprocessing, shared by every run and process that preprocesses alike: the arms, seeds and label fractions "
+        "of a comparison read one copy), none. auto: disk for volumes (3d, 2.5d), memory for 2D images.",
     )
     class_balance: Literal["none", "weighted_loss", "sampler"] = Field(
         "none", description="Class imbalance: inverse-frequency loss weights or a weighted sampler."

@@ -1,10 +1,10 @@
 """Datasets of preprocessed samples: one per scan (2D, 3D) or one per slice (2.5D), with caching.
 
 The deterministic part of a :class:`~medtl.transforms.Pipeline` runs once per scan and is cached (MONAI
-``CacheDataset`` in memory or ``PersistentDataset`` on disk, keyed by the transform config), so epochs
-after the first do not decode DICOM again. The random part (augmentation) and the normalisation run each
-time a sample is drawn. Every sample carries ``scan``, the index of its scan, so predictions of the slices
-of one scan can be averaged into a per-scan prediction.
+``CacheDataset`` in memory, or on disk in a folder shared by every run with the same preprocessing:
+:class:`medtl.data.loading.DiskCache`), so epochs after the first do not decode DICOM again. The random part
+(augmentation) and the normalisation run each time a sample is drawn. Every sample carries ``scan``, the index of
+its scan, so predictions of the slices of one scan can be averaged into a per-scan prediction.
 """
 
 from __future__ import annotations
@@ -17,16 +17,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, PersistentDataset
+from monai.data import CacheDataset
 from monai.data import Dataset as MonaiDataset
 from monai.transforms import Compose, Randomizable, Transform
 from torch.utils.data import Dataset
 
+from medtl.data.loading import DiskCache, fill_threads, resolve_cache
 from medtl.errors import DataLoadError, TrainingError, unwrap_load_error
 
 __all__ = [
     "SampleDataset",
     "SegmentationDataset",
+    "cached_stage",
     "slice_indices",
     "stamp",
     "transform_random_states",
@@ -94,6 +96,52 @@ def restore_random_states(states: list[tuple[Any, dict[str, Any]]]) -> None:
         rng.set_state(state)
 
 
+def cached_stage(
+    items: list[dict[str, Any]],
+    pre: Any,
+    *,
+    cache: str,
+    mode: str,
+    cache_dir: str | os.PathLike[str] | None,
+    num_workers: int | str,
+) -> tuple[Any, str]:
+    """The items through ``pre``, cached as ``cache`` says (``auto``: see :func:`~medtl.data.loading.resolve_cache`).
+
+    The memory and disk caches are filled here, ``num_workers`` threads at a time (``auto``: the run's cores), so an
+    unreadable scan fails the dataset's creation, not a training epoch.
+
+    Returns:
+        ``(dataset of pre-processed items, the cache used)``.
+    """
+    asked = cache
+    cache = resolve_cache(cache, mode, has_dir=cache_dir is not None)
+    threads = fill_threads(num_workers)
+    if cache == "disk":
+        if cache_dir is None:
+            raise TrainingError("cache 'disk' needs a cache folder")
+        try:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if asked != "auto":
+                raise TrainingError(
+                    f"cannot make the disk cache folder {cache_dir} ({exc.strerror or exc})",
+                    path=str(cache_dir),
+                    fix="set MEDTL_HOME to a folder you can write, or train.cache: memory",
+                ) from None
+            log.warning("cannot make the disk cache folder %s (%s); caching in memory", cache_dir, exc)
+            cache = "memory"
+    try:
+        if cache == "memory":
+            return CacheDataset(items, transform=pre, progress=False, num_workers=threads, copy_cache=False), cache
+        if cache == "disk":
+            base = DiskCache(items, pre, cache_dir)  # type: ignore[arg-type]
+            base.fill(threads)
+            return base, cache
+        return MonaiDataset(items, transform=pre), cache
+    except Exception as exc:  # noqa: BLE001
+        raise unwrap_load_error(exc) from None
+
+
 class SampleDataset(Dataset):
     """Samples for training or evaluation: ``{"image": tensor, "label": int, "scan": int}``.
 
@@ -101,10 +149,11 @@ class SampleDataset(Dataset):
         records: manifest record dicts (``image``, ``label``, optional ``series``, ``row``...).
         pipeline: the experiment's :class:`~medtl.transforms.Pipeline`.
         train: apply the training (augmenting) post-transforms.
-        cache: ``memory``, ``disk`` or ``none``. 2.5D always caches volumes (in memory when ``none``).
-        cache_dir: folder of the disk cache (already keyed by the transform config).
+        cache: ``memory``, ``disk``, ``none`` or ``auto`` (disk for volumes when ``cache_dir`` is given, else
+            memory). 2.5D always caches volumes (in memory when ``none``).
+        cache_dir: folder of the disk cache (:func:`medtl.data.loading.preprocessing_cache_dir`).
         slices_per_scan, slice_margin, neighbor_slices: 2.5D options.
-        num_workers: threads used to fill the memory cache.
+        num_workers: threads that fill the cache (``train.num_workers``; ``auto``: the run's cores).
         seed: seed of the random transforms.
     """
 
@@ -119,7 +168,7 @@ class SampleDataset(Dataset):
         slices_per_scan: int | None = None,
         slice_margin: float = 0.0,
         neighbor_slices: bool = True,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         seed: int = 0,
     ) -> None:
         self.records = [dict(r) for r in records]
@@ -145,21 +194,10 @@ class SampleDataset(Dataset):
             items.append(item)
         if self.mode == "2.5d" and cache == "none":
             cache = "memory"
-        self.cache = cache
-        if cache == "memory":
-            try:
-                self.base: Any = CacheDataset(
-                    items, transform=pipeline.pre, progress=False, num_workers=max(1, num_workers), copy_cache=False
-                )
-            except Exception as exc:  # noqa: BLE001
-                raise unwrap_load_error(exc) from None
-        elif cache == "disk":
-            if cache_dir is None:
-                raise TrainingError("cache 'disk' needs a cache folder")
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            self.base = PersistentDataset(items, transform=pipeline.pre, cache_dir=cache_dir)
-        else:
-            self.base = MonaiDataset(items, transform=pipeline.pre)
+        self.base: Any
+        self.base, self.cache = cached_stage(
+            items, pipeline.pre, cache=cache, mode=self.mode, cache_dir=cache_dir, num_workers=num_workers
+        )
         # (scan index, slice index or None)
         self.index: list[tuple[int, int | None]] = []
         if self.mode == "2.5d":
@@ -247,7 +285,7 @@ class SegmentationDataset(Dataset):
         train: bool,
         cache: str = "memory",
         cache_dir: str | os.PathLike[str] | None = None,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         seed: int = 0,
     ) -> None:
         self.records = [dict(r) for r in records]
@@ -271,21 +309,10 @@ class SegmentationDataset(Dataset):
             if r.get("series") not in (None, ""):
                 item["series"] = r["series"]
             items.append(item)
-        self.cache = cache
-        try:
-            if cache == "memory":
-                self.base: Any = CacheDataset(
-                    items, transform=pipeline.pre, progress=False, num_workers=max(1, num_workers), copy_cache=False
-                )
-            elif cache == "disk":
-                if cache_dir is None:
-                    raise TrainingError("cache 'disk' needs a cache folder")
-                Path(cache_dir).mkdir(parents=True, exist_ok=True)
-                self.base = PersistentDataset(items, transform=pipeline.pre, cache_dir=cache_dir)
-            else:
-                self.base = MonaiDataset(items, transform=pipeline.pre)
-        except Exception as exc:  # noqa: BLE001
-            raise unwrap_load_error(exc) from None
+        self.base: Any
+        self.base, self.cache = cached_stage(
+            items, pipeline.pre, cache=cache, mode=self.mode, cache_dir=cache_dir, num_workers=num_workers
+        )
 
     def __len__(self) -> int:
         return len(self.records)

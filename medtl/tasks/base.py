@@ -158,9 +158,10 @@ class Task:
         preprocessing.json is written again after the final scoring. Default: nothing."""
 
     def make_dataset(self, experiment: Any, records: list[dict[str, Any]], *, train: bool, cache: str | None = None):
-        """The dataset of ``records`` with the experiment's pipeline (scan-level tasks: slices of 2.5D scans)."""
+        """The dataset of ``records`` with the experiment's pipeline (scan-level tasks: slices of 2.5D scans); its disk
+        cache is shared by every run that preprocesses alike (:func:`~medtl.data.loading.preprocessing_cache_dir`)."""
         from medtl.data.dataset import SampleDataset
-        from medtl.utils import medtl_home
+        from medtl.data.loading import preprocessing_cache_dir
 
         cfg = experiment.config
         return SampleDataset(
@@ -168,7 +169,7 @@ class Task:
             experiment.pipeline,
             train=train,
             cache=cache or cfg.train.cache,
-            cache_dir=medtl_home() / "cache" / cfg.transform_key(),
+            cache_dir=preprocessing_cache_dir(experiment),
             slices_per_scan=cfg.data.slices_per_scan,
             slice_margin=cfg.data.slice_margin,
             neighbor_slices=cfg.data.neighbor_slices,

@@ -463,7 +463,7 @@ class SegmentationTask(Task):
         return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
 
     def make_dataset(self, experiment: Any, records: list[dict[str, Any]], *, train: bool, cache: str | None = None):
-        from medtl.utils import medtl_home
+        from medtl.data.loading import preprocessing_cache_dir
 
         cfg = experiment.config
         return PatientSegmentationDataset(
@@ -471,7 +471,8 @@ class SegmentationTask(Task):
             experiment.pipeline,
             train=train,
             cache=cache or cfg.train.cache,
-            cache_dir=medtl_home() / "cache" / cfg.transform_key(),
+            # the cached stage reads the masks and checks them against the classes
+            cache_dir=preprocessing_cache_dir(experiment, {"segmentation": list(cfg.segmentation.classes)}),
             num_workers=cfg.train.num_workers,
             seed=cfg.train.seed,
         )

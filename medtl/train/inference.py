@@ -13,7 +13,7 @@ import torch
 from medtl.data.dataset import SampleDataset
 from medtl.errors import NoImagesError
 
-__all__ = ["make_loader", "predict_dataset", "records_from_inputs", "inference_device"]
+__all__ = ["make_loader", "cache_note", "predict_dataset", "records_from_inputs", "inference_device"]
 
 
 def make_loader(
@@ -21,23 +21,78 @@ def make_loader(
     *,
     batch_size: int,
     train: bool,
-    num_workers: int = 0,
+    num_workers: int | str = 0,
     sampler: Any = None,
-    pin_memory: bool = False,
+    pin_memory: bool | None = None,
+    on_gpu: bool | None = None,
+    processes: int = 1,
 ) -> torch.utils.data.DataLoader:
-    """A MONAI DataLoader (it seeds each worker's random transforms)."""
+    """A MONAI DataLoader (it seeds each worker's random transforms).
+
+    Args:
+        dataset: the samples.
+        batch_size: samples per batch.
+        train: shuffle, and drop a last incomplete batch.
+        num_workers: worker processes, or ``auto`` (:func:`~medtl.data.loading.resolve_num_workers`: on a GPU the
+            run's cores minus one, at most 8; on the CPU none). Workers live as long as the loader.
+        sampler: a sampler instead of shuffling (class balance).
+        pin_memory: page-locked batches for asynchronous copies to the GPU (default: ``on_gpu``).
+        on_gpu: the batches go to a CUDA GPU (default: whether one is available).
+        processes: training processes of the run on this machine (DDP devices), which share its cores.
+    """
     from monai.data import DataLoader
 
+    from medtl.data.loading import resolve_num_workers
+
+    gpu = torch.cuda.is_available() if on_gpu is None else on_gpu
+    workers = resolve_num_workers(num_workers, cuda=gpu, processes=processes)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=train and sampler is None,
         sampler=sampler,
-        num_workers=num_workers,
+        num_workers=workers,
         drop_last=train and len(dataset) > batch_size,
-        persistent_workers=num_workers > 0,
-        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        pin_memory=gpu if pin_memory is None else pin_memory,
     )
+
+
+def cache_note(config: Any, records: list[dict[str, Any]]) -> str:
+    """One line saying where the runs of a comparison keep their preprocessed scans (``train.cache``; ``auto``
+    resolved by the mode, read from the first scan when ``data.mode`` is ``auto``).
+
+    Args:
+        config: the experiment config.
+        records: the manifest's records (the first is read when the cache and the mode are both ``auto``).
+    """
+    from medtl.data.loading import resolve_cache
+    from medtl.utils import medtl_home
+
+    cache, mode = config.train.cache, config.data.mode
+    if cache == "auto" and mode == "auto" and records:
+        from medtl.errors import MedtlError
+        from medtl.train.experiment import read_scan_info
+
+        try:
+            mode = "2d" if read_scan_info(records[0]).dims == 2 else "3d"
+        except MedtlError:  # the runs will say what is wrong with the scan
+            return "preprocessed scans: train.cache auto (disk for volumes, memory for 2D images)"
+    used = resolve_cache(cache, mode)
+    why = f"train.cache {cache}"
+    if cache == "auto":
+        why += ", 2D images" if mode == "2d" else f", {mode.upper()} volumes"
+    if used == "disk":
+        return (
+            f"preprocessed scans: disk cache ({why}) in {medtl_home() / 'cache'}, made once and read by every run of "
+            "this comparison (train.cache: memory keeps them in each run's memory instead)"
+        )
+    if used == "memory":
+        return (
+            f"preprocessed scans: memory cache ({why}), each run preprocesses every scan once "
+            "(train.cache: disk shares one copy among the runs)"
+        )
+    return f"preprocessed scans: no cache ({why}), every scan is preprocessed each time it is drawn"
 
 
 def inference_device(device: str | None = None) -> torch.device:
@@ -54,7 +109,7 @@ def predict_dataset(
     batch_size: int,
     device: str | torch.device = "cpu",
     precision: str = "32-true",
-    num_workers: int = 0,
+    num_workers: int | str = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-scan scores of ``dataset`` (slice scores averaged in 2.5D), as the task defines them.
 
@@ -67,7 +122,9 @@ def predict_dataset(
     device = torch.device(device)
     model = model.to(device).eval()
     batch_size = task.eval_batch_size or batch_size
-    loader = make_loader(dataset, batch_size=batch_size, train=False, num_workers=num_workers)
+    loader = make_loader(
+        dataset, batch_size=batch_size, train=False, num_workers=num_workers, on_gpu=device.type == "cuda"
+    )
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16)
         if device.type == "cuda" and precision.startswith("bf16")

@@ -94,14 +94,19 @@ class TaskModule(pl.LightningModule):
         task: a :class:`~medtl.tasks.base.Task` (loss, metrics, per-scan aggregation).
         train: the config's ``train`` section.
         schedule: ``fine_tune`` or ``one_cycle`` (resolved from ``auto``).
+        batch_augment: the geometric augmentation applied to each training batch on its device
+            (``augment.device: gpu``; :func:`medtl.transforms.batch.batch_augmentation`), or None.
     """
 
-    def __init__(self, model: nn.Module, task: Any, train: TrainConfig, schedule: str) -> None:
+    def __init__(
+        self, model: nn.Module, task: Any, train: TrainConfig, schedule: str, *, batch_augment: Any = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.task = task
         self.cfg = train
         self.schedule = schedule
+        self.batch_augment = batch_augment
         self.loss_fn = task.make_loss()
         self.plan = make_plan(
             schedule,
@@ -182,6 +187,21 @@ class TaskModule(pl.LightningModule):
         self._compile_ok = True
         return out
 
+    # -- batch-side augmentation (augment.device: gpu) -----------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches, once on the training device, get the geometric augmentation the samples were spared."""
+        if self.batch_augment is not None and self._trainer is not None and self.trainer.training:
+            return self.batch_augment(batch)
+        return batch
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.batch_augment is not None:  # a resumed run draws on as an uninterrupted one
+            checkpoint["batch_augment"] = self.batch_augment.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.batch_augment is not None and "batch_augment" in checkpoint:
+            self.batch_augment.load_state_dict(checkpoint["batch_augment"])
+
     def on_train_epoch_start(self) -> None:
         self.apply_phase(self.current_epoch)
         self._train_loss = torch.zeros(2, dtype=torch.float64)
@@ -238,13 +258,16 @@ class TaskModule(pl.LightningModule):
             while True:
                 with torch.autocast(self.device.type, enabled=False):
                     batch = next(it, None)
+                    if batch is not None and self.batch_augment is not None:  # as training sees them
+                        batch = self.batch_augment({"image": batch["image"].to(self.device)})
                 if batch is None:
                     return
                 yield batch["image"].to(self.device)
 
         # the recalibration draws batches (shuffling, augmentation, dropout) from the generators training uses:
         # put them back, so that whether and when it runs never changes the weights training reaches
-        with untouched_random_state(loader), trainer.precision_plugin.forward_context():
+        batch_draws = self.batch_augment.untouched() if self.batch_augment is not None else contextlib.nullcontext()
+        with untouched_random_state(loader), batch_draws, trainer.precision_plugin.forward_context():
             recalibrate_batchnorm(self.model, images(), max_batches=self.cfg.precise_bn_batches)
         if trainer.world_size > 1:  # every rank saw its own shard: average the estimates
             for m in _batchnorms(self.model):

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from medtl.config import ExperimentConfig, load_config
+from medtl.data.loading import PARALLEL_ENV, cores_per_run, resolve_num_workers  # noqa: F401 - PARALLEL_ENV: compare sets it
 from medtl.errors import ConfigError, TrainingError
 from medtl.rundir import RunDir
 from medtl.train.datasets import class_balance
@@ -39,7 +40,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RUN_DIR_ENV = "MEDTL_RUN_DIR"
-PARALLEL_ENV = "MEDTL_PARALLEL_RUNS"
 
 
 @dataclass
@@ -86,9 +86,9 @@ def is_rank_zero_env() -> bool:
 
 
 def default_threads() -> int:
-    """Torch threads of one run: the cores this process may use, shared among parallel compare runs."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, int(os.environ.get(PARALLEL_ENV, "1") or 1)))
+    """Torch threads of one run: the cores this process may use, shared among parallel compare runs
+    (``MEDTL_PARALLEL_RUNS``); ``train.num_workers: auto`` shares them the same way."""
+    return cores_per_run()
 
 
 def weights_provenance(exp: Experiment, load_report: dict[str, Any]) -> dict[str, Any]:
@@ -318,6 +318,7 @@ def _fine_tune(
 
     from medtl.train.card import model_card
     from medtl.train.module import TaskModule
+    from medtl.transforms.batch import batch_augmentation
 
     if not quiet and rank0:
         print(f"run folder: {run.path}", flush=True)
@@ -337,20 +338,25 @@ def _fine_tune(
         provenance = weights_provenance(exp, load_report)
         if rank0:
             run.write_load_report(load_report)
-        module = TaskModule(model, exp.task, cfg.train, cfg.resolved_schedule())
+        module = TaskModule(
+            model, exp.task, cfg.train, cfg.resolved_schedule(), batch_augment=batch_augmentation(cfg, exp.pipeline)
+        )
         quiet_lightning()
         trainer, metrics_cb, best_cb = build_trainer(
             cfg, exp, run, callbacks=list(callbacks or []), trainer_kwargs=trainer_kwargs, quiet=quiet
         )
         on_gpu = trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+        # auto: the cores of this run (shared with parallel compare runs and this machine's DDP ranks) on a GPU
+        workers = resolve_num_workers(cfg.train.num_workers, cuda=on_gpu, processes=cfg.train.devices)
         loaders = [
             make_loader(
                 exp.datasets[split],
                 batch_size=(split == "val" and exp.task.eval_batch_size) or cfg.train.batch_size,
                 train=split == "train",
-                num_workers=cfg.train.num_workers,
+                num_workers=workers,
                 sampler=class_balance(exp) if split == "train" else None,
                 pin_memory=on_gpu,
+                on_gpu=on_gpu,
             )
             for split in ("train", "val")
         ]

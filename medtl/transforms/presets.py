@@ -192,20 +192,22 @@ def flip_axes(config: ExperimentConfig, model_dims: int) -> list[int]:
     return list(dict.fromkeys(_FLIP_AXES[model_dims][name] for name in a.flips))
 
 
-def augmentation(config: ExperimentConfig, model_dims: int, *, mask_key: str | None = None) -> list[Any]:
-    """The training augmentation; with ``mask_key`` the geometric transforms move the mask too (nearest)."""
+def geometric_augmentation(
+    config: ExperimentConfig, model_dims: int, *, mask_key: str | None = None, plain: bool = False, **affine: Any
+) -> list[Any]:
+    """The flips, rotation and zoom of ``augment``; with ``mask_key`` they move the mask too (nearest).
+
+    ``plain``: the flips keep plain tensors with a mask too (a batch, never inverted); ``affine``: more arguments of
+    ``RandAffined`` (``device``, ``spatial_size`` and ``cache_grid`` for a batch on a GPU).
+    """
     aug: list[Any] = []
-    a = getattr(config, "augment", None)
-    if a is None or not a.enabled:  # a pretraining config: its views are its own augmentation
-        return aug
-    if config.preprocess.orientation is None and model_dims == 3 and a.flip_axes is None and a.flips:
-        log.warning("augment.flips in 3D assume RAS volumes, but preprocess.orientation is None: axes are as stored")
+    a = config.augment
     keys = [KEY] if mask_key is None else [KEY, mask_key]
     for axis in flip_axes(config, model_dims):
         if a.flip_prob > 0:
             # classification samples are plain tensors and are never inverted: the flip keeps them plain (RandFlipd's
             # MetaTensor bookkeeping was the largest per-sample cost); a mask keeps MONAI's RandFlipd
-            flip = RandFlipd if mask_key is not None else RandFlipTensord
+            flip = RandFlipd if mask_key is not None and not plain else RandFlipTensord
             aug.append(flip(keys, prob=a.flip_prob, spatial_axis=axis))
     if a.affine_prob > 0 and (a.rotate_deg > 0 or a.zoom > 0):
         theta = float(np.deg2rad(a.rotate_deg))
@@ -218,8 +220,23 @@ def augmentation(config: ExperimentConfig, model_dims: int, *, mask_key: str | N
                 scale_range=(a.zoom,) * model_dims,
                 padding_mode="border" if mask_key is None else ("border", "zeros"),
                 mode="bilinear" if mask_key is None else ("bilinear", "nearest"),
+                **affine,
             )
         )
+    return aug
+
+
+def augmentation(config: ExperimentConfig, model_dims: int, *, mask_key: str | None = None) -> list[Any]:
+    """The training augmentation of each sample; with ``mask_key`` the geometric transforms move the mask too
+    (nearest). With ``augment.device: gpu`` the geometric part runs on the batch (:mod:`medtl.transforms.batch`)."""
+    aug: list[Any] = []
+    a = getattr(config, "augment", None)
+    if a is None or not a.enabled:  # a pretraining config: its views are its own augmentation
+        return aug
+    if config.preprocess.orientation is None and model_dims == 3 and a.flip_axes is None and a.flips:
+        log.warning("augment.flips in 3D assume RAS volumes, but preprocess.orientation is None: axes are as stored")
+    if a.device != "gpu":
+        aug += geometric_augmentation(config, model_dims, mask_key=mask_key)
     if a.intensity_shift > 0:
         aug.append(RandShiftIntensityd(KEY, offsets=a.intensity_shift, prob=0.5))
     if a.noise_std > 0:

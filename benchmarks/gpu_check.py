@@ -16,12 +16,16 @@ Three checks, each printing a table:
     side (fp32, so that "identical" can be exact). Skipped with a message on one GPU (the CPU test suite
     runs 2 gloo processes instead: ``tests/train/test_precision_ddp.py``).
 (c) **data path**: the end-to-end training rate (``fine_tune``: manifest, DICOM, MONAI pipeline with
-    augmentation from the in-memory cache, optimizer step) over the model-only rate (the same network on
+    augmentation from the cache, optimizer step) over the model-only rate (the same network on
     pre-made tensors of the same shape, same batch size, bf16 autocast and channels_last), for ResNet-18 3D
-    at 128^3 and MobileNetV2 2D at 224, ``train.precision: bf16-mixed`` and ``train.channels_last: true``.
+    at 128^3 and MobileNetV2 2D at 224, ``train.precision: bf16-mixed`` and ``train.channels_last: true``,
+    with the loader settings a run gets by default: ``train.cache: auto`` (the 3D volumes in the shared disk
+    cache, the 2D images in memory), ``train.num_workers: auto`` (the cores minus one, at most 8, on a GPU),
+    pinned memory; ``--augment-device gpu`` flips the batches on the GPU instead of the samples in the workers.
     The method is ``bench_train.py``'s: each epoch's training steps are timed (validation and precise BN
-    excluded) and right after it the same number of model-only steps; epochs after the first (which fills
-    the cache) count. Target: >= 0.90.
+    excluded) and right after it the same number of model-only steps; epochs after the first (which starts the
+    workers, warms up cuDNN and, for a cache filled lazily, reads the scans) count. Target: >= 0.90.
+    ``benchmarks/bench_loader.py`` measures the loader alone against the model.
 
 (d) **segmentation inference**: MONAI sliding-window inference of a ResNet-18 3D encoder with medtl's U-Net
     decoder (3 classes) over one 256x256x128 volume, 96^3 windows, overlap 0.25, Gaussian blending, bf16
@@ -114,6 +118,7 @@ class CheckReport:
     configs: list[ConfigRow] = field(default_factory=list)
     ddp: dict[str, Any] = field(default_factory=dict)
     rates: list[RateRow] = field(default_factory=list)
+    loader: str = ""  # the loader settings of (c)
     segmentation: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -393,7 +398,9 @@ def _rate_cases(work: Path, *, smoke: bool) -> list[dict[str, Any]]:
     ]
 
 
-def check_rates(work: Path, *, smoke: bool, epochs: int, accelerator: str, num_workers: int) -> list[RateRow]:
+def check_rates(
+    work: Path, *, smoke: bool, epochs: int, accelerator: str, num_workers: int | str, augment_device: str = "cpu"
+) -> list[RateRow]:
     """End-to-end over model-only training rate, bf16 + channels_last, per model (see the module docstring)."""
     from medtl.train import fine_tune
 
@@ -404,13 +411,13 @@ def check_rates(work: Path, *, smoke: bool, epochs: int, accelerator: str, num_w
             "data": case["data"],
             "splits": {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.0},
             "preprocess": case["preprocess"],
-            "augment": {"enabled": True},
+            "augment": {"enabled": True, "device": augment_device},
             "model": case["model"],
             "train": {
                 "epochs": epochs,
                 "batch_size": bs,
                 "schedule": "one_cycle",
-                "cache": "memory",
+                "cache": "auto",  # 3D: the shared disk cache; 2D: memory
                 "num_workers": num_workers,
                 "accelerator": accelerator,
                 "precision": "bf16-mixed",
@@ -472,7 +479,13 @@ def check_segmentation(*, smoke: bool, cuda: bool) -> dict[str, Any]:
 
 
 def run_checks(
-    work: Path, *, smoke: bool, epochs: int | None = None, skip: Sequence[str] = (), num_workers: int | None = None
+    work: Path,
+    *,
+    smoke: bool,
+    epochs: int | None = None,
+    skip: Sequence[str] = (),
+    num_workers: int | str | None = None,
+    augment_device: str = "cpu",
 ) -> CheckReport:
     """Run checks (a), (b), (c) into ``work``; ``smoke`` = tiny sizes on the CPU."""
     import torch
@@ -484,7 +497,7 @@ def run_checks(
     else:
         device = f"cpu ({os.cpu_count()} cores), torch {torch.__version__}" + (" [smoke sizes]" if smoke else "")
     accelerator = "gpu" if cuda else "cpu"
-    workers = num_workers if num_workers is not None else (0 if smoke else min(8, max(0, (os.cpu_count() or 1) - 2)))
+    workers = num_workers if num_workers is not None else (0 if smoke else "auto")
     report = CheckReport(device)
     if "configs" not in skip:
         report.configs = check_configs(work, smoke=smoke, epochs=epochs or (1 if smoke else 3), accelerator=accelerator)
@@ -495,12 +508,17 @@ def run_checks(
             else {"status": "skipped", "note": "no GPU (the CPU test suite runs DDP over 2 gloo processes)"}
         )
     if "rates" not in skip:
+        from medtl.data.loading import resolve_num_workers
+
+        resolved = resolve_num_workers(workers, cuda=cuda)
+        report.loader = f"cache auto, num_workers {workers} ({resolved}), augment.device {augment_device}"
         report.rates = check_rates(
             work,
             smoke=smoke,
             epochs=max(epochs or (2 if smoke else 4), 2),
             accelerator=accelerator,
             num_workers=workers,
+            augment_device=augment_device,
         )
     if "segmentation" not in skip:
         report.segmentation = check_segmentation(smoke=smoke, cuda=cuda)
@@ -539,7 +557,10 @@ def print_report(report: CheckReport) -> None:
                 f"({_f(d.get('seconds', math.nan), '.0f')} s) {d.get('note', '')}"
             )
     if report.rates:
-        print("\n(c) end-to-end over model-only training rate, bf16-mixed + channels_last, epochs after the first")
+        print(
+            "\n(c) end-to-end over model-only training rate, bf16-mixed + channels_last, epochs after the first; "
+            + report.loader
+        )
         print(
             f"{'model':16}{'input':>18}{'batch':>6}{'epochs':>7}{'e2e samples/s':>15}"
             f"{'model-only samples/s':>22}{'ratio':>7}"
@@ -569,15 +590,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on the CPU (seconds): checks the script runs")
     ap.add_argument("--epochs", type=int, default=None, help="epochs per run (default 3 for configs/DDP, 4 for rates)")
     ap.add_argument("--skip", action="append", default=[], choices=["configs", "ddp", "rates", "segmentation"])
-    ap.add_argument("--num-workers", type=int, default=None, help="DataLoader workers in (c) (default cores - 2, <= 8)")
+    ap.add_argument(
+        "--num-workers",
+        default=None,
+        help="DataLoader workers in (c): a number or auto (default auto: cores - 1, <= 8)",
+    )
+    ap.add_argument(
+        "--augment-device", choices=["cpu", "gpu"], default="cpu", help="augment.device in (c) (gpu: flips on batches)"
+    )
     ap.add_argument("--work", type=Path, default=None, help="folder for runs (default: a temporary folder)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="medtl-gpu-check-") as tmp:
         work = args.work or Path(tmp)
+        workers = (
+            None if args.num_workers is None else ("auto" if args.num_workers == "auto" else int(args.num_workers))
+        )
         report = run_checks(
-            work, smoke=args.cpu_smoke, epochs=args.epochs, skip=args.skip, num_workers=args.num_workers
+            work,
+            smoke=args.cpu_smoke,
+            epochs=args.epochs,
+            skip=args.skip,
+            num_workers=workers,
+            augment_device=args.augment_device,
         )
     print_report(report)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")

@@ -42,9 +42,10 @@ __all__ = [
 KEY_FILE = "compare_key.json"
 #: version of the reuse record; a run without one (or with another) was made by an older medtl
 KEY_FORMAT = 2
-#: where a run is written and the path of the shared splits.csv (its content is hashed): not what it learns from,
-#: so a comparison folder that was moved or copied still reuses its runs
-_LOCATION_KEYS = ("output.dir", "output.name", "splits.file")
+#: where a run is written and the path of the shared splits.csv (its content is hashed), and where its preprocessed
+#: scans are kept (train.cache: the same samples either way): not what it learns from, so a comparison folder that was
+#: moved or copied, or run again with another cache, still reuses its runs
+_LOCATION_KEYS = ("output.dir", "output.name", "splits.file", "train.cache")
 #: words for the hashed inputs when they differ
 _INPUT_WORDS = {
     "manifest_sha256": "manifest content",

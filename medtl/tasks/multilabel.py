@@ -687,7 +687,7 @@ class MultiLabelTask(Task):
         self.pos_weight = [float(n / p) if p and n else 1.0 for p, n in zip(pos, neg, strict=True)]
 
     def make_dataset(self, experiment: Any, records: list[dict[str, Any]], *, train: bool, cache: str | None = None):
-        from medtl.utils import medtl_home
+        from medtl.data.loading import preprocessing_cache_dir
 
         cfg = experiment.config
         return FindingsDataset(
@@ -696,7 +696,7 @@ class MultiLabelTask(Task):
             n_findings=len(self.classes),
             train=train,
             cache=cache or cfg.train.cache,
-            cache_dir=medtl_home() / "cache" / cfg.transform_key(),
+            cache_dir=preprocessing_cache_dir(experiment),
             slices_per_scan=cfg.data.slices_per_scan,
             slice_margin=cfg.data.slice_margin,
             neighbor_slices=cfg.data.neighbor_slices,

@@ -596,7 +596,7 @@ class RegressionTask(Task):
             self.target_mean, self.target_std = float(y.mean()), sd if sd > 0 else 1.0
 
     def make_dataset(self, experiment: Any, records: list[dict[str, Any]], *, train: bool, cache: str | None = None):
-        from medtl.utils import medtl_home
+        from medtl.data.loading import preprocessing_cache_dir
 
         cfg = experiment.config
         return TargetDataset(
@@ -604,7 +604,7 @@ class RegressionTask(Task):
             experiment.pipeline,
             train=train,
             cache=cache or cfg.train.cache,
-            cache_dir=medtl_home() / "cache" / cfg.transform_key(),
+            cache_dir=preprocessing_cache_dir(experiment),
             slices_per_scan=cfg.data.slices_per_scan,
             slice_margin=cfg.data.slice_margin,
             neighbor_slices=cfg.data.neighbor_slices,

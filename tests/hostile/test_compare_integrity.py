@@ -277,6 +277,15 @@ def test_an_unchanged_comparison_reuses_every_run(finished: tuple[Path, Path]) -
     assert not (out / "superseded").exists()
 
 
+def test_another_cache_for_the_preprocessed_scans_reuses_every_run(finished: tuple[Path, Path]) -> None:
+    """train.cache says where preprocessed scans are kept, not what a run learns: the runs are reused."""
+    cfg, out = finished
+    events: list[str] = []
+    compare(cfg, out_dir=out, on_event=events.append, overrides={"train.cache": "disk"})
+    assert sum("finished earlier, reusing" in e for e in events) == 2
+    assert not (out / "superseded").exists()
+
+
 # ------------------------------------------------------------------------------------------------ W10
 
 

@@ -74,6 +74,17 @@ def run_config(manifest: Path, out: Path, **train) -> dict:
     }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _the_same_split_everywhere():
+    """Patients are split by their pseudonyms, which depend on MEDTL_ID_SECRET (made afresh in a new MEDTL_HOME): one
+    fixed secret gives every machine the same 12 validation patients. Over 8 other secrets, 3 epochs gave validation
+    macro AUROCs from 0.73 to 0.98 (test 0.79 to 1.0): 12 patients make a noisy score, so the bar below is "well
+    above chance", not a score."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDTL_ID_SECRET", "stability-secret-0001-0123456789abcdef")
+        yield
+
+
 @pytest.fixture(scope="module")
 def findings_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_findings_task(tmp_path_factory.mktemp("findings"))
@@ -84,7 +95,7 @@ def trained(findings_manifest: Path, tmp_path_factory: pytest.TempPathFactory):
     from medtl.train import fine_tune
 
     out = tmp_path_factory.mktemp("runs")
-    # 3 epochs of a scratch ResNet-18 at 32 px: validation macro AUROC measured 0.98, 0.91, 0.94 for train.seed 0-2
+    # 3 epochs of a scratch ResNet-18 at 32 px: validation macro AUROC 0.93, test 0.96 with this module's secret
     return fine_tune(run_config(findings_manifest, out), run_dir=out / "run", quiet=True)
 
 
@@ -95,7 +106,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_a_multilabel_run_learns_both_findings_and_writes_them(trained, findings_manifest: Path) -> None:
     val, test = trained.metrics["val"], trained.metrics["test"]
-    assert val["auroc"] > 0.8, val
+    assert val["auroc"] > 0.7 and test["auroc"] > 0.7, (val, test)
     assert set(FINDINGS) == {k.removeprefix("auroc_") for k in val if k.startswith("auroc_") and k != "auroc_micro"}
     run = RunDir(trained.run_dir)
     result, pre = run.read_result(), run.read_preprocessing()

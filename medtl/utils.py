@@ -10,8 +10,9 @@ import hmac
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from medtl.errors import ConfigError, MedtlError, UnknownOptionError
 
@@ -183,16 +184,32 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         MedtlError: the file cannot be written (a folder in its place, a read-only or full disk); the temporary
             file is removed and the old file, if any, is left as it was.
     """
+    atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> None:
+    """``write(fh)`` into a temporary file beside ``path``, fsynced, then renamed onto ``path``: readers see the old
+    file or the new one, never half of it. A large object (a checkpoint) is written as it is serialised, without a
+    copy in memory first.
+
+    Raises:
+        MedtlError: as :func:`atomic_write_bytes`.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         if path.is_dir():
             raise IsADirectoryError(21, "a folder is in the way")
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(tmp, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):

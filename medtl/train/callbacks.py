@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import io
 import math
 import random
 import sys
@@ -17,7 +16,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from medtl.rundir import RunDir
-from medtl.utils import atomic_write_bytes
+from medtl.utils import atomic_write
 
 __all__ = ["MetricsCSV", "LastCheckpoint", "RngState", "PlainProgress", "AtomicCheckpointIO"]
 
@@ -26,9 +25,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file, fsynced, then renamed: a kill never leaves half a file."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        buf = io.BytesIO()
-        torch.save(checkpoint, buf)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write(path, lambda fh: torch.save(checkpoint, fh))
 
 
 class MetricsCSV(pl.Callback):

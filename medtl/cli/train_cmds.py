@@ -91,7 +91,6 @@ def train_cmd(
 ) -> None:
     """Fine-tune a backbone as CONFIG says; writes a run folder (metrics, checkpoints, model card)."""
     from medtl.errors import ConfigError
-    from medtl.train import fine_tune
 
     if config is None and resume is None:
         raise ConfigError("give an experiment config, or --resume RUN to continue a run")
@@ -110,6 +109,14 @@ def train_cmd(
         num_workers=num_workers,
         sets=sets,
     )
+    if resume is None:
+        # the config is read and checked before torch, MONAI and Lightning are imported: a mistake costs a second
+        from medtl.config import load_config
+
+        load_config(config, ov)
+    typer.echo(f"medtl train: {resume or config}: loading torch, MONAI and Lightning...")
+    from medtl.train import fine_tune
+
     result = fine_tune(config, run_dir=resume, resume=resume is not None, overrides=ov, overwrite=overwrite)
     if result.status != "ok":  # a DDP worker process
         return

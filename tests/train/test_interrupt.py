@@ -32,7 +32,7 @@ def test_the_cli_says_what_an_interrupted_command_said(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(medtl.train, "fine_tune", interrupted)
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("data: {manifest: m.csv}\n")
+    cfg.write_text("data: {manifest: m.csv}\nmodel: {arch: resnet18}\n")
     assert main(["train", str(cfg)]) == 130
     err = _lines(capsys.readouterr().err)
     assert err == ["interrupted: run /x/run stopped during epoch 3; continue it with: medtl train --resume /x/run"]
@@ -46,7 +46,7 @@ def test_a_keyboard_interrupt_without_a_message_still_says_interrupted(tmp_path:
 
     monkeypatch.setattr(medtl.train, "fine_tune", interrupted)
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("data: {manifest: m.csv}\n")
+    cfg.write_text("data: {manifest: m.csv}\nmodel: {arch: resnet18}\n")
     assert main(["train", str(cfg)]) == 130
     assert _lines(capsys.readouterr().err) == ["interrupted"]
 

@@ -243,7 +243,8 @@ def train_run(config: dict[str, Any], run_dir: str, record: dict[str, Any], para
     from medtl.train import fine_tune
     from medtl.train.run import PARALLEL_ENV
 
-    os.environ[PARALLEL_ENV] = str(parallel)
+    if parallel > 1:  # a worker process of --parallel; one run at a time keeps the share its environment gives it
+        os.environ[PARALLEL_ENV] = str(parallel)
     run = RunDir(run_dir)
     if run.path.exists():
         with contextlib.suppress(MedtlError):

@@ -32,11 +32,12 @@ weights: $(OFFLINE_WEIGHTS)
 demo: $(OFFLINE_WEIGHTS)
 	$(BIN)/medtl demo
 
+# One pytest-xdist worker per core; each test file runs in one worker (its module fixtures are made once).
 test: $(OFFLINE_WEIGHTS)
-	$(BIN)/python -m pytest -q --durations=10
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=10
 
 test-all: $(OFFLINE_WEIGHTS)
-	$(BIN)/python -m pytest -q -m ""
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m ""
 
 lint: $(STAMP)
 	$(BIN)/ruff check medtl tests benchmarks

@@ -9,7 +9,14 @@ import tempfile
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MEDTL_HOME", tempfile.mkdtemp(prefix="medtl-home-"))
 os.environ.setdefault("TORCH_HOME", tempfile.mkdtemp(prefix="medtl-torch-"))
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Under pytest-xdist (`make test` runs one worker per core) the cores are shared among the workers, as among the
+# parallel runs of `compare --parallel`: a run's torch threads (train.threads auto) are its share of the cores, so two
+# workers never start more threads than there are cores.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_THREADS = max(1, min(2, os.cpu_count() or 1) // _WORKERS)
+os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+if _WORKERS > 1:
+    os.environ.setdefault("MEDTL_PARALLEL_RUNS", str(_WORKERS))
 
 from pathlib import Path  # noqa: E402
 
@@ -17,7 +24,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from helpers.model_states import torchvision_state  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(_THREADS)
 
 
 @pytest.fixture

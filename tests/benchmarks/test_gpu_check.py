@@ -8,6 +8,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -34,6 +36,7 @@ def _table(text: str, title: str) -> list[str]:
     return rows
 
 
+@pytest.mark.slow  # 26 s: trains every sample config
 def test_cpu_smoke_prints_finite_rates_and_trains_the_sample_configs(tmp_path: Path, capsys) -> None:
     gpu_check = _load_gpu_check()
     code = gpu_check.main(["--cpu-smoke", "--work", str(tmp_path)])

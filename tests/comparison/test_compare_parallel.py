@@ -44,6 +44,7 @@ def _metrics(out: Path) -> dict[tuple[str, int, float], dict[str, float]]:
     return {(r["arm"], r["seed"], r["fraction"]): r["test_metrics"] for r in data["runs"]}
 
 
+@pytest.mark.slow  # 35 s: six runs three ways; the folder lock and reuse are tested by default in tests/hostile
 def test_parallel_workers_and_submitit_give_the_sequential_results(config: Path, tmp_path: Path) -> None:
     submitit = pytest.importorskip("submitit")
     compare(config, out_dir=tmp_path / "seq")

@@ -38,7 +38,7 @@ def _predicted(run: Path, scans: list[str]) -> tuple[list[str], np.ndarray]:
     return classes, np.array([[r[f"prob_{c}"] for c in classes] for r in rows])
 
 
-@pytest.mark.parametrize("run_name", ["xray_run", "ct_run"])
+@pytest.mark.parametrize("run_name", ["xray_run", pytest.param("ct_run", marks=pytest.mark.slow)])
 def test_onnx_and_torchscript_reproduce_predict(run_name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     import onnxruntime
 
@@ -79,6 +79,7 @@ def test_onnx_and_torchscript_reproduce_predict(run_name: str, request: pytest.F
     assert patients and not any(p in text for p in patients)
 
 
+@pytest.mark.slow  # a MONAI bundle run in a new process without medtl
 @pytest.mark.parametrize("run_name", ["xray_run", "ct_run"])
 def test_monai_bundle_reproduces_predict_without_medtl(
     run_name: str, request: pytest.FixtureRequest, tmp_path: Path
@@ -140,6 +141,7 @@ def test_zero_padding_shortcuts_are_traced_faithfully(tmp_path: Path) -> None:
         assert not torch.allclose(naive(y), model(y), atol=1e-4)  # what the check below refuses
 
 
+@pytest.mark.slow  # trains the 3D run; the checks before an export are tested on the X-ray run by default
 def test_an_export_whose_trace_differs_is_refused_and_leaves_nothing(
     ct_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

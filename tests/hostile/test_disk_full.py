@@ -98,6 +98,7 @@ def _leftovers(run: Path) -> list[str]:
     return sorted(p.name for p in run.rglob("*") if ".tmp-" in p.name)
 
 
+@pytest.mark.slow  # a full run; the other full-disk cases run by default
 def test_a_full_disk_during_an_epoch_fails_the_run_in_one_line_and_resume_says_why(
     run_cfg, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -354,6 +354,7 @@ def test_train_resume_without_a_config_continues_the_run(cls_run, tmp_path: Path
     assert len((run / "metrics.csv").read_text().splitlines()) == 3  # header + 2 epochs
 
 
+@pytest.mark.slow  # a pretraining run; the damaged training checkpoint is tested by default
 def test_pretrain_resume_from_a_damaged_last_ckpt_is_one_line(tmp_path: Path, run_medtl, monkeypatch) -> None:
     from medtl.pretraining.module import PretrainModule
 

@@ -443,6 +443,7 @@ def test_evaluate_knows_the_runs_own_scans_without_a_patient_id(seg_run, tmp_pat
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow  # a new process costs the imports; the same error is checked in-process by default
 def test_evaluate_in_a_new_process_says_one_line(seg_run, tmp_path: Path) -> None:
     """The installed command, as a user starts it: a 4D mask."""
     run, task = seg_run

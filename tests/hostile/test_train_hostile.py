@@ -152,6 +152,7 @@ def test_a_non_finite_loss_stops_training_or_is_skipped_as_configured() -> None:
         module.training_step(batch, 1)
 
 
+@pytest.mark.slow  # a new training process; KeyboardInterrupt and a mid-epoch kill are tested in-process by default
 def test_sigterm_stops_a_run_with_its_resume_command(tmp_path: Path, env) -> None:
     """A cluster's time limit sends SIGTERM: the run stops like Ctrl-C (exit 130) and records how to resume."""
     import signal

@@ -107,6 +107,7 @@ def test_simclr_2d_learns_and_registers_a_local_source(pool: dict[str, Path], tm
         pretrain(_config(pool, tmp_path, output={"name": "xr", "dir": str(tmp_path / "other")}), quiet=True)
 
 
+@pytest.mark.slow  # 3D pretraining; 2D SimCLR is tested end to end by default
 def test_genesis_3d_learns_and_saves_a_loadable_encoder(pool: dict[str, Path], tmp_path: Path, home: Path) -> None:
     cfg = _config(
         pool,

@@ -448,6 +448,7 @@ def units_case(seed: int = 0) -> PatientFindings:
     return PatientFindings(pids, ["A", "B", "C"], p, y, np.ones(30, dtype=int), np.asarray([0.5, 0.4, 0.6]))
 
 
+@pytest.mark.slow  # many resamples; the unweighted metrics are checked against scikit-learn by default
 def test_weighted_metrics_equal_scikit_learn_on_expanded_resamples() -> None:
     units = units_case()
     counts = cluster_resample_counts(units.patient_id, n_resamples=25, seed=1)

@@ -74,6 +74,7 @@ def test_select_last_recalibrates_the_tested_checkpoint_with_update_bn_over_the_
         torch.testing.assert_close(tested[key], value, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # two full runs; precise BN itself is tested by default
 def test_when_precise_bn_runs_never_changes_the_weights_training_reaches(xray_task: Path, tmp_path: Path) -> None:
     once = _state(_run(xray_task, tmp_path, "once", select="last") / "last.ckpt")
     # recalibrating before every validation (early stopping reads them all; patience never ends the run) reaches

@@ -222,6 +222,7 @@ def test_sample_xray_2d_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not (SAMPLE / "ct" / "manifest.csv").is_file(), reason="sample_data not generated")
+@pytest.mark.slow  # a 3D DICOM run; test_3d_run_end_to_end covers 3D by default
 def test_sample_ct_dicom_3d_run_keeps_patients_together(tmp_path: Path) -> None:
     cfg = base_config(
         SAMPLE / "ct" / "manifest.csv",

@@ -112,7 +112,7 @@ def test_every_xrv_record_names_the_file_torchxrayvision_downloads(xrv):
         assert f.module_pickle == tag.startswith("densenet")
 
 
-@pytest.mark.parametrize("legacy", [True, False], ids=["legacy-format", "zip-format"])
+@pytest.mark.parametrize("legacy", [pytest.param(True, marks=pytest.mark.slow), False], ids=["legacy-format", "zip-format"])
 def test_xrv_densenet_pickled_model_loads_as_tensors_and_computes_xrvs_features(cache, xrv, legacy):
     module, served = xrv
     theirs = _randomize(module.models.DenseNet(weights=None))
@@ -211,7 +211,7 @@ def _save_pretrained(model: nn.Module, dest: Path, tmp_path: Path) -> None:
     ("source", "arch", "hidden", "heads"),
     [
         ("dinov2-vits14", "timm/vit_small_patch14_dinov2", 384, 6),
-        ("rad-dino", "timm/vit_base_patch14_dinov2", 768, 12),
+        pytest.param("rad-dino", "timm/vit_base_patch14_dinov2", 768, 12, marks=pytest.mark.slow),  # ViT-B
     ],
 )
 def test_dinov2_checkpoints_map_onto_timms_vit_with_the_features_of_transformers(
@@ -232,6 +232,7 @@ def test_dinov2_checkpoints_map_onto_timms_vit_with_the_features_of_transformers
         _same(ours(x), theirs(pixel_values=x).pooler_output)  # the CLS token after the final norm
 
 
+@pytest.mark.slow  # ViT-B at its published size; the mapping itself is proved on small DINOv2s by default
 @pytest.mark.parametrize(
     ("source", "arch", "hidden", "heads"),
     [

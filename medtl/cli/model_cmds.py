@@ -207,8 +207,9 @@ def export_cmd(
     source: str = typer.Argument(..., help="A pretrained encoder: local:<name> (medtl pretrain, or imported)."),
     out: Path = typer.Argument(..., help="A new or empty folder: the content of a Hugging Face model repository."),
     license: str | None = typer.Option(
-        None, "--license", help="The weights' licence, chosen by you (required): apache-2.0, mit, cc-by-4.0, "
-        "cc-by-nc-4.0, other..."
+        None,
+        "--license",
+        help="The weights' licence, chosen by you (required): apache-2.0, mit, cc-by-4.0, cc-by-nc-4.0, other...",
     ),  # fmt: skip
     as_name: str | None = typer.Option(None, "--name", help="The name to share them under (default: the local name)."),
 ) -> None:

@@ -267,8 +267,9 @@ def print_summary(results: CompareResults, summary: Summary, console=None) -> No
         console.print(f"- {escape(sentence)}", highlight=False)
     if len(summary.ranking) > 2 and summary.ranking_fraction is not None:
         words = f"{summary.ranking_fraction * 100:g}% of the labels"
+        digits = summary.spec.digits
         order = ", ".join(
-            f"{e.rank or '-'}. {escape(results.arm(e.arm).display)} {fmt(e.mean.mean if e.mean else None, summary.spec.digits)}"
+            f"{e.rank or '-'}. {escape(results.arm(e.arm).display)} {fmt(e.mean.mean if e.mean else None, digits)}"
             for e in summary.ranking
         )
         console.print(f"ranking by mean test {escape(summary.spec.label)} with {words}: {order}", highlight=False)

@@ -57,7 +57,13 @@ def _monai_loaded(depth: int, path: Path, monkeypatch) -> torch.nn.Module:
 
 @pytest.mark.parametrize(
     "depth",
-    [10, 18, pytest.param(34, marks=pytest.mark.slow), 50, *(pytest.param(d, marks=pytest.mark.slow) for d in (101, 152, 200))],
+    [
+        10,
+        18,
+        pytest.param(34, marks=pytest.mark.slow),
+        50,
+        *(pytest.param(d, marks=pytest.mark.slow) for d in (101, 152, 200)),
+    ],
 )
 def test_every_depth_loads_exactly_as_monai_loads_it(tmp_path, monkeypatch, depth):
     path = tmp_path / f"resnet_{depth}.pth"

@@ -112,7 +112,9 @@ def test_every_xrv_record_names_the_file_torchxrayvision_downloads(xrv):
         assert f.module_pickle == tag.startswith("densenet")
 
 
-@pytest.mark.parametrize("legacy", [pytest.param(True, marks=pytest.mark.slow), False], ids=["legacy-format", "zip-format"])
+@pytest.mark.parametrize(
+    "legacy", [pytest.param(True, marks=pytest.mark.slow), False], ids=["legacy-format", "zip-format"]
+)
 def test_xrv_densenet_pickled_model_loads_as_tensors_and_computes_xrvs_features(cache, xrv, legacy):
     module, served = xrv
     theirs = _randomize(module.models.DenseNet(weights=None))

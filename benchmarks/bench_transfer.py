@@ -92,22 +92,28 @@ ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
 # ------------------------------------------------------------------------------------------------ data
 
 
-def make_mni_task(out: Path, *, patch: int = 64, center: int = 16, per_class: int = 28) -> Path:
-    """Write the MNI tissue task (one-slice NIfTI patches and manifest.csv) into ``out``; returns the manifest."""
-    import nibabel as nib
+def mni_tissue() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """nilearn's 1 mm MNI152 T1 template (its file's 0..255 values), the tissue probabilities in CLASSES order
+    (background, CSF, grey and white matter; CSF is the brain mask less grey and white matter) and the brain mask."""
     from nilearn import datasets
 
-    manifest = out / "manifest.csv"
-    if manifest.is_file():
-        return manifest
     # stored as uint8 on disk; nilearn hands it over as floats in [0, 1]: back to the file's 0..255 values
     t1 = np.round(datasets.load_mni152_template(resolution=1).get_fdata() * 255.0).astype(np.uint8)
     gm = datasets.load_mni152_gm_template(resolution=1).get_fdata()
     wm = datasets.load_mni152_wm_template(resolution=1).get_fdata()
     mask = datasets.load_mni152_brain_mask(resolution=1).get_fdata() > 0.5
     csf = np.clip(mask.astype(float) - gm - wm, 0.0, 1.0)
-    outside = 1.0 - mask.astype(float)
-    probs = np.stack([outside, csf, gm, wm])  # CLASSES order
+    return t1, np.stack([1.0 - mask.astype(float), csf, gm, wm]), mask
+
+
+def make_mni_task(out: Path, *, patch: int = 64, center: int = 16, per_class: int = 28) -> Path:
+    """Write the MNI tissue task (one-slice NIfTI patches and manifest.csv) into ``out``; returns the manifest."""
+    import nibabel as nib
+
+    manifest = out / "manifest.csv"
+    if manifest.is_file():
+        return manifest
+    t1, probs, mask = mni_tissue()
     head = t1 > 10
     zs = np.nonzero(mask.any(axis=(0, 1)))[0]
     z0, z1 = int(zs.min()) + 5, int(zs.max()) - 5

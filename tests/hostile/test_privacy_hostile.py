@@ -261,12 +261,14 @@ def test_cli_predict_dicom_seg_with_and_without_deidentify(
     series = _ct_series(tmp_path / "ct", n_slices=1)  # one CT slice: a 2D image, as the run was trained on
     capsys.readouterr()
     assert main(["predict", str(run), str(series), "--out", str(tmp_path / "archive"), "--dicom-seg"]) == 0
-    archive = pydicom.dcmread(tmp_path / "archive" / "ct_seg.dcm")
+    # a folder holding one slice is indexed as that one image file: the SEG is named after the file
+    (seg_file,) = (tmp_path / "archive").glob("*_seg.dcm")
+    archive = pydicom.dcmread(seg_file)
     assert archive.PatientID == PATIENT["PatientID"] and archive.PatientBirthDate == BIRTH
     assert BIRTH not in str(archive.StudyDescription) and "Doe" not in str(archive.StudyDescription)
     args = ["predict", str(run), str(series), "--out", str(tmp_path / "out"), "--dicom-seg", "--deidentify"]
     assert main(args) == 0
-    seg = pydicom.dcmread(tmp_path / "out" / "ct_seg.dcm")
+    seg = pydicom.dcmread(tmp_path / "out" / seg_file.name)
     assert seg.PatientID == hash_patient_id(PATIENT["PatientID"]) and seg.PatientIdentityRemoved == "YES"
     leaked = [s for s in SECRETS if s.lower() in _all_text(seg).lower()]
     assert leaked == [], leaked

@@ -157,14 +157,20 @@ class Task:
         the final metrics are computed: decision thresholds, say. What it learns belongs in :meth:`state`: the run's
         preprocessing.json is written again after the final scoring. Default: nothing."""
 
+    def dataset(self, records: list[dict[str, Any]], pipeline: Any, **options: Any):
+        """The task's dataset class over ``records`` (scan-level tasks: a :class:`~medtl.data.dataset.SampleDataset`
+        with the sample's label; a task whose samples carry other targets returns its subclass)."""
+        from medtl.data.dataset import SampleDataset
+
+        return SampleDataset(records, pipeline, **options)
+
     def make_dataset(self, experiment: Any, records: list[dict[str, Any]], *, train: bool, cache: str | None = None):
         """The dataset of ``records`` with the experiment's pipeline (scan-level tasks: slices of 2.5D scans); its disk
         cache is shared by every run that preprocesses alike (:func:`~medtl.data.loading.preprocessing_cache_dir`)."""
-        from medtl.data.dataset import SampleDataset
         from medtl.data.loading import preprocessing_cache_dir
 
         cfg = experiment.config
-        return SampleDataset(
+        return self.dataset(
             records,
             experiment.pipeline,
             train=train,
@@ -186,9 +192,7 @@ class Task:
 
     def eval_dataset(self, config: ExperimentConfig, pipeline: Any, records: list[dict[str, Any]]):
         """A finished run's preprocessing over ``records``: no augmentation, no cache (predict, evaluate)."""
-        from medtl.data.dataset import SampleDataset
-
-        return SampleDataset(
+        return self.dataset(
             records,
             pipeline,
             train=False,

@@ -686,35 +686,8 @@ class MultiLabelTask(Task):
         pos, neg = (t == 1).sum(axis=0), (t == 0).sum(axis=0)
         self.pos_weight = [float(n / p) if p and n else 1.0 for p, n in zip(pos, neg, strict=True)]
 
-    def make_dataset(self, experiment: Any, records: list[dict[str, Any]], *, train: bool, cache: str | None = None):
-        from medtl.data.loading import preprocessing_cache_dir
-
-        cfg = experiment.config
-        return FindingsDataset(
-            records,
-            experiment.pipeline,
-            n_findings=len(self.classes),
-            train=train,
-            cache=cache or cfg.train.cache,
-            cache_dir=preprocessing_cache_dir(experiment),
-            slices_per_scan=cfg.data.slices_per_scan,
-            slice_margin=cfg.data.slice_margin,
-            neighbor_slices=cfg.data.neighbor_slices,
-            num_workers=cfg.train.num_workers,
-            seed=cfg.train.seed,
-        )
-
-    def eval_dataset(self, config: Any, pipeline: Any, records: list[dict[str, Any]]):
-        return FindingsDataset(
-            records,
-            pipeline,
-            n_findings=len(self.classes),
-            train=False,
-            cache="none",
-            slices_per_scan=config.data.slices_per_scan,
-            slice_margin=config.data.slice_margin,
-            neighbor_slices=config.data.neighbor_slices,
-        )
+    def dataset(self, records: list[dict[str, Any]], pipeline: Any, **options: Any):
+        return FindingsDataset(records, pipeline, n_findings=len(self.classes), **options)
 
     def read_labelled(self, path: Path) -> list[dict[str, Any]]:
         """A labelled manifest given to the finished run: the run's findings, each a column (or named in the labels

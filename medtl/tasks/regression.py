@@ -595,33 +595,8 @@ class RegressionTask(Task):
             sd = float(y.std())
             self.target_mean, self.target_std = float(y.mean()), sd if sd > 0 else 1.0
 
-    def make_dataset(self, experiment: Any, records: list[dict[str, Any]], *, train: bool, cache: str | None = None):
-        from medtl.data.loading import preprocessing_cache_dir
-
-        cfg = experiment.config
-        return TargetDataset(
-            records,
-            experiment.pipeline,
-            train=train,
-            cache=cache or cfg.train.cache,
-            cache_dir=preprocessing_cache_dir(experiment),
-            slices_per_scan=cfg.data.slices_per_scan,
-            slice_margin=cfg.data.slice_margin,
-            neighbor_slices=cfg.data.neighbor_slices,
-            num_workers=cfg.train.num_workers,
-            seed=cfg.train.seed,
-        )
-
-    def eval_dataset(self, config: Any, pipeline: Any, records: list[dict[str, Any]]):
-        return TargetDataset(
-            records,
-            pipeline,
-            train=False,
-            cache="none",
-            slices_per_scan=config.data.slices_per_scan,
-            slice_margin=config.data.slice_margin,
-            neighbor_slices=config.data.neighbor_slices,
-        )
+    def dataset(self, records: list[dict[str, Any]], pipeline: Any, **options: Any):
+        return TargetDataset(records, pipeline, **options)
 
     def read_labelled(self, path: Path) -> list[dict[str, Any]]:
         """A manifest given to ``predict``/``evaluate``: the run's label column parsed as numbers."""

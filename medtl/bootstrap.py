@@ -7,13 +7,24 @@ The one resampling of test patients medtl has: ``compare``'s paired difference (
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["cluster_resample_counts", "MetricInterval", "bootstrap_intervals"]
+__all__ = ["cluster_resample_counts", "MetricInterval", "bootstrap_intervals", "common_units"]
+
+
+def common_units(
+    keys_a: Sequence[Hashable], keys_b: Sequence[Hashable], *, order: Callable[[Any], Any] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into two runs' units of the units both have, matched by key (a patient, or a patient and its label),
+    in one order (sorted, by ``order`` if given): what every ``align`` of the per-patient predictions pairs."""
+    idx_a = {k: i for i, k in enumerate(keys_a)}
+    idx_b = {k: i for i, k in enumerate(keys_b)}
+    common = sorted(set(idx_a) & set(idx_b), key=order)
+    return np.asarray([idx_a[k] for k in common], dtype=int), np.asarray([idx_b[k] for k in common], dtype=int)
 
 
 def cluster_resample_counts(

@@ -116,11 +116,13 @@ class PatientPredictions:
 
     def align(self, other: PatientPredictions) -> tuple[PatientPredictions, PatientPredictions]:
         """Both prediction sets restricted to their common (patient, label) units, in the same order."""
-        key_a = {(p, int(lab)): i for i, (p, lab) in enumerate(zip(self.patient_id, self.labels, strict=True))}
-        key_b = {(p, int(lab)): i for i, (p, lab) in enumerate(zip(other.patient_id, other.labels, strict=True))}
-        common = sorted(set(key_a) & set(key_b), key=lambda k: (str(k[0]), k[1]))
-        ia = np.asarray([key_a[k] for k in common], dtype=int)
-        ib = np.asarray([key_b[k] for k in common], dtype=int)
+        from medtl.bootstrap import common_units
+
+        ia, ib = common_units(
+            [(p, int(lab)) for p, lab in zip(self.patient_id, self.labels, strict=True)],
+            [(p, int(lab)) for p, lab in zip(other.patient_id, other.labels, strict=True)],
+            order=lambda k: (str(k[0]), k[1]),
+        )
         return self._take(ia), other._take(ib)
 
     def _take(self, idx: np.ndarray) -> PatientPredictions:

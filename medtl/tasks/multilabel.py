@@ -1035,13 +1035,10 @@ class PatientFindings:
         """Both restricted to their common (patient, label vector) units, in the same order."""
         if self.findings != other.findings:
             raise ValueError(f"the runs predict different findings ({self.findings} and {other.findings})")
-        key_a = {k: i for i, k in enumerate(self._keys())}
-        key_b = {k: i for i, k in enumerate(other._keys())}
-        common = sorted(set(key_a) & set(key_b), key=repr)
-        return (
-            self._take(np.asarray([key_a[k] for k in common], dtype=int)),
-            other._take(np.asarray([key_b[k] for k in common], dtype=int)),
-        )
+        from medtl.bootstrap import common_units
+
+        ia, ib = common_units(self._keys(), other._keys(), order=repr)
+        return self._take(ia), other._take(ib)
 
     def _take(self, idx: np.ndarray) -> PatientFindings:
         return PatientFindings(

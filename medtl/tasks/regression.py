@@ -355,13 +355,10 @@ class PatientRegression:
 
     def align(self, other: PatientRegression) -> tuple[PatientRegression, PatientRegression]:
         """Both restricted to the patients they share, in the same order."""
-        idx_a = {str(p): i for i, p in enumerate(self.patient_id)}
-        idx_b = {str(p): i for i, p in enumerate(other.patient_id)}
-        common = sorted(set(idx_a) & set(idx_b))
-        return (
-            self._take(np.asarray([idx_a[p] for p in common], dtype=int)),
-            other._take(np.asarray([idx_b[p] for p in common], dtype=int)),
-        )
+        from medtl.bootstrap import common_units
+
+        ia, ib = common_units([str(p) for p in self.patient_id], [str(p) for p in other.patient_id])
+        return self._take(ia), other._take(ib)
 
     def _take(self, idx: np.ndarray) -> PatientRegression:
         return PatientRegression(self.patient_id[idx], self.pred[idx], self.target[idx], self.n_scans[idx])

@@ -102,6 +102,8 @@ __all__ = [
     "run_dir_for",
     "slurm_executor",
     "train_run",
+    "check_not_held",
+    "fold_splits",
 ]
 
 
@@ -287,7 +289,7 @@ def _refusal(compare_dir: Path, changes: list[str]) -> ComparisonChangedError:
     )
 
 
-def _check_not_held(folders: list[Path]) -> None:
+def check_not_held(folders: list[Path]) -> None:
     """Refuse to touch a run folder another live process holds (e.g. ``medtl train --resume`` on it).
 
     Raises:
@@ -582,9 +584,9 @@ def _compare(
     if changes and not replace:
         raise _refusal(compare_dir, changes)
     if changes and splits_changes:  # every run used the old splits: all of them are moved aside
-        _check_not_held(sorted(p.parent for p in (compare_dir / "runs").glob(f"*/*/{RunDir.LOCK}")))
+        check_not_held(sorted(p.parent for p in (compare_dir / "runs").glob(f"*/*/{RunDir.LOCK}")))
     else:
-        _check_not_held(changed + unfinished)
+        check_not_held(changed + unfinished)
 
     # -- writes
     if changes:

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from medtl.comparison.compare import ComparisonChangedError, _check_not_held, fold_splits
+from medtl.comparison.compare import ComparisonChangedError, check_not_held, fold_splits
 from medtl.comparison.launch import (
     Job,
     RunInputs,
@@ -262,7 +262,7 @@ def _cross_validate(
             path=str(cv_dir),
             fix="pass --out NEW_DIR (out_dir=) for a new cross-validation beside it, or move the fold folders away",
         )
-    _check_not_held(unfinished)
+    check_not_held(unfinished)
     # -- writes
     (cv_dir / "cv_config.yaml").write_text(yaml.safe_dump(experiment.to_dict(), sort_keys=False, allow_unicode=True))
     for j in range(k):

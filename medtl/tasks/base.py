@@ -507,6 +507,27 @@ class Task:
         """Problems of an arm's runs a reader must know before trusting a verdict. Default: none."""
         return []
 
+    @staticmethod
+    def constant_probability_warning(arm: Any, runs: list[Any], what: str, why: str = "") -> list[str]:
+        """The warning for runs whose model gave every test patient the same probabilities (``predictions.probs``).
+
+        Args:
+            arm: the arm (its ``display`` names it).
+            runs: the arm's runs.
+            what: what was the same, e.g. ``"probability"``.
+            why: the usual cause, added to the message when given.
+        """
+        constant = [
+            r for r in runs if len(r.predictions) > 1 and float(np.ptp(r.predictions.probs, axis=0).max()) < 1e-4
+        ]
+        if not constant:
+            return []
+        return [
+            f"{arm.display}: in {len(constant)} of {len(runs)} runs the model gave every test patient the same "
+            f"{what}, to within 0.0001 (it predicts nothing{f'; {why}' if why else ''}). Differences against this "
+            "arm measure that failure, not the value of pretraining; train longer or with smaller batches."
+        ]
+
     @classmethod
     def results_columns(cls, results: Any, record: Any) -> dict[str, Any]:
         """Columns the task adds to a row of ``results.csv`` (before ``run_dir``). Default: none."""

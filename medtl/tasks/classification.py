@@ -436,14 +436,5 @@ class ClassificationTask(Task):
 
     @classmethod
     def run_warnings(cls, results: Any, arm: Any, runs: list[Any]) -> list[str]:
-        constant = [
-            r for r in runs if len(r.predictions) > 1 and float(np.ptp(r.predictions.probs, axis=0).max()) < 1e-4
-        ]
-        if not constant:
-            return []
-        return [
-            f"{arm.display}: in {len(constant)} of {len(runs)} runs the model gave every test patient the same "
-            "probability, to within 0.0001 (it predicts nothing; typical of a network whose batch-norm statistics "
-            "did not settle in a short training). Differences against this arm measure that failure, not the value "
-            "of pretraining; train longer or with smaller batches."
-        ]
+        why = "typical of a network whose batch-norm statistics did not settle in a short training"
+        return cls.constant_probability_warning(arm, runs, "probability", why)

@@ -19,7 +19,7 @@ from medtl.comparison.stats import cluster_resample_counts, paired_difference
 from medtl.config import load_config
 from medtl.errors import ConfigError, ManifestError, TrainingError
 from medtl.metric_specs import metrics_for_task
-from medtl.tasks import task_for
+from medtl.tasks import task_class, task_for
 from medtl.tasks.multilabel import (
     MaskedBCEWithLogits,
     MultiLabelTask,
@@ -530,3 +530,22 @@ def test_paired_difference_on_finding_units_resamples_patients_jointly() -> None
     assert d.difference == pytest.approx(expected, abs=1e-12) and d.difference > 0
     assert d.n_patients == 15 and d.n_seeds == 3 and d.delong is None
     assert math.isfinite(d.low) and d.low < d.difference < d.high
+
+
+def test_runs_that_predict_the_same_for_every_patient_are_warned_about():
+    from types import SimpleNamespace
+
+    class Predictions:
+        def __init__(self, probs):
+            self.probs = np.asarray(probs, dtype=float)
+
+        def __len__(self):
+            return len(self.probs)
+
+    arm = SimpleNamespace(display="scratch")
+    flat = SimpleNamespace(predictions=Predictions([[0.2, 0.7]] * 4))
+    varied = SimpleNamespace(predictions=Predictions([[0.2, 0.7], [0.3, 0.7], [0.2, 0.7], [0.2, 0.6]]))
+    task = task_class("multilabel")
+    (warning,) = task.run_warnings(None, arm, [flat, varied])
+    assert warning.startswith("scratch: in 1 of 2 runs the model gave every test patient the same probabilities")
+    assert task.run_warnings(None, arm, [varied]) == []

@@ -6,8 +6,7 @@ re-exported here and imported lazily, so ``import medtl`` stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medtl._lazy import lazy_package
 
 __version__ = "0.1.0"
 
@@ -33,23 +32,10 @@ _EXPORTS: dict[str, str] = {
     "predict": "medtl.train",
     "evaluate": "medtl.train",
     "lr_find": "medtl.train",
-    "compare": "medtl.comparison",
+    "compare": "medtl.comparison.compare",  # the module, not the package: its submodule `compare` has this name
     "pretrain": "medtl.pretraining",
     # errors
     "MedtlError": "medtl.errors",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medtl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_package(__name__, _EXPORTS, also=("__version__",))

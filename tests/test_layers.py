@@ -18,7 +18,15 @@ ROOT = Path(medtl.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "foundations",
-        ("medtl.errors", "medtl.utils", "medtl.bootstrap", "medtl.metric_specs", "medtl.tasks", "medtl.config"),
+        (
+            "medtl.errors",
+            "medtl.utils",
+            "medtl._lazy",
+            "medtl.bootstrap",
+            "medtl.metric_specs",
+            "medtl.tasks",
+            "medtl.config",
+        ),
     ),
     ("io", ("medtl.io",)),
     ("data", ("medtl.data", "medtl.resources")),

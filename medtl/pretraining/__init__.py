@@ -8,8 +8,7 @@ registry can read :mod:`medtl.weights.local` without importing the training stac
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medtl._lazy import lazy_package
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -23,17 +22,4 @@ _EXPORTS: dict[str, str] = {
     "register_local_source": "medtl.weights.local",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medtl.pretraining' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_package(__name__, _EXPORTS)

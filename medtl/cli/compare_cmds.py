@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from medtl.cli.early import loading
 from medtl.errors import ConfigError
 
 __all__ = ["register"]
@@ -82,10 +83,16 @@ def compare_cmd(
     to <folder>/superseded/<UTC time>/ and retrain. A second compare on a folder in use is refused (its .lock).
     Failed runs are recorded and the others go on.
     """
-    from medtl.comparison.compare import compare, slurm_executor
+    from medtl.comparison.compare_config import compare_overrides, load_compare_config
 
     started = time.perf_counter()
     overrides = {"train.epochs": epochs, "train.devices": devices, "compare.n_resamples": resamples}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    # a config mistake: one line, before the imports
+    load_compare_config(config, compare_overrides(overrides, seeds, _fractions(fractions)))
+    loading("compare", config)
+    from medtl.comparison.compare import compare, slurm_executor
+
     launcher = "local"
     if slurm_partition:
         folder = (out or Path(".")) / "slurm-logs"
@@ -103,7 +110,7 @@ def compare_cmd(
         seeds=seeds,
         fractions=_fractions(fractions),
         arms=[a.strip() for a in arms.split(",") if a.strip()] if arms else None,
-        overrides={k: v for k, v in overrides.items() if v is not None},
+        overrides=overrides,
         on_event=lambda msg: print(msg, flush=True),
         parallel=parallel,
         launcher=launcher,

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from medtl.cli.early import loading
+
 __all__ = ["register", "cv_cmd"]
 
 
@@ -41,9 +43,13 @@ def cv_cmd(
     cv_results.json and cv_results.csv.
     """
     from medtl.cli.train_cmds import _overrides
-    from medtl.comparison.cv import cross_validate
+    from medtl.config import load_config
 
     overrides = _overrides(epochs=epochs, sets=sets)
+    load_config(config, overrides)  # a config mistake: one line, before the imports
+    loading("cv", config)
+    from medtl.comparison.cv import cross_validate
+
     result = cross_validate(
         config,
         folds=folds,

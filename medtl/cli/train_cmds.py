@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from medtl.cli.early import loading
+
 __all__ = ["register", "train_cmd", "predict_cmd", "evaluate_cmd", "lr_find_cmd", "config_app"]
 
 ConfigArg = Annotated[Path, typer.Argument(help="Experiment config (YAML).")]
@@ -114,7 +116,7 @@ def train_cmd(
         from medtl.config import load_config
 
         load_config(config, ov)
-    typer.echo(f"medtl train: {resume or config}: loading torch, MONAI and Lightning...")
+    loading("train", resume or config)
     from medtl.train import fine_tune
 
     result = fine_tune(config, run_dir=resume, resume=resume is not None, overrides=ov, overwrite=overwrite)
@@ -180,6 +182,10 @@ def predict_cmd(
 ) -> None:
     """Per-scan class probabilities (classification runs) or one mask per scan (segmentation runs), with the run's
     own preprocessing."""
+    from medtl.rundir import RunDir
+
+    RunDir(run_dir).checkpoint_for_inference()  # a folder that is not a finished run: one line, before the imports
+    loading("predict", run_dir)
     from medtl.train import predict
     from medtl.train.predict import default_output
 
@@ -257,9 +263,16 @@ def evaluate_cmd(
     interval: accuracy, AUROC... for classification; Dice, HD95 and surface Dice per scan, per patient and overall
     for segmentation. Given a comparison folder, every finished run is evaluated and the verdict repeated
     (external_report.html, results_external.json/.csv)."""
-    from medtl.comparison.external import evaluate_run, is_comparison_dir
+    from medtl.comparison.external import is_comparison_dir
+    from medtl.rundir import RunDir
 
-    if is_comparison_dir(run_dir):
+    comparison = is_comparison_dir(run_dir)
+    if not comparison:
+        RunDir(run_dir).checkpoint_for_inference()  # not a finished run: one line, before the imports
+    loading("evaluate", run_dir, quiet=as_json)
+    from medtl.comparison.external import evaluate_run
+
+    if comparison:
         _evaluate_comparison(run_dir, manifest, out or report, allow_seen=allow_seen, grid=grid, as_json=as_json)
         return
     m = evaluate_run(run_dir, manifest, out=out, allow_seen=allow_seen, grid=grid, report=report)
@@ -315,9 +328,13 @@ def lr_find_cmd(
     sets: Set = None,
 ) -> None:
     """Learning-rate range test: prints a suggested train.lr and writes a plot."""
-    from medtl.train import lr_find
+    from medtl.config import load_config
 
     ov = _overrides(weights=weights, arch=arch, batch_size=batch_size, sets=sets)
+    load_config(config, ov)  # a config mistake: one line, before the imports
+    loading("lr-find", config)
+    from medtl.train import lr_find
+
     res = lr_find(config, min_lr=min_lr, max_lr=max_lr, num_steps=steps, out=out, overrides=ov)
     typer.echo(f"suggested lr: {res.suggestion:.3g}  (plot: {res.plot})")
 
@@ -417,7 +434,6 @@ def pretrain_cmd(
 ) -> None:
     """Pretrain an encoder on unlabeled scans (SimCLR or Models Genesis); registers it as weights local:<name>."""
     from medtl.errors import ConfigError
-    from medtl.pretraining import pretrain
 
     ov = _overrides(
         epochs=epochs,
@@ -435,6 +451,13 @@ def pretrain_cmd(
     )
     if config is None and resume is None:
         raise ConfigError("give a pretraining config, or --resume RUN to continue a run")
+    if resume is None:
+        from medtl.pretraining.config import load_pretrain_config
+
+        load_pretrain_config(config, ov)  # a config mistake: one line, before the imports
+    loading("pretrain", resume or config)
+    from medtl.pretraining import pretrain
+
     result = pretrain(config, run_dir=resume, resume=resume is not None, overrides=ov)
     if result.status != "ok":  # a DDP worker process
         return

@@ -62,6 +62,7 @@ from medtl.comparison.compare_config import (
     CompareConfig,
     CompareSection,
     arm_spec,
+    compare_overrides,
     default_arms,
     load_compare_config,
 )
@@ -445,16 +446,8 @@ def compare(
             trained again or moved; nothing was written.
     """
     say = on_event or (lambda msg: None)
-    comp_over = {k: v for k, v in (overrides or {}).items() if k.startswith("compare.")}
-    exp_over = {k: v for k, v in (overrides or {}).items() if not k.startswith("compare.")}
-    if seeds is not None:
-        comp_over["compare.seeds"] = seeds
-    if fractions is not None:
-        comp_over["compare.fractions"] = list(fractions)
-    if isinstance(config, CompareConfig) and not (comp_over or exp_over):
-        cfg = config
-    else:
-        cfg = load_compare_config(config, {**exp_over, **comp_over})
+    over = compare_overrides(overrides, seeds, None if fractions is None else list(fractions))
+    cfg = config if isinstance(config, CompareConfig) and not over else load_compare_config(config, over)
     experiment, section = cfg.experiment, cfg.compare
     task = experiment.task  # resolved by the config (medtl.tasks.task_name)
     if section.primary_metric is None:  # a CompareConfig built by hand; load_compare_config fills it in

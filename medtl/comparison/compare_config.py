@@ -140,6 +140,18 @@ def _resolve(raw: dict[str, Any], base: Path) -> None:
                 resolve_relative_path(arm.get("model"), "weights", base, only_files=True)
 
 
+def compare_overrides(
+    overrides: dict[str, Any] | None, seeds: int | None = None, fractions: list[float] | None = None
+) -> dict[str, Any]:
+    """The overrides of :func:`load_compare_config` for ``compare(..., seeds=, fractions=, overrides=)``."""
+    out = dict(overrides or {})
+    if seeds is not None:
+        out["compare.seeds"] = seeds
+    if fractions is not None:
+        out["compare.fractions"] = list(fractions)
+    return out
+
+
 def load_compare_config(
     path_or_dict: str | Path | dict[str, Any] | CompareConfig, overrides: dict[str, Any] | None = None
 ) -> CompareConfig:

@@ -44,6 +44,7 @@ def test_train_predict_evaluate_lr_find(xray_config: Path, tmp_path: Path, capsy
     rc = main(["train", str(xray_config), "--epochs", "2", "--name", "cli-run", "--set", "train.lr=0.002"])
     out = capsys.readouterr().out
     assert rc == 0, out
+    assert out.startswith(f"medtl train: {xray_config}: loading torch, MONAI and Lightning...\n")
     run_dir = Path(yaml.safe_load(xray_config.read_text())["output"]["dir"]) / "cli-run"
     assert f"run: {run_dir}" in out and "epoch 2/2" in out  # plain progress lines when not a terminal
     res = json.loads((run_dir / "result.json").read_text())
@@ -53,6 +54,7 @@ def test_train_predict_evaluate_lr_find(xray_config: Path, tmp_path: Path, capsy
     images = sorted(manifest.parent.glob("*.dcm"))[:3]
     out_csv = tmp_path / "preds.csv"
     assert main(["predict", str(run_dir), *map(str, images), "--out", str(out_csv)]) == 0
+    assert capsys.readouterr().out.startswith(f"medtl predict: {run_dir}: loading torch")
     with open(out_csv, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [Path(r["image"]).name for r in rows] == [p.name for p in images]

@@ -88,8 +88,9 @@ def compare_cmd(
     started = time.perf_counter()
     overrides = {"train.epochs": epochs, "train.devices": devices, "compare.n_resamples": resamples}
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    fraction_list = _fractions(fractions)
     # a config mistake: one line, before the imports
-    load_compare_config(config, compare_overrides(overrides, seeds, _fractions(fractions)))
+    load_compare_config(config, compare_overrides(overrides, seeds, fraction_list))
     loading("compare", config)
     from medtl.comparison.compare import compare, slurm_executor
 
@@ -108,7 +109,7 @@ def compare_cmd(
         config,
         out_dir=out,
         seeds=seeds,
-        fractions=_fractions(fractions),
+        fractions=fraction_list,
         arms=[a.strip() for a in arms.split(",") if a.strip()] if arms else None,
         overrides=overrides,
         on_event=lambda msg: print(msg, flush=True),

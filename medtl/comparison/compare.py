@@ -446,7 +446,7 @@ def compare(
             trained again or moved; nothing was written.
     """
     say = on_event or (lambda msg: None)
-    over = compare_overrides(overrides, seeds, None if fractions is None else list(fractions))
+    over = compare_overrides(overrides, seeds, fractions)
     cfg = config if isinstance(config, CompareConfig) and not over else load_compare_config(config, over)
     experiment, section = cfg.experiment, cfg.compare
     task = experiment.task  # resolved by the config (medtl.tasks.task_name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,7 +142,7 @@ def _resolve(raw: dict[str, Any], base: Path) -> None:
 
 
 def compare_overrides(
-    overrides: dict[str, Any] | None, seeds: int | None = None, fractions: list[float] | None = None
+    overrides: dict[str, Any] | None, seeds: int | None = None, fractions: Sequence[float] | None = None
 ) -> dict[str, Any]:
     """The overrides of :func:`load_compare_config` for ``compare(..., seeds=, fractions=, overrides=)``."""
     out = dict(overrides or {})

@@ -110,7 +110,7 @@ def time_medtl(python: str, out_dir: Path) -> dict[str, float]:
         if line.startswith("epoch 1/1") and epoch_line is None:
             epoch_line = now
     if proc.wait() != 0 or epoch_line is None:
-        raise RuntimeError(f"medtl train failed: {' '.join(cmd)}")
+        raise RuntimeError(f"medtl train failed (run it by hand to see its error): {' '.join(cmd)}")
     (metrics,) = out_dir.glob("*/metrics.csv")
     fit_s = float(next(csv.DictReader(open(metrics)))["time_s"])  # epoch 1's end, counted from the fit's start
     return {"first line": first, "epoch start": epoch_line - fit_s, "epoch end": epoch_line}

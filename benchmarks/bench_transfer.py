@@ -92,6 +92,15 @@ ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
 # ------------------------------------------------------------------------------------------------ data
 
 
+def write_manifest(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """A benchmark task's manifest.csv (image, label, patient_id, split); returns ``path``."""
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["image", "label", "patient_id", "split"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
 def mni_tissue() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """nilearn's 1 mm MNI152 T1 template (its file's 0..255 values), the tissue probabilities in CLASSES order
     (background, CSF, grey and white matter; CSF is the brain mask less grey and white matter) and the brain mask."""
@@ -144,11 +153,7 @@ def make_mni_task(out: Path, *, patch: int = 64, center: int = 16, per_class: in
                 name = f"img/s{s:02d}_{CLASSES[k]}_{x}_{y}_{z}.nii.gz"
                 nib.save(nib.Nifti1Image(arr, np.eye(4)), str(out / name))
                 rows.append({"image": name, "label": CLASSES[k], "patient_id": f"s{s:02d}-{x}-{y}-{z}", "split": split})
-    with open(manifest, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["image", "label", "patient_id", "split"])
-        w.writeheader()
-        w.writerows(rows)
-    return manifest
+    return write_manifest(manifest, rows)
 
 
 def load_arrays(manifest: Path, task: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
@@ -176,17 +181,9 @@ def xray_split_manifest(out: Path) -> Path:
     src = ROOT / "sample_data/xray/manifest.csv"
     records = Manifest.from_csv(src).to_dicts()
     assignment = make_splits(records, seed=0, val_fraction=0.25, test_fraction=0.3)
-    target = out / "manifest.csv"
     out.mkdir(parents=True, exist_ok=True)
-    with open(target, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["image", "label", "patient_id", "split"])
-        w.writeheader()
-        for r in records:
-            pid = str(r["patient_id"])
-            w.writerow(
-                {"image": str(r["image"]), "label": r["label_name"], "patient_id": pid, "split": assignment[pid]}
-            )
-    return target
+    rows = [{"image": str(r["image"]), "label": r["label_name"], "patient_id": str(r["patient_id"])} for r in records]
+    return write_manifest(out / "manifest.csv", [{**r, "split": assignment[r["patient_id"]]} for r in rows])
 
 
 def load_xray_arrays(manifest: Path, size: int) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:

@@ -27,7 +27,6 @@ It is a benchmark, not a test: nothing here is asserted. The table it prints is 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import resource
@@ -42,7 +41,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_transfer import CLASSES, make_mni_task, mni_tissue  # noqa: E402 - the 2D task, reused as it is
+from bench_transfer import CLASSES, make_mni_task, mni_tissue, write_manifest  # noqa: E402 - the 2D task, reused as it is
 
 # ------------------------------------------------------------------------------------------------ data
 
@@ -97,11 +96,7 @@ def make_mni3d_task(out: Path, *, patch: int = 24, block: int = 32, center: int 
                         name = f"img/b{b:03d}_{CLASSES[k]}_{x}_{y}_{z}.nii.gz"
                         nib.save(nib.Nifti1Image(arr.astype(np.uint8), np.eye(4)), str(out / name))
                         rows.append({"image": name, "label": CLASSES[k], "patient_id": f"b{b:03d}", "split": split})
-    with open(manifest, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["image", "label", "patient_id", "split"])
-        w.writeheader()
-        w.writerows(rows)
-    return manifest
+    return write_manifest(manifest, rows)
 
 
 def build(task: str, work: Path) -> Path:

@@ -21,6 +21,8 @@ __all__ = [
     "hash_patient_id",
     "patient_id_secret",
     "atomic_write_bytes",
+    "atomic_write",
+    "is_rank_zero_env",
     "medtl_home",
     "is_weights_file",
     "WEIGHT_FILE_SUFFIXES",
@@ -226,3 +228,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any])
 def medtl_home() -> Path:
     """medtl's cache folder: ``$MEDTL_HOME``, else ``~/.cache/medtl``."""
     return Path(os.environ.get("MEDTL_HOME", Path.home() / ".cache" / "medtl")).expanduser()
+
+
+def is_rank_zero_env() -> bool:
+    """Whether this process is rank 0 by the environment torchrun/SLURM/Lightning set (before any Trainer)."""
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))

@@ -11,6 +11,9 @@ import typer
 
 def loading(command: str, subject: object, *, quiet: bool = False) -> None:
     """Say that ``command`` is loading its libraries, on stdout with the command's other progress lines (stderr holds
-    only a failure's one line); ``quiet`` (machine-readable output such as ``--json``) says nothing."""
-    if not quiet:
+    only a failure's one line); ``quiet`` (machine-readable output such as ``--json``) and the DDP processes of ranks
+    other than 0 (which run the same command again) say nothing."""
+    from medtl.utils import is_rank_zero_env
+
+    if not quiet and is_rank_zero_env():
         typer.echo(f"medtl {command}: {subject}: loading torch, MONAI and Lightning...")

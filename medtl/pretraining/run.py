@@ -37,9 +37,9 @@ import torch
 from medtl.errors import ConfigError, TrainingError
 from medtl.pretraining.config import PretrainConfig, load_pretrain_config
 from medtl.rundir import RunDir, json_clean
-from medtl.train.run import Interrupted, check_resume_checkpoint, default_threads, is_rank_zero_env
+from medtl.train.run import Interrupted, check_resume_checkpoint, default_threads
 from medtl.train.trainer import resolve_precision
-from medtl.utils import medtl_home
+from medtl.utils import is_rank_zero_env, medtl_home
 from medtl.weights.local import LOCAL_PREFIX, RECORD_FILE, local_weights_dir, register_local_source
 
 __all__ = ["PretrainResult", "PretrainInterrupted", "pretrain", "encoder_state", "METHOD_LABELS"]

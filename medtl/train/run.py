@@ -25,7 +25,7 @@ from medtl.train.experiment import Experiment, check_pseudonyms, prepare_experim
 from medtl.train.inference import make_loader
 from medtl.train.schedule import frozen_body_warning
 from medtl.train.trainer import build_trainer, quiet_lightning, resolve_precision
-from medtl.utils import is_weights_file
+from medtl.utils import is_rank_zero_env, is_weights_file
 
 __all__ = [
     "Interrupted",
@@ -78,11 +78,6 @@ class Interrupted(KeyboardInterrupt):
             else "it stopped before its first checkpoint; start it again"
         )
         super().__init__(f"{self.kind} {run.path} stopped during epoch {epoch + 1}; {how}")
-
-
-def is_rank_zero_env() -> bool:
-    """Whether this process is rank 0 by the environment torchrun/SLURM/Lightning set (before any Trainer)."""
-    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
 def default_threads() -> int:

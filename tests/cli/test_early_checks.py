@@ -48,3 +48,16 @@ def test_a_mistake_is_one_line_before_the_heavy_imports(args: list[str], message
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 2 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
     assert lines[1] == "imported: none"
+
+
+def test_the_loading_line_is_said_once_not_by_every_ddp_rank_nor_with_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from medtl.cli.early import loading
+
+    loading("train", "exp.yaml")
+    assert capsys.readouterr().out == "medtl train: exp.yaml: loading torch, MONAI and Lightning...\n"
+    loading("evaluate", "run", quiet=True)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a DDP process that runs the command again
+    loading("train", "exp.yaml")
+    assert capsys.readouterr().out == ""

@@ -22,6 +22,8 @@ __all__ = [
     "patient_id_secret",
     "atomic_write_bytes",
     "atomic_write",
+    "interrupts_deferred",
+    "interrupt",
     "is_rank_zero_env",
     "medtl_home",
     "is_weights_file",
@@ -189,10 +191,41 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     atomic_write(path, lambda fh: fh.write(data))
 
 
+_critical = threading.local()
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Any:
+    """A section that a stop request must not cut in half (a file being written): a signal that :func:`interrupt`
+    answers during it (medtl's SIGTERM and SIGINT handlers) is raised as :class:`KeyboardInterrupt` when the section
+    ends, not inside it. A second request while one waits is raised at once: two Ctrl-C stop a write that hangs."""
+    depth = getattr(_critical, "depth", 0)
+    _critical.depth = depth + 1
+    try:
+        yield
+    finally:
+        _critical.depth = depth
+        pending = getattr(_critical, "pending", None) if depth == 0 else None
+        if pending is not None:
+            _critical.pending = None
+            raise KeyboardInterrupt(pending)
+
+
+def interrupt(message: str) -> None:
+    """Stop as Ctrl-C does (:class:`KeyboardInterrupt` with ``message``), now, or at the end of the section of
+    :func:`interrupts_deferred` this thread is in. Called by signal handlers, which Python runs in the main thread."""
+    if getattr(_critical, "depth", 0) and getattr(_critical, "pending", None) is None:
+        _critical.pending = message
+        return
+    _critical.pending = None
+    raise KeyboardInterrupt(message)
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> None:
     """``write(fh)`` into a temporary file beside ``path``, fsynced, then renamed onto ``path``: readers see the old
     file or the new one, never half of it. A large object (a checkpoint) is written as it is serialised, without a
-    copy in memory first.
+    copy in memory first. A stop request (SIGTERM, Ctrl-C) that arrives meanwhile waits until the file is in place
+    (:func:`interrupts_deferred`): interrupted halfway, a serialiser can raise its own error in place of the stop.
 
     Raises:
         MedtlError: as :func:`atomic_write_bytes`.
@@ -203,16 +236,17 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any])
         if path.is_dir():
             raise IsADirectoryError(21, "a folder is in the way")
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(tmp, "wb") as fh:
-                write(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        os.replace(tmp, path)
+        with interrupts_deferred():
+            try:
+                with open(tmp, "wb") as fh:
+                    write(fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+            os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()

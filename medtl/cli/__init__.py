@@ -41,8 +41,11 @@ _register_all()
 
 
 def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM (a cluster's time limit or preemption, ``kill``) stops like Ctrl-C: state saved, report written."""
-    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+    """SIGTERM (a cluster's time limit or preemption, ``kill``) stops like Ctrl-C: state saved, report written. Both
+    wait for a file being written (a checkpoint) to be in place: :func:`medtl.utils.interrupt`."""
+    from medtl.utils import interrupt
+
+    interrupt(f"stopped by signal {signal.Signals(signum).name}" if signum != signal.SIGINT else "")
 
 
 def _interrupt_in(exc: BaseException) -> KeyboardInterrupt | None:
@@ -87,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``medtl`` console script."""
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _terminate)
     _quiet_stderr()
     format_warning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:

@@ -417,13 +417,14 @@ def _pretrain(
             deterministic=cfg.train.deterministic,
             default_root_dir=str(run_dir),
         )
+        sigint = signal.getsignal(signal.SIGINT)
         try:
             trainer.fit(module, loader, ckpt_path=str(run.last_checkpoint) if resume else None)
         except SystemExit:
             if not trainer.interrupted:
                 raise
             # Lightning turns Ctrl-C into SystemExit(1) after a graceful stop, and ignores SIGINT from then on
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, sigint or signal.default_int_handler)
             raise PretrainInterrupted(run, trainer.current_epoch) from None
         encoder = module.encoder.cpu().eval()
         if not trainer.is_global_zero:

@@ -355,13 +355,14 @@ def _fine_tune(
             )
             for split in ("train", "val")
         ]
+        sigint = signal.getsignal(signal.SIGINT)
         try:
             trainer.fit(module, *loaders, ckpt_path=str(run.last_checkpoint) if resume else None)
         except SystemExit:
             if not trainer.interrupted:
                 raise
             # Lightning turns Ctrl-C into SystemExit(1) after a graceful stop, and ignores SIGINT from then on
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, sigint or signal.default_int_handler)
             raise Interrupted(run, trainer.current_epoch) from None
         if not trainer.is_global_zero:
             return RunResult(run.path, {}, run.best_checkpoint, None, time.perf_counter() - t_start, status="worker")

@@ -51,6 +51,48 @@ def test_a_keyboard_interrupt_without_a_message_still_says_interrupted(tmp_path:
     assert _lines(capsys.readouterr().err) == ["interrupted"]
 
 
+class _Signal:
+    """Pickled inside a checkpoint: sends ``signum`` to this process while torch.save is writing the file."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def __reduce__(self):
+        os.kill(os.getpid(), self.signum)
+        return (int, (0,))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_while_a_checkpoint_is_written_waits_for_the_file(tmp_path: Path, signum: int) -> None:
+    """A cluster's SIGTERM (or Ctrl-C) landing inside torch.save used to cut the zip writer halfway: it raised its own
+    RuntimeError in place of the stop, and the run ended in a traceback with exit 1. The stop now comes once the
+    checkpoint is in place, whole; a second request while the first waits is not held back."""
+    import torch
+
+    from medtl.cli import _terminate
+    from medtl.train.callbacks import AtomicCheckpointIO
+    from medtl.utils import interrupt, interrupts_deferred
+
+    before = {s: signal.signal(s, _terminate) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        path = tmp_path / "last.ckpt"
+        state = {"weights": torch.arange(300_000, dtype=torch.float32), "stop": _Signal(signum)}
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            AtomicCheckpointIO().save_checkpoint(state, path)
+        assert str(stopped.value) == ("stopped by signal SIGTERM" if signum == signal.SIGTERM else "")
+        saved = torch.load(path, weights_only=False)
+        assert torch.equal(saved["weights"], state["weights"]) and saved["stop"] == 0
+        assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+        with pytest.raises(KeyboardInterrupt, match="second"), interrupts_deferred():
+            interrupt("first")
+            interrupt("second")
+        with pytest.raises(KeyboardInterrupt, match="outside"):
+            interrupt("outside")  # no file being written: at once
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 @pytest.mark.slow
 def test_sigterm_and_ctrl_c_stop_a_run_with_one_line_naming_it_and_its_resume_command(tmp_path: Path) -> None:
     """Both signals, each on its own training process (run side by side to halve the wait; ~45 s on 2 cores).

@@ -17,7 +17,14 @@ import numpy as np
 from medtl.comparison.plots import plot_label_efficiency, plot_learning_curves
 from medtl.comparison.render import Block, md_escape, render_html, render_md
 from medtl.comparison.results import CompareResults
-from medtl.comparison.summary import ArmFractionSummary, Summary, fraction_words, summarize
+from medtl.comparison.summary import (
+    ArmFractionSummary,
+    Summary,
+    fraction_words,
+    not_estimable_reason,
+    repetitions,
+    summarize,
+)
 from medtl.comparison.tables import (
     also_table,
     ci_text,
@@ -50,22 +57,30 @@ def _power_note(summary: Summary, n_patients: int) -> str:
     seeds = max((d.n_seeds for d in diffs), default=0)
     if not diffs:
         return ""
-    size = f"{n_patients} test patients and {seeds} seed{'s' if seeds != 1 else ''} per arm"
+    noun = summary.repetition
+    reps = repetitions(seeds, noun)
+    size = f"{n_patients} test patients and {reps} per arm"
     pct = f"{summary.confidence * 100:.0f}%"
-    if not halves:
-        return (
-            f"Power: with {size} no interval for the paired difference could be computed; "
-            f"at least {summary.min_seeds} seeds per arm are needed for a verdict."
-        )
+    need = (
+        f"At least {summary.min_seeds} seeds per arm are needed for a verdict (compare.seeds)"
+        if noun == "seed"
+        else f"At least {summary.min_seeds} folds (or seeds x folds) per arm are needed for a verdict "
+        "(splits.folds, compare.seeds)"
+    )
     if seeds < summary.min_seeds:
+        if not halves:
+            return f"Power: with {size} no interval for the paired difference could be computed. {need}."
         tcrit = float(np.median([sps.t.ppf(0.5 + summary.confidence / 2, d.df) for d in estimable]))
         return (
-            f"Power: with {size}, the paired {pct} intervals cannot be estimated usefully with {seeds} seeds: the "
-            f"training noise is measured from {seeds} seeds ({seeds - 1} degree{'s' if seeds != 2 else ''} of "
+            f"Power: with {size}, the paired {pct} intervals cannot be estimated usefully with {reps}: the "
+            f"training noise is measured from {reps} ({seeds - 1} degree{'s' if seeds != 2 else ''} of "
             f"freedom), so each interval reaches about {tcrit:.1f} standard errors either side of the difference "
             f"(about 2 with many seeds) and says little about the differences this comparison could resolve. "
-            f"At least {summary.min_seeds} seeds per arm are needed for a verdict (compare.seeds)."
+            f"{need}."
         )
+    if not halves:
+        why = not_estimable_reason(diffs[0], noun)
+        return f"Power: with {size} no interval for the paired difference could be computed: {why}."
     half = float(np.median(halves))
     unit = f" {spec.unit}" if spec.unit else ""
     low, high = spec.bounds
@@ -145,7 +160,8 @@ def _method(results: CompareResults, summary: Summary) -> str:
         f"sampling of test patients ('patient SE', from a bootstrap of {summary.n_resamples} resamples of "
         f"{results.task_class.bootstrap_units()}). They are combined into one standard "
         "error (seed variance / number of seeds + the patient variance shared by all seeds; the part of the "
-        "patient noise that differs between seeds already shows in the seed SD), and the interval is a "
+        "patient noise that differs between seeds already shows in the seed SD; where every seed gave exactly "
+        "the same difference, the patient SE), and the interval is a "
         "t-interval with Welch-Satterthwaite degrees of freedom; the p-value is the t-test of the same "
         f"estimate, so the interval excludes 0 exactly when p is below {1 - summary.confidence:.2g}. A "
         f"verdict ('beat', 'did worse') needs at least {summary.min_seeds} seeds per arm: with fewer, training "

@@ -145,6 +145,8 @@ class Summary:
     convergence_window: int = CONVERGENCE_WINDOW
     task: str = "classification"
     unit: str = ""
+    #: what an arm's runs repeat over, the noun of the sentences: ``seed``, ``fold`` or ``seed x fold``
+    repetition: str = "seed"
     #: the arms every other arm is also compared with, besides the reference (``compare.also_against``)
     also_against: list[str] = field(default_factory=list)
     #: every paired test reported, each label fraction's judged as one family (Holm)
@@ -224,11 +226,30 @@ def used_words(fraction: float, fraction_used: float | None) -> str:
     return f" ({fraction_used * 100:.1f}% actually used)"
 
 
-def _repetitions(k: int, noun: str) -> str:
+def repetition_noun(results: CompareResults) -> str:
+    """What the runs of one arm repeat over: ``seed`` (seeds on one split), ``fold`` (cross-validation folds) or
+    ``seed x fold`` (both; ``compare.repeat``)."""
+    if not getattr(results, "folds", None):
+        return "seed"
+    return "fold" if len(results.seeds) == 1 else "seed x fold"
+
+
+def repetitions(k: int, noun: str) -> str:
     """``3 seeds``, ``1 fold``, ``6 runs (seeds x folds)``."""
     if noun == "seed x fold":
         return f"{k} run{'s' if k != 1 else ''} (seeds x folds)"
     return f"{k} {noun}{'s' if k != 1 else ''}"
+
+
+def not_estimable_reason(d: PairedDifference, noun: str = "seed") -> str:
+    """Why a difference with enough repetitions has no interval: a zero standard error, or no defined resample."""
+    if d.se == 0:
+        every = "run" if noun == "seed x fold" else noun
+        return (
+            f"every {every} and every resample of test patients gave the same difference (identical arms, or "
+            "constant outputs)"
+        )
+    return "no resample of the test patients gave a defined value of the metric for both arms"
 
 
 def _too_few_seeds(d: PairedDifference, unit: str = "", noun: str = "seed") -> str:
@@ -275,19 +296,18 @@ def _verdict(
     diff = f"{spec.amount(d.difference, sign=True)} {m}" + ("" if spec.higher_is_better else " (lower is better)")
     k = d.n_seeds
     if k < MIN_SEEDS_FOR_VERDICT:
-        seeds = _repetitions(k, noun)
+        seeds = repetitions(k, noun)
         return (
             f"{arm} differed from {ref} by {diff} {words}, but with {seeds} per arm training noise cannot be "
             f"separated from an effect: no verdict. {_too_few_seeds(d, unit, noun)}"
         )
     if not d.estimable:
         return (
-            f"{arm} differed from {ref} by {diff} {words}, but its uncertainty is not estimable: every seed and "
-            "every resample of test patients gave the same difference (identical arms, or constant outputs). "
-            "No verdict."
+            f"{arm} differed from {ref} by {diff} {words}, but its uncertainty is not estimable: "
+            f"{not_estimable_reason(d, noun)}. No verdict."
         )
     pct = f"{confidence * 100:.0f}%"
-    tail = f"{_repetitions(k, noun)}, {d.n_patients} test patients"
+    tail = f"{repetitions(k, noun)}, {d.n_patients} test patients"
     if d.low > 0 or d.high < 0:
         verb = "beat" if spec.better(d.difference) else "did worse than"
         if spec.higher_is_better:
@@ -399,7 +419,7 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
     # the unit of errors in the label's units (a regression's MAE in years), from the experiment's config
     unit = results.task_class.metric_unit(results.config)
     # what the runs of one arm repeat over: seeds on one split, cross-validation folds, or both (compare.repeat)
-    noun = "seed" if not results.folds else ("fold" if len(results.seeds) == 1 else "seed x fold")
+    noun = repetition_noun(results)
     rows: list[ArmFractionSummary] = []
     for arm in results.arms:
         for fraction in results.fractions:
@@ -472,6 +492,7 @@ def summarize(results: CompareResults, *, n_resamples: int = 2000, confidence: f
         convergence_tolerance=spec.convergence_tolerance,
         task=results.task,
         unit=unit,
+        repetition=noun,
     )
     _many_arms(results, summary, n_resamples=n_resamples, seed=seed)
     return summary
@@ -685,21 +706,12 @@ def _pair_key(run: RunRecord) -> tuple[int, int]:
 
 
 def _repeat_kwargs(results: CompareResults) -> dict[str, Any]:
-    """Cross-validation folds as repetitions (``compare.repeat``): the fold ratio of the paired differences and the
-    noun of the verdict sentences; nothing for seeds on one split."""
+    """Cross-validation folds as repetitions (``compare.repeat``): the fold ratio of the paired differences; nothing
+    for seeds on one split."""
     folds = getattr(results, "folds", None)
     if not folds:
         return {}
     return {"fold_ratio": results.fold_ratio}
-
-
-def _reps_words(results: CompareResults, k: int) -> str:
-    """``3 seeds``; with folds, ``3 folds`` or ``6 runs (seeds x folds)``."""
-    if getattr(results, "folds", None):
-        if len(results.seeds) == 1:
-            return f"{k} fold{'s' if k != 1 else ''}"
-        return f"{k} run{'s' if k != 1 else ''} (seeds x folds)"
-    return f"{k} seed{'s' if k != 1 else ''}"
 
 
 def _seconds_per_epoch(runs: list[RunRecord]) -> float | None:
@@ -755,7 +767,6 @@ def _many_arms(results: CompareResults, summary: Summary, *, n_resamples: int, s
     also = also_against_arms(results)
     summary.also_against = also
     repeat = _repeat_kwargs(results)
-    noun = {"noun": "fold" if len(results.seeds) == 1 else "seed x fold"} if repeat else {}
     done = {}
     for r in results.runs:
         if r.ok:
@@ -813,7 +824,7 @@ def _many_arms(results: CompareResults, summary: Summary, *, n_resamples: int, s
                 at_chance = chance_note(summary.spec, against_row.metrics[metric], confidence)
             arm_name, against_name = results.arm(row.arm).display, results.arm(against).display + at_chance
             if ok and m > 1:
-                reps = _reps_words(results, d.n_seeds)
+                reps = repetitions(d.n_seeds, summary.repetition)
                 t.sentence = _family_sentence(
                     arm_name, against_name, t, row.fraction_used, confidence, summary.unit, reps
                 )
@@ -821,7 +832,14 @@ def _many_arms(results: CompareResults, summary: Summary, *, n_resamples: int, s
                 t.sentence = row.sentence  # the single test's own verdict, as made by summarize
             else:
                 t.sentence = _verdict(
-                    arm_name, against_name, d, fraction, confidence, row.fraction_used, summary.unit, **noun
+                    arm_name,
+                    against_name,
+                    d,
+                    fraction,
+                    confidence,
+                    row.fraction_used,
+                    summary.unit,
+                    summary.repetition,
                 )
             if against == ref:
                 row.sentence = t.sentence

@@ -87,7 +87,7 @@ def rates(configs, reps: int, *, n_resamples: int, seed: int = 0, difference: fl
             assert d.fold_ratio == pytest.approx(1 / (k - 1)) and "Nadeau" in d.method
             assert d.verdict_allowed == (d.n_seeds >= MIN_SEEDS_FOR_VERDICT)
             # the naive interval from the same bootstrap: what the seed interval would say of these folds
-            se, df = _combine(d.seed_sd, d.shared_patient_se**2, d.n_seeds, d.n_patients)
+            se, df = _combine(d.seed_sd, d.shared_patient_se**2, d.n_seeds, d.n_patients, patient_var=d.patient_se**2)
             err = d.difference - difference
             naive = abs(err) > float(sps.t.ppf(0.975, df)) * se
             rows.append(

@@ -22,6 +22,7 @@ from medtl.comparison.stats import (
     mean_ci,
     paired_difference,
     plateau,
+    repeated_mean,
     seeds_needed,
     smooth_scores,
     weighted_metric,
@@ -285,6 +286,34 @@ def test_identical_arms_are_not_estimable_and_one_seed_has_no_interval():
     one = paired_difference(arm[0], seeds_of(rng, pids, y, 0.1, 1)[0], "auroc", n_resamples=200)
     assert one.n_seeds == 1 and math.isnan(one.seed_sd) and math.isnan(one.low) and not one.verdict_allowed
     assert one.patient_se > 0  # the patient part is still reported
+
+
+def test_seeds_that_agree_by_chance_keep_the_patients_sampling_noise():
+    """Eight test patients give AUROC few values: three seeds can score exactly alike (seed SD 0) while resampling
+    the patients still moves the difference. The standard error is then the bootstrap SE of the seed mean (with
+    the patients' degrees of freedom), not 0 and not "not estimable"; identical arms stay not estimable."""
+    pids = [f"p{i}" for i in range(8)]
+    y = np.arange(8) % 2
+    perfect = aggregate_by_patient(pids, y, np.where(y == 1, 0.9, 0.1))
+    # each seed misorders another positive-negative pair: AUROC 15/16 every time, from different patients
+    weak = []
+    for s in range(3):
+        scores = np.where(y == 1, 0.8, 0.2)
+        pos, neg = np.flatnonzero(y == 1)[s], np.flatnonzero(y == 0)[s]
+        scores[pos], scores[neg] = 0.3, 0.7
+        weak.append(aggregate_by_patient(pids, y, scores))
+    d = paired_difference([perfect] * 3, weak, "auroc", n_resamples=400, seed=1)
+    assert d.per_seed == pytest.approx((1 / 16,) * 3) and d.seed_sd == 0
+    assert d.shared_patient_se < d.patient_se  # the seed-specific part of the patient noise is not shared
+    assert d.patient_se > 0.02 and d.se == pytest.approx(d.patient_se) and d.df == pytest.approx(7)
+    t = sps.t.ppf(0.975, 7)
+    assert (d.low, d.high) == pytest.approx((1 / 16 - t * d.se, 1 / 16 + t * d.se))
+    assert d.estimable and d.verdict_allowed and d.low < 0 < d.high
+    # a mean over runs that agree is widened the same way
+    m = repeated_mean(weak, "auroc", n_resamples=400, seed=1)
+    assert m.mean == pytest.approx(15 / 16) and m.low < 15 / 16 < m.high
+    same = paired_difference(weak, weak, "auroc", n_resamples=400, seed=1)
+    assert same.se == 0 and not same.estimable
 
 
 def test_multiclass_auroc_paired_difference():

@@ -9,6 +9,11 @@ import tempfile
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MEDTL_HOME", tempfile.mkdtemp(prefix="medtl-home-"))
 os.environ.setdefault("TORCH_HOME", tempfile.mkdtemp(prefix="medtl-torch-"))
+# Patients are split by their keyed pseudonyms. Without a given secret each installation makes its own (in
+# MEDTL_HOME), and every test's splits would differ from one clone to the next; the suite fixes it so that each test
+# sees the same patients in the same splits everywhere. The tests of the secret itself unset it.
+os.environ["MEDTL_ID_SECRET"] = "medtl-test-suite-pseudonym-secret-0001"
+os.environ.pop("MEDTL_ID_SECRET_FILE", None)
 # Under pytest-xdist (`make test` runs one worker per core) the cores are shared among the workers, as among the
 # parallel runs of `compare --parallel`: a run's torch threads (train.threads auto) are its share of the cores, so two
 # workers never start more threads than there are cores.

@@ -220,7 +220,7 @@ def test_unwritable_outputs_and_medtl_home_are_one_line_errors(tmp_path: Path, e
     # /proc accepts no new files, even from root: stands in for a read-only or full disk
     line = assert_one_line_error(medtl(env, "index", tmp_path / "scans", "--out", "/proc/medtl-x/m.csv"), "/proc")
     assert "cannot write" in line
-    ro_home = dict(env, MEDTL_HOME="/proc/medtl-home")
+    ro_home = {k: v for k, v in env.items() if k != "MEDTL_ID_SECRET"} | {"MEDTL_HOME": "/proc/medtl-home"}
     line = assert_one_line_error(medtl(ro_home, "inspect", tmp_path / "scans"), "/proc/medtl-home")
     assert "MEDTL_ID_SECRET" in line
     # with the secret given by the site, an unwritable MEDTL_HOME only costs the header cache

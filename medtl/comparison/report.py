@@ -59,6 +59,7 @@ def _power_note(summary: Summary, n_patients: int) -> str:
         return ""
     noun = summary.repetition
     reps = repetitions(seeds, noun)
+    more = {"seed": "seeds", "fold": "folds", "seed x fold": "seeds, folds"}[noun]
     size = f"{n_patients} test patients and {reps} per arm"
     pct = f"{summary.confidence * 100:.0f}%"
     need = (
@@ -75,7 +76,8 @@ def _power_note(summary: Summary, n_patients: int) -> str:
             f"Power: with {size}, the paired {pct} intervals cannot be estimated usefully with {reps}: the "
             f"training noise is measured from {reps} ({seeds - 1} degree{'s' if seeds != 2 else ''} of "
             f"freedom), so each interval reaches about {tcrit:.1f} standard errors either side of the difference "
-            f"(about 2 with many seeds) and says little about the differences this comparison could resolve. "
+            f"(about 2 with many {more.replace(', ', ' or ')}) and says little about the differences this comparison "
+            "could resolve. "
             f"{need}."
         )
     if not halves:
@@ -87,7 +89,7 @@ def _power_note(summary: Summary, n_patients: int) -> str:
     if np.isfinite(high - low) and half >= high - low:
         text = (
             f"Power: with {size}, the paired {pct} intervals are wider than the whole range of {spec.words} "
-            f"({low:g} to {high:g}), so this comparison cannot resolve any difference; add seeds or test patients."
+            f"({low:g} to {high:g}), so this comparison cannot resolve any difference; add {more} or test patients."
         )
     else:
         text = (

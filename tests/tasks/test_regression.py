@@ -440,7 +440,12 @@ def test_trains_predicts_and_evaluates_in_the_label_unit(disc_run, tmp_path: Pat
     written = _read_csv(out)
     assert list(written[0]) == ["image", "patient_id", "label", "pred"] and len(rows) == 12
     got = np.asarray([float(r["pred"]) for r in written])
-    assert np.mean(np.abs(got - new_targets)) < 0.7 * float(new_targets.std())
+    # in millimetres, and better than the training targets' mean. Measured over four splits (pseudonym secrets): MAE
+    # 0.30-0.65 of the mean's, r 0.86-0.94; a run can be off on all 12 new discs by half a millimetre, by its split
+    # (so the SD of 12 new targets is no fixed yardstick)
+    train_mean = json.loads((result.run_dir / "preprocessing.json").read_text())["target_mean"]
+    assert np.mean(np.abs(got - new_targets)) < 0.8 * np.mean(np.abs(train_mean - new_targets))
+    assert float(np.corrcoef(got, new_targets)[0, 1]) > 0.7
     plain = predict(result.run_dir, sorted((tmp_path / "new").glob("*.dcm"))[:3], out=tmp_path / "plain.csv")
     assert list(_read_csv(tmp_path / "plain.csv")[0]) == ["image", "patient_id", "pred"] and len(plain) == 3
     assert [r["pred"] for r in plain] == pytest.approx(got[:3].tolist(), abs=1e-6)

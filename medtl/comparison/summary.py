@@ -262,7 +262,8 @@ def _too_few_seeds(d: PairedDifference, unit: str = "", noun: str = "seed") -> s
             "(splits.folds, compare.seeds)."
         )
     base = f"at least {MIN_SEEDS_FOR_VERDICT} seeds per arm are needed for any verdict (compare.seeds)"
-    if k < 2 or not np.isfinite(d.seed_sd):
+    # seeds that agree exactly (seed SD 0, a few test patients) measure no training noise to extrapolate from
+    if k < 2 or not np.isfinite(d.seed_sd) or d.seed_sd == 0:
         return f"Run more: {base}; 5 seeds give an interval about half as wide as 3 when training noise dominates."
     need = seeds_needed(d.difference, d.seed_sd, d.shared_patient_se, d.n_patients, confidence=d.confidence)
     if need is None:

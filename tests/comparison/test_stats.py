@@ -314,6 +314,14 @@ def test_seeds_that_agree_by_chance_keep_the_patients_sampling_noise():
     assert m.mean == pytest.approx(15 / 16) and m.low < 15 / 16 < m.high
     same = paired_difference(weak, weak, "auroc", n_resamples=400, seed=1)
     assert same.se == 0 and not same.estimable
+    # two seeds that agree: no verdict, and no seed count extrapolated from a seed SD of 0
+    from medtl.comparison.summary import _verdict
+
+    two = paired_difference([perfect] * 2, weak[:2], "auroc", n_resamples=400, seed=1)
+    assert two.seed_sd == 0 and not two.verdict_allowed
+    sentence = _verdict("imagenet", "scratch", two, 1.0, 0.95)
+    assert "no verdict" in sentence and "at least 3 seeds per arm" in sentence
+    assert "50 seeds" not in sentence and "seeds per arm to be resolved" not in sentence
 
 
 def test_multiclass_auroc_paired_difference():
